@@ -1,0 +1,23 @@
+"""Model loading (any Hugging Face causal LM on local disk), KV-cached wrappers, and the model zoo."""
+
+from gelato.models.cached import CachedCausalLM
+from gelato.models.loading import (
+    ModelLoadError,
+    VocabularyMismatchError,
+    check_same_vocabulary,
+    load_causal_lm,
+    load_pair,
+    shared_vocab_size,
+    load_tokenizer,
+)
+
+__all__ = [
+    "CachedCausalLM",
+    "ModelLoadError",
+    "VocabularyMismatchError",
+    "check_same_vocabulary",
+    "load_causal_lm",
+    "load_pair",
+    "load_tokenizer",
+    "shared_vocab_size",
+]

@@ -1,0 +1,44 @@
+"""The one interface every draft-length policy implements (GELATO, its ablations, every baseline).
+
+The round loop asks, in order: ``budget(ctx)`` before drafting (the outer loop), ``keep_drafting(step)``
+after each drafted token (the inner loop), and ``observe(record)`` once the round is verified and
+charged (``record.charge`` then holds the clock's time and energy terms).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+from gelato.spec.types import DraftStep, RoundRecord, StopDecision
+
+
+@dataclass(frozen=True)
+class RoundContext:
+    """What a policy may read before a round: where generation stands and the clock's link state."""
+
+    index: int  # round index over the policy's lifetime (across prompts)
+    generated: int  # tokens generated so far for the current prompt
+    context_len: int  # committed tokens (prompt + generated)
+    max_budget: int  # the loop will clip the budget to this (remaining tokens - 1)
+    link: Any = None  # the clock's view of this round's channel (e.g. a ChannelState), if modelled
+
+
+class DraftPolicy(ABC):
+    name: str = "policy"
+
+    @abstractmethod
+    def budget(self, ctx: RoundContext) -> int:
+        """Maximum number of tokens to draft this round (>= 1)."""
+
+    def keep_drafting(self, step: DraftStep) -> StopDecision:
+        """Called after each drafted token; default: draft up to the budget."""
+        return StopDecision.CONTINUE
+
+    def observe(self, record: RoundRecord) -> None:
+        """Update internal estimates with the finished round."""
+
+    def state(self) -> dict:
+        """Per-round fields for logs (queue, estimates...)."""
+        return {}

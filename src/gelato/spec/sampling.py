@@ -1,0 +1,75 @@
+"""Turning logits into the processed distributions p (target) and q (draft).
+
+Both sides apply the same processing (temperature, then top-k, then top-p, renormalised), so the
+verifier compares the distributions the two models really sample from. At temperature 0 decoding is
+greedy; the distribution used for entropies and confidence is then the temperature-1 softmax with the
+same top-k/top-p truncation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Decoding settings shared by draft and target. ``temperature == 0`` means greedy."""
+
+    temperature: float = 0.0
+    top_k: int = 0  # 0 disables top-k
+    top_p: float = 1.0  # 1.0 disables top-p
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.temperature) or self.temperature < 0:
+            raise ValueError(f"temperature must be a finite number >= 0, got {self.temperature}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0 (0 disables it), got {self.top_k}")
+        if not (0.0 < self.top_p <= 1.0):
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+def processed_probs(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
+    """Probabilities after temperature, top-k and top-p (renormalised), over the last dimension.
+
+    At temperature 0 the temperature-1 softmax is used (the greedy token is its argmax).
+    """
+    logits = logits.float()
+    if not params.greedy:
+        logits = logits / params.temperature
+    if params.top_k and params.top_k < logits.shape[-1]:
+        kth = torch.topk(logits, params.top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    if params.top_p < 1.0:
+        sorted_probs, order = torch.sort(probs, dim=-1, descending=True)
+        mass_before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs
+        drop_sorted = mass_before >= params.top_p  # keep the smallest prefix reaching top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        probs = probs.masked_fill(drop, 0.0)
+        probs = probs / probs.sum(dim=-1, keepdim=True)
+    return probs
+
+
+def entropy_nats(probs: torch.Tensor) -> torch.Tensor:
+    """Shannon entropy in nats over the last dimension (0 log 0 = 0)."""
+    logp = torch.log(probs.clamp_min(1e-30))
+    return -(probs * logp).sum(dim=-1)
+
+
+def choose_token(probs: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> int:
+    """Argmax when greedy, else one sample from ``probs`` (1-D)."""
+    if params.greedy:
+        return int(torch.argmax(probs))
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def sample_from(probs: torch.Tensor, generator: torch.Generator | None) -> int:
+    """One sample from a 1-D probability vector."""
+    return int(torch.multinomial(probs, 1, generator=generator))
