@@ -51,11 +51,10 @@ class DraftModelProposer:
             if decision is StopDecision.STOP_BEFORE and position > 0:
                 break  # computed (and billed) but not sent; at least one token is always sent
             tokens.append(token)
-            if not self.params.greedy:
-                q_sent.append(SparseDist.from_dense(q))
+            q_sent.append(SparseDist.from_dense(q))
             if decision is not StopDecision.CONTINUE:
                 break
-        return Draft(tokens=tokens, q=None if self.params.greedy else q_sent, entropies=entropies,
+        return Draft(tokens=tokens, q=q_sent, entropies=entropies,
                      token_probs=token_probs, max_probs=max_probs, budget=budget,
                      n_computed=len(entropies), start=len(ids))
 

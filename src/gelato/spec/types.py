@@ -60,7 +60,9 @@ class Draft:
     """One round's draft. ``tokens`` are sent; ``n_computed`` counts every drafted token, sent or not."""
 
     tokens: list[int]
-    q: list[SparseDist] | None  # one per sent token; None under greedy decoding (ids only)
+    # One per sent token: the processed q the token came from (under greedy decoding, the temperature-1
+    # q used for entropies; the greedy uplink sends ids only, the paper-compat payload its top-p part).
+    q: list[SparseDist] | None
     entropies: list[float]  # per computed token
     token_probs: list[float]  # q(token) per computed token
     max_probs: list[float]  # top-1 probability of q per computed token
