@@ -22,6 +22,7 @@ class CachedCausalLM:
         self.config = model.config
         self.device = next(model.parameters()).device
         self.vocab_size = int(vocab_size or model.config.vocab_size)
+        self._embedding_rows = int(model.get_input_embeddings().num_embeddings)
         self.tokens_processed = 0
         self.forward_calls = 0
         self.reset()
@@ -72,6 +73,9 @@ class CachedCausalLM:
         keep = min(self._reusable_prefix(ids), logits_from)
         self.truncate(keep)
         new = list(ids[keep:])
+        bad = [t for t in new if not 0 <= t < self._embedding_rows]
+        if bad:
+            raise ValueError(f"token ids {bad[:5]} are outside the model's vocabulary of {self._embedding_rows}")
         input_ids = torch.tensor([new], dtype=torch.long, device=self.device)
         out = self.model(input_ids=input_ids, past_key_values=self._cache, use_cache=True)
         self._cached_ids.extend(new)

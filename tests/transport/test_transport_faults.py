@@ -1,0 +1,149 @@
+"""Faults: lost and delayed messages, an edge restart, idle expiry, an edge that never comes back."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import grpc
+import pytest
+
+from edge_helpers import PROMPTS, reference, remote_generate, start_edge
+from gelato.policies import StaticPolicy
+from gelato.transport.client import EdgeClient
+from gelato.transport.errors import EdgeUnavailableError
+
+N = 24
+
+
+class _Lost(grpc.RpcError):
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self._code, self._details = code, details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+
+class FaultInjector(grpc.UnaryUnaryClientInterceptor):
+    """Injects faults into the Nth call of one method (1-based): the request never arrives
+    ("drop_request", the caller waits out its deadline), the reply is lost after the edge ran the call
+    ("drop_response"), or the call is delayed ("delay:<seconds>")."""
+
+    def __init__(self, plan: dict[int, str], method: str = "Verify") -> None:
+        self.plan, self.method, self.calls = plan, method, 0
+        self.injected: list[str] = []
+
+    def intercept_unary_unary(self, continuation, details, request):
+        method = details.method.decode() if isinstance(details.method, bytes) else details.method
+        if not method.endswith("/" + self.method):
+            return continuation(details, request)
+        self.calls += 1
+        action = self.plan.get(self.calls, "")
+        if action:
+            self.injected.append(action)
+        if action == "drop_request":
+            time.sleep(details.timeout or 0)
+            raise _Lost(grpc.StatusCode.DEADLINE_EXCEEDED, "injected: request lost")
+        if action == "drop_response":
+            outcome = continuation(details, request)
+            outcome.result()  # the edge verified the round; its reply is lost
+            raise _Lost(grpc.StatusCode.DEADLINE_EXCEEDED, "injected: reply lost")
+        if action.startswith("delay:"):
+            time.sleep(float(action.split(":", 1)[1]))
+        return continuation(details, request)
+
+
+@pytest.fixture(scope="module")
+def edge(pair):
+    server = start_edge(pair[0], max_batch=4)
+    yield server
+    server.stop()
+
+
+def test_lost_and_delayed_messages_are_retried(pair, edge):
+    target, draft = pair
+    injector = FaultInjector({2: "drop_request", 4: "drop_response", 5: "drop_response", 7: "delay:0.2"})
+    client = EdgeClient(edge.address, interceptors=[injector])
+    before = edge.metrics()["retries_served"]
+    t0 = time.monotonic()
+    result, verifier = remote_generate(client, draft, PROMPTS[0], N, policy=StaticPolicy(3), rpc_timeout=0.5)
+    elapsed = time.monotonic() - t0
+    client.close()
+    assert result.token_ids == reference(target, PROMPTS[0], N)
+    assert injector.injected == ["drop_request", "drop_response", "drop_response", "delay:0.2"]
+    assert verifier.stats.retries == 3 and verifier.stats.reopens == 0
+    assert edge.metrics()["retries_served"] - before == 2  # the lost replies were answered from the cache
+    assert elapsed < 8.0  # one deadline (0.5 s) plus backoff, no hang
+
+
+def test_edge_restart_mid_generation_keeps_output(pair):
+    target, draft = pair
+    first = start_edge(target)
+    port, state = first.port, {}
+
+    def on_round(record):
+        if record.index == 3:
+            first.stop()  # kill the edge between rounds; every session is gone
+
+            def restart():
+                time.sleep(0.3)
+                state["second"] = start_edge(target, port=port)
+            state["thread"] = threading.Thread(target=restart)
+            state["thread"].start()
+
+    try:
+        result, verifier = remote_generate(first.address, draft, PROMPTS[2], N, policy=StaticPolicy(4),
+                                           on_round=on_round)
+    finally:
+        state["thread"].join(10)
+    second = state["second"]
+    try:
+        metrics = second.metrics()
+    finally:
+        second.stop()
+    assert result.token_ids == reference(target, PROMPTS[2], N)
+    assert verifier.stats.retries >= 1 and verifier.stats.reopens == 1
+    assert metrics["sessions"]["opened"] == 1 and metrics["rounds"] >= 1
+
+
+def test_idle_session_expires_and_device_reopens(pair):
+    target, draft = pair
+    server = start_edge(target, idle_timeout_s=0.2)
+
+    def on_round(record):
+        if record.index == 2:
+            time.sleep(0.6)  # the edge expires the session meanwhile
+
+    try:
+        result, verifier = remote_generate(server.address, draft, PROMPTS[0], N, on_round=on_round)
+        metrics = server.metrics()
+    finally:
+        server.stop()
+    assert result.token_ids == reference(target, PROMPTS[0], N)
+    assert metrics["sessions"]["expired"] == 1 and verifier.stats.reopens == 1
+    assert metrics["errors"].get("NOT_FOUND") == 1
+
+
+def test_unreachable_edge_raises_with_committed_tokens(pair):
+    target, draft = pair
+    server = start_edge(target)
+
+    def on_round(record):
+        if record.index == 2:
+            server.stop()
+
+    t0 = time.monotonic()
+    with pytest.raises(EdgeUnavailableError) as info:
+        remote_generate(server.address, draft, PROMPTS[0], N, on_round=on_round, unreachable_after=1.0,
+                        rpc_timeout=0.5)
+    elapsed = time.monotonic() - t0
+    err = info.value
+    ref = reference(target, PROMPTS[0], N)
+    assert elapsed < 6.0
+    assert err.committed_ids[: len(PROMPTS[0])] == PROMPTS[0]
+    assert 3 <= len(err.generated_ids) < N and err.generated_ids == ref[: len(err.generated_ids)]
+    assert "unreachable" in str(err) and err.waited_s >= 1.0

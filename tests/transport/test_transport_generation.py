@@ -1,0 +1,101 @@
+"""Networked generation equals the target's own output (greedy), and seeded sampling equals local sampling."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+import torch
+
+from edge_helpers import FINGERPRINT, GREEDY, PROMPTS, reference, remote_generate, remote_verifier, start_edge
+from gelato.models.cached import CachedCausalLM
+from gelato.policies import StaticPolicy
+from gelato.policies.gelato_paper import GelatoPaperPolicy
+from gelato.policies.predictor import LinearRoundPredictor
+from gelato.spec.engine import speculative_generate
+from gelato.spec.proposer import DraftModelProposer
+from gelato.spec.sampling import SamplingParams
+from gelato.spec.verifier import TargetModelVerifier
+from gelato.transport.client import RemoteVerifier
+from gelato.transport.errors import EdgeRejectedError
+from gelato.transport.sessions import session_seed
+
+N = 24
+
+
+@pytest.fixture(scope="module")
+def edge(pair):
+    target, _ = pair
+    server = start_edge(target, max_batch=4)
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("policy", [lambda: StaticPolicy(1), lambda: StaticPolicy(4),
+                                    lambda: GelatoPaperPolicy(LinearRoundPredictor())],
+                         ids=["static-k1", "static-k4", "gelato-paper"])
+def test_greedy_networked_equals_target(pair, edge, policy):
+    target, draft = pair
+    for prompt in PROMPTS[:3]:
+        result, verifier = remote_generate(edge.address, draft, prompt, N, policy=policy())
+        assert result.token_ids == reference(target, prompt, N)
+        assert verifier.stats.retries == 0 and verifier.stats.reopens == 0
+        assert verifier.stats.up_bytes > 0 and len(verifier.stats.timings) == result.metrics.rounds
+    m = edge.metrics()
+    assert m["errors"] == {} and m["sessions"]["active"] == 0
+    assert 0 < m["accepted"] < m["drafted"]  # the noisy draft is partly accepted
+
+
+def test_explicit_open_reports_edge_limits(pair, edge):
+    target, draft = pair
+    verifier = remote_verifier(edge.address)
+    reply = verifier.open(PROMPTS[0])
+    assert reply.vocab_size == 96 and reply.max_draft_tokens == 32 and verifier.session == reply.session
+    result, _ = remote_generate(None, draft, PROMPTS[0], 10, verifier=verifier)
+    assert result.token_ids == reference(target, PROMPTS[0], 10)
+    assert verifier.stats.opens == 1
+
+
+def test_sampling_compact_equals_local_with_same_seeds(pair):
+    """Unbatched, the edge's verification RNG is seeded from SamplingSettings.seed: the same seeds give
+    exactly the local sampled output (so the remote path samples the same distribution)."""
+    target, draft = pair
+    params = SamplingParams(temperature=0.9, top_k=20)
+    prompt, seed = PROMPTS[0], 1234
+    local_gen = torch.Generator().manual_seed(session_seed(seed, len(prompt)))
+    local = speculative_generate(prompt, DraftModelProposer(CachedCausalLM(draft), params,
+                                                            torch.Generator().manual_seed(7)),
+                                 TargetModelVerifier(CachedCausalLM(target), params, local_gen), StaticPolicy(3), N)
+    server = start_edge(target, max_batch=1)
+    try:
+        remote, verifier = remote_generate(server.address, draft, prompt, N, policy=StaticPolicy(3), params=params,
+                                           draft_generator=torch.Generator().manual_seed(7), seed=seed)
+    finally:
+        server.stop()
+    assert remote.token_ids == local.token_ids
+    assert verifier.stats.up_bytes > 200  # the q distributions travel up
+
+
+@pytest.mark.parametrize("mode", ["dssd", "paper_topp"])
+def test_sampling_payload_modes_run(pair, edge, mode):
+    target, draft = pair
+    params = SamplingParams(temperature=1.0)
+    result, verifier = remote_generate(edge.address, draft, PROMPTS[1], N, policy=StaticPolicy(4), params=params,
+                                       draft_generator=torch.Generator().manual_seed(3), payload=mode,
+                                       generator=torch.Generator().manual_seed(4), seed=5)
+    assert len(result.token_ids) == N and all(0 <= t < 96 for t in result.token_ids)
+    assert verifier.stats.reopens == 0
+    if mode == "dssd":  # rejections come back as target distributions; the device samples the residual
+        rejected = sum(r.accepted < r.sent for r in result.rounds[:-1])
+        assert rejected == 0 or verifier.stats.down_bytes > 10 * verifier.stats.rounds
+
+
+def test_fingerprint_mismatch_names_both(pair, edge):
+    _, draft = pair
+    verifier = RemoteVerifier(edge.address, GREEDY, fingerprint="sha256:deadbeef")
+    with pytest.raises(EdgeRejectedError) as info:
+        speculative_generate(PROMPTS[0], DraftModelProposer(CachedCausalLM(draft), GREEDY), verifier,
+                             StaticPolicy(2), 4)
+    verifier.close()
+    assert info.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "sha256:deadbeef" in info.value.details and FINGERPRINT in info.value.details
+    assert info.value.committed_ids == PROMPTS[0] and info.value.generated_ids == []
