@@ -1,0 +1,1 @@
+"""The ``gelato`` command (typer)."""

@@ -1,0 +1,73 @@
+"""``gelato bench ...``: benchmarks that print figures (never timed tests)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from gelato.cli.common import fail, resolve_pair_dirs
+
+app = typer.Typer(no_args_is_help=True)
+
+
+@app.command("engine")
+def engine(
+    draft: Annotated[Optional[Path], typer.Option(help="Draft model directory (default: built-in gsm8k pair).")] = None,
+    target: Annotated[Optional[Path], typer.Option(help="Target model directory.")] = None,
+    num_draft_tokens: Annotated[int, typer.Option("--num-draft-tokens", "-k")] = 4,
+    prompts: Annotated[int, typer.Option(help="Number of GSM8K test prompts.")] = 8,
+    max_new_tokens: int = 64,
+    data_dir: Annotated[Optional[Path], typer.Option(help="Directory with gsm8k_test.jsonl.")] = None,
+    threads: Annotated[int, typer.Option(help="torch threads (0 = leave as is).")] = 0,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Target-only vs our SD vs transformers' assisted generation (greedy, same K, same prompts)."""
+    import torch
+    from rich.console import Console
+    from rich.progress import track
+    from rich.table import Table
+
+    from gelato.experiments.bench_engine import as_dict, run_engine_bench
+    from gelato.experiments.workloads import format_for_pair, load_gsm8k
+    from gelato.models import load_pair, shared_vocab_size
+
+    if threads:
+        torch.set_num_threads(threads)
+    draft_dir, target_dir = resolve_pair_dirs(draft, target)
+    try:
+        draft_model, target_model, tok = load_pair(draft_dir, target_dir)
+        questions = load_gsm8k("test", data_dir, limit=prompts)
+    except Exception as exc:  # noqa: BLE001 - surface the loader's message
+        fail(str(exc))
+    prompt_ids = [tok(format_for_pair(q, "gsm8k"))["input_ids"] for q in questions]
+    console = Console(stderr=True)
+    bar = iter(track(range(len(prompt_ids)), description="bench engine", console=console, transient=True))
+    result = run_engine_bench(draft_model, target_model, prompt_ids, num_draft_tokens, max_new_tokens,
+                              tok.eos_token_id, tok.pad_token_id, shared_vocab_size(draft_model, target_model),
+                              progress=lambda: next(bar, None))
+    if as_json:
+        typer.echo(json.dumps(as_dict(result), indent=2))
+        return
+    table = Table(title=f"engine benchmark: greedy, K={result.k}, {result.prompts} GSM8K prompts x "
+                        f"{result.max_new_tokens} new tokens")
+    table.add_column("decoder")
+    table.add_column("tokens/s", justify="right")
+    table.add_column("vs target-only", justify="right")
+    table.add_row("target only", f"{result.target_only_tps:.1f}", "1.00x")
+    table.add_row("transformers assisted", f"{result.hf_assisted_tps:.1f}", f"{result.hf_vs_target:.2f}x")
+    table.add_row("gelato SD", f"{result.ours_tps:.1f}", f"{result.ours_vs_target:.2f}x")
+    console = Console()
+    console.print(table)
+    console.print(f"gelato / transformers assisted: {result.ours_vs_hf:.2f}x (target >= 1.3x)")
+    console.print(f"mean acceptance length {result.mean_acceptance_length:.2f}, draft acceptance rate "
+                  f"{result.draft_acceptance_rate:.3f}, fitted per-token acceptance a = {result.fitted_acceptance:.3f}, "
+                  f"cost ratio c = {result.cost_ratio:.3f}")
+    console.print(f"analytic speedup bound (1-a^(K+1))/((1-a)(1+Kc)) = {result.analytic_speedup:.2f}x; measured "
+                  f"{result.ours_vs_target:.2f}x = {result.fraction_of_bound:.2f} of the bound (target >= 0.9)")
+    s = result.time_split
+    total = sum(s.values()) or 1.0
+    console.print("gelato SD time split: " + ", ".join(f"{k} {v / total:.0%}" for k, v in s.items()))
+    console.print(f"outputs identical (gelato == target-only == transformers): {result.outputs_identical}")
