@@ -206,5 +206,14 @@ def test_predict_defaults_and_validation():
     # energy of g tokens: paper F at P_D plus P_U * bits / rate
     F = 24 * 7 * (8 * 896**2 + 4 * (100 + 3.5) * 896 + 4 * 896 * 4864)
     assert e7 == pytest.approx(12 * F / 40e9 + dbm_to_w(23) * 7000 / link.uplink_bps)
+    assert clock.predict(7, None, 100, 1000.0) == (t7, e7)  # no link: the mean state
+    t0, e0 = clock.predict(0, link, 100, 0.0)  # an edge-only round: verification and the verdict
+    assert e0 == 0.0 and t0 == pytest.approx(0.1 + clock.predict_terms(0, link, 100, 0.0)["t_downlink"])
     with pytest.raises(ValueError):
         clock.predict(-1, link, 100, 10.0)
+
+
+def test_clock_is_a_round_predictor_for_the_policies():
+    from gelato.policies.predictor import RoundPredictor
+
+    assert isinstance(ModelledClock.paper_mode(), RoundPredictor)

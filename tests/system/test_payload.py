@@ -179,3 +179,15 @@ def test_payload_config_validation():
         PayloadConfig(prob_format="float", b_prob=20)
     with pytest.raises(ValidationError):
         PayloadConfig(top_p=0)
+
+
+@pytest.mark.parametrize("scale,top_p", [(0.5, 0.99995), (2.0, 0.99), (6.0, 0.99998)])
+def test_topp_support_matches_a_full_sort(scale, top_p):
+    gen = torch.Generator().manual_seed(0)
+    q = SparseDist.from_dense(torch.softmax(torch.randn(20000, generator=gen) * scale, -1))
+    ids, probs = topp_support(q, top_p)
+    p = q.probs.numpy().astype(np.float64)
+    order = np.lexsort((q.ids.numpy(), -p))
+    keep = int(np.nonzero(np.cumsum(p[order]) >= top_p)[0][0]) + 1
+    assert ids.tolist() == q.ids.numpy()[order][:keep].tolist()
+    assert float(probs.astype(np.float64).sum()) >= top_p - 1e-6

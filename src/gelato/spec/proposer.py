@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -24,6 +25,52 @@ def draft_token(logits: torch.Tensor, params: SamplingParams, generator: torch.G
     return token, q, float(entropy_nats(q))
 
 
+@dataclass(frozen=True)
+class DraftedToken:
+    """One drafted token with what the stop hook and the payload need about it."""
+
+    token: int
+    entropy: float
+    token_prob: float
+    max_prob: float
+    q: SparseDist | None = None  # the processed q it was drawn from (None for replayed/synthetic drafts)
+    support_sizes: tuple[int, ...] = ()  # replayed drafts: top-p support sizes of q (payload sizing)
+
+
+def draft_loop(next_token: Callable[[int, list[int]], DraftedToken], budget: int, keep_drafting: KeepDrafting,
+               start: int) -> Draft:
+    """The inner loop shared by every proposer: draft up to ``budget`` tokens, asking the hook after each.
+
+    ``next_token(position, sent_so_far)`` produces the next drafted token. A token the hook answers
+    ``STOP_BEFORE`` for was computed (and is billed) but is not sent; at least one token is always sent.
+    """
+    if budget < 0:
+        raise ValueError(f"draft budget must be >= 0, got {budget}")
+    tokens: list[int] = []
+    q_sent: list[SparseDist] = []
+    supports: list[tuple[int, ...]] = []
+    entropies: list[float] = []
+    token_probs: list[float] = []
+    max_probs: list[float] = []
+    for position in range(budget):
+        d = next_token(position, tokens)
+        entropies.append(d.entropy)
+        token_probs.append(d.token_prob)
+        max_probs.append(d.max_prob)
+        decision = keep_drafting(DraftStep(position, d.token, d.entropy, d.token_prob, d.max_prob))
+        if decision is StopDecision.STOP_BEFORE and position > 0:
+            break
+        tokens.append(d.token)
+        if d.q is not None:
+            q_sent.append(d.q)
+        supports.append(d.support_sizes)
+        if decision is not StopDecision.CONTINUE:
+            break
+    return Draft(tokens=tokens, q=q_sent if len(q_sent) == len(tokens) else None, entropies=entropies,
+                 token_probs=token_probs, max_probs=max_probs, budget=budget, n_computed=len(entropies),
+                 start=start, support_sizes=supports if any(supports) else None)
+
+
 class DraftModelProposer:
     """Drafts with a live model whose KV cache persists across rounds (cropped by common prefix)."""
 
@@ -33,30 +80,14 @@ class DraftModelProposer:
         self.generator = generator
 
     def propose(self, committed: Sequence[int], budget: int, keep_drafting: KeepDrafting = always_continue) -> Draft:
-        if budget < 0:
-            raise ValueError(f"draft budget must be >= 0, got {budget}")
         ids = list(committed)
-        tokens: list[int] = []
-        q_sent: list[SparseDist] = []
-        entropies: list[float] = []
-        token_probs: list[float] = []
-        max_probs: list[float] = []
-        for position in range(budget):
-            logits = self.model.feed(ids + tokens)[-1]
+
+        def next_token(position: int, sent: list[int]) -> DraftedToken:
+            logits = self.model.feed(ids + sent)[-1]
             token, q, entropy = draft_token(logits, self.params, self.generator)
-            entropies.append(entropy)
-            token_probs.append(float(q[token]))
-            max_probs.append(float(q.max()))
-            decision = keep_drafting(DraftStep(position, token, entropy, token_probs[-1], max_probs[-1]))
-            if decision is StopDecision.STOP_BEFORE and position > 0:
-                break  # computed (and billed) but not sent; at least one token is always sent
-            tokens.append(token)
-            q_sent.append(SparseDist.from_dense(q))
-            if decision is not StopDecision.CONTINUE:
-                break
-        return Draft(tokens=tokens, q=q_sent, entropies=entropies,
-                     token_probs=token_probs, max_probs=max_probs, budget=budget,
-                     n_computed=len(entropies), start=len(ids))
+            return DraftedToken(token, entropy, float(q[token]), float(q.max()), SparseDist.from_dense(q))
+
+        return draft_loop(next_token, budget, keep_drafting, start=len(ids))
 
     def rollback(self, committed_len: int) -> None:
         """Keep only cache positions that belong to the committed sequence (all but its newest token)."""

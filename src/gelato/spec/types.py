@@ -69,6 +69,9 @@ class Draft:
     budget: int
     n_computed: int
     start: int  # number of committed tokens (prompt + generated) when the round began
+    # Replayed/synthetic drafts carry no q; per sent token, the top-p support sizes of q at the trace's
+    # thresholds (what the paper-compat payload would pack) instead.
+    support_sizes: list[tuple[int, ...]] | None = None
 
     @property
     def stopped_early(self) -> bool:

@@ -1,0 +1,290 @@
+"""The modelled clock: charges each round's time and device energy from the system model.
+
+Implements the engine's ``RoundClock`` protocol (``gelato.spec.engine``):
+
+* ``begin_round(ctx)`` draws this round's channel (fading) and returns the :class:`ChannelState` the
+  policy sees as ``ctx.link``;
+* ``charge(record, draft, verdict)`` computes the round's terms (design sections 2 and 6)
+
+      t_draft    = draft compute of every computed draft token (sent or not)
+      t_uplink   = bits_up / r_up          (bits of the real DraftUp message + header)
+      t_verify   = T_V or the target's compute model
+      t_downlink = bits_down / r_down      (bits of the real VerdictDown message + header)
+      t_round    = t_draft + t_uplink + t_verify + t_downlink
+      e_round    = e_draft + e_uplink + e_downlink + e_idle   (device; e_edge reported apart)
+
+  advances the modelled time and charges the :class:`EnergyLedger`;
+* ``predict(g, link, context_len, bits_per_token)`` gives the predicted (round time, device energy)
+  of a budget ``g`` with the same formulas (GELATO's outer loop).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from gelato.spec.types import Draft, RoundRecord, Verdict
+from gelato.system.channel import Channel, ChannelConfig, ChannelState, PathLoss, make_channel
+from gelato.system.compute import (QWEN25_0_5B, QWEN25_7B, QWEN25_7B_PARAMS, ComputeModel, ConstantCompute,
+                                   FlopsCompute, RooflineCompute, draft_seconds, verify_seconds)
+from gelato.system.energy import (DevicePower, EdgePower, EnergyLedger, device_round_energy,
+                                  edge_round_energy)
+from gelato.system.presets import (EDGE_L4, GENERIC_DISTANCE_KM, JETSON_ORIN_NANO_8GB, PAPER, DevicePreset,
+                                   EdgePreset)
+from gelato.system.units import MHZ, dbm_to_w
+from gelato.transport.payload import (PayloadConfig, PayloadMode, build_draft_up, build_verdict_down,
+                                      message_bits)
+
+Accounting = Literal["paper", "sequential"]
+
+CHARGE_KEYS = ("t_draft", "t_uplink", "t_verify", "t_downlink", "t_round", "e_draft", "e_uplink", "e_downlink",
+               "e_idle", "e_round", "e_edge", "bits_up", "bits_down", "gain", "snr_db", "rate_up_bps",
+               "rate_down_bps", "cum_tokens", "cum_time", "cum_energy")
+
+
+class ModelledClock:
+    """Modelled time and energy per round; deterministic for a seed.
+
+    ``accounting``: ``"paper"`` bills ``g`` single-token draft forwards at contexts ``L..L+g-1`` (the
+    paper's formula); ``"sequential"`` follows the real proposer, whose first forward also feeds the
+    committed tokens its cache lacks (2 after a fully accepted round). ``count_downlink_time`` adds the
+    downlink time to the round time (the paper neglects it; for an id-only verdict it is microseconds).
+    """
+
+    def __init__(self, channel: Channel | ChannelConfig | None = None, draft_compute: ComputeModel | None = None,
+                 verify_compute: ComputeModel | None = None, device_power: DevicePower | None = None,
+                 edge_power: EdgePower | None = None, payload: PayloadConfig | None = None, seed: int = 0,
+                 accounting: Accounting = "sequential", count_downlink_time: bool = True,
+                 name: str = "modelled") -> None:
+        if accounting not in ("paper", "sequential"):
+            raise ValueError(f"accounting must be 'paper' or 'sequential', got {accounting!r}")
+        if channel is None or isinstance(channel, ChannelConfig):
+            channel = make_channel(channel, seed)
+        self.channel = channel
+        self.draft_compute = draft_compute or FlopsCompute(QWEN25_0_5B, PAPER.flops_per_s)
+        self.verify_compute = verify_compute or ConstantCompute(PAPER.t_verify_s)
+        self.device_power = device_power or DevicePower()
+        self.edge_power = edge_power or EdgePower()
+        self.payload = payload or PayloadConfig()
+        self.seed = seed
+        self.accounting: Accounting = accounting
+        self.count_downlink_time = count_downlink_time
+        self.name = name
+        self.ledger = EnergyLedger()
+        self.reset(seed)
+
+    # --- constructors ---------------------------------------------------------------------------------
+
+    @classmethod
+    def paper_mode(cls, bandwidth_mhz: float = 1.0, t_verify_s: float = PAPER.t_verify_s,
+                   payload_mode: PayloadMode = "paper_topp", top_p: float = PAPER.top_p[0], greedy: bool = True,
+                   seed: int = 0, distance_km: float = PAPER.distance_km, header_bits: int = 0,
+                   dssd_target_support: int | None = None, **overrides: Any) -> "ModelledClock":
+        """Table I + design 2.4: 23 dBm uplink, -174 dBm/Hz, 0.175 km, Rayleigh fading; Qwen2.5-0.5B
+        FLOPs at 40 GFLOP/s and 12 W; constant T_V; top-p payload with b_index 18 and b_prob 32; only
+        draft and uplink energy charged (receive power 19 dBm for the DSSD payload, as the paper's DSSD)."""
+        channel = ChannelConfig(uplink_bandwidth_hz=bandwidth_mhz * MHZ, uplink_power_dbm=PAPER.uplink_power_dbm,
+                                noise_dbm_per_hz=PAPER.noise_dbm_per_hz, fading="rayleigh",
+                                path_loss=PathLoss(intercept_db=PAPER.path_loss_intercept_db,
+                                                   slope_db=PAPER.path_loss_slope_db, distance_km=distance_km))
+        receive_w = dbm_to_w(PAPER.dssd_receive_dbm) if payload_mode == "dssd" else 0.0
+        kwargs: dict[str, Any] = dict(
+            channel=channel, draft_compute=FlopsCompute(PAPER.draft_dims, PAPER.flops_per_s),
+            verify_compute=ConstantCompute(t_verify_s),
+            device_power=DevicePower(compute_w=PAPER.compute_w, receive_w=receive_w, idle_w=0.0),
+            edge_power=EdgePower(verify_w=EDGE_L4.verify_w),
+            payload=PayloadConfig(mode=payload_mode, greedy=greedy, top_p=top_p, b_index=PAPER.b_index,
+                                  b_prob=PAPER.b_prob, header_bits_up=header_bits, header_bits_down=header_bits,
+                                  dssd_target_support=dssd_target_support),
+            seed=seed, accounting="paper", count_downlink_time=True, name="paper")
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+    @classmethod
+    def default(cls, device: DevicePreset = JETSON_ORIN_NANO_8GB, edge: EdgePreset = EDGE_L4,
+                bandwidth_mhz: float = 1.0, distance_km: float = GENERIC_DISTANCE_KM,
+                payload: PayloadConfig | None = None, seed: int = 0, draft_dims=QWEN25_0_5B,
+                target_dims=QWEN25_7B, target_weight_bytes: float = 2 * QWEN25_7B_PARAMS,
+                **overrides: Any) -> "ModelledClock":
+        """A generic real-system setting: a device preset drafting with the FLOPs model at its effective
+        FLOP/s, an edge GPU verifying on a roofline (bf16 Qwen2.5-7B weights), all four device energy
+        terms, the compact payload, the real proposer's accounting."""
+        if edge.peak_flops_per_s is None or edge.memory_bw_bytes_per_s is None:
+            raise ValueError(f"edge preset {edge.name} lacks roofline figures (peak FLOP/s, memory bandwidth)")
+        channel = ChannelConfig(uplink_bandwidth_hz=bandwidth_mhz * MHZ, uplink_power_dbm=device.tx_power_dbm,
+                                downlink_power_dbm=edge.tx_power_dbm, path_loss=PathLoss(distance_km=distance_km))
+        kwargs: dict[str, Any] = dict(
+            channel=channel, draft_compute=FlopsCompute(draft_dims, device.flops_per_s),
+            verify_compute=RooflineCompute(target_dims, edge.peak_flops_per_s, edge.memory_bw_bytes_per_s,
+                                           target_weight_bytes),
+            device_power=DevicePower(compute_w=device.compute_w, receive_w=device.receive_w, idle_w=device.idle_w),
+            edge_power=EdgePower(verify_w=edge.verify_w), payload=payload or PayloadConfig(), seed=seed,
+            accounting="sequential", count_downlink_time=True, name=f"{device.name}+{edge.name}")
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+    # --- state ----------------------------------------------------------------------------------------
+
+    def reset(self, seed: int | None = None) -> None:
+        """Restart time, energy, the channel's random stream and the per-round log."""
+        if seed is not None:
+            self.seed = seed
+        self.channel.reset(self.seed)
+        self.ledger.reset()
+        self.rows: list[dict] = []
+        self.cum_tokens = 0
+        self.cum_time = 0.0
+        self.cum_energy = 0.0
+        self.cum_bits_up = 0
+        self.cum_sent = 0
+        self._state: ChannelState | None = None
+        self._pending = 1  # committed tokens the draft cache lacks at the next round
+        self._pending_ids: list[int] = []  # tokens the edge has not seen (DSSD residual samples)
+
+    @property
+    def now(self) -> float:
+        return self.cum_time
+
+    @property
+    def link(self) -> ChannelState | None:
+        """This round's channel state (after ``begin_round``, before ``charge``)."""
+        return self._state
+
+    @property
+    def mean_bits_per_token(self) -> float | None:
+        """Running mean of uplink bits per sent draft token (design 2.3's predicted payload)."""
+        return self.cum_bits_up / self.cum_sent if self.cum_sent else None
+
+    @property
+    def mean_bits_down(self) -> float | None:
+        return sum(r["bits_down"] for r in self.rows) / len(self.rows) if self.rows else None
+
+    # --- RoundClock -----------------------------------------------------------------------------------
+
+    def begin_round(self, ctx: Any = None) -> ChannelState:
+        if ctx is not None and getattr(ctx, "generated", None) == 0:
+            self._pending = 1  # a new prompt (its prefill is not billed per round)
+            self._pending_ids = []
+        self._state = self.channel.next_state()
+        return self._state
+
+    def charge(self, record: RoundRecord, draft: Draft, verdict: Verdict) -> dict:
+        state = self._state if self._state is not None else self.channel.next_state()
+        self._state = None
+        n_sent, n_computed, L = len(draft.tokens), draft.n_computed, draft.start
+        n_pending = 0 if self.accounting == "paper" else self._pending
+        t_draft = draft_seconds(self.draft_compute, n_computed, L, n_pending)
+        bits_up = message_bits(build_draft_up(draft, self.payload, record.index, self._pending_ids),
+                               self.payload.header_bits_up)
+        position = L + verdict.accepted + 1
+        bits_down = message_bits(build_verdict_down(verdict, self.payload, record.index, position, n_sent),
+                                 self.payload.header_bits_down)
+        t_verify = verify_seconds(self.verify_compute, n_sent, L)
+        terms = self._terms(state, t_draft, bits_up, t_verify, bits_down)
+        self.ledger.charge(record.index, terms["e_draft"], terms["e_uplink"], terms["e_downlink"], terms["e_idle"],
+                           terms["e_edge"])
+        self.cum_tokens += verdict.accepted + 1
+        self.cum_time += terms["t_round"]
+        self.cum_energy += terms["e_round"]
+        self.cum_bits_up += bits_up
+        self.cum_sent += n_sent
+        # what the draft cache lacks next round (see draft_seconds): the verdict token, plus the last draft
+        # token when every computed token was accepted (it was produced but never fed back)
+        if n_computed == 0:
+            self._pending += 1
+        else:
+            self._pending = 2 if verdict.accepted >= n_computed else 1
+        self._pending_ids = [record.token] if verdict.residual_p is not None and record.token >= 0 else []
+        charge = {**terms, "cum_tokens": self.cum_tokens, "cum_time": self.cum_time,
+                  "cum_energy": self.cum_energy, "context_len": L, "n_pending": n_pending,
+                  "channel_index": state.index, "fading": state.fading}
+        self.rows.append({"index": record.index, "start": record.start, "budget": record.budget,
+                          "drafted": record.drafted, "sent": record.sent, "accepted": record.accepted,
+                          "token": record.token, "entropies": list(record.entropies), **charge})
+        return charge
+
+    # --- prediction -----------------------------------------------------------------------------------
+
+    def predict_terms(self, g: int, link: ChannelState | None, context_len: int, bits_per_token: float,
+                      bits_down: float | None = None) -> dict:
+        """All predicted terms for drafting and sending ``g`` tokens this round (``link=None``: the
+        channel's mean state)."""
+        if link is None:
+            link = self.channel.mean_state()
+        if g < 0:
+            raise ValueError(f"draft budget g must be >= 0, got {g}")
+        if bits_per_token < 0:
+            raise ValueError(f"bits per token must be >= 0, got {bits_per_token}")
+        n_pending = 0 if self.accounting == "paper" else self._pending
+        t_draft = draft_seconds(self.draft_compute, g, context_len, n_pending)
+        if bits_down is None:
+            bits_down = self.mean_bits_down
+        if bits_down is None:
+            bits_down = message_bits(build_verdict_down(Verdict(accepted=g, token=self.payload.max_id), self.payload,
+                                                        len(self.rows), context_len + g + 1, g),
+                                     self.payload.header_bits_down)
+        t_verify = verify_seconds(self.verify_compute, g, context_len)
+        return self._terms(link, t_draft, g * bits_per_token, t_verify, bits_down)
+
+    def predict(self, g: int, link: ChannelState | None, context_len: int, bits_per_token: float,
+                bits_down: float | None = None) -> tuple[float, float]:
+        """Predicted (round time s, device energy J) for a budget ``g`` with every token sent.
+
+        ``bits_per_token``: predicted uplink bits per draft token (e.g. :attr:`mean_bits_per_token`);
+        ``bits_down``: predicted downlink bits (default: the running mean, or an id-only verdict).
+        """
+        terms = self.predict_terms(g, link, context_len, bits_per_token, bits_down)
+        return terms["t_round"], terms["e_round"]
+
+    def _terms(self, state: ChannelState, t_draft: float, bits_up: float, t_verify: float,
+               bits_down: float) -> dict:
+        if not (state.uplink_bps > 0 and state.downlink_bps > 0):
+            raise ValueError(f"channel rate is zero in round {state.index} (gain {state.gain}); cannot send")
+        t_uplink = bits_up / state.uplink_bps
+        t_downlink = bits_down / state.downlink_bps
+        cfg = self.channel.config
+        e = device_round_energy(self.device_power, cfg.uplink_power_w, t_draft, t_uplink, t_downlink, t_verify)
+        e_edge = edge_round_energy(self.edge_power, cfg.downlink_power_w, t_verify, t_downlink)
+        t_round = t_draft + t_uplink + t_verify + (t_downlink if self.count_downlink_time else 0.0)
+        return {"t_draft": t_draft, "t_uplink": t_uplink, "t_verify": t_verify, "t_downlink": t_downlink,
+                "t_round": t_round, "e_draft": e["draft"], "e_uplink": e["uplink"], "e_downlink": e["downlink"],
+                "e_idle": e["idle"], "e_round": e["draft"] + e["uplink"] + e["downlink"] + e["idle"],
+                "e_edge": e_edge, "bits_up": bits_up, "bits_down": bits_down, "gain": state.gain,
+                "snr_db": state.snr_db, "rate_up_bps": state.uplink_bps, "rate_down_bps": state.downlink_bps}
+
+    # --- logs -----------------------------------------------------------------------------------------
+
+    def rounds_jsonl(self, path: str | Path) -> Path:
+        """Write one JSON line per charged round: the RoundRecord fields and every charge term."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w") as fh:
+            for row in self.rows:
+                fh.write(json.dumps(row, sort_keys=True) + "\n")
+        return path
+
+    def summary(self) -> dict:
+        """Totals: tokens, time, device energy by term, edge energy, throughput and J/token."""
+        totals = self.ledger.totals()
+        out = {"rounds": len(self.rows), "tokens": self.cum_tokens, "time_s": self.cum_time,
+               "device_j": totals["device"], "edge_j": totals["edge"],
+               **{f"device_{k}_j": totals[k] for k in ("draft", "uplink", "downlink", "idle")},
+               "bits_up": sum(r["bits_up"] for r in self.rows), "bits_down": sum(r["bits_down"] for r in self.rows)}
+        out["tokens_per_s"] = self.cum_tokens / self.cum_time if self.cum_time > 0 else 0.0
+        out["j_per_token"] = totals["device"] / self.cum_tokens if self.cum_tokens else 0.0
+        return out
+
+    def describe(self) -> dict:
+        """The clock's configuration, for experiment logs."""
+        return {"name": self.name, "seed": self.seed, "accounting": self.accounting,
+                "count_downlink_time": self.count_downlink_time, "channel": self.channel.config.model_dump(mode="json"),
+                "draft_compute": repr(self.draft_compute), "verify_compute": repr(self.verify_compute),
+                "device_power": self.device_power.model_dump(), "edge_power": self.edge_power.model_dump(),
+                "payload": self.payload.model_dump()}
+
+
+def charges_equal(a: Sequence[dict], b: Sequence[dict]) -> bool:
+    """Exact equality of two runs' charge dicts (determinism checks)."""
+    return len(a) == len(b) and all(x == y for x, y in zip(a, b))
