@@ -68,9 +68,9 @@ def commit_round(committed: list[int], draft: Draft, verdict: Verdict, prompt_le
 
 def speculative_generate(prompt_ids: Sequence[int], proposer: Proposer, verifier: Verifier, policy: DraftPolicy,
                          max_new_tokens: int, eos_token_id: int | None = None, clock: RoundClock | None = None,
-                         round_offset: int = 0, on_round: Callable[[RoundRecord], None] | None = None
-                         ) -> GenerationResult:
-    """Generate up to ``max_new_tokens`` after ``prompt_ids`` by draft-verify rounds."""
+                         round_offset: int = 0, on_round: Callable[[RoundRecord], None] | None = None,
+                         max_rounds: int | None = None) -> GenerationResult:
+    """Generate up to ``max_new_tokens`` after ``prompt_ids`` by draft-verify rounds (at most ``max_rounds``)."""
     if len(prompt_ids) == 0:
         raise ValueError("the prompt is empty: at least one token is needed to condition generation")
     if max_new_tokens < 0:
@@ -80,7 +80,7 @@ def speculative_generate(prompt_ids: Sequence[int], proposer: Proposer, verifier
     rounds: list[RoundRecord] = []
     stop_reason = "length"
     t_start = time.perf_counter()
-    while len(committed) - prompt_len < max_new_tokens:
+    while len(committed) - prompt_len < max_new_tokens and (max_rounds is None or len(rounds) < max_rounds):
         t0 = time.perf_counter()
         generated = len(committed) - prompt_len
         ctx = RoundContext(index=round_offset + len(rounds), generated=generated, context_len=len(committed),

@@ -34,7 +34,7 @@ class DraftedToken:
     token_prob: float
     max_prob: float
     q: SparseDist | None = None  # the processed q it was drawn from (None for replayed/synthetic drafts)
-    support_sizes: tuple[int, ...] = ()  # replayed drafts: top-p support sizes of q (payload sizing)
+    topp_support: int | None = None  # replayed drafts: top-p support size of q at the payload's threshold
 
 
 def draft_loop(next_token: Callable[[int, list[int]], DraftedToken], budget: int, keep_drafting: KeepDrafting,
@@ -48,7 +48,7 @@ def draft_loop(next_token: Callable[[int, list[int]], DraftedToken], budget: int
         raise ValueError(f"draft budget must be >= 0, got {budget}")
     tokens: list[int] = []
     q_sent: list[SparseDist] = []
-    supports: list[tuple[int, ...]] = []
+    supports: list[int | None] = []
     entropies: list[float] = []
     token_probs: list[float] = []
     max_probs: list[float] = []
@@ -63,12 +63,12 @@ def draft_loop(next_token: Callable[[int, list[int]], DraftedToken], budget: int
         tokens.append(d.token)
         if d.q is not None:
             q_sent.append(d.q)
-        supports.append(d.support_sizes)
+        supports.append(d.topp_support)
         if decision is not StopDecision.CONTINUE:
             break
     return Draft(tokens=tokens, q=q_sent if len(q_sent) == len(tokens) else None, entropies=entropies,
                  token_probs=token_probs, max_probs=max_probs, budget=budget, n_computed=len(entropies),
-                 start=start, support_sizes=supports if any(supports) else None)
+                 start=start, topp_support=supports if all(x is not None for x in supports) and supports else None)
 
 
 class DraftModelProposer:

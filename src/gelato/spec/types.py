@@ -69,9 +69,9 @@ class Draft:
     budget: int
     n_computed: int
     start: int  # number of committed tokens (prompt + generated) when the round began
-    # Replayed/synthetic drafts carry no q; per sent token, the top-p support sizes of q at the trace's
-    # thresholds (what the paper-compat payload would pack) instead.
-    support_sizes: list[tuple[int, ...]] | None = None
+    # Replayed/synthetic drafts carry no q; instead, per sent token, the size of q's top-p support at the
+    # payload's threshold (all the paper-compat payload's size depends on: fixed bit widths per entry).
+    topp_support: list[int] | None = None
 
     @property
     def stopped_early(self) -> bool:

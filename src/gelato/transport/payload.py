@@ -208,6 +208,12 @@ def build_draft_up(draft: Draft, cfg: PayloadConfig, round_index: int = 0,
     msg = pb.DraftUp(session=cfg.session, position=draft.start, round=round_index, pending_ids=list(pending_ids),
                      token_ids=list(draft.tokens))
     needs_q = cfg.mode == "paper_topp" or (cfg.mode == "compact" and not cfg.greedy)
+    if cfg.mode == "paper_topp" and draft.q is None and draft.topp_support is not None:
+        # A replayed or synthetic draft: no q, but its support sizes fix the packed sizes exactly.
+        msg.q_packed.extend(bytes(packed_nbytes(s, cfg.b_index, cfg.b_prob)) for s in draft.topp_support[:n])
+        if cfg.send_entropies:
+            msg.entropies.extend(draft.entropies[:n])
+        return msg
     if needs_q and (draft.q is None or len(draft.q) < n):
         raise ValueError(f"payload mode {cfg.mode!r} needs q for each of the {n} sent tokens, "
                          f"got {0 if draft.q is None else len(draft.q)}")
