@@ -1,0 +1,142 @@
+"""Run a policy for a fixed number of rounds over a stream of sessions, in the modelled clock.
+
+A *session* is one prompt with its proposer and verifier (live models, a replayed trace, or the
+synthetic source); the context is reset between sessions (one GSM8K answer each, as in the paper).
+The policy and the clock persist across sessions: the energy queue spans the whole run.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from gelato.experiments.synthetic import SyntheticProposer, SyntheticSource, SyntheticVerifier
+from gelato.experiments.trace import Trace, TraceProposer, TraceVerifier
+from gelato.models.cached import CachedCausalLM
+from gelato.policies.base import DraftPolicy
+from gelato.spec.engine import Proposer, RoundClock, Verifier, speculative_generate
+from gelato.spec.pipeline import device_and_edge_generators
+from gelato.spec.proposer import DraftModelProposer
+from gelato.spec.sampling import SamplingParams
+from gelato.spec.types import RoundRecord
+from gelato.spec.verifier import TargetModelVerifier
+
+
+@dataclass
+class Session:
+    prompt_ids: list[int]
+    proposer: Proposer
+    verifier: Verifier
+    max_new_tokens: int
+    eos_token_id: int | None = None
+    prompt_id: str = ""
+
+
+def trace_sessions(trace: Trace, top_p: float | None = None) -> Iterator[Session]:
+    """Cycle through a trace's prompts forever."""
+    top_ps = trace.header.get("top_ps", [])
+    for pt in itertools.cycle(trace.prompts):
+        yield Session(pt.prompt_ids, TraceProposer(pt, top_p, top_ps), TraceVerifier(pt), pt.length,
+                      trace.header.get("eos_token_id"), pt.prompt_id)
+
+
+def synthetic_sessions(seed: int = 0, top_p: float = 0.99995, context: int = 100,
+                       answer_tokens: int = 256) -> Iterator[Session]:
+    """The paper's regime: a 100-token context reset every 256 generated tokens."""
+    source = SyntheticSource(seed=seed, top_p=top_p)
+    for i in itertools.count():
+        yield Session([0] * context, SyntheticProposer(source), SyntheticVerifier(source), answer_tokens,
+                      prompt_id=f"synthetic-{i}")
+
+
+def live_sessions(draft, target, prompts: Sequence[tuple[str, Sequence[int]]], params: SamplingParams,
+                  max_new_tokens: int, eos_token_id: int | None, seed: int = 0,
+                  vocab_size: int | None = None) -> Iterator[Session]:
+    """Real models; one KV cache pair reused (reset per prompt by the common-prefix sync)."""
+    device_gen, edge_gen = device_and_edge_generators(seed)
+    proposer = DraftModelProposer(CachedCausalLM(draft, vocab_size), params, device_gen)
+    verifier = TargetModelVerifier(CachedCausalLM(target, vocab_size), params, edge_gen)
+    for pid, ids in itertools.cycle(prompts):
+        yield Session(list(ids), proposer, verifier, max_new_tokens, eos_token_id, pid)
+
+
+@dataclass
+class RunResult:
+    policy: str
+    rows: list[dict] = field(default_factory=list)
+    summary: dict = field(default_factory=dict)
+    texts: list[tuple[str, list[int]]] = field(default_factory=list)  # (prompt id, generated ids) per session
+
+    def write(self, out_dir: str | Path, name: str | None = None) -> tuple[Path, Path]:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        stem = name or self.policy
+        rounds_path, summary_path = out / f"{stem}.rounds.jsonl", out / f"{stem}.summary.json"
+        with rounds_path.open("w") as f:
+            for row in self.rows:
+                f.write(json.dumps(row) + "\n")
+        summary_path.write_text(json.dumps(self.summary, indent=2))
+        return rounds_path, summary_path
+
+
+def summarize(rows: Sequence[dict], tokens: int, e_bar: float | None = None, tolerance: float = 0.02) -> dict:
+    n = len(rows)
+    time_s = sum(r.get("t_round", 0.0) for r in rows)
+    terms = {k: sum(r.get(f"e_{k}", 0.0) for r in rows) for k in ("draft", "uplink", "downlink", "idle")}
+    energy = sum(terms.values())
+    sent = sum(r["sent"] for r in rows)
+    summary = {
+        "rounds": n, "tokens": tokens, "modelled_seconds": time_s, "device_joules": energy,
+        "tokens_per_second": tokens / time_s if time_s else 0.0,
+        "joules_per_token": energy / tokens if tokens else 0.0,
+        "joules_per_token_split": {k: v / tokens if tokens else 0.0 for k, v in terms.items()},
+        "mean_round_energy": energy / n if n else 0.0,
+        "mean_acceptance_length": tokens / n if n else 0.0,
+        "draft_acceptance_rate": sum(r["accepted"] for r in rows) / sent if sent else 0.0,
+        "drafted": sum(r["drafted"] for r in rows), "sent": sent,
+        "discarded": sum(r["drafted"] - r["sent"] for r in rows),
+        "mean_budget": sum(r["budget"] for r in rows) / n if n else 0.0,
+        "uplink_bytes_per_token": sum(r.get("bits_up", 0) for r in rows) / 8 / tokens if tokens else 0.0,
+        "downlink_bytes_per_token": sum(r.get("bits_down", 0) for r in rows) / 8 / tokens if tokens else 0.0,
+        "edge_joules": sum(r.get("e_edge", 0.0) for r in rows),
+    }
+    if e_bar is not None:
+        summary["e_bar"] = e_bar
+        summary["energy_constraint_met"] = summary["mean_round_energy"] <= e_bar * (1 + tolerance)
+    return summary
+
+
+def run_policy(policy: DraftPolicy, clock: RoundClock, sessions: Iterable[Session], rounds: int,
+               e_bar: float | None = None, on_round: Callable[[RoundRecord], None] | None = None) -> RunResult:
+    """Drive ``policy`` for exactly ``rounds`` rounds (sessions are consumed as needed)."""
+    result = RunResult(policy=getattr(policy, "name", type(policy).__name__))
+    tokens = 0
+
+    def record_row(record: RoundRecord) -> None:
+        row = {"index": record.index, "start": record.start, "budget": record.budget, "drafted": record.drafted,
+               "sent": record.sent, "accepted": record.accepted, "entropies": [round(h, 5) for h in record.entropies],
+               **(record.charge or {}), **{f"policy_{k}": v for k, v in policy.state().items()}}
+        result.rows.append(row)
+        if on_round is not None:
+            on_round(record)
+
+    for session in sessions:
+        if len(result.rows) >= rounds:
+            break
+        gen = speculative_generate(session.prompt_ids, session.proposer, session.verifier, policy,
+                                   session.max_new_tokens, session.eos_token_id, clock, round_offset=len(result.rows),
+                                   on_round=record_row, max_rounds=rounds - len(result.rows))
+        tokens += len(gen.token_ids)
+        result.texts.append((session.prompt_id, gen.token_ids))
+    result.summary = {"policy": result.policy, **summarize(result.rows, tokens, e_bar)}
+    return result
+
+
+def set_threads(n: int) -> None:
+    if n > 0:
+        torch.set_num_threads(n)
