@@ -89,7 +89,7 @@ class ModelledClock:
                                 noise_dbm_per_hz=PAPER.noise_dbm_per_hz, fading="rayleigh",
                                 path_loss=PathLoss(intercept_db=PAPER.path_loss_intercept_db,
                                                    slope_db=PAPER.path_loss_slope_db, distance_km=distance_km))
-        receive_w = dbm_to_w(PAPER.dssd_receive_dbm) if payload_mode == "dssd" else 0.0
+        receive_w = dbm_to_w(PAPER.dssd_receive_dbm) if payload_mode in ("dssd", "edge_ar") else 0.0
         kwargs: dict[str, Any] = dict(
             channel=channel, draft_compute=FlopsCompute(PAPER.draft_dims, PAPER.flops_per_s),
             verify_compute=ConstantCompute(t_verify_s),
@@ -176,8 +176,8 @@ class ModelledClock:
         n_sent, n_computed, L = len(draft.tokens), draft.n_computed, draft.start
         n_pending = 0 if self.accounting == "paper" else self._pending
         t_draft = draft_seconds(self.draft_compute, n_computed, L, n_pending)
-        bits_up = message_bits(build_draft_up(draft, self.payload, record.index, self._pending_ids),
-                               self.payload.header_bits_up)
+        bits_up = 0 if self.payload.mode == "edge_ar" else message_bits(
+            build_draft_up(draft, self.payload, record.index, self._pending_ids), self.payload.header_bits_up)
         position = L + verdict.accepted + 1
         bits_down = message_bits(build_verdict_down(verdict, self.payload, record.index, position, n_sent),
                                  self.payload.header_bits_down)

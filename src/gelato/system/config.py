@@ -105,7 +105,7 @@ class SystemConfig(BaseModel):
             draft=ComputeSpec(kind="flops", dims=_dims(PAPER.draft_dims), flops_per_s=PAPER.flops_per_s),
             verify=ComputeSpec(kind="constant", seconds=t_verify_s),
             device_power=DevicePower(compute_w=PAPER.compute_w, idle_w=0.0,
-                                     receive_w=dbm_to_w(PAPER.dssd_receive_dbm) if payload_mode == "dssd" else 0.0),
+                                     receive_w=dbm_to_w(PAPER.dssd_receive_dbm) if payload_mode in ("dssd", "edge_ar") else 0.0),
             edge_power=EdgePower(verify_w=EDGE_L4.verify_w),
             payload=PayloadConfig(mode=payload_mode, greedy=greedy, top_p=top_p, b_index=PAPER.b_index,
                                   b_prob=PAPER.b_prob),

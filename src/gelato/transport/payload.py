@@ -32,7 +32,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from gelato.spec.types import Draft, SparseDist, Verdict
 from gelato.transport.proto import gelato_pb2 as pb
 
-PayloadMode = Literal["compact", "paper_topp", "dssd"]
+# edge_ar: the edge-only autoregressive baseline; the prompt goes up once (not billed per round, like a
+# prefill) and every round sends one target token down.
+PayloadMode = Literal["compact", "paper_topp", "dssd", "edge_ar"]
 ProbFormat = Literal["auto", "float", "fixed"]
 
 DEFAULT_SESSION = 0x9E3779B97F4A7C15  # a fixed non-zero session id, so its 9 bytes are always counted
@@ -243,8 +245,11 @@ def build_verdict_down(verdict: Verdict, cfg: PayloadConfig, round_index: int = 
         return msg
     if cfg.mode == "dssd" and rejected and cfg.dssd_target_support is not None:
         s = min(cfg.dssd_target_support, cfg.max_id + 1)
-        msg.target_p.CopyFrom(pb.SparseDistribution(ids=range(cfg.max_id + 1 - s, cfg.max_id + 1),
-                                                    probs=[1.0 / s] * s))
+        if s == cfg.max_id + 1:  # the whole vocabulary: dense, no ids (as DSSD downloads p)
+            msg.target_p.CopyFrom(pb.SparseDistribution(probs=[1.0 / s] * s))
+        else:
+            msg.target_p.CopyFrom(pb.SparseDistribution(ids=range(cfg.max_id + 1 - s, cfg.max_id + 1),
+                                                        probs=[1.0 / s] * s))
         return msg
     msg.token = max(0, int(verdict.token))
     msg.has_token = True

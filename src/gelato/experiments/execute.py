@@ -1,0 +1,70 @@
+"""Execute a :class:`RunConfig`: build the clock, the policy and the sessions, run, write the outputs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from gelato.experiments.config import RunConfig
+from gelato.experiments.runner import RunResult, Session, live_sessions, run_policy, synthetic_sessions, trace_sessions
+from gelato.experiments.trace import Trace
+from gelato.spec.sampling import SamplingParams
+
+
+def build_policy(name: str, predictor, e_bar: float, args: dict | None = None):
+    """A registered policy; GELATO variants get the run's energy budget unless ``args`` set their own."""
+    from gelato.policies.registry import make_policy
+
+    kwargs = dict(args or {})
+    if name.startswith("gelato"):
+        kwargs.setdefault("e_bar", e_bar)
+    return make_policy(name, predictor=predictor, **kwargs)
+
+
+def policy_payload(name: str, args: dict | None = None) -> str | None:
+    """The payload mode a policy implies (DSSD sends q(x) up and p down; edge-only sends tokens down)."""
+    probe = build_policy(name, _NullPredictor(), 1.0, args)
+    return getattr(probe, "payload_mode", None)
+
+
+class _NullPredictor:
+    def predict(self, g, link, context_len, bits_per_token):
+        return 1.0, 1.0
+
+
+def load_prompt_ids(cfg: RunConfig, tokenizer) -> list[tuple[str, list[int]]]:
+    from gelato.experiments.workloads import format_for_pair, load_gsm8k, load_humaneval, load_spec_bench
+
+    loader = {"gsm8k": lambda: load_gsm8k("test", cfg.data_dir, cfg.prompts),
+              "spec-bench": lambda: load_spec_bench(cfg.data_dir, limit=cfg.prompts),
+              "humaneval": lambda: load_humaneval(cfg.data_dir, cfg.prompts)}[cfg.workload]
+    return [(p.id, tokenizer(format_for_pair(p, cfg.pair))["input_ids"]) for p in loader()]
+
+
+def sessions_for(cfg: RunConfig) -> Iterator[Session]:
+    if cfg.source == "synthetic":
+        return synthetic_sessions(cfg.seed, cfg.payload_top_p, answer_tokens=cfg.max_new_tokens)
+    if cfg.source == "trace":
+        trace = Trace.load(cfg.trace)
+        top_p = cfg.payload_top_p if cfg.payload_top_p in trace.header.get("top_ps", []) else None
+        return trace_sessions(trace, top_p)
+    from gelato.cli.common import resolve_pair_dirs
+    from gelato.models import load_pair, shared_vocab_size
+
+    draft_dir, target_dir = resolve_pair_dirs(cfg.draft, cfg.target)
+    draft, target, tok = load_pair(draft_dir, target_dir)
+    params = SamplingParams(cfg.temperature, cfg.top_k, cfg.sampling_top_p)
+    return live_sessions(draft, target, load_prompt_ids(cfg, tok), params, cfg.max_new_tokens, tok.eos_token_id,
+                         cfg.seed, shared_vocab_size(draft, target))
+
+
+def execute(cfg: RunConfig, on_round: Callable | None = None, write: bool = True) -> RunResult:
+    clock = cfg.system_config(policy_payload(cfg.policy, cfg.policy_args)).build_clock(cfg.seed)
+    policy = build_policy(cfg.policy, clock, cfg.e_bar, cfg.policy_args)
+    result = run_policy(policy, clock, sessions_for(cfg), cfg.rounds, cfg.e_bar, on_round)
+    result.summary["config"] = cfg.model_dump(mode="json")
+    result.summary["clock"] = clock.describe()
+    if write:
+        out = Path(cfg.out or Path("runs") / cfg.name)
+        result.write(out, cfg.policy)
+    return result
