@@ -147,3 +147,39 @@ def test_unreachable_edge_raises_with_committed_tokens(pair):
     assert err.committed_ids[: len(PROMPTS[0])] == PROMPTS[0]
     assert 3 <= len(err.generated_ids) < N and err.generated_ids == ref[: len(err.generated_ids)]
     assert "unreachable" in str(err) and err.waited_s >= 1.0
+
+
+class _KillAfterVerify(FaultInjector):
+    """On the Nth Verify: the edge verifies the round, then dies before the reply reaches the device."""
+
+    def __init__(self, n: int, kill) -> None:
+        super().__init__({})
+        self.n, self.kill = n, kill
+
+    def intercept_unary_unary(self, continuation, details, request):
+        method = details.method.decode() if isinstance(details.method, bytes) else details.method
+        if method.endswith("/Verify"):
+            self.calls += 1
+            if self.calls == self.n:
+                continuation(details, request).result()
+                self.kill()
+                raise _Lost(grpc.StatusCode.UNAVAILABLE, "injected: edge died before replying")
+        return continuation(details, request)
+
+
+def test_edge_dies_after_verifying_a_round_whose_reply_is_lost(pair):
+    """The lost round is re-verified by the restarted edge from the device's committed tokens: same text."""
+    target, draft = pair
+    first = start_edge(target)
+    port, state = first.port, {}
+
+    def kill():
+        first.stop(grace=0)
+        state["second"] = start_edge(target, port=port)
+
+    client = EdgeClient(first.address, interceptors=[_KillAfterVerify(4, kill)])
+    result, verifier = remote_generate(client, draft, PROMPTS[0], N, policy=StaticPolicy(5))
+    client.close()
+    state["second"].stop()
+    assert result.token_ids == reference(target, PROMPTS[0], N)
+    assert verifier.stats.reopens == 1

@@ -119,6 +119,12 @@ def test_bad_requests_get_precise_statuses_and_healthy_session_continues(pair):
         assert _code(lambda: verify(sampled, [5], q_token=[0.0])) == grpc.StatusCode.INVALID_ARGUMENT
         ok = verify(sampled, [5], q=[pb.SparseDistribution(ids=[5, 6], probs=[0.5, 0.5])])
         assert ok.round == 1
+        dense = [0.0] * 96  # a q without ids is dense over the vocabulary
+        dense[5] = dense[7] = 0.5
+        ok2 = verify(sampled, [5], position=ok.position, round_=2, q=[pb.SparseDistribution(probs=dense)])
+        assert ok2.round == 2 and ok2.position > ok.position
+        assert _code(lambda: verify(sampled, [5], position=ok2.position, round_=3,
+                                    q=[pb.SparseDistribution(probs=dense[:50])])) == grpc.StatusCode.INVALID_ARGUMENT
         # the session limit (healthy + probe + sampled + 1 more = 4)
         extra = open_().session
         assert _code(lambda: open_()) == grpc.StatusCode.RESOURCE_EXHAUSTED

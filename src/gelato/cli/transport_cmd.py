@@ -1,0 +1,286 @@
+"""``gelato serve`` / ``gelato device`` / ``gelato link``: the real device-edge deployment over gRPC.
+
+The lead's ``gelato.cli.main`` mounts the three functions at top level::
+
+    from gelato.cli.transport_cmd import device, link, serve
+    app.command("serve")(serve); app.command("device")(device); app.command("link")(link)
+
+``app`` below is the same three commands as a stand-alone typer app (``python -m gelato.cli.transport_cmd``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(help="Device-edge speculative decoding over gRPC: edge server, device client, link emulator.",
+                  no_args_is_help=True)
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def resolve_fingerprint(value: str | None) -> str | None:
+    """``synthetic:N`` -> the fingerprint of N anonymous ids (models without a tokenizer); else as given."""
+    if value and value.startswith("synthetic:"):
+        from gelato.transport.fingerprint import synthetic_fingerprint
+        return synthetic_fingerprint(int(value.split(":", 1)[1]))
+    return value
+
+
+def make_policy(name: str):
+    """A policy by name: ``static:K`` (or ``static-kK``), ``gelato-paper``, ``gelato-outer``, ``gelato-inner``,
+    ``gelato-improved``. GELATO variants use the default linear round predictor (no modelled clock here)."""
+    import gelato.policies as policies
+
+    for factory in ("make_policy", "build_policy", "get_policy"):  # a registry, if the package provides one
+        fn = getattr(policies, factory, None)
+        if callable(fn):
+            try:
+                return fn(name)
+            except (KeyError, ValueError):
+                break
+    from gelato.policies import StaticPolicy
+    lowered = name.lower()
+    for prefix in ("static:", "static-k", "static"):
+        if lowered.startswith(prefix) and lowered[len(prefix):].isdigit():
+            return StaticPolicy(int(lowered[len(prefix):]))
+    from gelato.policies.predictor import LinearRoundPredictor
+    if lowered in ("gelato-paper", "gelato-outer", "gelato-inner"):
+        from gelato.policies import gelato_paper as gp
+        cls = {"gelato-paper": gp.GelatoPaperPolicy, "gelato-outer": gp.GelatoOuterOnlyPolicy,
+               "gelato-inner": gp.GelatoInnerOnlyPolicy}[lowered]
+        return cls(LinearRoundPredictor())
+    if lowered == "gelato-improved":
+        from gelato.policies.gelato_improved import GelatoImprovedPolicy
+        return GelatoImprovedPolicy(LinearRoundPredictor())
+    raise typer.BadParameter(f"unknown policy {name!r}: use static:K, gelato-paper, gelato-outer, gelato-inner "
+                             "or gelato-improved")
+
+
+def serve(
+    target_dir: Path = typer.Argument(..., help="Hugging Face model directory of the target (config + weights)"),
+    host: str = typer.Option("127.0.0.1", "--host", help="address to bind (0.0.0.0 for every interface)"),
+    port: int = typer.Option(50051, "--port", help="port (0: let the OS pick; the bound port is printed)"),
+    max_batch: int = typer.Option(8, "--max-batch", help="verify up to this many sessions in one forward "
+                                  "(1 = unbatched)"),
+    batch_window_ms: float = typer.Option(2.0, "--batch-window-ms", help="how long a request waits for others"),
+    max_sessions: int = typer.Option(64, "--max-sessions"),
+    max_prompt_tokens: int = typer.Option(8192, "--max-prompt-tokens"),
+    max_draft_tokens: int = typer.Option(32, "--max-draft-tokens", help="per round"),
+    idle_timeout_s: float = typer.Option(600.0, "--idle-timeout-s", help="close sessions idle this long"),
+    max_message_kb: int = typer.Option(4096, "--max-message-kb"),
+    tokens_file: Optional[Path] = typer.Option(None, "--tokens-file", help="bearer tokens, one 'name:token' "
+                                               "per line (default: $GELATO_TOKENS_FILE; none = no auth)"),
+    tls_cert: Optional[Path] = typer.Option(None, "--tls-cert", help="PEM certificate chain (enables TLS)"),
+    tls_key: Optional[Path] = typer.Option(None, "--tls-key", help="PEM private key"),
+    tokenizer_dir: Optional[Path] = typer.Option(None, "--tokenizer-dir", help="default: the target directory"),
+    fingerprint: Optional[str] = typer.Option(None, "--fingerprint", help="override the tokenizer fingerprint "
+                                              "(synthetic:N for models without a tokenizer)"),
+    vocab_size: Optional[int] = typer.Option(None, "--vocab-size", help="verify over the first N logits "
+                                             "(drop embedding padding rows)"),
+    dtype: str = typer.Option("float32", "--dtype"),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads"),
+    log_level: str = typer.Option("info", "--log-level"),
+) -> None:
+    """Serve a target model to devices (sessions, batched verification, Health and Metrics RPCs)."""
+    _setup_logging(log_level)
+    import torch
+
+    from gelato.transport.server import serve as run_server
+    if threads:
+        torch.set_num_threads(threads)
+    tokens_file = tokens_file or (Path(os.environ["GELATO_TOKENS_FILE"]) if os.environ.get("GELATO_TOKENS_FILE")
+                                  else None)
+
+    def started(bound: int) -> None:
+        typer.echo(f"edge listening on {host}:{bound}", err=False)
+        sys.stdout.flush()
+
+    try:
+        run_server(target_dir, host, port, on_started=started, tokenizer_dir=tokenizer_dir, dtype=dtype,
+                   device=device, vocab_size=vocab_size, fingerprint=resolve_fingerprint(fingerprint),
+                   tokens=tokens_file, tls_cert=tls_cert, tls_key=tls_key, max_batch=max_batch,
+                   batch_window_ms=batch_window_ms, max_sessions=max_sessions, max_prompt_tokens=max_prompt_tokens,
+                   max_draft_tokens=max_draft_tokens, idle_timeout_s=idle_timeout_s,
+                   max_message_bytes=max_message_kb * 1024)
+    except (OSError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def device(
+    edge: str = typer.Option("127.0.0.1:50051", "--edge", help="HOST:PORT of the edge (or of a link emulator)"),
+    draft_dir: Path = typer.Option(..., "--draft-dir", help="Hugging Face model directory of the draft"),
+    policy: str = typer.Option("static:4", "--policy", help="static:K, gelato-paper, gelato-improved, ..."),
+    prompt: Optional[str] = typer.Option(None, "--prompt", help="prompt text (needs a tokenizer)"),
+    prompt_ids: Optional[str] = typer.Option(None, "--prompt-ids", help="comma-separated token ids instead"),
+    max_new_tokens: int = typer.Option(64, "--max-new-tokens"),
+    temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy"),
+    top_k: int = typer.Option(0, "--top-k"),
+    top_p: float = typer.Option(1.0, "--top-p"),
+    seed: int = typer.Option(0, "--seed", help="seeds the draft's sampling and the edge's verification"),
+    payload: str = typer.Option("compact", "--payload", help="compact, dssd or paper_topp"),
+    token: Optional[str] = typer.Option(None, "--token", envvar="GELATO_TOKEN", help="bearer token"),
+    tls: bool = typer.Option(False, "--tls", help="use TLS with the system roots"),
+    tls_ca: Optional[Path] = typer.Option(None, "--tls-ca", help="PEM CA certificate of the edge (enables TLS)"),
+    server_name: Optional[str] = typer.Option(None, "--server-name", help="TLS name to verify, if not the host"),
+    rpc_timeout: float = typer.Option(10.0, "--rpc-timeout", help="deadline of each Verify call (s)"),
+    unreachable_after: float = typer.Option(30.0, "--unreachable-after", help="give up after the edge has been "
+                                            "unreachable this long (s)"),
+    tokenizer_dir: Optional[Path] = typer.Option(None, "--tokenizer-dir", help="default: the draft directory"),
+    fingerprint: Optional[str] = typer.Option(None, "--fingerprint", help="override the tokenizer fingerprint "
+                                              "(synthetic:N for models without a tokenizer)"),
+    dtype: str = typer.Option("float32", "--dtype"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="write the result and timings here"),
+    log_level: str = typer.Option("warning", "--log-level"),
+) -> None:
+    """Generate on this device with a remote edge verifying every round; prints text and per-phase times."""
+    _setup_logging(log_level)
+    import torch
+    from rich.console import Console
+    from rich.table import Table
+
+    from gelato.models.cached import CachedCausalLM
+    from gelato.models.loading import ModelLoadError, load_causal_lm, load_tokenizer
+    from gelato.spec.engine import speculative_generate
+    from gelato.spec.proposer import DraftModelProposer
+    from gelato.spec.sampling import SamplingParams
+    from gelato.transport.client import EdgeClient, RemoteVerifier
+    from gelato.transport.errors import TransportError
+    from gelato.transport.fingerprint import tokenizer_fingerprint
+
+    console = Console(stderr=False)
+    if threads:
+        torch.set_num_threads(threads)
+    if (prompt is None) == (prompt_ids is None):
+        raise typer.BadParameter("give exactly one of --prompt or --prompt-ids")
+    fingerprint = resolve_fingerprint(fingerprint)
+    tokenizer = None
+    if prompt is not None or fingerprint is None:
+        try:
+            tokenizer = load_tokenizer(tokenizer_dir or draft_dir)
+        except ModelLoadError as exc:
+            raise typer.BadParameter(f"{exc} (pass --prompt-ids and --fingerprint for models without one)") from None
+    ids = (tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt is not None
+           else [int(x) for x in prompt_ids.replace(" ", "").split(",") if x])
+    if not ids:
+        raise typer.BadParameter("the prompt is empty")
+    fingerprint = fingerprint or tokenizer_fingerprint(tokenizer)
+    params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p)
+    chosen = make_policy(policy)
+    try:
+        draft_model = load_causal_lm(draft_dir, dtype)
+    except ModelLoadError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    client = EdgeClient(edge, token=token, tls=tls, root_ca=tls_ca, server_name=server_name)
+    verifier = RemoteVerifier(client, params, fingerprint=fingerprint, seed=seed, payload=payload,
+                              device_name=os.uname().nodename, max_new_tokens=max_new_tokens,
+                              rpc_timeout=rpc_timeout, unreachable_after=unreachable_after,
+                              generator=torch.Generator().manual_seed(seed + 1))
+    eos = getattr(tokenizer, "eos_token_id", None) if tokenizer is not None else None
+    try:
+        reply = verifier.open(ids)
+        vocab = min(int(draft_model.config.vocab_size), int(reply.vocab_size))
+        proposer = DraftModelProposer(CachedCausalLM(draft_model, vocab), params,
+                                      torch.Generator().manual_seed(seed))
+        result = speculative_generate(ids, proposer, verifier, chosen, max_new_tokens, eos_token_id=eos)
+    except TransportError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        if exc.generated_ids:
+            text = tokenizer.decode(exc.generated_ids) if tokenizer is not None else exc.generated_ids
+            console.print(f"committed before the failure ({len(exc.generated_ids)} tokens): {text}")
+        raise typer.Exit(1) from None
+    finally:
+        verifier.close()
+        client.close()
+
+    m = result.metrics
+    net = verifier.stats.summary()
+    rounds = max(1, m.rounds)
+    text = tokenizer.decode(result.token_ids) if tokenizer is not None else " ".join(map(str, result.token_ids))
+    console.print(text, markup=False, highlight=False)
+    table = Table(title=f"device -> {edge} ({reply.model_name}), policy {chosen.name}")
+    table.add_column("per round")
+    table.add_column("ms", justify="right")
+    table.add_row("draft (device compute)", f"{m.draft_seconds / rounds * 1e3:.2f}")
+    table.add_row("verify call (total, incl. retries)", f"{m.verify_seconds / rounds * 1e3:.2f}")
+    table.add_row("  edge: queue", f"{net['queue_ms_mean']:.2f}")
+    table.add_row("  edge: forward (batch)", f"{net['forward_ms_mean']:.2f}")
+    table.add_row("  edge: handler total", f"{net['server_ms_mean']:.2f}")
+    table.add_row("  network + gRPC", f"{net['network_ms_mean']:.2f}")
+    table.add_row("controller + bookkeeping", f"{m.other_seconds / rounds * 1e3:.2f}")
+    console.print(table)
+    console.print(f"{m.generated_tokens} tokens in {m.rounds} rounds ({m.mean_acceptance_length:.2f} per round, "
+                  f"draft acceptance {m.draft_acceptance_rate:.2f}), {m.tokens_per_second:.1f} tokens/s; "
+                  f"uplink {net['up_bytes']} B, downlink {net['down_bytes']} B; retries {net['retries']}, "
+                  f"reopens {net['reopens']}; stop: {result.stop_reason}")
+    if json_out is not None:
+        json_out.write_text(json.dumps({"token_ids": result.token_ids, "text": text, "metrics": m.to_dict(),
+                                        "network": net, "stop_reason": result.stop_reason}, indent=2))
+
+
+def link(
+    listen: int = typer.Option(..., "--listen", help="port the devices connect to"),
+    upstream: str = typer.Option(..., "--upstream", help="HOST:PORT of the edge"),
+    host: str = typer.Option("127.0.0.1", "--host", help="address to listen on"),
+    bandwidth_mhz: Optional[float] = typer.Option(1.0, "--bandwidth-mhz", help="channel bandwidth (rate from "
+                                                  "path loss + Rayleigh fading + Shannon)"),
+    downlink_bandwidth_mhz: Optional[float] = typer.Option(None, "--downlink-bandwidth-mhz"),
+    distance_km: float = typer.Option(0.175, "--distance-km"),
+    uplink_power_dbm: float = typer.Option(23.0, "--uplink-power-dbm"),
+    downlink_power_dbm: float = typer.Option(30.0, "--downlink-power-dbm"),
+    fading: str = typer.Option("rayleigh", "--fading", help="rayleigh or none"),
+    uplink_kbps: Optional[float] = typer.Option(None, "--uplink-kbps", help="fixed uplink rate (overrides the "
+                                                "channel model)"),
+    downlink_kbps: Optional[float] = typer.Option(None, "--downlink-kbps"),
+    delay_ms: float = typer.Option(0.0, "--delay-ms", help="one-way propagation delay"),
+    loss: float = typer.Option(0.0, "--loss", help="probability a burst is lost (drops the connection)"),
+    seed: int = typer.Option(0, "--seed", help="seeds fading and loss"),
+    report_every: float = typer.Option(5.0, "--report-every", help="seconds between stats lines"),
+    log_level: str = typer.Option("info", "--log-level"),
+) -> None:
+    """Emulate the wireless link: a TCP proxy that delays bytes by airtime (per-burst fading) and delay."""
+    _setup_logging(log_level)
+    from gelato.transport.link import LinkConfig, run_link
+
+    fixed = uplink_kbps is not None and downlink_kbps is not None
+    try:
+        cfg = LinkConfig(bandwidth_mhz=None if fixed else bandwidth_mhz, downlink_bandwidth_mhz=downlink_bandwidth_mhz,
+                         distance_km=distance_km, uplink_power_dbm=uplink_power_dbm,
+                         downlink_power_dbm=downlink_power_dbm, fading=fading,
+                         uplink_bps=None if uplink_kbps is None else uplink_kbps * 1e3,
+                         downlink_bps=None if downlink_kbps is None else downlink_kbps * 1e3,
+                         delay_s=delay_ms / 1e3, loss=loss, seed=seed)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+    def report(stats: dict) -> None:
+        up, down = stats["up"], stats["down"]
+        typer.echo(f"link: up {up['bytes']} B / {up['airtime_s'] * 1e3:.1f} ms airtime / {up['bursts']} bursts; "
+                   f"down {down['bytes']} B / {down['airtime_s'] * 1e3:.1f} ms; connections {stats['connections']}, "
+                   f"drops {stats['drops']}, last rate {stats['last_uplink_bps'] / 1e6:.2f}/"
+                   f"{stats['last_downlink_bps'] / 1e6:.2f} Mbit/s")
+        sys.stdout.flush()
+
+    typer.echo(f"link listening on {host}:{listen} -> {upstream}")
+    sys.stdout.flush()
+    run_link(listen, upstream, cfg, host=host, report_every_s=report_every, report=report)
+
+
+app.command("serve")(serve)
+app.command("device")(device)
+app.command("link")(link)
+
+if __name__ == "__main__":
+    app()

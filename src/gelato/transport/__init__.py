@@ -1,0 +1,38 @@
+"""Device-edge transport: wire format, gRPC edge server, device client, auth, limits, link emulation.
+
+- :mod:`~gelato.transport.server`: :class:`EdgeServer` (sessions, batched verification, Health/Metrics),
+  :class:`EdgeServerThread` (run one in the background), :func:`serve` (``gelato serve``)
+- :mod:`~gelato.transport.client`: :class:`EdgeClient`, :class:`RemoteVerifier` (the engine's Verifier
+  over gRPC, with retries, resynchronisation and deadlines)
+- :mod:`~gelato.transport.batching`: :func:`batched_feed`, one forward for many sessions' KV caches
+- :mod:`~gelato.transport.link`: :class:`LinkEmulator`, a user-space rate/delay/fading/loss TCP proxy
+- :mod:`~gelato.transport.payload` / :mod:`~gelato.transport.codec`: messages and their sizes
+- :mod:`~gelato.transport.auth`, :mod:`~gelato.transport.errors`, :mod:`~gelato.transport.fingerprint`
+
+Names are imported lazily so that light users (the link emulator) do not load torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "EdgeConfig": "server", "EdgeServer": "server", "EdgeServerThread": "server", "serve": "server",
+    "build_edge_server": "server",
+    "EdgeClient": "client", "RemoteVerifier": "client", "RoundTiming": "client", "RemoteStats": "client",
+    "batched_feed": "batching",
+    "LinkConfig": "link", "LinkEmulator": "link", "LinkThread": "link",
+    "TransportError": "errors", "EdgeUnavailableError": "errors", "EdgeRejectedError": "errors",
+    "RequestError": "errors",
+    "tokenizer_fingerprint": "fingerprint", "synthetic_fingerprint": "fingerprint", "vocab_fingerprint": "fingerprint",
+    "load_tokens": "auth",
+}
+
+__all__ = list(sorted(_EXPORTS))  # noqa: C414
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'gelato.transport' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"gelato.transport.{module}"), name)

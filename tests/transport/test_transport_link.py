@@ -1,0 +1,92 @@
+"""The user-space link emulator: rate, delay, fading draws, burst loss; generation through it is unchanged."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+
+from edge_helpers import PROMPTS, reference, remote_generate, start_edge
+from gelato.policies import StaticPolicy
+from gelato.transport.link import LinkConfig, LinkThread
+
+
+def _sink_server():
+    """A TCP server that counts bytes and answers 'ok' at EOF."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1)
+
+    def serve():
+        conn, _ = sock.accept()
+        total = 0
+        while True:
+            data = conn.recv(65536)
+            if not data:
+                break
+            total += len(data)
+        conn.sendall(str(total).encode())
+        conn.close()
+        sock.close()
+    threading.Thread(target=serve, daemon=True).start()
+    return sock.getsockname()[1]
+
+
+def test_rate_and_delay_are_applied():
+    port = _sink_server()
+    cfg = LinkConfig(bandwidth_mhz=None, uplink_bps=800_000, downlink_bps=8_000_000, delay_s=0.05)
+    payload = b"x" * 50_000  # 0.5 s of airtime at 800 kbit/s
+    with LinkThread(f"127.0.0.1:{port}", cfg) as link:
+        t0 = time.monotonic()
+        with socket.create_connection(("127.0.0.1", link.port)) as s:
+            s.sendall(payload)
+            s.shutdown(socket.SHUT_WR)
+            answer = s.recv(100)
+        elapsed = time.monotonic() - t0
+        stats = link.stats()
+    assert int(answer) == len(payload)
+    assert 0.55 <= elapsed < 2.0  # airtime 0.5 s + two propagation delays (0.1 s)
+    assert stats["up"]["bytes"] == len(payload)
+    assert stats["up"]["airtime_s"] == pytest.approx(0.5, rel=1e-6)
+    assert stats["down"]["bytes"] == len(answer) and stats["connections"] == 1
+
+
+def test_generation_through_fading_link_is_unchanged(pair):
+    target, draft = pair
+    server = start_edge(target)
+    try:
+        cfg = LinkConfig(bandwidth_mhz=1.0, distance_km=0.175, delay_s=0.002, seed=1)
+        with LinkThread(server.address, cfg) as link:
+            result, verifier = remote_generate(link.address, draft, PROMPTS[0], 16, policy=StaticPolicy(4))
+            stats = link.stats()
+    finally:
+        server.stop()
+    assert result.token_ids == reference(target, PROMPTS[0], 16)
+    assert stats["up"]["bytes"] > verifier.stats.up_bytes  # gRPC/HTTP2 framing on top of the payload
+    assert stats["channel_draws"] >= result.metrics.rounds  # one fading draw per uplink burst
+    assert stats["up"]["airtime_s"] > 0 and stats["last_uplink_bps"] > 1e5
+    assert min(t.rpc_ms for t in verifier.stats.timings) >= 4.0  # two one-way delays per round
+
+
+def test_burst_loss_drops_connections_and_rounds_are_retried(pair):
+    target, draft = pair
+    server = start_edge(target)
+    try:
+        cfg = LinkConfig(bandwidth_mhz=None, uplink_bps=5e6, downlink_bps=5e6, loss=0.15, seed=3, burst_gap_s=0.001)
+        with LinkThread(server.address, cfg) as link:
+            result, verifier = remote_generate(link.address, draft, PROMPTS[2], 20, policy=StaticPolicy(3),
+                                               rpc_timeout=1.0, unreachable_after=20.0)
+            stats = link.stats()
+    finally:
+        server.stop()
+    assert result.token_ids == reference(target, PROMPTS[2], 20)
+    assert stats["drops"] >= 1 and verifier.stats.retries >= 1
+
+
+def test_link_config_validation():
+    with pytest.raises(ValueError, match="loss"):
+        LinkConfig(loss=1.0)
+    with pytest.raises(ValueError, match="uplink_bps"):
+        LinkConfig(bandwidth_mhz=None)
