@@ -56,12 +56,12 @@ def synthetic_sessions(seed: int = 0, top_p: float = 0.99995, context: int = 100
 
 def live_sessions(draft, target, prompts: Sequence[tuple[str, Sequence[int]]], params: SamplingParams,
                   max_new_tokens: int, eos_token_id: int | None, seed: int = 0,
-                  vocab_size: int | None = None) -> Iterator[Session]:
-    """Real models; one KV cache pair reused (reset per prompt by the common-prefix sync)."""
+                  vocab_size: int | None = None, cycle: bool = True) -> Iterator[Session]:
+    """Real models; one KV cache pair reused (re-synced per prompt by the common-prefix crop)."""
     device_gen, edge_gen = device_and_edge_generators(seed)
     proposer = DraftModelProposer(CachedCausalLM(draft, vocab_size), params, device_gen)
     verifier = TargetModelVerifier(CachedCausalLM(target, vocab_size), params, edge_gen)
-    for pid, ids in itertools.cycle(prompts):
+    for pid, ids in (itertools.cycle(prompts) if cycle else prompts):
         yield Session(list(ids), proposer, verifier, max_new_tokens, eos_token_id, pid)
 
 
