@@ -27,10 +27,13 @@ class RoundContext:
 
 class DraftPolicy(ABC):
     name: str = "policy"
+    # The payload a policy implies, when it is not the run's default: "dssd" (q(x) up, p down at a
+    # rejection) or "edge_ar" (no draft: one target token down per round).
+    payload_mode: str | None = None
 
     @abstractmethod
     def budget(self, ctx: RoundContext) -> int:
-        """Maximum number of tokens to draft this round (>= 1)."""
+        """Maximum number of tokens to draft this round: >= 1, or 0 for edge-only decoding (no draft)."""
 
     def keep_drafting(self, step: DraftStep) -> StopDecision:
         """Called after each drafted token; default: draft up to the budget."""

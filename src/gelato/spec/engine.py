@@ -101,9 +101,8 @@ def speculative_generate(prompt_ids: Sequence[int], proposer: Proposer, verifier
                              entropies=draft.entropies)
         if clock is not None:
             record.charge = clock.charge(record, draft, verdict)
+        record.wall = PhaseTimes(draft=t2 - t1, verify=t3 - t2, other=(t1 - t0) + (time.perf_counter() - t3))
         policy.observe(record)
-        t4 = time.perf_counter()
-        record.wall = PhaseTimes(draft=t2 - t1, verify=t3 - t2, other=(t1 - t0) + (t4 - t3))
         rounds.append(record)
         if on_round is not None:
             on_round(record)

@@ -1,0 +1,456 @@
+"""GELATO, improved (ours): the paper's two loops, fed by online estimates and priced consistently.
+
+What changes with respect to the paper (``gelato_paper.py``), and why:
+
+1. **Acceptance is measured, not assumed.** The paper plans with a single ``rho0 = 0.9`` and an offline map
+   ``phi(H) = exp(-0.35 H)``. Here the entropy-acceptance map ``a(H) = P(token accepted | prefix accepted,
+   its entropy H)`` is refitted online from every verified ``(H, accepted)`` pair (binned counts with an
+   exponential forgetting, shrunk towards the paper's map, made non-increasing by pool-adjacent-violators,
+   interpolated between bins), and per-position acceptances are tracked by EMA for the plan's ``EN(g)``.
+2. **The objective is tokens per second of the whole run**, ``sum N / sum T``, not the mean of per-round
+   ratios ``N_k / T_k`` the paper maximises. By Dinkelbach's parametrisation, a policy maximising the ratio
+   maximises ``E[N] - theta E[T]`` with ``theta`` the achieved throughput; ``theta`` is tracked online.
+3. **Energy has a price, scaled to the system.** With the energy constraint the per-round objective is
+   ``E[N] - theta E[T] - lambda E[E]`` (tokens), ``lambda`` in tokens per joule. ``lambda`` is the paper's
+   virtual queue in disguise (a dual variable moved by ``E_k - E_target`` each round, reflected at 0), but
+   its step is normalised by the run's own tokens per joule ``lambda_0`` and by ``E_bar``:
+   ``lambda / lambda_0 += price_step * (E_k - E_target) / E_bar``. The energy a queue accumulates before it
+   prices energy right is its equilibrium level, ``V`` times the multiplier in the paper (hundreds of
+   joules at ``V = 100``, i.e. tens of percent over ``E_bar`` in a 1000-round average when the budget
+   binds); here it is ``(lambda* / lambda_0) E_bar / price_step``, a few ``E_bar``, whatever the units of
+   the system. ``E_target = E_bar (1 - margin)`` keeps the 1000-round average under ``E_bar``.
+4. **The inner loop stops on expected marginal value, not at a fixed entropy.** After drafting token ``i``
+   the probability that the whole prefix through ``i`` is accepted is ``P_i = P_{i-1} a(H_i)``; sending it
+   is worth ``P_i`` expected tokens and costs its uplink bits (time and energy, priced by ``theta`` and
+   ``lambda``); drafting another token costs its compute. The continuation value ``W_i(P)`` of drafting on
+   from position ``i`` with prefix probability ``P`` is solved each round by backward induction over a grid
+   of ``P``. Entropy is persistent in real text (a hard passage stays hard), so the next token's
+   acceptance is drawn from recent consecutive-token pairs conditioned on the current token's entropy
+   regime (quantile bins), not from the marginal. The token is dropped (``STOP_BEFORE``) when sending it
+   does not pay, drafting continues while ``W_{i+1}(P_i) > 0``, else ``STOP_AFTER``. So the stop adapts to
+   the channel (a slow uplink stops earlier), to the energy price, and to how acceptance really depends on
+   entropy for this pair; computed-but-dropped tokens are billed (their compute is in ``W``).
+5. **Payload is predicted per token**: uplink bits per round are regressed on the number of sent tokens in
+   each entropy bin (ridge least squares towards the mean, forgetting), which fits an id-only payload (flat)
+   and a top-p payload whose support grows with entropy alike, so a high-entropy token is charged what it
+   really costs to send.
+
+The budget handed to the round loop is the longest draft whose continuation value at ``P = 1`` is positive
+(at most ``g_max``); the paper-style reference ``g_ref = argmax_g EN(g) - theta T(g) - lambda E(g)`` with the
+per-position estimates is logged next to it.
+
+Source: GELATO, arXiv 2605.10124 (the two loops and the queue); Dinkelbach 1967 (ratio objective);
+Neely, "Stochastic Network Optimization" 2010 (drift-plus-penalty, renewal form); design notes section 3.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections import deque
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from gelato.policies.base import RoundContext
+from gelato.policies.common import PolicyBase, RunningMean, acceptance_outcomes, charged
+from gelato.policies.predictor import RoundPredictor, require_predictor
+from gelato.spec.types import DraftStep, RoundRecord, StopDecision
+
+# Bin edges of the entropy-acceptance map, in nats (finer where acceptance changes fastest).
+DEFAULT_EDGES: tuple[float, ...] = (0.0, 0.02, 0.05, 0.1, 0.17, 0.25, 0.35, 0.5, 0.7, 0.95, 1.25, 1.6, 2.0, 2.6,
+                                    3.3, 4.2, 5.5, 7.5)
+
+
+class GelatoImprovedConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    e_bar: float = Field(1.2, gt=0, description="long-term device energy budget per round, J")
+    g_max: int = Field(15, ge=1, description="largest draft length")
+    price_step: float = Field(0.05, gt=0, description="dual step: per round the energy price moves by "
+                              "price_step * lambda_0 * (E_k - E_target) / E_bar, lambda_0 = tokens per joule")
+    energy_margin: float = Field(0.01, ge=0, lt=0.5, description="the price steers to E_target = E_bar (1 - margin)")
+    min_price: float = Field(0.0, ge=0, description="floor of the energy price, in units of lambda_0 (0: energy "
+                             "is free while the budget is slack)")
+    rho0: float = Field(0.9, gt=0, lt=1, description="prior per-position acceptance (paper's rho0)")
+    c: float = Field(0.35, gt=0, description="prior map phi(H) = exp(-c H) (paper's fit)")
+    prior_weight: float = Field(3.0, gt=0, description="pseudo-observations of the prior map per bin")
+    map_memory: float = Field(3000.0, ge=10, description="forgetting horizon of the map, in verified tokens")
+    position_alpha: float = Field(0.05, gt=0, le=1, description="EMA weight of per-position acceptance")
+    throughput_memory: float = Field(300.0, ge=1, description="rounds of memory of the throughput estimate")
+    entropy_window: int = Field(512, ge=8, description="recent entropies describing the next tokens")
+    dp_samples: int = Field(16, ge=2, description="quantiles of the next-token distribution used by W")
+    regimes: int = Field(4, ge=1, description="entropy regimes (quantile bins) the next token is conditioned on")
+    refresh_every: int = Field(8, ge=1, description="rounds between refreshes of the next-token distribution")
+    min_regime_pairs: int = Field(24, ge=1, description="pairs a regime needs before its own distribution is used")
+    dp_grid: int = Field(101, ge=11, description="grid points of the prefix probability P in W")
+    init_bits_per_token: float = Field(250_000.0, gt=0, description="uplink bits per token before any data")
+    payload_memory: float = Field(300.0, ge=2, description="rounds of memory of the payload regression")
+    min_acceptance: float = Field(1e-3, gt=0, lt=1)
+    max_acceptance: float = Field(0.999, gt=0, lt=1)
+
+
+class EntropyAcceptanceMap:
+    """``a(H)``: binned, forgetting, prior-shrunk, non-increasing, linearly interpolated."""
+
+    def __init__(self, rho0_c: float, prior_weight: float, memory: float, lo: float, hi: float,
+                 edges: tuple[float, ...] = DEFAULT_EDGES) -> None:
+        self.edges = list(edges)
+        nb = len(self.edges)  # the last bin is [edges[-1], inf)
+        self.mid = [0.5 * (self.edges[i] + self.edges[i + 1]) for i in range(nb - 1)] + [self.edges[-1] * 1.25]
+        self.c = rho0_c
+        self.m0 = prior_weight
+        self.decay = 1.0 - 1.0 / memory
+        self.lo, self.hi = lo, hi
+        self.n = [0.0] * nb
+        self.s = [0.0] * nb
+        self.h = [0.0] * nb  # decayed sum of H per bin (its mean is the bin's abscissa)
+        self.observed = 0
+        self._refit()
+
+    def prior(self, h: float) -> float:
+        return math.exp(-self.c * h)
+
+    def _bin(self, h: float) -> int:
+        return max(0, bisect.bisect_right(self.edges, h) - 1)
+
+    def update(self, pairs: list[tuple[float, bool]]) -> None:
+        if not pairs:
+            return
+        f = self.decay ** len(pairs)
+        self.n = [x * f for x in self.n]
+        self.s = [x * f for x in self.s]
+        self.h = [x * f for x in self.h]
+        for h, ok in pairs:
+            b = self._bin(h)
+            self.n[b] += 1.0
+            self.s[b] += float(ok)
+            self.h[b] += h
+        self.observed += len(pairs)
+        self._refit()
+
+    def _refit(self) -> None:
+        xs, ys, ws = [], [], []
+        for b in range(len(self.edges)):
+            x = self.h[b] / self.n[b] if self.n[b] > 1e-9 else self.mid[b]
+            # blend the bin's abscissa towards its midpoint while it has little data
+            x = (self.h[b] + self.m0 * self.mid[b]) / (self.n[b] + self.m0) if self.n[b] < 1e-9 else x
+            y = (self.s[b] + self.m0 * self.prior(x)) / (self.n[b] + self.m0)
+            xs.append(x)
+            ys.append(y)
+            ws.append(self.n[b] + self.m0)
+        ys = _pav_decreasing(ys, ws)
+        order = sorted(range(len(xs)), key=lambda i: xs[i])
+        self.xs = [xs[i] for i in order]
+        self.ys = [min(self.hi, max(self.lo, ys[i])) for i in order]
+        self._xs_np = np.asarray(self.xs)
+        self._ys_np = np.asarray(self.ys)
+
+    def __call__(self, h: float) -> float:
+        return float(np.interp(h, self._xs_np, self._ys_np))
+
+    def many(self, hs: np.ndarray) -> np.ndarray:
+        return np.interp(hs, self._xs_np, self._ys_np)
+
+    def table(self) -> list[tuple[float, float]]:
+        return list(zip(self.xs, self.ys))
+
+
+def _pav_decreasing(y: list[float], w: list[float]) -> list[float]:
+    """Weighted least-squares non-increasing fit (pool adjacent violators)."""
+    blocks: list[list[float]] = []  # [mean, weight, count]
+    for yi, wi in zip(y, w):
+        blocks.append([yi, wi, 1])
+        while len(blocks) > 1 and blocks[-2][0] < blocks[-1][0]:
+            m2, w2, c2 = blocks.pop()
+            m1, w1, c1 = blocks.pop()
+            blocks.append([(m1 * w1 + m2 * w2) / (w1 + w2), w1 + w2, c1 + c2])
+    out: list[float] = []
+    for m, _, cnt in blocks:
+        out.extend([m] * cnt)
+    return out
+
+
+PAYLOAD_EDGES: tuple[float, ...] = (0.1, 0.3, 0.7, 1.5, 3.0)  # nats: bins of the per-token payload model
+
+
+class PayloadModel:
+    """Uplink bits of a round ``~ sum_b n_b beta_b``: ``n_b`` sent tokens had their entropy in bin ``b``.
+
+    A per-bin bits-per-token (ridge least squares, shrunk towards the overall mean, non-negative, with
+    forgetting) fits both an id-only payload (the same for every bin) and a top-p payload whose support
+    grows with the entropy, without assuming a functional form."""
+
+    def __init__(self, init_bits_per_token: float, memory: float, edges: tuple[float, ...] = PAYLOAD_EDGES,
+                 ridge: float = 2.0) -> None:
+        self.edges = np.asarray(edges)
+        nb = len(edges) + 1
+        self.decay = 1.0 - 1.0 / memory
+        self.ridge = ridge  # in tokens' worth of evidence per bin
+        self.sxx = np.zeros((nb, nb))
+        self.sxy = np.zeros(nb)
+        self.total_bits = 0.0
+        self.total_tokens = 0.0
+        self.mean = float(init_bits_per_token)
+        self.beta = np.full(nb, self.mean)
+        self.rounds = 0
+
+    def _bins(self, hs) -> np.ndarray:
+        return np.searchsorted(self.edges, np.asarray(hs, dtype=float), side="right")
+
+    def update(self, sent: int, entropies: list[float], bits: float) -> None:
+        if sent <= 0:
+            return
+        x = np.bincount(self._bins(entropies[:sent]), minlength=self.beta.size).astype(float)
+        self.sxx = self.decay * self.sxx + np.outer(x, x)
+        self.sxy = self.decay * self.sxy + x * bits
+        self.total_bits = self.decay * self.total_bits + bits
+        self.total_tokens = self.decay * self.total_tokens + sent
+        self.mean = self.total_bits / self.total_tokens
+        self.rounds += 1
+        reg = self.ridge * np.eye(self.beta.size)
+        try:
+            beta = np.linalg.solve(self.sxx + reg, self.sxy + reg @ np.full(self.beta.size, self.mean))
+        except np.linalg.LinAlgError:
+            beta = np.full(self.beta.size, self.mean)
+        self.beta = np.maximum(beta, 0.0)
+
+    def bits(self, h: float) -> float:
+        return float(self.beta[int(np.searchsorted(self.edges, h, side="right"))])
+
+    def many(self, hs: np.ndarray) -> np.ndarray:
+        return self.beta[self._bins(hs)]
+
+
+class GelatoImprovedPolicy(PolicyBase):
+    """GELATO, improved (ours): online-calibrated acceptance, throughput-ratio objective with an energy price
+    (queue plus integral), and an optimal-stopping inner loop on the expected marginal value of a token.
+
+    Source: this project (design notes section 3), built on GELATO, arXiv 2605.10124.
+    """
+
+    name = "gelato-improved (ours)"
+
+    def __init__(self, predictor: RoundPredictor | None = None, config: GelatoImprovedConfig | None = None,
+                 **overrides: Any) -> None:
+        if config is None:
+            config = GelatoImprovedConfig(**overrides)
+        elif overrides:
+            config = config.model_copy(update=overrides)
+        self.config = cfg = config
+        self.predictor = require_predictor(predictor, "gelato-improved")
+        self.map = EntropyAcceptanceMap(cfg.c, cfg.prior_weight, cfg.map_memory, cfg.min_acceptance,
+                                        cfg.max_acceptance)
+        self.position_acc = [cfg.rho0] * cfg.g_max
+        self.payload = PayloadModel(cfg.init_bits_per_token, cfg.payload_memory)
+        self.bits = RunningMean(cfg.init_bits_per_token, alpha=1.0 / cfg.payload_memory)
+        self.recent_h: deque[float] = deque(maxlen=cfg.entropy_window)
+        self.recent_pairs: deque[tuple[float, float]] = deque(maxlen=2 * cfg.entropy_window)
+        self._edges = np.zeros(0)
+        self._samples = None
+        self._samples_round = 0
+        self.energy_queue = 0.0  # the paper's Q against E_bar (logged; the price is the control)
+        self.price_units = 0.0  # lambda / lambda_0: the energy price in units of the run's tokens per joule
+        self.sum_tokens = 0.0  # forgetting sums for theta = tokens / second and lambda_0 = tokens / joule
+        self.sum_time = 0.0
+        self.sum_energy = 0.0
+        self.lambda0: float | None = None
+        self.theta: float | None = None
+        self.rounds = 0
+        # per-round plan
+        self._ctx: RoundContext | None = None
+        self._w: np.ndarray | None = None  # W[i, regime, P]: value of going on to draft position i
+        self._grid = np.linspace(0.0, 1.0, cfg.dp_grid)
+        self._send_cost_per_bit = 0.0
+        self._prefix = 1.0
+        self.last = {"budget": 0, "g_ref": 0, "stop": None, "stop_position": None, "prefix_prob": 1.0}
+
+    # prices -----------------------------------------------------------------------------------------
+    @property
+    def price(self) -> float:
+        """lambda: tokens per joule, ``lambda_0 * max(price_units, min_price)``."""
+        return (self.lambda0 or 0.0) * max(self.price_units, self.config.min_price)
+
+    def _costs(self, ctx: RoundContext, g_cap: int) -> tuple[np.ndarray, np.ndarray, float, float]:
+        """Per-round predictions: T and E with no payload for g = 1..g_cap (compute, verify, fixed), and the
+        uplink's time and energy per bit."""
+        link, lc = ctx.link, ctx.context_len
+        t0 = np.zeros(g_cap + 1)
+        e0 = np.zeros(g_cap + 1)
+        for g in range(1, g_cap + 1):
+            t0[g], e0[g] = self.predictor.predict(g, link, lc, 0.0)
+        ref_bits = max(1.0, self.bits.value)
+        t1, e1 = self.predictor.predict(1, link, lc, ref_bits)
+        tau_bit = max(0.0, (t1 - t0[1]) / ref_bits)
+        eps_bit = max(0.0, (e1 - e0[1]) / ref_bits)
+        return t0, e0, tau_bit, eps_bit
+
+    def _transition_samples(self) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+        """The next token's (acceptance, bits, regime) given the regime (entropy bin) of the current one.
+
+        Entropy is persistent in real text (a hard passage stays hard), so the next token is described
+        conditionally on the current token's entropy: regimes are quantile bins of recent entropies; each
+        regime's next-token entropies come from consecutive pairs within rounds (the marginal distribution
+        stands in while a regime has few pairs)."""
+        cfg = self.config
+        k, r_n = cfg.dp_samples, cfg.regimes
+        qs = (np.arange(k) + 0.5) / k
+        if self.recent_h:
+            recent = np.asarray(self.recent_h)
+            edges = np.quantile(recent, np.arange(1, r_n) / r_n) if r_n > 1 else np.zeros(0)
+            marginal = np.quantile(recent, qs)
+        else:  # before any data: the entropy at which the prior map gives rho0
+            edges = np.zeros(0)
+            marginal = np.full(k, -math.log(cfg.rho0) / cfg.c)
+        pairs = np.asarray(self.recent_pairs) if self.recent_pairs else np.zeros((0, 2))
+        cur_bin = np.searchsorted(edges, pairs[:, 0], side="right") if len(pairs) else np.zeros(0, dtype=int)
+        per_regime = []
+        for r in range(r_n):
+            nxt = pairs[cur_bin == r, 1] if len(pairs) else np.zeros(0)
+            if nxt.size >= cfg.min_regime_pairs:
+                hs = np.quantile(nxt, qs)
+            else:
+                hs = marginal
+            per_regime.append((self.map.many(hs), self.payload.many(hs),
+                               np.searchsorted(edges, hs, side="right") if edges.size else np.zeros(k, dtype=int)))
+        return edges, per_regime
+
+    # outer loop -------------------------------------------------------------------------------------
+    def budget(self, ctx: RoundContext) -> int:
+        cfg = self.config
+        self._ctx = ctx
+        self._prefix = 1.0
+        g_cap = max(1, min(cfg.g_max, ctx.max_budget)) if ctx.max_budget >= 1 else 1
+        t0, e0, tau_bit, eps_bit = self._costs(ctx, g_cap)
+        bbar = self.bits.value
+        t_plan = t0[1:] + np.arange(1, g_cap + 1) * bbar * tau_bit
+        e_plan = e0[1:] + np.arange(1, g_cap + 1) * bbar * eps_bit
+        en = np.cumsum(np.cumprod(np.asarray(self.position_acc[:g_cap]))) + 1.0  # EN(g), g = 1..g_cap
+        if self.theta is None:  # first round: the plan's best throughput and its tokens per joule
+            best = int(np.argmax(en / t_plan))
+            self.theta = float(en[best] / t_plan[best])
+            self.lambda0 = float(en[best] / max(e_plan[best], 1e-12))
+        theta, lam = self.theta, self.price
+        g_ref = int(np.argmax(en - theta * t_plan - lam * e_plan)) + 1
+        # optimal stopping: W[i, r](P) = value of going on to draft token i when the prefix before it is
+        # accepted with probability P and the last drafted token was in entropy regime r
+        self._send_cost_per_bit = theta * tau_bit + lam * eps_bit
+        if self._samples is None or self.rounds - self._samples_round >= cfg.refresh_every:
+            self._samples, self._samples_round = self._transition_samples(), self.rounds
+        edges, per_regime = self._samples
+        self._edges = edges
+        grid = self._grid
+        n = grid.size
+        a_s = np.stack([x[0] for x in per_regime])  # regimes x samples
+        c_send = self._send_cost_per_bit * np.stack([x[1] for x in per_regime])
+        r_next = np.stack([x[2] for x in per_regime]).astype(int)
+        pa = grid[None, :, None] * a_s[:, None, :]  # regime x grid x sample: P * a
+        pos = pa * (n - 1)  # P lies on the uniform grid: linear interpolation by index arithmetic
+        lo = np.minimum(pos.astype(np.intp), n - 2)
+        frac = pos - lo
+        flat = r_next[:, None, :] * n + lo  # index into the flattened W[i + 1] (regime x grid)
+        gain = pa - c_send[:, None, :]
+        w = np.zeros((g_cap + 1, len(per_regime), n))
+        for i in range(g_cap - 1, 0, -1):
+            c_draft = theta * max(0.0, t0[i + 1] - t0[i]) + lam * max(0.0, e0[i + 1] - e0[i])
+            nxt = w[i + 1].ravel()
+            lo_v = np.take(nxt, flat)
+            w_next = lo_v + (np.take(nxt, flat + 1) - lo_v) * frac
+            w[i] = np.maximum(0.0, np.maximum(0.0, gain + w_next).mean(axis=2) - c_draft)
+        self._w = w
+        budget = 1
+        while budget < g_cap and w[budget, :, -1].max() > 0.0:
+            budget += 1
+        self.last = {"budget": budget, "g_ref": g_ref, "stop": None, "stop_position": None, "prefix_prob": 1.0,
+                     "theta": theta, "price": lam, "send_cost_per_bit": self._send_cost_per_bit}
+        return budget
+
+    # inner loop -------------------------------------------------------------------------------------
+    def keep_drafting(self, step: DraftStep) -> StopDecision:
+        if self._w is None:
+            return StopDecision.CONTINUE
+        if step.position == 0:
+            self._prefix = 1.0
+        p = self._prefix * self.map(step.entropy)
+        nxt = step.position + 1
+        regime = int(np.searchsorted(self._edges, step.entropy, side="right")) if self._edges.size else 0
+        w_next = float(np.interp(p, self._grid, self._w[nxt, regime])) if nxt < self._w.shape[0] else 0.0
+        send_value = p - self._send_cost_per_bit * self.payload.bits(step.entropy) + w_next
+        self._prefix = p
+        self.last["prefix_prob"] = p
+        if send_value < 0.0:
+            decision = StopDecision.STOP_BEFORE
+        elif w_next > 0.0:
+            return StopDecision.CONTINUE
+        else:
+            decision = StopDecision.STOP_AFTER
+        self.last["stop"], self.last["stop_position"] = decision.value, step.position
+        return decision
+
+    # update -----------------------------------------------------------------------------------------
+    def _round_time_energy(self, record: RoundRecord) -> tuple[float | None, float | None]:
+        t, e = charged(record, "t_round"), charged(record, "e_round")
+        if t is not None and e is not None:
+            return t, e
+        ctx = self._ctx
+        link, lc = (ctx.link, ctx.context_len) if ctx is not None else (None, record.start)
+        n = max(record.drafted, 0)
+        bits = self.bits.value * record.sent / n if n else 0.0
+        try:
+            tp, ep = self.predictor.predict(n, link, lc, bits)
+        except ValueError:  # a predictor may refuse an empty draft: nothing to learn from this round then
+            return t, e
+        return (t if t is not None else tp), (e if e is not None else ep)
+
+    def observe(self, record: RoundRecord) -> None:
+        cfg = self.config
+        self.rounds += 1
+        # acceptance: map and per-position EMA from the conditional outcomes
+        outcomes = acceptance_outcomes(record)
+        self.map.update([(h, ok) for _, h, ok in outcomes])
+        for i, _, ok in outcomes:
+            if i < len(self.position_acc):
+                self.position_acc[i] += cfg.position_alpha * (float(ok) - self.position_acc[i])
+        self.recent_h.extend(float(h) for h in record.entropies)
+        self.recent_pairs.extend(zip(record.entropies[:-1], record.entropies[1:]))
+        # payload
+        bits = charged(record, "bits_up")
+        if bits is not None and record.sent > 0:
+            self.payload.update(record.sent, list(record.entropies), bits)
+            self.bits.update(bits / record.sent)
+        # throughput and energy
+        t, e = self._round_time_energy(record)
+        f = 1.0 - 1.0 / cfg.throughput_memory
+        if t is not None and t > 0:
+            self.sum_tokens = f * self.sum_tokens + record.new_tokens
+            self.sum_time = f * self.sum_time + t
+            self.theta = self.sum_tokens / self.sum_time
+        if e is not None:
+            self.last["energy"] = e
+            self.sum_energy = f * self.sum_energy + e
+            if self.sum_energy > 0 and self.sum_tokens > 0:
+                self.lambda0 = self.sum_tokens / self.sum_energy
+            self.energy_queue = max(0.0, self.energy_queue + e - cfg.e_bar)
+            target = cfg.e_bar * (1.0 - cfg.energy_margin)
+            self.price_units = max(0.0, self.price_units + cfg.price_step * (e - target) / cfg.e_bar)
+
+    def state(self) -> dict:
+        return {
+            "policy": self.name,
+            "queue": self.energy_queue,
+            "price": self.price,
+            "price_units": self.price_units,
+            "lambda0": self.lambda0,
+            "theta": self.theta,
+            "budget": self.last.get("budget"),
+            "g_ref": self.last.get("g_ref"),
+            "stop": self.last.get("stop"),
+            "stop_position": self.last.get("stop_position"),
+            "prefix_prob": self.last.get("prefix_prob"),
+            "position_acceptance": list(self.position_acc),
+            "acceptance_map": self.map.table(),
+            "payload_bits_by_entropy": [float(b) for b in self.payload.beta],
+            "bits_per_token": self.bits.value,
+            "energy": self.last.get("energy"),
+        }

@@ -1,0 +1,81 @@
+"""The registry: every name builds, payload modes, and what each policy needs."""
+
+from __future__ import annotations
+
+import pytest
+
+from gelato.policies import (
+    POLICIES,
+    DraftPolicy,
+    LinearRoundPredictor,
+    RoundPredictor,
+    make_policy,
+)
+from gelato.policies.base import RoundContext
+from gelato.spec.types import RoundRecord
+
+EXPECTED = {"static-5", "static-7", "static-9", "dssd", "edge-autoregressive", "gelato-paper", "gelato-improved",
+            "gelato-outer-only", "gelato-inner-only", "hf-heuristic", "hf-confidence", "pmin", "svip", "adaedl",
+            "adaptive-goodput"}
+PRED = LinearRoundPredictor()
+
+
+def test_every_expected_name_is_registered():
+    assert EXPECTED <= set(POLICIES)
+
+
+@pytest.mark.parametrize("name", sorted(POLICIES))
+def test_every_policy_builds_with_a_predictor_and_has_a_payload_mode(name):
+    cfg = {"predictor": PRED, **({"k": 4} if name == "static" else {})}
+    p = make_policy(name, **cfg)
+    assert isinstance(p, DraftPolicy)
+    assert p.payload_mode in (None, "dssd", "edge_ar")
+    ctx = RoundContext(index=0, generated=0, context_len=5, max_budget=50)
+    b = p.budget(ctx)
+    assert isinstance(b, int) and 0 <= b <= 50
+    p.observe(RoundRecord(index=0, start=5, budget=b, drafted=b, sent=b, accepted=0, token=1,
+                          entropies=[0.5] * b))  # no clock: charge None
+    assert isinstance(p.state(), dict)
+
+
+def test_payload_modes_and_fixed_budgets():
+    ctx = RoundContext(index=0, generated=0, context_len=5, max_budget=50)
+    assert make_policy("dssd").payload_mode == "dssd"
+    assert make_policy("dssd").budget(ctx) == 7
+    assert make_policy("edge-autoregressive").payload_mode == "edge_ar"
+    assert make_policy("edge-autoregressive").budget(ctx) == 0
+    for k in (5, 7, 9):
+        p = make_policy(f"static-{k}")
+        assert p.budget(ctx) == k and p.payload_mode is None and p.name == f"static-{k}"
+    assert make_policy("static", k=3).budget(ctx) == 3
+    assert make_policy("gelato-improved", predictor=PRED).name == "gelato-improved (ours)"
+
+
+def test_config_reaches_the_constructor():
+    ctx = RoundContext(index=0, generated=0, context_len=5, max_budget=50)
+    assert make_policy("hf-heuristic", num_assistant_tokens=3).budget(ctx) == 3
+    assert make_policy("pmin", p_min=0.5).p_min == 0.5
+    assert make_policy("gelato-paper", predictor=PRED, V=10.0, e_bar=0.5).config.e_bar == 0.5
+    assert make_policy("gelato-inner-only", g_max=6).budget(ctx) == 6
+
+
+def test_errors_are_clear():
+    with pytest.raises(ValueError, match="unknown policy"):
+        make_policy("gelato-fast")
+    for name in ("gelato-paper", "gelato-outer-only", "gelato-improved"):
+        with pytest.raises(ValueError, match="predictor"):
+            make_policy(name)
+    with pytest.raises(TypeError):
+        make_policy("static-5", k_max=3)
+
+
+def test_linear_predictor_is_a_round_predictor():
+    assert isinstance(PRED, RoundPredictor)
+    t1, e1 = PRED.predict(1, None, 10, 10_000.0)
+    t2, e2 = PRED.predict(2, None, 10, 10_000.0)
+    assert t2 > t1 and e2 > e1
+
+    class Link:
+        uplink_bps = 1e6
+
+    assert PRED.predict(2, Link(), 10, 10_000.0)[0] > t2  # a slower link than the nominal 10 Mbit/s
