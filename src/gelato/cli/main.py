@@ -1,0 +1,29 @@
+"""Entry point of the ``gelato`` command."""
+
+from __future__ import annotations
+
+import typer
+
+from gelato.cli.bench_cmd import app as bench_app
+from gelato.cli.demo_cmd import demo
+from gelato.cli.generate_cmd import generate
+from gelato.cli.models_cmd import app as models_app
+from gelato.cli.run_cmd import run, trace_app
+from gelato.cli.transport_cmd import device, link, serve
+from gelato.cli.system_cmd import app as system_app
+
+app = typer.Typer(no_args_is_help=True, add_completion=False,
+                  help="gelato: device-edge speculative decoding with energy-aware draft-length control.")
+app.command()(demo)
+app.command()(generate)
+app.add_typer(models_app, name="models", help="Build and inspect the built-in model pairs.")
+app.add_typer(system_app, name="system", help="The device-edge system model (channel, compute, energy).")
+app.add_typer(bench_app, name="bench", help="Benchmarks that print figures.")
+app.command()(run)
+app.add_typer(trace_app, name="trace", help="Record greedy traces for exact replay.")
+app.command()(serve)
+app.command()(device)
+app.command()(link)
+
+if __name__ == "__main__":
+    app()

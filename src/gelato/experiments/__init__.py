@@ -1,0 +1,1 @@
+"""Experiments: workloads (prompt sets and formats) and runners."""
