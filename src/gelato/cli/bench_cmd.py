@@ -21,11 +21,9 @@ def engine(
     prompts: Annotated[int, typer.Option(help="Number of GSM8K test prompts.")] = 8,
     max_new_tokens: int = 64,
     data_dir: Annotated[Optional[Path], typer.Option(help="Directory with gsm8k_test.jsonl.")] = None,
-    threads: Annotated[int, typer.Option(help="torch threads (0 = leave as is).")] = 0,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Target-only vs our SD vs transformers' assisted generation (greedy, same K, same prompts)."""
-    import torch
     from rich.console import Console
     from rich.progress import track
     from rich.table import Table
@@ -34,8 +32,6 @@ def engine(
     from gelato.experiments.workloads import format_for_pair, load_gsm8k
     from gelato.models import load_pair, shared_vocab_size
 
-    if threads:
-        torch.set_num_threads(threads)
     draft_dir, target_dir = resolve_pair_dirs(draft, target)
     try:
         draft_model, target_model, tok = load_pair(draft_dir, target_dir)

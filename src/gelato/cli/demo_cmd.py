@@ -11,8 +11,8 @@ from gelato.cli.common import fail, resolve_pair_dirs
 
 
 def demo(
-    prompts: Annotated[int, typer.Option(min=1, help="GSM8K test questions.")] = 3,
-    max_new_tokens: Annotated[int, typer.Option(min=1)] = 96,
+    prompts: Annotated[int, typer.Option(min=1, help="GSM8K test questions.")] = 4,
+    max_new_tokens: Annotated[int, typer.Option(min=1)] = 128,
     bandwidth_mhz: Annotated[float, typer.Option(help="Uplink bandwidth, MHz.")] = 1.0,
     t_verify_ms: Annotated[float, typer.Option(help="Edge verification time, ms.")] = 100.0,
     e_bar: Annotated[float, typer.Option(help="Device energy budget per round, J.")] = 1.2,
@@ -23,7 +23,6 @@ def demo(
     seed: int = 0,
 ) -> None:
     """GELATO vs static SD vs edge-only decoding on the built-in pair, with the paper's system model."""
-    import torch
     from rich.console import Console
     from rich.panel import Panel
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -34,7 +33,6 @@ def demo(
     from gelato.experiments.execute import load_prompt_ids
     from gelato.models import load_pair, shared_vocab_size
 
-    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     console = Console()
     draft_dir, target_dir = resolve_pair_dirs(draft, target)
     try:
@@ -62,9 +60,8 @@ def demo(
     console.print(Panel(f"{question}[green]{answer}[/]", title="first prompt and the generated answer "
                         "(identical for every policy)", expand=False))
     table = Table(title="modelled device-edge decoding (paper system model)")
-    for col in ("policy", "tokens/s", "J/token", "mean accept. length", "mean E/round (J)", "E <= E_bar?",
-                "uplink B/token"):
-        table.add_column(col, justify="left" if col == "policy" else "right")
+    for col in ("policy", "tok/s", "J/tok", "accept len", "E/round J", "E<=E_bar", "up B/tok"):
+        table.add_column(col, justify="left" if col == "policy" else "right", no_wrap=col == "policy")
     for name, r in outcome.results.items():
         s = r.summary
         table.add_row(name, f"{s['tokens_per_second']:.2f}", f"{s['joules_per_token']:.3f}",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import typer
 
 from gelato.cli.bench_cmd import app as bench_app
@@ -14,6 +16,17 @@ from gelato.cli.system_cmd import app as system_app
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="gelato: device-edge speculative decoding with energy-aware draft-length control.")
+
+
+@app.callback()
+def main(threads: int = typer.Option(
+        int(os.environ.get("GELATO_THREADS", "1")), "--threads", min=1,
+        help="torch CPU threads (env GELATO_THREADS). 1 is best for these small models, and robust when other "
+             "processes share the cores (multi-threaded matmuls slow down badly under contention).")) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
 app.command()(demo)
 app.command()(generate)
 app.add_typer(models_app, name="models", help="Build and inspect the built-in model pairs.")

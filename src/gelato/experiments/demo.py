@@ -17,7 +17,7 @@ from gelato.experiments.execute import build_policy, policy_payload
 from gelato.experiments.runner import RunResult, live_sessions, run_policy
 from gelato.spec.sampling import SamplingParams
 
-DEMO_POLICIES = ("gelato-improved", "gelato-paper", "static-7", "edge-autoregressive")
+DEMO_POLICIES = ("gelato-improved", "gelato-paper", "static-5", "static-7", "static-9", "dssd", "edge-autoregressive")
 
 
 @dataclass
@@ -30,7 +30,7 @@ class DemoOutcome:
 
 def run_demo(draft, target, tokenizer, prompts: Sequence[tuple[str, list[int]]], out_dir: Path,
              policies: Sequence[str] = DEMO_POLICIES, bandwidth_mhz: float = 1.0, t_verify_ms: float = 100.0,
-             e_bar: float = 1.2, max_new_tokens: int = 96, seed: int = 0, vocab_size: int | None = None,
+             e_bar: float = 1.2, max_new_tokens: int = 128, seed: int = 0, vocab_size: int | None = None,
              on_round: Callable | None = None, on_policy: Callable[[str], None] | None = None) -> DemoOutcome:
     out_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, RunResult] = {}
@@ -66,7 +66,7 @@ def plot_demo(results: dict[str, RunResult], path: Path, bandwidth_mhz: float) -
     import matplotlib.pyplot as plt
 
     names = list(results)
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
     colors = ["tab:green" if n.startswith("gelato") else "tab:gray" for n in names]
     axes[0].bar(names, [results[n].summary["tokens_per_second"] for n in names], color=colors)
     axes[0].set_ylabel("tokens/s (modelled)")
@@ -77,10 +77,12 @@ def plot_demo(results: dict[str, RunResult], path: Path, bandwidth_mhz: float) -
     for n in names:
         rows = results[n].rows
         if rows and "policy_queue" in rows[0]:
-            axes[2].plot([r["policy_queue"] for r in rows], label=n, lw=1)
+            peak_q = max(r["policy_queue"] for r in rows)
+            axes[2].plot([r["sent"] for r in rows], lw=1, label=f"{n}: tokens sent (max Q {peak_q:.2f} J)")
     axes[2].set_xlabel("round")
-    axes[2].set_ylabel("virtual energy queue Q (J)")
-    axes[2].legend(fontsize=8)
+    axes[2].set_ylabel("draft tokens sent per round")
+    if axes[2].get_lines():
+        axes[2].legend(fontsize=8)
     fig.suptitle(f"gelato demo: built-in gsm8k pair, paper system model, {bandwidth_mhz:g} MHz uplink")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
