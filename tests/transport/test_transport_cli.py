@@ -76,7 +76,7 @@ def test_serve_link_device_end_to_end(pair, model_dirs, tmp_path):
     target_dir, draft_dir = model_dirs
     tokens = tmp_path / "tokens.txt"
     tokens.write_text("phone:s3cret\n")
-    edge, match = _spawn(["serve", str(target_dir), "--port", "0", "--tokens-file", str(tokens), "--threads", "1",
+    edge, match = _spawn(["serve", "--target", str(target_dir), "--port", "0", "--tokens-file", str(tokens), "--threads", "1",
                           "--log-level", "warning"], r"edge listening on ([\d.]+):(\d+)")
     edge_port = int(match.group(2))
     listen = _free_port()
@@ -86,7 +86,7 @@ def test_serve_link_device_end_to_end(pair, model_dirs, tmp_path):
     try:
         out = tmp_path / "run.json"
         prompt = "w3 w17 w42 w5 w8"
-        result = runner.invoke(app, ["device", "--edge", f"127.0.0.1:{listen}", "--draft-dir", str(draft_dir),
+        result = runner.invoke(app, ["device", "--edge", f"127.0.0.1:{listen}", "--draft", str(draft_dir),
                                      "--prompt", prompt, "--max-new-tokens", "16", "--policy", "static:3",
                                      "--token", "s3cret", "--json", str(out)])
         assert result.exit_code == 0, result.output
@@ -98,7 +98,7 @@ def test_serve_link_device_end_to_end(pair, model_dirs, tmp_path):
         assert run["token_ids"] == expected
         assert "network + gRPC" in result.output and run["network"]["rounds"] == run["metrics"]["rounds"]
         # direct to the edge, with prompt ids and a wrong token: a clear refusal, exit code 1
-        bad = runner.invoke(app, ["device", "--edge", f"127.0.0.1:{edge_port}", "--draft-dir", str(draft_dir),
+        bad = runner.invoke(app, ["device", "--edge", f"127.0.0.1:{edge_port}", "--draft", str(draft_dir),
                                   "--prompt-ids", "3,17,42", "--max-new-tokens", "4", "--token", "nope"])
         assert bad.exit_code == 1 and "UNAUTHENTICATED" in bad.output
     finally:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Optional
@@ -37,37 +38,28 @@ def resolve_fingerprint(value: str | None) -> str | None:
 
 
 def make_policy(name: str):
-    """A policy by name: ``static:K`` (or ``static-kK``), ``gelato-paper``, ``gelato-outer``, ``gelato-inner``,
-    ``gelato-improved``. GELATO variants use the default linear round predictor (no modelled clock here)."""
-    import gelato.policies as policies
+    """A registered policy by name (``gelato policies`` lists them); ``static:K`` is static SD with K tokens.
 
-    for factory in ("make_policy", "build_policy", "get_policy"):  # a registry, if the package provides one
-        fn = getattr(policies, factory, None)
-        if callable(fn):
-            try:
-                return fn(name)
-            except (KeyError, ValueError):
-                break
-    from gelato.policies import StaticPolicy
+    Policies that plan with a system model (GELATO, goodput) get the paper's modelled device and link as
+    their predictor: the device has no measured model of the link before the first rounds.
+    """
+    from gelato.policies.registry import POLICIES
+    from gelato.policies.registry import make_policy as build
+    from gelato.system.config import SystemConfig
+
     lowered = name.lower()
-    for prefix in ("static:", "static-k", "static"):
-        if lowered.startswith(prefix) and lowered[len(prefix):].isdigit():
-            return StaticPolicy(int(lowered[len(prefix):]))
-    from gelato.policies.predictor import LinearRoundPredictor
-    if lowered in ("gelato-paper", "gelato-outer", "gelato-inner"):
-        from gelato.policies import gelato_paper as gp
-        cls = {"gelato-paper": gp.GelatoPaperPolicy, "gelato-outer": gp.GelatoOuterOnlyPolicy,
-               "gelato-inner": gp.GelatoInnerOnlyPolicy}[lowered]
-        return cls(LinearRoundPredictor())
-    if lowered == "gelato-improved":
-        from gelato.policies.gelato_improved import GelatoImprovedPolicy
-        return GelatoImprovedPolicy(LinearRoundPredictor())
-    raise typer.BadParameter(f"unknown policy {name!r}: use static:K, gelato-paper, gelato-outer, gelato-inner "
-                             "or gelato-improved")
+    static = re.fullmatch(r"static[:\-]k?(\d+)", lowered)
+    if static:
+        return build("static", k=int(static.group(1)))
+    if lowered not in POLICIES:
+        raise typer.BadParameter(f"unknown policy {name!r}: use static:K or one of {', '.join(POLICIES)}")
+    return build(lowered, predictor=SystemConfig.paper().build_clock())
 
 
 def serve(
-    target_dir: Path = typer.Argument(..., help="Hugging Face model directory of the target (config + weights)"),
+    target_dir: Optional[Path] = typer.Option(None, "--target", "--target-dir",
+                                              help="Hugging Face model directory of the target "
+                                                   "(default: the built-in gsm8k pair's target)"),
     host: str = typer.Option("127.0.0.1", "--host", help="address to bind (0.0.0.0 for every interface)"),
     port: int = typer.Option(50051, "--port", help="port (0: let the OS pick; the bound port is printed)"),
     max_batch: int = typer.Option(8, "--max-batch", help="verify up to this many sessions in one forward "
@@ -97,6 +89,9 @@ def serve(
     import torch
 
     from gelato.transport.server import serve as run_server
+    if target_dir is None:
+        from gelato.models.zoo import default_pair_dirs
+        target_dir = default_pair_dirs()[1]
     if threads:
         torch.set_num_threads(threads)
     tokens_file = tokens_file or (Path(os.environ["GELATO_TOKENS_FILE"]) if os.environ.get("GELATO_TOKENS_FILE")
@@ -120,7 +115,9 @@ def serve(
 
 def device(
     edge: str = typer.Option("127.0.0.1:50051", "--edge", help="HOST:PORT of the edge (or of a link emulator)"),
-    draft_dir: Path = typer.Option(..., "--draft-dir", help="Hugging Face model directory of the draft"),
+    draft_dir: Optional[Path] = typer.Option(None, "--draft", "--draft-dir",
+                                             help="Hugging Face model directory of the draft "
+                                                  "(default: the built-in gsm8k pair's draft)"),
     policy: str = typer.Option("static:4", "--policy", help="static:K, gelato-paper, gelato-improved, ..."),
     prompt: Optional[str] = typer.Option(None, "--prompt", help="prompt text (needs a tokenizer)"),
     prompt_ids: Optional[str] = typer.Option(None, "--prompt-ids", help="comma-separated token ids instead"),
@@ -163,6 +160,9 @@ def device(
     console = Console(stderr=False)
     if threads:
         torch.set_num_threads(threads)
+    if draft_dir is None:
+        from gelato.models.zoo import default_pair_dirs
+        draft_dir = default_pair_dirs()[0]
     if (prompt is None) == (prompt_ids is None):
         raise typer.BadParameter("give exactly one of --prompt or --prompt-ids")
     fingerprint = resolve_fingerprint(fingerprint)
