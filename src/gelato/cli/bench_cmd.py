@@ -63,6 +63,9 @@ def engine(
                   f"cost ratio c = {result.cost_ratio:.3f}")
     console.print(f"analytic speedup bound (1-a^(K+1))/((1-a)(1+Kc)) = {result.analytic_speedup:.2f}x; measured "
                   f"{result.ours_vs_target:.2f}x = {result.fraction_of_bound:.2f} of the bound (target >= 0.9)")
+    console.print(f"a target forward over K+1 = {result.k + 1} tokens costs {result.verify_cost_ratio:.2f}x a one-token "
+                  f"forward (the bound assumes 1.00x); with that cost the bound is {result.refined_bound:.2f}x and "
+                  f"the measured speedup is {result.ours_vs_target / result.refined_bound:.2f} of it")
     s = result.time_split
     total = sum(s.values()) or 1.0
     console.print("gelato SD time split: " + ", ".join(f"{k} {v / total:.0%}" for k, v in s.items()))
