@@ -74,3 +74,11 @@ def test_demo_pipeline_is_lossless_and_writes_outputs(tmp_path):
     assert summaries["static-7"]["mean_acceptance_length"] > 1.0
     for s in summaries.values():
         assert s["tokens"] == 48
+
+
+def test_policies_command_lists_the_registry():
+    from gelato.policies.registry import POLICIES
+
+    result = CliRunner().invoke(app, ["policies"])
+    assert result.exit_code == 0
+    assert all(name in result.output for name in POLICIES)

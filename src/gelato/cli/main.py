@@ -10,6 +10,7 @@ from gelato.cli.bench_cmd import app as bench_app
 from gelato.cli.demo_cmd import demo
 from gelato.cli.generate_cmd import generate
 from gelato.cli.models_cmd import app as models_app
+from gelato.cli.policies_cmd import policies
 from gelato.cli.run_cmd import run, trace_app
 from gelato.cli.transport_cmd import device, link, serve
 from gelato.cli.system_cmd import app as system_app
@@ -33,6 +34,7 @@ app.add_typer(models_app, name="models", help="Build and inspect the built-in mo
 app.add_typer(system_app, name="system", help="The device-edge system model (channel, compute, energy).")
 app.add_typer(bench_app, name="bench", help="Benchmarks that print figures.")
 app.command()(run)
+app.command()(policies)
 app.add_typer(trace_app, name="trace", help="Record greedy traces for exact replay.")
 app.command()(serve)
 app.command()(device)
