@@ -222,7 +222,7 @@ def main(argv=None) -> int:
     ap.add_argument("--devices", default="1,2,4,8")
     ap.add_argument("--rounds", type=int, default=30, help="rounds per device")
     ap.add_argument("--k", type=int, default=4, help="draft tokens per round")
-    ap.add_argument("--window-ms", type=float, default=2.0)
+    ap.add_argument("--window-ms", type=float, default=8.0)
     ap.add_argument("--max-batch", type=int, default=8)
     ap.add_argument("--edge-threads", type=int, default=1)
     ap.add_argument("--overhead-tokens", type=int, default=48)

@@ -64,7 +64,9 @@ def serve(
     port: int = typer.Option(50051, "--port", help="port (0: let the OS pick; the bound port is printed)"),
     max_batch: int = typer.Option(8, "--max-batch", help="verify up to this many sessions in one forward "
                                   "(1 = unbatched)"),
-    batch_window_ms: float = typer.Option(2.0, "--batch-window-ms", help="how long a request waits for others"),
+    batch_window_ms: float = typer.Option(8.0, "--batch-window-ms",
+                                          help="how long a request waits for others (only while other sessions "
+                                               "could still send)"),
     max_sessions: int = typer.Option(64, "--max-sessions"),
     max_prompt_tokens: int = typer.Option(8192, "--max-prompt-tokens"),
     max_draft_tokens: int = typer.Option(32, "--max-draft-tokens", help="per round"),

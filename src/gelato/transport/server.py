@@ -73,7 +73,7 @@ class EdgeConfig:
     max_context_tokens: int | None = None  # default: the model's max_position_embeddings
     idle_timeout_s: float = 600.0  # sessions unused this long are closed and their cache freed
     max_batch: int = 8  # 1 = unbatched verification
-    batch_window_ms: float = 2.0
+    batch_window_ms: float = 8.0  # waits only while other sessions could still send
     max_message_bytes: int = 4 * 1024 * 1024
     tokens: Mapping[str, str] | None = None  # bearer token -> device name; None disables auth
     tls_cert_chain: bytes | None = None
