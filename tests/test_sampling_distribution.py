@@ -115,16 +115,18 @@ SETTINGS = {
 }
 
 
-@pytest.mark.parametrize("name", list(SETTINGS))
-def test_speculative_sampling_matches_target(models, name):
-    params = SETTINGS[name]
+def speculative_pvalue(models, params: SamplingParams, verify) -> float:
+    """Chi-square p-value of N_SAMPLES speculative two-token samples (K = 2) against exact enumeration."""
     draft_table, target_table = logits_table(models[0]), logits_table(models[1])
-    expected = exact_two_token_probs(target_table, params)
     gen = torch.Generator().manual_seed(1234)
     p_table = target_probs_table(target_table, params)
-    samples = [sample_two_tokens(draft_table, p_table, params, 2, verify_stochastic, gen)
-               for _ in range(N_SAMPLES)]
-    assert chi_square_pvalue(samples, expected) > 1e-3
+    samples = [sample_two_tokens(draft_table, p_table, params, 2, verify, gen) for _ in range(N_SAMPLES)]
+    return chi_square_pvalue(samples, exact_two_token_probs(target_table, params))
+
+
+@pytest.mark.parametrize("name", list(SETTINGS))
+def test_speculative_sampling_matches_target(models, name):
+    assert speculative_pvalue(models, SETTINGS[name], verify_stochastic) > 1e-3
 
 
 def test_draft_is_far_from_target(models):
@@ -137,14 +139,7 @@ def test_draft_is_far_from_target(models):
 
 @pytest.mark.parametrize("name", ["adversarial", "top-k"])
 def test_inverted_ratio_verifier_fails(models, name):
-    params = SETTINGS[name]
-    draft_table, target_table = logits_table(models[0]), logits_table(models[1])
-    expected = exact_two_token_probs(target_table, params)
-    gen = torch.Generator().manual_seed(1234)
-    p_table = target_probs_table(target_table, params)
-    samples = [sample_two_tokens(draft_table, p_table, params, 2, inverted_ratio_verify, gen)
-               for _ in range(N_SAMPLES)]
-    assert chi_square_pvalue(samples, expected) < 1e-6
+    assert speculative_pvalue(models, SETTINGS[name], inverted_ratio_verify) < 1e-6
 
 
 def test_engine_end_to_end_sampling_first_token(models):
