@@ -10,6 +10,7 @@ from gelato.cli.bench_cmd import app as bench_app
 from gelato.cli.demo_cmd import demo
 from gelato.cli.generate_cmd import generate
 from gelato.cli.models_cmd import app as models_app
+from gelato.cli.paper_cmd import app as paper_app
 from gelato.cli.policies_cmd import policies
 from gelato.cli.run_cmd import run, trace_app
 from gelato.cli.transport_cmd import device, link, serve
@@ -35,6 +36,7 @@ app.add_typer(system_app, name="system", help="The device-edge system model (cha
 app.add_typer(bench_app, name="bench", help="Benchmarks that print figures.")
 app.command()(run)
 app.command()(policies)
+app.add_typer(paper_app, name="paper", help="Reproduce the GELATO paper's figures (CSV + PNG + report).")
 app.add_typer(trace_app, name="trace", help="Record greedy traces for exact replay.")
 app.command()(serve)
 app.command()(device)

@@ -29,7 +29,7 @@ DraftOpt = Annotated[Optional[Path], typer.Option("--draft", help="Draft model d
 SeedsOpt = Annotated[int, typer.Option("--seeds", min=1, help="Seeds per point (0..N-1); medians are reported.")]
 RoundsOpt = Annotated[int, typer.Option("--rounds", min=1, help="Rounds per run.")]
 OutOpt = Annotated[Path, typer.Option("--out", help="Output directory.")]
-EBarOpt = Annotated[float, typer.Option("--e-bar", min=0.0, help="Energy budget per round, J (the paper's 1.2).")]
+EBarOpt = Annotated[float, typer.Option("--e-bar", min=0.001, help="Energy budget per round, J (the paper's 1.2).")]
 VOpt = Annotated[float, typer.Option("--v", help="V of gelato-paper and its ablations.")]
 ExtraOpt = Annotated[bool, typer.Option("--extra/--no-extra", help="Also run every other registered baseline.")]
 
@@ -137,8 +137,7 @@ def fig4(source: SourceOpt = "synthetic", trace: TraceOpt = None, charging: Char
 
 @app.command("fig2")
 def fig2(trace: TraceOpt = None, out: OutOpt = Path("runs/paper")) -> None:
-    """Acceptance against entropy for a real pair (from a trace) with its least-squares exp(-c H), next to the
-    synthetic regime's phi."""
+    """Acceptance against entropy for a real pair (a trace) with its least-squares exp(-c H), and the synthetic phi."""
     from gelato.experiments.report import produce_fig2
 
     src = _source("trace", trace) if trace is not None else None

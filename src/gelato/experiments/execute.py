@@ -6,7 +6,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from gelato.experiments.config import RunConfig
-from gelato.experiments.runner import RunResult, Session, live_sessions, run_policy, synthetic_sessions, trace_sessions
+from gelato.experiments.runner import (BudgetCap, RunResult, Session, live_sessions, run_policy, synthetic_sessions,
+                                       trace_sessions)
 from gelato.experiments.trace import Trace
 from gelato.spec.sampling import SamplingParams
 
@@ -61,6 +62,8 @@ def sessions_for(cfg: RunConfig) -> Iterator[Session]:
 def execute(cfg: RunConfig, on_round: Callable | None = None, write: bool = True) -> RunResult:
     clock = cfg.system_config(policy_payload(cfg.policy, cfg.policy_args)).build_clock(cfg.seed)
     policy = build_policy(cfg.policy, clock, cfg.e_bar, cfg.policy_args)
+    if cfg.source == "trace":  # a replayed round cannot draft past the recorded rollouts
+        policy = BudgetCap(policy, Trace.load(cfg.trace).k_max)
     result = run_policy(policy, clock, sessions_for(cfg), cfg.rounds, cfg.e_bar, on_round)
     result.summary["config"] = cfg.model_dump(mode="json")
     result.summary["clock"] = clock.describe()

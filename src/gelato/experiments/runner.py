@@ -65,6 +65,32 @@ def live_sessions(draft, target, prompts: Sequence[tuple[str, Sequence[int]]], p
         yield Session(list(ids), proposer, verifier, max_new_tokens, eos_token_id, pid)
 
 
+class BudgetCap:
+    """Clips a policy's budget to ``cap`` (the paper's ``g_max`` = 15, also a trace's ``k_max``); everything
+    else is the wrapped policy's. Only policies that can ask for more are affected: transformers' schedules
+    (hf-confidence asks for 20, hf-heuristic grows by 2 after a fully accepted round)."""
+
+    def __init__(self, policy, cap: int) -> None:
+        self.policy = policy
+        self.cap = cap
+        self.name = getattr(policy, "name", type(policy).__name__)
+
+    def budget(self, ctx):
+        return min(self.cap, self.policy.budget(ctx))
+
+    def keep_drafting(self, step):
+        return self.policy.keep_drafting(step)
+
+    def observe(self, record) -> None:
+        self.policy.observe(record)
+
+    def state(self) -> dict:
+        return self.policy.state()
+
+    def __getattr__(self, item: str):
+        return getattr(self.__dict__["policy"], item)
+
+
 @dataclass
 class RunResult:
     policy: str

@@ -138,6 +138,7 @@ class ModelledClock:
         self.cum_time = 0.0
         self.cum_energy = 0.0
         self.cum_bits_up = 0
+        self.cum_bits_down = 0
         self.cum_sent = 0
         self._state: ChannelState | None = None
         self._pending = 1  # committed tokens the draft cache lacks at the next round
@@ -159,7 +160,7 @@ class ModelledClock:
 
     @property
     def mean_bits_down(self) -> float | None:
-        return sum(r["bits_down"] for r in self.rows) / len(self.rows) if self.rows else None
+        return self.cum_bits_down / len(self.rows) if self.rows else None
 
     # --- RoundClock -----------------------------------------------------------------------------------
 
@@ -189,6 +190,7 @@ class ModelledClock:
         self.cum_time += terms["t_round"]
         self.cum_energy += terms["e_round"]
         self.cum_bits_up += bits_up
+        self.cum_bits_down += bits_down
         self.cum_sent += n_sent
         # what the draft cache lacks next round (see draft_seconds): the verdict token, plus the last draft
         # token when every computed token was accepted (it was produced but never fed back)

@@ -21,6 +21,8 @@ regime where no real ``q`` exists) with the same framing and the same bit formul
 
 from __future__ import annotations
 
+import functools
+
 import math
 from collections.abc import Sequence
 from typing import Literal
@@ -234,6 +236,15 @@ def build_draft_up(draft: Draft, cfg: PayloadConfig, round_index: int = 0,
     return msg
 
 
+@functools.lru_cache(maxsize=8)
+def _synthetic_target_p(support: int, max_id: int) -> pb.SparseDistribution:
+    """A stand-in target distribution of ``support`` entries, for billing DSSD's download by its real
+    encoded size (built once per size: a dense 151,936-entry message is slow to construct)."""
+    if support == max_id + 1:  # the whole vocabulary: dense, no ids (as DSSD downloads p)
+        return pb.SparseDistribution(probs=[1.0 / support] * support)
+    return pb.SparseDistribution(ids=range(max_id + 1 - support, max_id + 1), probs=[1.0 / support] * support)
+
+
 def build_verdict_down(verdict: Verdict, cfg: PayloadConfig, round_index: int = 0, position: int = 0,
                        n_sent: int | None = None) -> pb.VerdictDown:
     """The downlink message. ``position`` = committed tokens after the verdict; ``n_sent`` (the draft
@@ -244,12 +255,7 @@ def build_verdict_down(verdict: Verdict, cfg: PayloadConfig, round_index: int = 
         msg.target_p.CopyFrom(sparse_to_proto(SparseDist.from_dense(verdict.residual_p)))
         return msg
     if cfg.mode == "dssd" and rejected and cfg.dssd_target_support is not None:
-        s = min(cfg.dssd_target_support, cfg.max_id + 1)
-        if s == cfg.max_id + 1:  # the whole vocabulary: dense, no ids (as DSSD downloads p)
-            msg.target_p.CopyFrom(pb.SparseDistribution(probs=[1.0 / s] * s))
-        else:
-            msg.target_p.CopyFrom(pb.SparseDistribution(ids=range(cfg.max_id + 1 - s, cfg.max_id + 1),
-                                                        probs=[1.0 / s] * s))
+        msg.target_p.CopyFrom(_synthetic_target_p(min(cfg.dssd_target_support, cfg.max_id + 1), cfg.max_id))
         return msg
     msg.token = max(0, int(verdict.token))
     msg.has_token = True
