@@ -19,6 +19,9 @@ import torch
 import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM
 
+# Besides the time-based log points, every this many steps: a step grid that runs with the same seed share.
+CURVE_EVERY_STEPS = 10
+
 from gelato.models.zoo.specs import ModelShape
 
 # ----------------------------------------------------------------------------------------- data
@@ -234,13 +237,14 @@ def train_lm(model: LlamaForCausalLM, stream: TokenStream, *, role: str, budget_
             bar.update(now - shown)
             shown = now
             bar.set_postfix(ce=f"{ema:.3f}", tok_s=f"{result.tokens / elapsed:.0f}", step=step, refresh=False)
-        if elapsed >= next_log or step == 1:
+        if elapsed >= next_log or step == 1 or step % CURVE_EVERY_STEPS == 0:
             result.curve.append({"step": step, "seconds": round(elapsed, 2), "tokens": result.tokens,
                                  "loss": round(ema, 4), "lr": cur_lr})
-            if log is not None and not tty:
-                log(f"[{role}] step {step} {elapsed:.0f}s/{budget_seconds:.0f}s ce(ema)={ema:.3f} "
-                    f"tok/s={result.tokens / max(elapsed, 1e-9):.0f} lr={cur_lr:.2e}")
-            next_log = elapsed + log_every
+            if elapsed >= next_log:
+                if log is not None and not tty:
+                    log(f"[{role}] step {step} {elapsed:.0f}s/{budget_seconds:.0f}s ce(ema)={ema:.3f} "
+                        f"tok/s={result.tokens / max(elapsed, 1e-9):.0f} lr={cur_lr:.2e}")
+                next_log = elapsed + log_every
     bar.update(bar.total - shown)
     bar.close()
     result.steps = step
