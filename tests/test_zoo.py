@@ -225,25 +225,23 @@ def test_shipped_pair_files_and_report():
 
 @pytest.mark.slow
 def test_same_seed_gives_the_same_loss_curve(micro, tmp_path):
-    """Training is time-boxed and its learning rate follows elapsed time, so a rebuild repeats the loss
-    curve to within timing noise (not bit for bit): on the step grid both runs logged, the same seed gives
-    losses within 0.05 nats of the original, on a curve that descends."""
+    """Training is time-boxed, so runs differ in length and in where the time-based learning-rate decay
+    starts; on every logged step where both runs used the same learning rate (all of warmup and the peak
+    phase), a rebuild with the same seed has the same loss, and a build with another seed does not."""
     _, first = micro
 
     def curve(report):
-        return {p["step"]: p["loss"] for p in report["training"]["target"]["curve"]}
+        return {p["step"]: (p["loss"], p["lr"]) for p in report["training"]["target"]["curve"]}
 
     def build(seed, name):
         return zoo.build_pair("tiny", tmp_path / name, minutes=0.15, seed=seed, progress=False, eval_prompts=1,
                               max_new_tokens=4, threads=None, log=None)
 
-    def mean_gap(x, y):
-        common = sorted(set(x) & set(y))
-        assert len(common) >= 3, "both runs should share at least three logged steps"
-        return sum(abs(x[s] - y[s]) for s in common) / len(common)
+    def same_lr_steps(x, y):
+        return [s for s in sorted(set(x) & set(y)) if x[s][1] == y[s][1]]
 
-    a, b = curve(first), curve(build(0, "again"))
-    same = mean_gap(a, b)
-    assert same < 0.05, f"same-seed rebuild differs by {same:.3f} nats on average"
-    steps = sorted(set(a) & set(b))
-    assert b[steps[-1]] < b[steps[0]] - 0.5, "the rebuilt curve should descend"
+    a, b, c = curve(first), curve(build(0, "again")), curve(build(1, "other"))
+    shared = same_lr_steps(a, b)
+    assert len(shared) >= 3, "both runs should log at least three steps before the decay"
+    assert all(abs(a[s][0] - b[s][0]) < 1e-3 for s in shared), [(s, a[s][0], b[s][0]) for s in shared]
+    assert any(abs(a[s][0] - c[s][0]) > 1e-3 for s in same_lr_steps(a, c))

@@ -75,7 +75,7 @@ def build_pair(pair: str | PairSpec, out: str | Path, *, minutes: float | None =
         f"budget {minutes:g} min ({spec.target_fraction:.0%} target)")
     t_res = train_lm(target, train_stream, role="target", budget_seconds=budget * spec.target_fraction, seed=seed,
                      batch_size=spec.batch_size, context=spec.context, lr=spec.target_lr,
-                     weight_decay=spec.weight_decay, warmup_fraction=spec.warmup_fraction, progress=progress, log=say)
+                     weight_decay=spec.weight_decay, warmup_steps=spec.warmup_steps, progress=progress, log=say)
     target_dir, draft_dir = out / "target", out / "draft"
     save_model(target, target_dir, dtype)
     save_tokenizer(tokenizer, target_dir)
@@ -86,7 +86,7 @@ def build_pair(pair: str | PairSpec, out: str | Path, *, minutes: float | None =
     # 3. draft, distilled from the target
     d_res = train_lm(draft, train_stream, role="draft", budget_seconds=budget * (1 - spec.target_fraction),
                      seed=seed + 1, batch_size=spec.draft_batch_size or spec.batch_size, context=spec.context,
-                     lr=spec.draft_lr, weight_decay=spec.weight_decay, warmup_fraction=spec.warmup_fraction,
+                     lr=spec.draft_lr, weight_decay=spec.weight_decay, warmup_steps=spec.warmup_steps,
                      teacher=target, kd_alpha=spec.kd_alpha, kd_temperature=spec.kd_temperature,
                      progress=progress, log=say)
     save_model(draft, draft_dir, dtype)

@@ -34,7 +34,7 @@ class PairSpec:
     target_fraction: float = 0.7  # share of --minutes spent on the target; the rest distils the draft
     kd_alpha: float = 0.8  # draft loss = alpha * KL(p_target || q_draft) + (1 - alpha) * CE
     kd_temperature: float = 1.0
-    warmup_fraction: float = 0.04
+    warmup_steps: int = 20  # linear warmup, in optimizer steps (deterministic for a seed)
     default_minutes: float = 10.0
     eval_prompts: int = 24
     eval_max_new_tokens: int = 64

@@ -21,6 +21,8 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 # Besides the time-based log points, every this many steps: a step grid that runs with the same seed share.
 CURVE_EVERY_STEPS = 10
+# The learning rate decays over the last 20% of the time budget (see lr_at).
+DECAY_START = 0.8
 
 from gelato.models.zoo.specs import ModelShape
 
@@ -145,10 +147,19 @@ class TrainResult:
         return dict(self.__dict__)
 
 
-def lr_at(frac: float, peak: float, warmup: float) -> float:
-    if frac < warmup:
-        return peak * max(frac / warmup, 0.02)
-    t = min(1.0, (frac - warmup) / max(1e-9, 1.0 - warmup))
+def lr_at(step: int, frac: float, peak: float, warmup_steps: int, decay_start: float = DECAY_START) -> float:
+    """Linear warmup over ``warmup_steps`` steps, the peak rate, then a cosine decay to 0.1 x peak over the
+    last ``1 - decay_start`` of the time budget (``frac`` = elapsed / budget).
+
+    Everything before the decay depends on the step alone, so a rebuild with the same seed repeats that
+    part of the loss curve exactly; only where the time budget ends (and so the decay) moves with the
+    machine's speed.
+    """
+    if step < warmup_steps:
+        return peak * max((step + 1) / warmup_steps, 0.02)
+    if frac < decay_start:
+        return peak
+    t = min(1.0, (frac - decay_start) / max(1e-9, 1.0 - decay_start))
     return peak * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * t)))
 
 
@@ -178,7 +189,7 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
 
 
 def train_lm(model: LlamaForCausalLM, stream: TokenStream, *, role: str, budget_seconds: float, seed: int,
-             batch_size: int, context: int, lr: float, weight_decay: float = 0.1, warmup_fraction: float = 0.04,
+             batch_size: int, context: int, lr: float, weight_decay: float = 0.1, warmup_steps: int = 20,
              teacher: torch.nn.Module | None = None, kd_alpha: float = 0.8, kd_temperature: float = 1.0,
              autocast: bool = True, progress: bool = True, log: Callable[[str], None] | None = None,
              min_steps: int = 1) -> TrainResult:
@@ -210,7 +221,7 @@ def train_lm(model: LlamaForCausalLM, stream: TokenStream, *, role: str, budget_
         elapsed = time.perf_counter() - t0
         if elapsed >= budget_seconds and step >= min_steps:
             break
-        cur_lr = lr_at(min(1.0, elapsed / max(budget_seconds, 1e-9)), lr, warmup_fraction)
+        cur_lr = lr_at(step, min(1.0, elapsed / max(budget_seconds, 1e-9)), lr, warmup_steps)
         for g in opt.param_groups:
             g["lr"] = cur_lr
         w = stream.batch(rng, batch_size, context)
