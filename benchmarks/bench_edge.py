@@ -95,7 +95,7 @@ class RandomDraftProposer:
         self.vocab = vocab
 
     def propose(self, committed, budget, keep_drafting):
-        from gelato.spec.types import Draft
+        from gelato.decoding.types import Draft
         tokens = [self.rng.randrange(self.vocab) for _ in range(budget)]
         n = len(tokens)
         return Draft(tokens=tokens, q=None, entropies=[0.1] * n, token_probs=[0.9] * n, max_probs=[0.9] * n,
@@ -107,8 +107,8 @@ class RandomDraftProposer:
 
 def run_devices(port: int, n_devices: int, rounds: int, k: int, vocab: int) -> dict:
     from gelato.policies import StaticPolicy
-    from gelato.spec.engine import speculative_generate
-    from gelato.spec.sampling import SamplingParams
+    from gelato.decoding.engine import speculative_generate
+    from gelato.decoding.sampling import SamplingParams
     from gelato.transport.client import EdgeClient, RemoteVerifier
     from gelato.transport.fingerprint import synthetic_fingerprint
 
@@ -163,10 +163,10 @@ def measure_overhead(args, port: int) -> dict:
     from gelato.policies import StaticPolicy
     from gelato.policies.gelato_paper import GelatoPaperPolicy
     from gelato.policies.predictor import LinearRoundPredictor
-    from gelato.spec.engine import speculative_generate
-    from gelato.spec.proposer import DraftModelProposer
-    from gelato.spec.sampling import SamplingParams
-    from gelato.spec.verifier import TargetModelVerifier
+    from gelato.decoding.engine import speculative_generate
+    from gelato.decoding.proposer import DraftModelProposer
+    from gelato.decoding.sampling import SamplingParams
+    from gelato.decoding.verifier import TargetModelVerifier
     from gelato.transport.client import RemoteVerifier
     from gelato.transport.fingerprint import synthetic_fingerprint
 

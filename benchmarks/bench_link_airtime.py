@@ -21,9 +21,9 @@ from gelato.experiments.workloads import format_for_pair, load_gsm8k
 from gelato.models import CachedCausalLM, load_pair, shared_vocab_size
 from gelato.models.zoo import default_pair_dirs
 from gelato.policies import StaticPolicy
-from gelato.spec.engine import speculative_generate, target_only_generate
-from gelato.spec.proposer import DraftModelProposer
-from gelato.spec.sampling import SamplingParams
+from gelato.decoding.engine import speculative_generate, target_only_generate
+from gelato.decoding.proposer import DraftModelProposer
+from gelato.decoding.sampling import SamplingParams
 from gelato.system.config import SystemConfig
 from gelato.transport.client import RemoteVerifier
 from gelato.transport.fingerprint import tokenizer_fingerprint

@@ -10,10 +10,10 @@ from transformers import PreTrainedTokenizerFast
 from gelato.models import CachedCausalLM, ModelLoadError, VocabularyMismatchError, load_causal_lm, load_pair
 from gelato.models.tiny import tiny_llama
 from gelato.policies import StaticPolicy
-from gelato.spec.engine import speculative_generate
-from gelato.spec.proposer import DraftModelProposer
-from gelato.spec.sampling import SamplingParams
-from gelato.spec.verifier import TargetModelVerifier
+from gelato.decoding.engine import speculative_generate
+from gelato.decoding.proposer import DraftModelProposer
+from gelato.decoding.sampling import SamplingParams
+from gelato.decoding.verifier import TargetModelVerifier
 
 
 def save_model_dir(path, vocab: dict[str, int], seed: int):

@@ -6,10 +6,10 @@ import torch
 
 from gelato.models import CachedCausalLM
 from gelato.policies import StaticPolicy
-from gelato.spec.engine import speculative_generate
-from gelato.spec.proposer import DraftModelProposer
-from gelato.spec.sampling import SamplingParams
-from gelato.spec.verifier import TargetModelVerifier
+from gelato.decoding.engine import speculative_generate
+from gelato.decoding.proposer import DraftModelProposer
+from gelato.decoding.sampling import SamplingParams
+from gelato.decoding.verifier import TargetModelVerifier
 
 
 def test_tokens_processed_linear_in_generated(tiny_target, tiny_drafts):

@@ -8,11 +8,11 @@ import pytest
 
 from gelato.models import CachedCausalLM
 from gelato.policies import StaticPolicy
-from gelato.spec.engine import speculative_generate, target_only_generate
-from gelato.spec.proposer import DraftModelProposer
-from gelato.spec.sampling import SamplingParams
-from gelato.spec.types import DraftStep, StopDecision
-from gelato.spec.verifier import TargetModelVerifier
+from gelato.decoding.engine import speculative_generate, target_only_generate
+from gelato.decoding.proposer import DraftModelProposer
+from gelato.decoding.sampling import SamplingParams
+from gelato.decoding.types import DraftStep, StopDecision
+from gelato.decoding.verifier import TargetModelVerifier
 from tests.conftest import random_prompts
 
 GREEDY = SamplingParams()

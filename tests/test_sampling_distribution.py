@@ -19,11 +19,11 @@ from scipy.stats import chisquare
 from gelato.models import CachedCausalLM
 from gelato.models.tiny import tiny_llama
 from gelato.policies import StaticPolicy
-from gelato.spec.engine import speculative_generate
-from gelato.spec.proposer import DraftModelProposer, draft_token
-from gelato.spec.sampling import SamplingParams, processed_probs, sample_from
-from gelato.spec.types import SparseDist, Verdict
-from gelato.spec.verifier import residual_distribution, verify_stochastic
+from gelato.decoding.engine import speculative_generate
+from gelato.decoding.proposer import DraftModelProposer, draft_token
+from gelato.decoding.sampling import SamplingParams, processed_probs, sample_from
+from gelato.decoding.types import SparseDist, Verdict
+from gelato.decoding.verifier import residual_distribution, verify_stochastic
 
 VOCAB = 6
 PROMPT = [1, 4, 2]
@@ -149,7 +149,7 @@ def test_engine_end_to_end_sampling_first_token(models):
     draft, target = CachedCausalLM(draft_model), CachedCausalLM(target_model)
     device_gen, edge_gen = torch.Generator().manual_seed(5), torch.Generator().manual_seed(6)
     proposer = DraftModelProposer(draft, params, device_gen)
-    from gelato.spec.verifier import TargetModelVerifier
+    from gelato.decoding.verifier import TargetModelVerifier
 
     verifier = TargetModelVerifier(target, params, edge_gen)
     samples = []

@@ -8,10 +8,10 @@ import pytest
 from gelato.experiments.synthetic import SyntheticProposer, SyntheticSource, SyntheticVerifier
 from gelato.experiments.trace import Trace, TraceProposer, TraceVerifier, record_trace
 from gelato.policies import StaticPolicy
-from gelato.spec.engine import speculative_generate
-from gelato.spec.pipeline import generate_speculative
-from gelato.spec.sampling import SamplingParams
-from gelato.spec.types import DraftStep, StopDecision
+from gelato.decoding.engine import speculative_generate
+from gelato.decoding.pipeline import generate_speculative
+from gelato.decoding.sampling import SamplingParams
+from gelato.decoding.types import DraftStep, StopDecision
 from tests.conftest import random_prompts
 
 PROMPTS = random_prompts(5, seed=21, min_len=3)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gelato.spec.sampling import SamplingParams, entropy_nats, processed_probs
-from gelato.spec.types import SparseDist
-from gelato.spec.verifier import residual_distribution, verify_greedy, verify_stochastic
+from gelato.decoding.sampling import SamplingParams, entropy_nats, processed_probs
+from gelato.decoding.types import SparseDist
+from gelato.decoding.verifier import residual_distribution, verify_greedy, verify_stochastic
 
 
 def sparse(dense):

@@ -14,11 +14,11 @@ from gelato.models import CachedCausalLM, load_pair, zoo
 from gelato.models.zoo.evaluate import entropy_table, fit_exp_decay, round_observations
 from gelato.models.zoo.train import TokenStream
 from gelato.policies import StaticPolicy
-from gelato.spec.engine import speculative_generate, target_only_generate
-from gelato.spec.proposer import DraftModelProposer
-from gelato.spec.sampling import SamplingParams
-from gelato.spec.types import RoundRecord
-from gelato.spec.verifier import TargetModelVerifier
+from gelato.decoding.engine import speculative_generate, target_only_generate
+from gelato.decoding.proposer import DraftModelProposer
+from gelato.decoding.sampling import SamplingParams
+from gelato.decoding.types import RoundRecord
+from gelato.decoding.verifier import TargetModelVerifier
 
 
 def check_report(report: dict, ks=(2, 4, 8)) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from gelato.policies.base import DraftPolicy, RoundContext
 from gelato.policies.predictor import LinearRoundPredictor
-from gelato.spec.types import DraftStep, RoundRecord, StopDecision
+from gelato.decoding.types import DraftStep, RoundRecord, StopDecision
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from gelato.policies import (
 )
 from gelato.policies.base import RoundContext
 from gelato.policies.common import expected_tokens_const, expected_tokens_positions
-from gelato.spec.types import RoundRecord
+from gelato.decoding.types import RoundRecord
 
 PRED = LinearRoundPredictor(t_fixed=0.1, t_token=0.015, e_token=0.18, p_up=0.2, rate_bps=10e6)
 

@@ -7,7 +7,7 @@ import pytest
 from gelato.policies import AdaptiveGoodputPolicy, LinearRoundPredictor
 from gelato.policies.base import RoundContext
 from gelato.policies.common import expected_tokens_positions
-from gelato.spec.types import PhaseTimes, RoundRecord
+from gelato.decoding.types import PhaseTimes, RoundRecord
 
 CTX = RoundContext(index=0, generated=0, context_len=20, max_budget=100)
 

@@ -12,7 +12,7 @@ from gelato.policies import (
     make_policy,
 )
 from gelato.policies.base import RoundContext
-from gelato.spec.types import RoundRecord
+from gelato.decoding.types import RoundRecord
 
 EXPECTED = {"static-5", "static-7", "static-9", "dssd", "edge-autoregressive", "gelato-paper", "gelato-improved",
             "gelato-outer-only", "gelato-inner-only", "hf-heuristic", "hf-confidence", "pmin", "svip", "adaedl",

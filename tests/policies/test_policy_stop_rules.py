@@ -20,7 +20,7 @@ from gelato.policies import (
     hf_heuristic,
 )
 from gelato.policies.base import RoundContext
-from gelato.spec.types import DraftStep, RoundRecord, StopDecision
+from gelato.decoding.types import DraftStep, RoundRecord, StopDecision
 
 C, S, A = StopDecision.CONTINUE, StopDecision.STOP_BEFORE, StopDecision.STOP_AFTER
 CTX = RoundContext(index=0, generated=0, context_len=10, max_budget=100)

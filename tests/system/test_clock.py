@@ -5,9 +5,9 @@ import pytest
 
 from gelato.policies.base import DraftPolicy, RoundContext
 from gelato.policies.static import StaticPolicy
-from gelato.spec.engine import speculative_generate
-from gelato.spec.sampling import SamplingParams
-from gelato.spec.types import DraftStep, StopDecision
+from gelato.decoding.engine import speculative_generate
+from gelato.decoding.sampling import SamplingParams
+from gelato.decoding.types import DraftStep, StopDecision
 from gelato.system.channel import ChannelConfig, ChannelState, PathLoss
 from gelato.system.clock import CHARGE_KEYS, ModelledClock
 from gelato.system.compute import QWEN25_0_5B, FlopsCompute, draft_seconds

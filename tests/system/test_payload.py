@@ -5,7 +5,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from gelato.spec.types import Draft, SparseDist, Verdict
+from gelato.decoding.types import Draft, SparseDist, Verdict
 from gelato.transport.payload import (PayloadConfig, build_draft_up, build_verdict_down, draft_bits, message_bits,
                                       pack_support, packed_nbytes, q_from_draft_up, synthetic_topp_bits,
                                       topp_support, unpack_support, verdict_bits)

@@ -10,9 +10,9 @@ import torch
 from gelato.models.cached import CachedCausalLM
 from gelato.models.tiny import noisy_copy, tiny_llama
 from gelato.policies import StaticPolicy
-from gelato.spec.engine import GenerationResult, speculative_generate, target_only_generate
-from gelato.spec.proposer import DraftModelProposer
-from gelato.spec.sampling import SamplingParams
+from gelato.decoding.engine import GenerationResult, speculative_generate, target_only_generate
+from gelato.decoding.proposer import DraftModelProposer
+from gelato.decoding.sampling import SamplingParams
 from gelato.transport.client import EdgeClient, RemoteVerifier
 from gelato.transport.fingerprint import synthetic_fingerprint
 from gelato.transport.server import EdgeConfig, EdgeServer, EdgeServerThread

@@ -11,10 +11,10 @@ from gelato.models.cached import CachedCausalLM
 from gelato.policies import StaticPolicy
 from gelato.policies.gelato_paper import GelatoPaperPolicy
 from gelato.policies.predictor import LinearRoundPredictor
-from gelato.spec.engine import speculative_generate
-from gelato.spec.proposer import DraftModelProposer
-from gelato.spec.sampling import SamplingParams
-from gelato.spec.verifier import TargetModelVerifier
+from gelato.decoding.engine import speculative_generate
+from gelato.decoding.proposer import DraftModelProposer
+from gelato.decoding.sampling import SamplingParams
+from gelato.decoding.verifier import TargetModelVerifier
 from gelato.transport.client import RemoteVerifier
 from gelato.transport.errors import EdgeRejectedError
 from gelato.transport.sessions import session_seed

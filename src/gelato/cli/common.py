@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from gelato.spec.sampling import SamplingParams
+from gelato.decoding.sampling import SamplingParams
 
 
 def resolve_pair_dirs(draft: Path | None, target: Path | None) -> tuple[Path, Path]:

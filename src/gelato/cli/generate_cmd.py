@@ -29,7 +29,7 @@ def generate(
     """Generate text with speculative decoding; the output equals the target's own."""
     from gelato.models import ModelLoadError, VocabularyMismatchError, load_pair, shared_vocab_size
     from gelato.policies import StaticPolicy
-    from gelato.spec.pipeline import generate_speculative, generate_target_only
+    from gelato.decoding.pipeline import generate_speculative, generate_target_only
 
     params = sampling_params(temperature, top_k, top_p)
     if num_draft_tokens < 1:

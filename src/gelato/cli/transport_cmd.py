@@ -152,9 +152,9 @@ def device(
 
     from gelato.models.cached import CachedCausalLM
     from gelato.models.loading import ModelLoadError, load_causal_lm, load_tokenizer
-    from gelato.spec.engine import speculative_generate
-    from gelato.spec.proposer import DraftModelProposer
-    from gelato.spec.sampling import SamplingParams
+    from gelato.decoding.engine import speculative_generate
+    from gelato.decoding.proposer import DraftModelProposer
+    from gelato.decoding.sampling import SamplingParams
     from gelato.transport.client import EdgeClient, RemoteVerifier
     from gelato.transport.errors import TransportError
     from gelato.transport.fingerprint import tokenizer_fingerprint

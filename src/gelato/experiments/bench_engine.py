@@ -15,8 +15,8 @@ import torch
 
 from gelato.models.cached import CachedCausalLM
 from gelato.policies.static import StaticPolicy
-from gelato.spec.pipeline import generate_speculative, generate_target_only
-from gelato.spec.sampling import SamplingParams
+from gelato.decoding.pipeline import generate_speculative, generate_target_only
+from gelato.decoding.sampling import SamplingParams
 
 GREEDY = SamplingParams()
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from gelato.experiments.config import RunConfig
 from gelato.experiments.execute import build_policy, policy_payload
 from gelato.experiments.runner import RunResult, live_sessions, run_policy
-from gelato.spec.sampling import SamplingParams
+from gelato.decoding.sampling import SamplingParams
 
 DEMO_POLICIES = ("gelato-improved", "gelato-paper", "static-5", "static-7", "static-9", "dssd", "edge-autoregressive")
 

@@ -9,7 +9,7 @@ from gelato.experiments.config import RunConfig
 from gelato.experiments.runner import (BudgetCap, RunResult, Session, live_sessions, run_policy, synthetic_sessions,
                                        trace_sessions)
 from gelato.experiments.trace import Trace
-from gelato.spec.sampling import SamplingParams
+from gelato.decoding.sampling import SamplingParams
 
 
 def build_policy(name: str, predictor, e_bar: float, args: dict | None = None):

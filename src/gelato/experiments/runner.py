@@ -19,12 +19,12 @@ from gelato.experiments.synthetic import SyntheticProposer, SyntheticSource, Syn
 from gelato.experiments.trace import Trace, TraceProposer, TraceVerifier
 from gelato.models.cached import CachedCausalLM
 from gelato.policies.base import DraftPolicy
-from gelato.spec.engine import Proposer, RoundClock, Verifier, speculative_generate
-from gelato.spec.pipeline import device_and_edge_generators
-from gelato.spec.proposer import DraftModelProposer
-from gelato.spec.sampling import SamplingParams
-from gelato.spec.types import RoundRecord
-from gelato.spec.verifier import TargetModelVerifier
+from gelato.decoding.engine import Proposer, RoundClock, Verifier, speculative_generate
+from gelato.decoding.pipeline import device_and_edge_generators
+from gelato.decoding.proposer import DraftModelProposer
+from gelato.decoding.sampling import SamplingParams
+from gelato.decoding.types import RoundRecord
+from gelato.decoding.verifier import TargetModelVerifier
 
 
 @dataclass

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gelato.spec.proposer import DraftedToken, KeepDrafting, always_continue, draft_loop
-from gelato.spec.types import Draft, Verdict
+from gelato.decoding.proposer import DraftedToken, KeepDrafting, always_continue, draft_loop
+from gelato.decoding.types import Draft, Verdict
 
 QWEN_VOCAB = 151_936
 

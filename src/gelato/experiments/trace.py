@@ -17,10 +17,10 @@ import numpy as np
 import torch
 
 from gelato.models.cached import CachedCausalLM
-from gelato.spec.engine import target_only_generate
-from gelato.spec.proposer import DraftedToken, KeepDrafting, always_continue, draft_loop
-from gelato.spec.sampling import SamplingParams, entropy_nats, processed_probs
-from gelato.spec.types import Draft, Verdict
+from gelato.decoding.engine import target_only_generate
+from gelato.decoding.proposer import DraftedToken, KeepDrafting, always_continue, draft_loop
+from gelato.decoding.sampling import SamplingParams, entropy_nats, processed_probs
+from gelato.decoding.types import Draft, Verdict
 
 TRACE_FORMAT = "gelato-trace-v1"
 DEFAULT_TOP_PS = (0.99995, 0.99998)

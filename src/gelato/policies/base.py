@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
-from gelato.spec.types import DraftStep, RoundRecord, StopDecision
+from gelato.decoding.types import DraftStep, RoundRecord, StopDecision
 
 
 @dataclass(frozen=True)

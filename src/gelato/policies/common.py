@@ -7,7 +7,7 @@ import math
 from collections.abc import Sequence
 
 from gelato.policies.base import DraftPolicy
-from gelato.spec.types import RoundRecord
+from gelato.decoding.types import RoundRecord
 
 
 class PolicyBase(DraftPolicy):

@@ -11,7 +11,7 @@ import math
 
 from gelato.policies.base import RoundContext
 from gelato.policies.common import PolicyBase
-from gelato.spec.types import DraftStep, StopDecision
+from gelato.decoding.types import DraftStep, StopDecision
 
 
 class _EarlyExitPolicy(PolicyBase):

@@ -56,7 +56,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from gelato.policies.base import RoundContext
 from gelato.policies.common import PolicyBase, RunningMean, acceptance_outcomes, charged
 from gelato.policies.predictor import RoundPredictor, require_predictor
-from gelato.spec.types import DraftStep, RoundRecord, StopDecision
+from gelato.decoding.types import DraftStep, RoundRecord, StopDecision
 
 # Bin edges of the entropy-acceptance map, in nats (finer where acceptance changes fastest).
 DEFAULT_EDGES: tuple[float, ...] = (0.0, 0.02, 0.05, 0.1, 0.17, 0.25, 0.35, 0.5, 0.7, 0.95, 1.25, 1.6, 2.0, 2.6,

@@ -31,7 +31,7 @@ from gelato.policies.common import (
     expected_tokens_const,
 )
 from gelato.policies.predictor import RoundPredictor, require_predictor
-from gelato.spec.types import DraftStep, RoundRecord, StopDecision
+from gelato.decoding.types import DraftStep, RoundRecord, StopDecision
 
 
 class GelatoConfig(BaseModel):

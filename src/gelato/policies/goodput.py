@@ -10,7 +10,7 @@ from gelato.policies.common import (
     charged,
 )
 from gelato.policies.predictor import RoundPredictor
-from gelato.spec.types import RoundRecord
+from gelato.decoding.types import RoundRecord
 
 
 class _LinearTimeFit:

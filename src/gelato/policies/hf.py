@@ -24,7 +24,7 @@ from typing import Literal
 
 from gelato.policies.base import RoundContext
 from gelato.policies.common import PolicyBase
-from gelato.spec.types import DraftStep, RoundRecord, StopDecision
+from gelato.decoding.types import DraftStep, RoundRecord, StopDecision
 
 Schedule = Literal["heuristic", "heuristic_transient", "constant"]
 

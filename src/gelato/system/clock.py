@@ -1,6 +1,6 @@
 """The modelled clock: charges each round's time and device energy from the system model.
 
-Implements the engine's ``RoundClock`` protocol (``gelato.spec.engine``):
+Implements the engine's ``RoundClock`` protocol (``gelato.decoding.engine``):
 
 * ``begin_round(ctx)`` draws this round's channel (fading) and returns the :class:`ChannelState` the
   policy sees as ``ctx.link``;
@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from gelato.spec.types import Draft, RoundRecord, Verdict
+from gelato.decoding.types import Draft, RoundRecord, Verdict
 from gelato.system.channel import Channel, ChannelConfig, ChannelState, PathLoss, make_channel
 from gelato.system.compute import (QWEN25_0_5B, QWEN25_7B, QWEN25_7B_PARAMS, ComputeModel, ConstantCompute,
                                    FlopsCompute, RooflineCompute, draft_seconds, verify_seconds)

@@ -24,9 +24,9 @@ from pathlib import Path
 import grpc
 import torch
 
-from gelato.spec.sampling import SamplingParams, sample_from
-from gelato.spec.types import Draft, Verdict
-from gelato.spec.verifier import residual_distribution
+from gelato.decoding.sampling import SamplingParams, sample_from
+from gelato.decoding.types import Draft, Verdict
+from gelato.decoding.verifier import residual_distribution
 from gelato.transport.auth import bearer_metadata, channel_credentials, read_pem
 from gelato.transport.codec import decode_verdict, encode_draft, payload_config, sampling_to_proto
 from gelato.transport.payload import PayloadConfig

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import grpc
 import torch
 
-from gelato.spec.sampling import SamplingParams
-from gelato.spec.types import Draft, SparseDist, Verdict
+from gelato.decoding.sampling import SamplingParams
+from gelato.decoding.types import Draft, SparseDist, Verdict
 from gelato.transport.errors import RequestError
 from gelato.transport.payload import (PayloadConfig, build_draft_up, build_verdict_down, proto_to_sparse,
                                       q_from_draft_up)

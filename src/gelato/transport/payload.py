@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from gelato.spec.types import Draft, SparseDist, Verdict
+from gelato.decoding.types import Draft, SparseDist, Verdict
 from gelato.transport.proto import gelato_pb2 as pb
 
 # edge_ar: the edge-only autoregressive baseline; the prompt goes up once (not billed per round, like a

@@ -42,9 +42,9 @@ import torch
 from google.protobuf.message import DecodeError
 
 from gelato.models.cached import CachedCausalLM
-from gelato.spec.sampling import processed_probs, sample_from
-from gelato.spec.types import Verdict
-from gelato.spec.verifier import residual_distribution, verify_draft, verify_stochastic
+from gelato.decoding.sampling import processed_probs, sample_from
+from gelato.decoding.types import Verdict
+from gelato.decoding.verifier import residual_distribution, verify_draft, verify_stochastic
 from gelato.transport.aio import background_loop
 from gelato.transport.auth import TokenAuthenticator, load_tokens, read_pem, server_credentials
 from gelato.transport.batching import BatchJob, BatchOutcome, VerifyBatcher, batched_feed, supports_batching

@@ -16,7 +16,7 @@ import grpc
 import torch
 
 from gelato.models.cached import CachedCausalLM
-from gelato.spec.sampling import SamplingParams
+from gelato.decoding.sampling import SamplingParams
 from gelato.transport.errors import RequestError
 
 _MASK64 = (1 << 64) - 1

@@ -17,10 +17,10 @@ import torch.nn.functional as F
 
 from gelato.models.cached import CachedCausalLM
 from gelato.policies.static import StaticPolicy
-from gelato.spec.engine import speculative_generate, target_only_generate
-from gelato.spec.proposer import DraftModelProposer
-from gelato.spec.sampling import SamplingParams
-from gelato.spec.verifier import TargetModelVerifier
+from gelato.decoding.engine import speculative_generate, target_only_generate
+from gelato.decoding.proposer import DraftModelProposer
+from gelato.decoding.sampling import SamplingParams
+from gelato.decoding.verifier import TargetModelVerifier
 
 BIN_WIDTH = 0.1  # nats
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
-from gelato.spec.types import RoundRecord
+from gelato.decoding.types import RoundRecord
 
 
 @dataclass

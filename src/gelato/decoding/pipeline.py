@@ -8,10 +8,10 @@ import torch
 
 from gelato.models.cached import CachedCausalLM
 from gelato.policies.base import DraftPolicy
-from gelato.spec.engine import GenerationResult, RoundClock, speculative_generate, target_only_generate
-from gelato.spec.proposer import DraftModelProposer
-from gelato.spec.sampling import SamplingParams
-from gelato.spec.verifier import TargetModelVerifier
+from gelato.decoding.engine import GenerationResult, RoundClock, speculative_generate, target_only_generate
+from gelato.decoding.proposer import DraftModelProposer
+from gelato.decoding.sampling import SamplingParams
+from gelato.decoding.verifier import TargetModelVerifier
 
 
 def device_and_edge_generators(seed: int) -> tuple[torch.Generator, torch.Generator]:

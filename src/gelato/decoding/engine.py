@@ -21,10 +21,10 @@ import torch
 
 from gelato.models.cached import CachedCausalLM
 from gelato.policies.base import DraftPolicy, RoundContext
-from gelato.spec.metrics import SpecMetrics, summarize_rounds
-from gelato.spec.proposer import KeepDrafting
-from gelato.spec.sampling import SamplingParams, choose_token, processed_probs
-from gelato.spec.types import Draft, PhaseTimes, RoundRecord, Verdict
+from gelato.decoding.metrics import SpecMetrics, summarize_rounds
+from gelato.decoding.proposer import KeepDrafting
+from gelato.decoding.sampling import SamplingParams, choose_token, processed_probs
+from gelato.decoding.types import Draft, PhaseTimes, RoundRecord, Verdict
 
 
 class Proposer(Protocol):

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import torch
 
 from gelato.models.cached import CachedCausalLM
-from gelato.spec.sampling import SamplingParams, choose_token, entropy_nats, processed_probs
-from gelato.spec.types import Draft, DraftStep, SparseDist, StopDecision
+from gelato.decoding.sampling import SamplingParams, choose_token, entropy_nats, processed_probs
+from gelato.decoding.types import Draft, DraftStep, SparseDist, StopDecision
 
 KeepDrafting = Callable[[DraftStep], StopDecision]
 

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import torch
 
 from gelato.models.cached import CachedCausalLM
-from gelato.spec.sampling import SamplingParams, processed_probs, sample_from
-from gelato.spec.types import Draft, SparseDist, Verdict
+from gelato.decoding.sampling import SamplingParams, processed_probs, sample_from
+from gelato.decoding.types import Draft, SparseDist, Verdict
 
 
 def verify_greedy(target_logits: torch.Tensor, draft_tokens: Sequence[int]) -> Verdict:
