@@ -19,7 +19,7 @@ from rich.table import Table
 
 from gelato.experiments.workloads import format_for_pair, load_gsm8k
 from gelato.models import CachedCausalLM, load_pair, shared_vocab_size
-from gelato.models.zoo import default_pair_dirs
+from gelato.models.pairs import default_pair_dirs
 from gelato.policies import StaticPolicy
 from gelato.decoding.engine import speculative_generate, target_only_generate
 from gelato.decoding.proposer import DraftModelProposer

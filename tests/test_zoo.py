@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from gelato.models import CachedCausalLM, load_pair, zoo
-from gelato.models.zoo.evaluate import entropy_table, fit_exp_decay, round_observations
-from gelato.models.zoo.train import TokenStream
+from gelato import zoo
+from gelato.models import CachedCausalLM, load_pair, pairs
+from gelato.zoo.evaluate import entropy_table, fit_exp_decay, round_observations
+from gelato.zoo.train import TokenStream
 from gelato.policies import StaticPolicy
 from gelato.decoding.engine import speculative_generate, target_only_generate
 from gelato.decoding.proposer import DraftModelProposer
@@ -86,7 +87,7 @@ def test_token_stream_windows_start_at_document_starts():
 
 
 def test_code_chunks_start_at_definitions_with_decorators():
-    from gelato.models.zoo.corpus import split_top_level
+    from gelato.zoo.corpus import split_top_level
 
     text = ("import x\n\n@dec\n@dec2\ndef f():\n    pass\n\n"
             "class A:\n    @property\n    def g(self):\n        return 1\n")
@@ -97,7 +98,7 @@ def test_code_chunks_start_at_definitions_with_decorators():
 
 
 def test_text_file_corpus_holds_out_paragraphs(tmp_path):
-    from gelato.models.zoo.corpus import load_corpus
+    from gelato.zoo.corpus import load_corpus
 
     f = tmp_path / "t.txt"
     f.write_text("\n\n".join(f"Paragraph number {i} says something long enough." for i in range(40)))
@@ -109,7 +110,7 @@ def test_text_file_corpus_holds_out_paragraphs(tmp_path):
 
 
 def test_missing_shipped_pair_error(monkeypatch, tmp_path):
-    monkeypatch.setattr(zoo, "zoo_data_dir", lambda: tmp_path)
+    monkeypatch.setattr(pairs, "zoo_data_dir", lambda: tmp_path)
     with pytest.raises(zoo.ZooPairMissingError, match="gelato models build --pair gsm8k"):
         zoo.default_pair_dirs()
 

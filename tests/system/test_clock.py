@@ -14,7 +14,7 @@ from gelato.system.compute import QWEN25_0_5B, FlopsCompute, draft_seconds
 from gelato.system.config import SystemConfig
 from gelato.system.energy import DevicePower
 from gelato.system.units import dbm_to_w
-from gelato.transport.payload import PayloadConfig
+from gelato.wire.payload import PayloadConfig
 
 GREEDY = SamplingParams(temperature=0.0)
 SAMPLE = SamplingParams(temperature=1.0)

@@ -6,10 +6,10 @@ import torch
 from pydantic import ValidationError
 
 from gelato.decoding.types import Draft, SparseDist, Verdict
-from gelato.transport.payload import (PayloadConfig, build_draft_up, build_verdict_down, draft_bits, message_bits,
+from gelato.wire.payload import (PayloadConfig, build_draft_up, build_verdict_down, draft_bits, message_bits,
                                       pack_support, packed_nbytes, q_from_draft_up, synthetic_topp_bits,
                                       topp_support, unpack_support, verdict_bits)
-from gelato.transport.proto import gelato_pb2 as pb
+from gelato.wire.proto import gelato_pb2 as pb
 
 
 def varint_len(x: int) -> int:

@@ -15,8 +15,8 @@ from gelato.policies import StaticPolicy
 from gelato.transport.auth import load_tokens, parse_token_lines
 from gelato.transport.client import EdgeClient
 from gelato.transport.errors import EdgeUnavailableError
-from gelato.transport.proto import gelato_pb2 as pb
-from gelato.transport.proto import gelato_pb2_grpc as pb_grpc
+from gelato.wire.proto import gelato_pb2 as pb
+from gelato.wire.proto import gelato_pb2_grpc as pb_grpc
 
 TOKENS = {"tok-a": "dev-a", "tok-b": "dev-b"}
 N = 20

@@ -10,14 +10,13 @@ from gelato.decoding.sampling import SamplingParams
 
 
 def resolve_pair_dirs(draft: Path | None, target: Path | None) -> tuple[Path, Path]:
-    """Explicit --draft/--target, or the shipped default pair when both are omitted."""
-    if (draft is None) != (target is None):
-        raise typer.BadParameter("give both --draft and --target, or neither to use the built-in gsm8k pair")
-    if draft is not None:
-        return draft, target
-    from gelato.models.zoo import default_pair_dirs
+    """Explicit --draft/--target, or the default pair when both are omitted (a CLI error otherwise)."""
+    from gelato.models.pairs import PairArgumentError, resolve_pair_dirs as resolve
 
-    return default_pair_dirs()
+    try:
+        return resolve(draft, target)
+    except PairArgumentError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 def sampling_params(temperature: float, top_k: int, top_p: float) -> SamplingParams:

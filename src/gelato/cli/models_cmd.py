@@ -35,8 +35,8 @@ def build(
 ) -> None:
     """Train a tokenizer, a target and a distilled draft; evaluate; write report.json."""
     from gelato.experiments.workloads import DataFileNotFoundError
-    from gelato.models.zoo.build import build_pair, command_line
-    from gelato.models.zoo.specs import PAIRS
+    from gelato.zoo.build import build_pair, command_line
+    from gelato.zoo.specs import PAIRS
 
     if pair not in PAIRS:
         raise typer.BadParameter(f"unknown pair {pair!r}; choose one of {sorted(PAIRS)}", param_hint="--pair")
@@ -53,7 +53,8 @@ def build(
 @app.command("list")
 def list_pairs() -> None:
     """List the built-in pair specifications and which ones ship with the package."""
-    from gelato.models.zoo import PAIRS, shipped_pairs, zoo_data_dir
+    from gelato.models.pairs import shipped_pairs, zoo_data_dir
+    from gelato.zoo import PAIRS
 
     shipped = set(shipped_pairs())
     for name, spec in PAIRS.items():

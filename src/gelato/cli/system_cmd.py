@@ -14,7 +14,7 @@ from gelato.system.clock import ModelledClock
 from gelato.system.compute import QWEN25_0_5B, FlopsCompute, forward_flops
 from gelato.system.presets import (DEVICE_PRESETS, EDGE_PRESETS, GENERIC_DISTANCE_KM, PAPER, device_preset)
 from gelato.system.units import MHZ, dbm_to_w
-from gelato.transport.payload import PayloadConfig, packed_nbytes, synthetic_topp_bits
+from gelato.wire.payload import PayloadConfig, packed_nbytes, synthetic_topp_bits
 
 app = typer.Typer(help="The system model: channel, compute, energy, presets.", no_args_is_help=True)
 console = Console()

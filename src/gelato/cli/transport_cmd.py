@@ -92,7 +92,7 @@ def serve(
 
     from gelato.transport.server import serve as run_server
     if target_dir is None:
-        from gelato.models.zoo import default_pair_dirs
+        from gelato.models.pairs import default_pair_dirs
         target_dir = default_pair_dirs()[1]
     if threads:
         torch.set_num_threads(threads)
@@ -163,7 +163,7 @@ def device(
     if threads:
         torch.set_num_threads(threads)
     if draft_dir is None:
-        from gelato.models.zoo import default_pair_dirs
+        from gelato.models.pairs import default_pair_dirs
         draft_dir = default_pair_dirs()[0]
     if (prompt is None) == (prompt_ids is None):
         raise typer.BadParameter("give exactly one of --prompt or --prompt-ids")

@@ -49,7 +49,7 @@ def sessions_for(cfg: RunConfig) -> Iterator[Session]:
         trace = Trace.load(cfg.trace)
         top_p = cfg.payload_top_p if cfg.payload_top_p in trace.header.get("top_ps", []) else None
         return trace_sessions(trace, top_p)
-    from gelato.cli.common import resolve_pair_dirs
+    from gelato.models.pairs import resolve_pair_dirs
     from gelato.models import load_pair, shared_vocab_size
 
     draft_dir, target_dir = resolve_pair_dirs(cfg.draft, cfg.target)

@@ -1,4 +1,4 @@
-"""Model loading (any Hugging Face causal LM on local disk), KV-cached wrappers, and the model zoo."""
+"""Model loading (any Hugging Face causal LM on local disk), KV-cached wrappers, and where pairs live."""
 
 from gelato.models.cached import CachedCausalLM
 from gelato.models.loading import (

@@ -34,7 +34,7 @@ from gelato.system.energy import (DevicePower, EdgePower, EnergyLedger, device_r
 from gelato.system.presets import (EDGE_L4, GENERIC_DISTANCE_KM, JETSON_ORIN_NANO_8GB, PAPER, DevicePreset,
                                    EdgePreset)
 from gelato.system.units import MHZ, dbm_to_w
-from gelato.transport.payload import (PayloadConfig, PayloadMode, build_draft_up, build_verdict_down,
+from gelato.wire.payload import (PayloadConfig, PayloadMode, build_draft_up, build_verdict_down,
                                       message_bits)
 
 Accounting = Literal["paper", "sequential"]

@@ -17,7 +17,7 @@ from gelato.system.compute import (QWEN25_0_5B, QWEN25_7B, QWEN25_7B_PARAMS, Com
 from gelato.system.energy import DevicePower, EdgePower
 from gelato.system.presets import EDGE_L4, GENERIC_DISTANCE_KM, JETSON_ORIN_NANO_8GB, PAPER
 from gelato.system.units import MHZ, dbm_to_w
-from gelato.transport.payload import PayloadConfig, PayloadMode
+from gelato.wire.payload import PayloadConfig, PayloadMode
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 

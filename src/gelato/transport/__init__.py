@@ -6,7 +6,7 @@
   over gRPC, with retries, resynchronisation and deadlines)
 - :mod:`~gelato.transport.batching`: :func:`batched_feed`, one forward for many sessions' KV caches
 - :mod:`~gelato.transport.link`: :class:`LinkEmulator`, a user-space rate/delay/fading/loss TCP proxy
-- :mod:`~gelato.transport.payload` / :mod:`~gelato.transport.codec`: messages and their sizes
+- :mod:`~gelato.wire.payload` / :mod:`~gelato.transport.codec`: messages and their sizes
 - :mod:`~gelato.transport.auth`, :mod:`~gelato.transport.errors`, :mod:`~gelato.transport.fingerprint`
 
 Names are imported lazily so that light users (the link emulator) do not load torch.

@@ -29,10 +29,10 @@ from gelato.decoding.types import Draft, Verdict
 from gelato.decoding.verifier import residual_distribution
 from gelato.transport.auth import bearer_metadata, channel_credentials, read_pem
 from gelato.transport.codec import decode_verdict, encode_draft, payload_config, sampling_to_proto
-from gelato.transport.payload import PayloadConfig
+from gelato.wire.payload import PayloadConfig
 from gelato.transport.errors import EdgeRejectedError, EdgeUnavailableError, TransportError
-from gelato.transport.proto import gelato_pb2 as pb
-from gelato.transport.proto import gelato_pb2_grpc as pb_grpc
+from gelato.wire.proto import gelato_pb2 as pb
+from gelato.wire.proto import gelato_pb2_grpc as pb_grpc
 from gelato.transport import server as _srv
 
 log = logging.getLogger("gelato.transport.client")

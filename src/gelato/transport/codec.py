@@ -10,7 +10,7 @@ The only place that knows both sides. Uplink modes:
   sampling it is the paper's approximation, not lossless: a drafted token outside the sent support is
   treated as rejected and the correction is drawn from ``norm(max(0, p - q_topp))``.
 
-Messages are built and sized by :mod:`gelato.transport.payload` (the same code that bills the modelled
+Messages are built and sized by :mod:`gelato.wire.payload` (the same code that bills the modelled
 channel); this module adds the session fields and the edge-side validation. Edge side, the mode is
 recognised from which fields are filled.
 """
@@ -26,9 +26,9 @@ import torch
 from gelato.decoding.sampling import SamplingParams
 from gelato.decoding.types import Draft, SparseDist, Verdict
 from gelato.transport.errors import RequestError
-from gelato.transport.payload import (PayloadConfig, build_draft_up, build_verdict_down, proto_to_sparse,
+from gelato.wire.payload import (PayloadConfig, build_draft_up, build_verdict_down, proto_to_sparse,
                                       q_from_draft_up)
-from gelato.transport.proto import gelato_pb2 as pb
+from gelato.wire.proto import gelato_pb2 as pb
 
 PAYLOAD_MODES = ("compact", "dssd", "paper_topp")
 
@@ -60,7 +60,7 @@ def sampling_from_proto(msg: pb.SamplingSettings) -> SamplingParams:
 
 def encode_draft(draft: Draft, *, session: int, round_id: int, position: int, pending_ids: Sequence[int],
                  cfg: PayloadConfig) -> pb.DraftUp:
-    """The DraftUp of one round (built by :func:`gelato.transport.payload.build_draft_up`).
+    """The DraftUp of one round (built by :func:`gelato.wire.payload.build_draft_up`).
 
     ``position`` counts committed tokens including ``pending_ids``.
     """

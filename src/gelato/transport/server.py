@@ -50,8 +50,8 @@ from gelato.transport.auth import TokenAuthenticator, load_tokens, read_pem, ser
 from gelato.transport.batching import BatchJob, BatchOutcome, VerifyBatcher, batched_feed, supports_batching
 from gelato.transport.codec import DecodedDraft, decode_draft, encode_verdict, sampling_from_proto
 from gelato.transport.errors import RequestError
-from gelato.transport.payload import PayloadConfig
-from gelato.transport.proto import gelato_pb2 as pb
+from gelato.wire.payload import PayloadConfig
+from gelato.wire.proto import gelato_pb2 as pb
 from gelato.transport.sessions import Session, SessionStore, session_seed
 from gelato.transport.stats import EdgeMetrics
 

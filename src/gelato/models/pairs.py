@@ -1,15 +1,11 @@
-"""Built-in model pairs trained by the project (no downloads).
+"""Where model pairs live: the pairs shipped in the package and the default pair.
 
-``gelato models build --pair gsm8k|code|tiny`` trains a byte-level BPE tokenizer, a Llama-style target and
-a draft distilled from it, and writes standard Hugging Face directories plus ``report.json``. The gsm8k
-pair ships with the package (``gelato/zoo_data/gsm8k``); :func:`default_pair_dirs` points to it.
+The built-in pairs are trained by :mod:`gelato.zoo` and shipped under ``gelato/zoo_data/<name>``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-
-from gelato.models.zoo.specs import PAIRS, ModelShape, PairSpec, get_spec
 
 DEFAULT_PAIR = "gsm8k"
 _REQUIRED = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
@@ -21,7 +17,7 @@ class ZooPairMissingError(FileNotFoundError):
 
 def zoo_data_dir() -> Path:
     """``gelato/zoo_data`` inside the installed package."""
-    return Path(__file__).resolve().parents[2] / "zoo_data"
+    return Path(__file__).resolve().parents[1] / "zoo_data"
 
 
 def shipped_pairs() -> list[str]:
@@ -47,12 +43,14 @@ def default_pair_dirs() -> tuple[Path, Path]:
     return pair_dirs(DEFAULT_PAIR)
 
 
-def build_pair(*args, **kwargs):
-    """See :func:`gelato.models.zoo.build.build_pair` (imported lazily: training pulls in tqdm/tokenizers)."""
-    from gelato.models.zoo.build import build_pair as _build
-
-    return _build(*args, **kwargs)
+class PairArgumentError(ValueError):
+    """--draft and --target were not given together."""
 
 
-__all__ = ["DEFAULT_PAIR", "PAIRS", "ModelShape", "PairSpec", "ZooPairMissingError", "build_pair",
-           "default_pair_dirs", "get_spec", "pair_dirs", "shipped_pairs", "zoo_data_dir"]
+def resolve_pair_dirs(draft: Path | None, target: Path | None) -> tuple[Path, Path]:
+    """Explicit draft/target directories, or the default pair when both are omitted."""
+    if (draft is None) != (target is None):
+        raise PairArgumentError("give both --draft and --target, or neither to use the default pair")
+    if draft is not None:
+        return draft, target
+    return default_pair_dirs()

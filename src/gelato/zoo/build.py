@@ -21,10 +21,10 @@ from pathlib import Path
 
 import torch
 
-from gelato.models.zoo.corpus import load_corpus
-from gelato.models.zoo.specs import PairSpec, get_spec
-from gelato.models.zoo.tokenizer import save_tokenizer, train_bpe_tokenizer
-from gelato.models.zoo.train import TokenStream, make_model, n_params, round_weights_, save_model, train_lm
+from gelato.zoo.corpus import load_corpus
+from gelato.zoo.specs import PairSpec, get_spec
+from gelato.zoo.tokenizer import save_tokenizer, train_bpe_tokenizer
+from gelato.zoo.train import TokenStream, make_model, n_params, round_weights_, save_model, train_lm
 
 SAVE_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
@@ -97,7 +97,7 @@ def build_pair(pair: str | PairSpec, out: str | Path, *, minutes: float | None =
     del target, draft
 
     # 4. evaluation on the saved directories
-    from gelato.models.zoo.evaluate import evaluate_pair
+    from gelato.zoo.evaluate import evaluate_pair
 
     windows = val_stream.windows(spec.val_windows, spec.context, seed=12345)
     ev = evaluate_pair(draft_dir, target_dir, windows, corpus.prompt_texts, ks=spec.eval_ks,

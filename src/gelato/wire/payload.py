@@ -32,7 +32,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gelato.decoding.types import Draft, SparseDist, Verdict
-from gelato.transport.proto import gelato_pb2 as pb
+from gelato.wire.proto import gelato_pb2 as pb
 
 # edge_ar: the edge-only autoregressive baseline; the prompt goes up once (not billed per round, like a
 # prefill) and every round sends one target token down.

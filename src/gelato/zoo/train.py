@@ -24,7 +24,7 @@ CURVE_EVERY_STEPS = 10
 # The learning rate decays over the last 20% of the time budget (see lr_at).
 DECAY_START = 0.8
 
-from gelato.models.zoo.specs import ModelShape
+from gelato.zoo.specs import ModelShape
 
 # ----------------------------------------------------------------------------------------- data
 

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from gelato.transport.proto import gelato_pb2 as gelato_dot_transport_dot_proto_dot_gelato__pb2
+from gelato.wire.proto import gelato_pb2 as gelato_dot_wire_dot_proto_dot_gelato__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in gelato/transport/proto/gelato_pb2_grpc.py depends on'
+        + ' but the generated code in gelato/wire/proto/gelato_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,28 +36,28 @@ class EdgeStub:
         """
         self.Open = channel.unary_unary(
                 '/gelato.v1.Edge/Open',
-                request_serializer=gelato_dot_transport_dot_proto_dot_gelato__pb2.OpenRequest.SerializeToString,
-                response_deserializer=gelato_dot_transport_dot_proto_dot_gelato__pb2.OpenReply.FromString,
+                request_serializer=gelato_dot_wire_dot_proto_dot_gelato__pb2.OpenRequest.SerializeToString,
+                response_deserializer=gelato_dot_wire_dot_proto_dot_gelato__pb2.OpenReply.FromString,
                 _registered_method=True)
         self.Verify = channel.unary_unary(
                 '/gelato.v1.Edge/Verify',
-                request_serializer=gelato_dot_transport_dot_proto_dot_gelato__pb2.DraftUp.SerializeToString,
-                response_deserializer=gelato_dot_transport_dot_proto_dot_gelato__pb2.VerdictDown.FromString,
+                request_serializer=gelato_dot_wire_dot_proto_dot_gelato__pb2.DraftUp.SerializeToString,
+                response_deserializer=gelato_dot_wire_dot_proto_dot_gelato__pb2.VerdictDown.FromString,
                 _registered_method=True)
         self.Close = channel.unary_unary(
                 '/gelato.v1.Edge/Close',
-                request_serializer=gelato_dot_transport_dot_proto_dot_gelato__pb2.CloseRequest.SerializeToString,
-                response_deserializer=gelato_dot_transport_dot_proto_dot_gelato__pb2.CloseReply.FromString,
+                request_serializer=gelato_dot_wire_dot_proto_dot_gelato__pb2.CloseRequest.SerializeToString,
+                response_deserializer=gelato_dot_wire_dot_proto_dot_gelato__pb2.CloseReply.FromString,
                 _registered_method=True)
         self.Health = channel.unary_unary(
                 '/gelato.v1.Edge/Health',
-                request_serializer=gelato_dot_transport_dot_proto_dot_gelato__pb2.HealthRequest.SerializeToString,
-                response_deserializer=gelato_dot_transport_dot_proto_dot_gelato__pb2.HealthReply.FromString,
+                request_serializer=gelato_dot_wire_dot_proto_dot_gelato__pb2.HealthRequest.SerializeToString,
+                response_deserializer=gelato_dot_wire_dot_proto_dot_gelato__pb2.HealthReply.FromString,
                 _registered_method=True)
         self.Metrics = channel.unary_unary(
                 '/gelato.v1.Edge/Metrics',
-                request_serializer=gelato_dot_transport_dot_proto_dot_gelato__pb2.MetricsRequest.SerializeToString,
-                response_deserializer=gelato_dot_transport_dot_proto_dot_gelato__pb2.MetricsReply.FromString,
+                request_serializer=gelato_dot_wire_dot_proto_dot_gelato__pb2.MetricsRequest.SerializeToString,
+                response_deserializer=gelato_dot_wire_dot_proto_dot_gelato__pb2.MetricsReply.FromString,
                 _registered_method=True)
 
 
@@ -99,28 +99,28 @@ def add_EdgeServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Open': grpc.unary_unary_rpc_method_handler(
                     servicer.Open,
-                    request_deserializer=gelato_dot_transport_dot_proto_dot_gelato__pb2.OpenRequest.FromString,
-                    response_serializer=gelato_dot_transport_dot_proto_dot_gelato__pb2.OpenReply.SerializeToString,
+                    request_deserializer=gelato_dot_wire_dot_proto_dot_gelato__pb2.OpenRequest.FromString,
+                    response_serializer=gelato_dot_wire_dot_proto_dot_gelato__pb2.OpenReply.SerializeToString,
             ),
             'Verify': grpc.unary_unary_rpc_method_handler(
                     servicer.Verify,
-                    request_deserializer=gelato_dot_transport_dot_proto_dot_gelato__pb2.DraftUp.FromString,
-                    response_serializer=gelato_dot_transport_dot_proto_dot_gelato__pb2.VerdictDown.SerializeToString,
+                    request_deserializer=gelato_dot_wire_dot_proto_dot_gelato__pb2.DraftUp.FromString,
+                    response_serializer=gelato_dot_wire_dot_proto_dot_gelato__pb2.VerdictDown.SerializeToString,
             ),
             'Close': grpc.unary_unary_rpc_method_handler(
                     servicer.Close,
-                    request_deserializer=gelato_dot_transport_dot_proto_dot_gelato__pb2.CloseRequest.FromString,
-                    response_serializer=gelato_dot_transport_dot_proto_dot_gelato__pb2.CloseReply.SerializeToString,
+                    request_deserializer=gelato_dot_wire_dot_proto_dot_gelato__pb2.CloseRequest.FromString,
+                    response_serializer=gelato_dot_wire_dot_proto_dot_gelato__pb2.CloseReply.SerializeToString,
             ),
             'Health': grpc.unary_unary_rpc_method_handler(
                     servicer.Health,
-                    request_deserializer=gelato_dot_transport_dot_proto_dot_gelato__pb2.HealthRequest.FromString,
-                    response_serializer=gelato_dot_transport_dot_proto_dot_gelato__pb2.HealthReply.SerializeToString,
+                    request_deserializer=gelato_dot_wire_dot_proto_dot_gelato__pb2.HealthRequest.FromString,
+                    response_serializer=gelato_dot_wire_dot_proto_dot_gelato__pb2.HealthReply.SerializeToString,
             ),
             'Metrics': grpc.unary_unary_rpc_method_handler(
                     servicer.Metrics,
-                    request_deserializer=gelato_dot_transport_dot_proto_dot_gelato__pb2.MetricsRequest.FromString,
-                    response_serializer=gelato_dot_transport_dot_proto_dot_gelato__pb2.MetricsReply.SerializeToString,
+                    request_deserializer=gelato_dot_wire_dot_proto_dot_gelato__pb2.MetricsRequest.FromString,
+                    response_serializer=gelato_dot_wire_dot_proto_dot_gelato__pb2.MetricsReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -148,8 +148,8 @@ class Edge:
             request,
             target,
             '/gelato.v1.Edge/Open',
-            gelato_dot_transport_dot_proto_dot_gelato__pb2.OpenRequest.SerializeToString,
-            gelato_dot_transport_dot_proto_dot_gelato__pb2.OpenReply.FromString,
+            gelato_dot_wire_dot_proto_dot_gelato__pb2.OpenRequest.SerializeToString,
+            gelato_dot_wire_dot_proto_dot_gelato__pb2.OpenReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -175,8 +175,8 @@ class Edge:
             request,
             target,
             '/gelato.v1.Edge/Verify',
-            gelato_dot_transport_dot_proto_dot_gelato__pb2.DraftUp.SerializeToString,
-            gelato_dot_transport_dot_proto_dot_gelato__pb2.VerdictDown.FromString,
+            gelato_dot_wire_dot_proto_dot_gelato__pb2.DraftUp.SerializeToString,
+            gelato_dot_wire_dot_proto_dot_gelato__pb2.VerdictDown.FromString,
             options,
             channel_credentials,
             insecure,
@@ -202,8 +202,8 @@ class Edge:
             request,
             target,
             '/gelato.v1.Edge/Close',
-            gelato_dot_transport_dot_proto_dot_gelato__pb2.CloseRequest.SerializeToString,
-            gelato_dot_transport_dot_proto_dot_gelato__pb2.CloseReply.FromString,
+            gelato_dot_wire_dot_proto_dot_gelato__pb2.CloseRequest.SerializeToString,
+            gelato_dot_wire_dot_proto_dot_gelato__pb2.CloseReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -229,8 +229,8 @@ class Edge:
             request,
             target,
             '/gelato.v1.Edge/Health',
-            gelato_dot_transport_dot_proto_dot_gelato__pb2.HealthRequest.SerializeToString,
-            gelato_dot_transport_dot_proto_dot_gelato__pb2.HealthReply.FromString,
+            gelato_dot_wire_dot_proto_dot_gelato__pb2.HealthRequest.SerializeToString,
+            gelato_dot_wire_dot_proto_dot_gelato__pb2.HealthReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -256,8 +256,8 @@ class Edge:
             request,
             target,
             '/gelato.v1.Edge/Metrics',
-            gelato_dot_transport_dot_proto_dot_gelato__pb2.MetricsRequest.SerializeToString,
-            gelato_dot_transport_dot_proto_dot_gelato__pb2.MetricsReply.FromString,
+            gelato_dot_wire_dot_proto_dot_gelato__pb2.MetricsRequest.SerializeToString,
+            gelato_dot_wire_dot_proto_dot_gelato__pb2.MetricsReply.FromString,
             options,
             channel_credentials,
             insecure,
