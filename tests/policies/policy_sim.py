@@ -11,7 +11,7 @@ import math
 import random
 from dataclasses import dataclass
 
-from gelato.policies.base import DraftPolicy, RoundContext
+from gelato.decoding.policy import DraftPolicy, RoundContext
 from gelato.policies.predictor import LinearRoundPredictor
 from gelato.decoding.types import DraftStep, RoundRecord, StopDecision
 

@@ -13,7 +13,7 @@ from gelato.policies import (
     GelatoPaperPolicy,
     LinearRoundPredictor,
 )
-from gelato.policies.base import RoundContext
+from gelato.decoding.policy import RoundContext
 from gelato.policies.common import expected_tokens_const, expected_tokens_positions
 from gelato.decoding.types import RoundRecord
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gelato.policies import AdaptiveGoodputPolicy, LinearRoundPredictor
-from gelato.policies.base import RoundContext
+from gelato.decoding.policy import RoundContext
 from gelato.policies.common import expected_tokens_positions
 from gelato.decoding.types import PhaseTimes, RoundRecord
 

@@ -10,8 +10,10 @@ from gelato.policies import (
     LinearRoundPredictor,
     RoundPredictor,
     make_policy,
+    policy_spec,
 )
-from gelato.policies.base import RoundContext
+from gelato.wire.payload import PayloadMode
+from gelato.decoding.policy import RoundContext
 from gelato.decoding.types import RoundRecord
 
 EXPECTED = {"static-5", "static-7", "static-9", "dssd", "edge-autoregressive", "gelato-paper", "gelato-improved",
@@ -26,10 +28,11 @@ def test_every_expected_name_is_registered():
 
 @pytest.mark.parametrize("name", sorted(POLICIES))
 def test_every_policy_builds_with_a_predictor_and_has_a_payload_mode(name):
-    cfg = {"predictor": PRED, **({"k": 4} if name == "static" else {})}
+    cfg = {"predictor": PRED, "energy_budget": 1.0, **({"k": 4} if name == "static" else {})}
     p = make_policy(name, **cfg)
     assert isinstance(p, DraftPolicy)
-    assert p.payload_mode in (None, "dssd", "edge_ar")
+    mode = POLICIES[name].payload_mode
+    assert mode is None or PayloadMode(mode) in PayloadMode  # a value of the one payload-mode enum
     ctx = RoundContext(index=0, generated=0, context_len=5, max_budget=50)
     b = p.budget(ctx)
     assert isinstance(b, int) and 0 <= b <= 50
@@ -40,14 +43,16 @@ def test_every_policy_builds_with_a_predictor_and_has_a_payload_mode(name):
 
 def test_payload_modes_and_fixed_budgets():
     ctx = RoundContext(index=0, generated=0, context_len=5, max_budget=50)
-    assert make_policy("dssd").payload_mode == "dssd"
+    assert policy_spec("dssd").payload_mode == PayloadMode.DSSD
     assert make_policy("dssd").budget(ctx) == 7
-    assert make_policy("edge-autoregressive").payload_mode == "edge_ar"
+    assert policy_spec("edge-autoregressive").payload_mode == PayloadMode.EDGE_AR
     assert make_policy("edge-autoregressive").budget(ctx) == 0
     for k in (5, 7, 9):
         p = make_policy(f"static-{k}")
-        assert p.budget(ctx) == k and p.payload_mode is None and p.name == f"static-{k}"
+        assert p.budget(ctx) == k and policy_spec(f"static-{k}").payload_mode is None and p.name == f"static-{k}"
     assert make_policy("static", k=3).budget(ctx) == 3
+    # any K by name, in the registry's spelling and the device CLI's
+    assert make_policy("static-12").budget(ctx) == 12 and make_policy("static:3").name == "static-3"
     assert make_policy("gelato-improved", predictor=PRED).name == "gelato-improved (ours)"
 
 
@@ -56,12 +61,18 @@ def test_config_reaches_the_constructor():
     assert make_policy("hf-heuristic", num_assistant_tokens=3).budget(ctx) == 3
     assert make_policy("pmin", p_min=0.5).p_min == 0.5
     assert make_policy("gelato-paper", predictor=PRED, V=10.0, e_bar=0.5).config.e_bar == 0.5
+    # the run's energy budget reaches the GELATO variants, unless their own e_bar is given
+    assert make_policy("gelato-paper", predictor=PRED, energy_budget=0.7).config.e_bar == 0.7
+    assert make_policy("gelato-paper", predictor=PRED, energy_budget=0.7, e_bar=0.5).config.e_bar == 0.5
+    assert make_policy("static-5", predictor=PRED, energy_budget=0.7).k == 5  # ignored where unused
     assert make_policy("gelato-inner-only", g_max=6).budget(ctx) == 6
 
 
 def test_errors_are_clear():
     with pytest.raises(ValueError, match="unknown policy"):
         make_policy("gelato-fast")
+    with pytest.raises(ValueError, match="K must be >= 1"):
+        make_policy("static-0")
     for name in ("gelato-paper", "gelato-outer-only", "gelato-improved"):
         with pytest.raises(ValueError, match="predictor"):
             make_policy(name)

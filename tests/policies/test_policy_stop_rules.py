@@ -19,7 +19,7 @@ from gelato.policies import (
     hf_confidence,
     hf_heuristic,
 )
-from gelato.policies.base import RoundContext
+from gelato.decoding.policy import RoundContext
 from gelato.decoding.types import DraftStep, RoundRecord, StopDecision
 
 C, S, A = StopDecision.CONTINUE, StopDecision.STOP_BEFORE, StopDecision.STOP_AFTER

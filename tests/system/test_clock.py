@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from gelato.policies.base import DraftPolicy, RoundContext
+from gelato.decoding.policy import DraftPolicy, RoundContext
 from gelato.policies.static import StaticPolicy
 from gelato.decoding.engine import speculative_generate
 from gelato.decoding.sampling import SamplingParams

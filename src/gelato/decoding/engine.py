@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import torch
 
 from gelato.models.cached import CachedCausalLM
-from gelato.policies.base import DraftPolicy, RoundContext
+from gelato.decoding.policy import DraftPolicy, RoundContext
 from gelato.decoding.metrics import SpecMetrics, summarize_rounds
 from gelato.decoding.proposer import KeepDrafting
 from gelato.decoding.sampling import SamplingParams, choose_token, processed_probs

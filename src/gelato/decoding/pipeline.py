@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 
 from gelato.models.cached import CachedCausalLM
-from gelato.policies.base import DraftPolicy
+from gelato.decoding.policy import DraftPolicy
 from gelato.decoding.engine import GenerationResult, RoundClock, speculative_generate, target_only_generate
 from gelato.decoding.proposer import DraftModelProposer
 from gelato.decoding.sampling import SamplingParams

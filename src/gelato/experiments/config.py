@@ -8,11 +8,12 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from gelato.policies.registry import policy_spec
 from gelato.system.config import SystemConfig
 from gelato.system.units import MHZ
+from gelato.wire.payload import PayloadMode
 
 SourceKind = Literal["synthetic", "trace", "live"]
-PayloadKind = Literal["compact", "paper_topp", "dssd", "edge_ar"]
 
 
 class RunConfig(BaseModel):
@@ -38,7 +39,7 @@ class RunConfig(BaseModel):
     system: Literal["paper", "generic"] = "paper"
     bandwidth_mhz: float = Field(1.0, gt=0)
     t_verify_ms: float = Field(100.0, ge=0, description="constant verification time (paper system)")
-    payload: PayloadKind | None = Field(None, description="default: the policy's own, else paper_topp (paper) "
+    payload: PayloadMode | None = Field(None, description="default: the policy's own, else paper_topp (paper) "
                                                           "or compact (generic)")
     payload_top_p: float = Field(0.99995, gt=0, le=1)
     e_bar: float = Field(1.2, gt=0, description="device energy budget per round, J")
@@ -64,19 +65,21 @@ class RunConfig(BaseModel):
             raise ValueError(f"{path} must hold a mapping of settings, got {type(data).__name__}")
         return RunConfig(**{**data, **{k: v for k, v in overrides.items() if v is not None}})
 
-    def payload_mode(self, policy_payload: str | None) -> str:
+    def payload_mode(self) -> PayloadMode:
+        """The run's payload: as set, else the policy's own (its registry entry), else the system's default."""
         if self.payload is not None:
             return self.payload
-        if policy_payload in ("dssd", "compact", "paper_topp", "edge_ar"):
-            return policy_payload
-        return "paper_topp" if self.system == "paper" else "compact"
+        implied = policy_spec(self.policy).payload_mode
+        if implied is not None:
+            return PayloadMode(implied)
+        return PayloadMode.PAPER_TOPP if self.system == "paper" else PayloadMode.COMPACT
 
-    def system_config(self, policy_payload: str | None = None) -> SystemConfig:
-        mode = self.payload_mode(policy_payload)
+    def system_config(self) -> SystemConfig:
+        mode = self.payload_mode()
         greedy = self.temperature == 0
         if self.system == "paper":
             base = SystemConfig.paper(self.bandwidth_mhz, self.t_verify_ms / 1000, mode, self.payload_top_p, greedy)
-            if mode == "dssd":  # the paper's vocabulary (Qwen2.5, 151,936 ids) unless told otherwise
+            if mode is PayloadMode.DSSD:  # the paper's vocabulary (Qwen2.5, 151,936 ids) unless told otherwise
                 base = base.model_copy(update={"payload": base.payload.model_copy(
                     update={"dssd_target_support": self.dssd_target_support or 151_936, "vocab_size": 151_936})})
             return base

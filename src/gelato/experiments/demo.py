@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gelato.experiments.config import RunConfig
-from gelato.experiments.execute import build_policy, policy_payload
 from gelato.experiments.runner import RunResult, live_sessions, run_policy
 from gelato.decoding.sampling import SamplingParams
+from gelato.policies.registry import make_policy
 
 DEMO_POLICIES = ("gelato-improved", "gelato-paper", "static-5", "static-7", "static-9", "dssd", "edge-autoregressive")
 
@@ -39,8 +39,8 @@ def run_demo(draft, target, tokenizer, prompts: Sequence[tuple[str, list[int]]],
             on_policy(name)
         cfg = RunConfig(source="live", policy=name, bandwidth_mhz=bandwidth_mhz, t_verify_ms=t_verify_ms,
                         e_bar=e_bar, seed=seed, max_new_tokens=max_new_tokens)
-        clock = cfg.system_config(policy_payload(name)).build_clock(seed)
-        policy = build_policy(name, clock, e_bar)
+        clock = cfg.system_config().build_clock(seed)
+        policy = make_policy(name, predictor=clock, energy_budget=e_bar)
         sessions = live_sessions(draft, target, prompts, SamplingParams(), max_new_tokens, tokenizer.eos_token_id,
                                  seed, vocab_size, cycle=False)
         result = run_policy(policy, clock, sessions, rounds=10**9, e_bar=e_bar, on_round=on_round)

@@ -10,27 +10,7 @@ from gelato.experiments.runner import (BudgetCap, RunResult, Session, live_sessi
                                        trace_sessions)
 from gelato.experiments.trace import Trace
 from gelato.decoding.sampling import SamplingParams
-
-
-def build_policy(name: str, predictor, e_bar: float, args: dict | None = None):
-    """A registered policy; GELATO variants get the run's energy budget unless ``args`` set their own."""
-    from gelato.policies.registry import make_policy
-
-    kwargs = dict(args or {})
-    if name.startswith("gelato"):
-        kwargs.setdefault("e_bar", e_bar)
-    return make_policy(name, predictor=predictor, **kwargs)
-
-
-def policy_payload(name: str, args: dict | None = None) -> str | None:
-    """The payload mode a policy implies (DSSD sends q(x) up and p down; edge-only sends tokens down)."""
-    probe = build_policy(name, _NullPredictor(), 1.0, args)
-    return getattr(probe, "payload_mode", None)
-
-
-class _NullPredictor:
-    def predict(self, g, link, context_len, bits_per_token):
-        return 1.0, 1.0
+from gelato.policies.registry import make_policy
 
 
 def load_prompt_ids(cfg: RunConfig, tokenizer) -> list[tuple[str, list[int]]]:
@@ -60,8 +40,8 @@ def sessions_for(cfg: RunConfig) -> Iterator[Session]:
 
 
 def execute(cfg: RunConfig, on_round: Callable | None = None, write: bool = True) -> RunResult:
-    clock = cfg.system_config(policy_payload(cfg.policy, cfg.policy_args)).build_clock(cfg.seed)
-    policy = build_policy(cfg.policy, clock, cfg.e_bar, cfg.policy_args)
+    clock = cfg.system_config().build_clock(cfg.seed)
+    policy = make_policy(cfg.policy, predictor=clock, energy_budget=cfg.e_bar, **cfg.policy_args)
     if cfg.source == "trace":  # a replayed round cannot draft past the recorded rollouts
         policy = BudgetCap(policy, Trace.load(cfg.trace).k_max)
     result = run_policy(policy, clock, sessions_for(cfg), cfg.rounds, cfg.e_bar, on_round)

@@ -31,10 +31,10 @@ from typing import Any, Literal
 import numpy as np
 
 from gelato.experiments.config import RunConfig
-from gelato.experiments.execute import build_policy, policy_payload
 from gelato.experiments.runner import BudgetCap, Session, run_policy, synthetic_sessions, trace_sessions
 from gelato.experiments.synthetic import SyntheticRegime, SyntheticSource
 from gelato.experiments.trace import Trace
+from gelato.policies.registry import make_policy
 from gelato.system.config import ComputeSpec, SystemConfig
 from gelato.system.presets import PAPER
 
@@ -235,7 +235,7 @@ class PaperSource:
         cfg = RunConfig(source="synthetic", policy=variant.policy, policy_args=variant.policy_args, system="paper",
                         bandwidth_mhz=point.bandwidth_mhz, t_verify_ms=point.t_verify_ms,
                         payload_top_p=variant.top_p)
-        system = cfg.system_config(policy_payload(variant.policy, variant.policy_args))
+        system = cfg.system_config()
         if self.charging == "paper":
             return system
         vocab = _vocab_size(self.draft_dir)
@@ -259,7 +259,8 @@ def run_variant(source: PaperSource, variant: Variant, point: Point, seed: int, 
                 e_bar: float = E_BAR, keep_rows: bool = False) -> dict:
     """One run: a flat record of the run's summary metrics (plus ``rows`` when ``keep_rows``)."""
     clock = source.system_config(variant, point).build_clock(seed)
-    policy = BudgetCap(build_policy(variant.policy, clock, e_bar, variant.policy_args), PAPER.g_max)
+    policy = BudgetCap(make_policy(variant.policy, predictor=clock, energy_budget=e_bar, **variant.policy_args),
+                       PAPER.g_max)
     result = run_policy(policy, clock, source.sessions(variant.top_p, seed), rounds, e_bar)
     s = result.summary
     record = {"source": source.key, "bandwidth_mhz": point.bandwidth_mhz, "t_verify_ms": point.t_verify_ms,

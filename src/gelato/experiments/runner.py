@@ -18,7 +18,7 @@ import torch
 from gelato.experiments.synthetic import SyntheticProposer, SyntheticSource, SyntheticVerifier
 from gelato.experiments.trace import Trace, TraceProposer, TraceVerifier
 from gelato.models.cached import CachedCausalLM
-from gelato.policies.base import DraftPolicy
+from gelato.decoding.policy import DraftPolicy
 from gelato.decoding.engine import Proposer, RoundClock, Verifier, speculative_generate
 from gelato.decoding.pipeline import device_and_edge_generators
 from gelato.decoding.proposer import DraftModelProposer

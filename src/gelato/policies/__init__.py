@@ -3,10 +3,8 @@
 ``make_policy(name, **cfg)`` builds any of them by its name in ``POLICIES``; see docs/policies.md.
 """
 
-from gelato.policies.base import DraftPolicy, RoundContext
-from gelato.policies.common import PolicyBase
+from gelato.decoding.policy import DraftPolicy, RoundContext
 from gelato.policies.early_exit import AdaEDLPolicy, PMinPolicy, SVIPPolicy
-from gelato.policies.fixed import DSSDPolicy, EdgeAutoregressivePolicy, StaticSDPolicy
 from gelato.policies.gelato_improved import GelatoImprovedConfig, GelatoImprovedPolicy
 from gelato.policies.gelato_paper import (
     GelatoConfig,
@@ -17,13 +15,13 @@ from gelato.policies.gelato_paper import (
 from gelato.policies.goodput import AdaptiveGoodputPolicy
 from gelato.policies.hf import HFAssistedPolicy, hf_confidence, hf_heuristic
 from gelato.policies.predictor import LinearRoundPredictor, RoundPredictor
-from gelato.policies.registry import POLICIES, PolicySpec, make_policy
-from gelato.policies.static import StaticPolicy
+from gelato.policies.registry import POLICIES, PolicySpec, make_policy, policy_spec
+from gelato.policies.static import DSSDPolicy, EdgeAutoregressivePolicy, StaticPolicy
 
 __all__ = [
     "POLICIES", "AdaEDLPolicy", "AdaptiveGoodputPolicy", "DSSDPolicy", "DraftPolicy", "EdgeAutoregressivePolicy",
     "GelatoConfig", "GelatoImprovedConfig", "GelatoImprovedPolicy", "GelatoInnerOnlyPolicy",
     "GelatoOuterOnlyPolicy", "GelatoPaperPolicy", "HFAssistedPolicy", "LinearRoundPredictor", "PMinPolicy",
-    "PolicyBase", "PolicySpec", "RoundContext", "RoundPredictor", "SVIPPolicy", "StaticPolicy", "StaticSDPolicy",
-    "hf_confidence", "hf_heuristic", "make_policy",
+    "PolicySpec", "RoundContext", "RoundPredictor", "SVIPPolicy", "StaticPolicy",
+    "hf_confidence", "hf_heuristic", "make_policy", "policy_spec",
 ]

@@ -1,20 +1,12 @@
-"""Pieces shared by several policies: the payload-mode attribute, the entropy leaky bucket, expected
-tokens of a draft, and reading a round's measured (or predicted) time, energy and payload."""
+"""Pieces shared by several policies: the entropy leaky bucket, expected tokens of a draft, and reading a
+round's measured (or predicted) time, energy and payload."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
 
-from gelato.policies.base import DraftPolicy
 from gelato.decoding.types import RoundRecord
-
-
-class PolicyBase(DraftPolicy):
-    """Every policy of this package: ``payload_mode`` tells the runner which payload/clock variant the
-    policy assumes (``None``: the run's own setting; ``"dssd"``; ``"edge_ar"``)."""
-
-    payload_mode: str | None = None
 
 
 def expected_tokens_const(a: float, g: int) -> float:

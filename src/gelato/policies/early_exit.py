@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import math
 
-from gelato.policies.base import RoundContext
-from gelato.policies.common import PolicyBase
+from gelato.decoding.policy import DraftPolicy, RoundContext
 from gelato.decoding.types import DraftStep, StopDecision
 
 
-class _EarlyExitPolicy(PolicyBase):
+class _EarlyExitPolicy(DraftPolicy):
     def __init__(self, k: int) -> None:
         if k < 1:
             raise ValueError(f"maximum draft length k must be >= 1, got {k}")

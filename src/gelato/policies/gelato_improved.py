@@ -53,8 +53,8 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from gelato.policies.base import RoundContext
-from gelato.policies.common import PolicyBase, RunningMean, acceptance_outcomes, charged
+from gelato.decoding.policy import DraftPolicy, RoundContext
+from gelato.policies.common import RunningMean, acceptance_outcomes, charged
 from gelato.policies.predictor import RoundPredictor, require_predictor
 from gelato.decoding.types import DraftStep, RoundRecord, StopDecision
 
@@ -223,7 +223,7 @@ class PayloadModel:
         return self.beta[self._bins(hs)]
 
 
-class GelatoImprovedPolicy(PolicyBase):
+class GelatoImprovedPolicy(DraftPolicy):
     """GELATO, improved (ours): online-calibrated acceptance, throughput-ratio objective with an energy price
     (queue plus integral), and an optimal-stopping inner loop on the expected marginal value of a token.
 

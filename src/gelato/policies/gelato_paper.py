@@ -21,10 +21,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gelato.policies.base import RoundContext
+from gelato.decoding.policy import DraftPolicy, RoundContext
 from gelato.policies.common import (
     LeakyBucket,
-    PolicyBase,
     RunningMean,
     bits_per_sent_token,
     charged,
@@ -65,7 +64,7 @@ def _config(config: GelatoConfig | None, overrides: dict) -> GelatoConfig:
     return config.model_copy(update=overrides) if overrides else config
 
 
-class GelatoPaperPolicy(PolicyBase):
+class GelatoPaperPolicy(DraftPolicy):
     """GELATO, paper-exact: drift-plus-penalty budget (outer loop) plus entropy leaky bucket (inner loop).
 
     Source: GELATO, arXiv 2605.10124, sections III-IV (outer loop: virtual queue and exhaustive search of

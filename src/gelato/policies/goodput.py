@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from gelato.policies.base import RoundContext
+from gelato.decoding.policy import DraftPolicy, RoundContext
 from gelato.policies.common import (
-    PolicyBase,
     acceptance_outcomes,
     bits_per_sent_token,
     charged,
@@ -39,7 +38,7 @@ class _LinearTimeFit:
         return a, b
 
 
-class AdaptiveGoodputPolicy(PolicyBase):
+class AdaptiveGoodputPolicy(DraftPolicy):
     """Per round, ``K = argmax_{1<=k<=k_max} EN(k) / T(k)``: expected tokens per second of the round.
 
     ``EN(k) = 1 + sum_{i<k} prod_{j<=i} a_j`` with per-position acceptances ``a_j`` (EMA of the conditional

@@ -22,14 +22,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from gelato.policies.base import RoundContext
-from gelato.policies.common import PolicyBase
+from gelato.decoding.policy import DraftPolicy, RoundContext
 from gelato.decoding.types import DraftStep, RoundRecord, StopDecision
 
 Schedule = Literal["heuristic", "heuristic_transient", "constant"]
 
 
-class HFAssistedPolicy(PolicyBase):
+class HFAssistedPolicy(DraftPolicy):
     """transformers' assisted-generation draft length: heuristic (+2 / -1) or constant schedule, optional
     confidence stop (token kept) with optional ROC re-tuning of the threshold.
 

@@ -1,28 +1,32 @@
-"""Every draft-length policy by name: ``POLICIES`` and ``make_policy(name, **cfg)``.
+"""Every draft-length policy by name: ``POLICIES`` and ``make_policy(name, **cfg)``, the one factory.
 
-``cfg`` goes to the policy's constructor; policies that plan with a system model take ``predictor=`` (any
-object with ``predict(g, link, context_len, bits_per_token) -> (seconds, joules)``, e.g. the modelled
-clock), and passing one to a policy that does not use it is allowed and ignored, so a runner can hand the
-same ``predictor`` to every name.
+``cfg`` goes to the policy's constructor. Two run-wide settings may be handed to every name, and reach
+only the policies that use them: ``predictor=`` (any object with ``predict(g, link, context_len,
+bits_per_token) -> (seconds, joules)``, e.g. the modelled clock) and ``energy_budget=`` (the run's device
+energy budget per round, J, given as ``e_bar`` to the GELATO variants unless ``cfg`` sets its own).
+
+Each entry also carries the payload its policy implies (``payload_mode``: a value of
+``gelato.wire.payload.PayloadMode``, or None for the run's own setting), so a runner picks the clock's
+payload without building the policy.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from gelato.policies.base import DraftPolicy
+from gelato.decoding.policy import DraftPolicy
 from gelato.policies.early_exit import AdaEDLPolicy, PMinPolicy, SVIPPolicy
-from gelato.policies.fixed import DSSDPolicy, EdgeAutoregressivePolicy, StaticSDPolicy
 from gelato.policies.gelato_improved import GelatoImprovedPolicy
-from gelato.policies.gelato_paper import (
-    GelatoInnerOnlyPolicy,
-    GelatoOuterOnlyPolicy,
-    GelatoPaperPolicy,
-)
+from gelato.policies.gelato_paper import GelatoInnerOnlyPolicy, GelatoOuterOnlyPolicy, GelatoPaperPolicy
 from gelato.policies.goodput import AdaptiveGoodputPolicy
 from gelato.policies.hf import hf_confidence, hf_heuristic
+from gelato.policies.static import DSSDPolicy, EdgeAutoregressivePolicy, StaticPolicy
+
+# "static-K" for any K >= 1 (static-5/7/9 are listed); "static:K" is the same policy, as the device CLI spells it.
+_STATIC_NAME = re.compile(r"static[-:](\d+)")
 
 
 @dataclass(frozen=True)
@@ -30,28 +34,31 @@ class PolicySpec:
     factory: Callable[..., DraftPolicy]
     summary: str
     uses_predictor: bool = False  # True: takes predictor=... (required where the summary says so)
+    payload_mode: str | None = None  # the payload the policy implies (a PayloadMode value); None: the run's
+    uses_energy_budget: bool = False  # True: takes e_bar=... (the run's energy budget unless cfg sets one)
 
 
-def _static(k: int) -> Callable[..., DraftPolicy]:
-    def make(**cfg: Any) -> DraftPolicy:
-        return StaticSDPolicy(k=cfg.pop("k", k), **cfg)
-    return make
+def _static(k: int) -> PolicySpec:
+    return PolicySpec(lambda **cfg: StaticPolicy(k=cfg.pop("k", k), **cfg), f"static SD, K={k}")
+
+
+def _gelato(factory: Callable[..., DraftPolicy], summary: str) -> PolicySpec:
+    return PolicySpec(factory, summary, uses_predictor=True, uses_energy_budget=True)
 
 
 POLICIES: dict[str, PolicySpec] = {
-    "static": PolicySpec(lambda k, **cfg: StaticSDPolicy(k=k, **cfg), "static SD, K=k (required)"),
-    "static-5": PolicySpec(_static(5), "static SD, K=5"),
-    "static-7": PolicySpec(_static(7), "static SD, K=7"),
-    "static-9": PolicySpec(_static(9), "static SD, K=9"),
-    "dssd": PolicySpec(DSSDPolicy, "DSSD, static K=7, payload_mode 'dssd'"),
-    "edge-autoregressive": PolicySpec(EdgeAutoregressivePolicy, "no draft: the edge decodes 1 token/round, "
-                                      "payload_mode 'edge_ar'"),
-    "gelato-paper": PolicySpec(GelatoPaperPolicy, "GELATO as published (predictor required)", True),
-    "gelato-outer-only": PolicySpec(GelatoOuterOnlyPolicy, "GELATO budget, no early exit (predictor required)",
-                                    True),
-    "gelato-inner-only": PolicySpec(GelatoInnerOnlyPolicy, "GELATO entropy bucket, budget g_max, no queue", True),
-    "gelato-improved": PolicySpec(GelatoImprovedPolicy, "gelato-improved (ours): online estimates, ratio "
-                                  "objective, energy price, optimal stopping (predictor required)", True),
+    "static": PolicySpec(lambda k, **cfg: StaticPolicy(k=k, **cfg), "static SD, K=k (required); also static-K"),
+    "static-5": _static(5),
+    "static-7": _static(7),
+    "static-9": _static(9),
+    "dssd": PolicySpec(DSSDPolicy, "DSSD, static K=7, q(x) up and p down at a rejection", payload_mode="dssd"),
+    "edge-autoregressive": PolicySpec(EdgeAutoregressivePolicy, "no draft: the edge decodes 1 token/round",
+                                      payload_mode="edge_ar"),
+    "gelato-paper": _gelato(GelatoPaperPolicy, "GELATO as published (predictor required)"),
+    "gelato-outer-only": _gelato(GelatoOuterOnlyPolicy, "GELATO budget, no early exit (predictor required)"),
+    "gelato-inner-only": _gelato(GelatoInnerOnlyPolicy, "GELATO entropy bucket, budget g_max, no queue"),
+    "gelato-improved": _gelato(GelatoImprovedPolicy, "gelato-improved (ours): online estimates, ratio objective, "
+                               "energy price, optimal stopping (predictor required)"),
     "hf-heuristic": PolicySpec(hf_heuristic, "transformers heuristic schedule: start 5, +2 / -1"),
     "hf-confidence": PolicySpec(hf_confidence, "transformers >= 4.45 default: 20 tokens, stop after q < 0.4"),
     "pmin": PolicySpec(PMinPolicy, "llama.cpp --draft-p-min 0.75 (low-confidence token not sent)"),
@@ -61,12 +68,22 @@ POLICIES: dict[str, PolicySpec] = {
 }
 
 
-def make_policy(name: str, **cfg: Any) -> DraftPolicy:
-    """Build the policy registered as ``name`` with constructor arguments ``cfg``."""
-    try:
-        spec = POLICIES[name]
-    except KeyError:
-        raise ValueError(f"unknown policy {name!r}; known: {', '.join(POLICIES)}") from None
-    if not spec.uses_predictor:
-        cfg.pop("predictor", None)
+def policy_spec(name: str) -> PolicySpec:
+    """The registry entry for ``name`` (``static-K`` / ``static:K`` for any K); ValueError naming the known ones."""
+    if name in POLICIES:
+        return POLICIES[name]
+    static = _STATIC_NAME.fullmatch(name)
+    if static:
+        return _static(int(static.group(1)))
+    raise ValueError(f"unknown policy {name!r}; known: static-K, {', '.join(POLICIES)}")
+
+
+def make_policy(name: str, predictor: Any = None, energy_budget: float | None = None, **cfg: Any) -> DraftPolicy:
+    """Build the policy registered as ``name`` with constructor arguments ``cfg`` (see the module docstring
+    for ``predictor`` and ``energy_budget``)."""
+    spec = policy_spec(name)
+    if spec.uses_predictor and predictor is not None:
+        cfg["predictor"] = predictor
+    if spec.uses_energy_budget and energy_budget is not None:
+        cfg.setdefault("e_bar", energy_budget)
     return spec.factory(**cfg)

@@ -21,6 +21,7 @@ regime where no real ``q`` exists) with the same framing and the same bit formul
 
 from __future__ import annotations
 
+import enum
 import functools
 
 import math
@@ -34,9 +35,23 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from gelato.decoding.types import Draft, SparseDist, Verdict
 from gelato.wire.proto import gelato_pb2 as pb
 
-# edge_ar: the edge-only autoregressive baseline; the prompt goes up once (not billed per round, like a
-# prefill) and every round sends one target token down.
-PayloadMode = Literal["compact", "paper_topp", "dssd", "edge_ar"]
+
+
+class PayloadMode(enum.StrEnum):
+    """How a round is put on the wire: the one list of payload modes (see the module docstring)."""
+
+    COMPACT = "compact"
+    PAPER_TOPP = "paper_topp"
+    DSSD = "dssd"
+    # the edge-only autoregressive baseline: the prompt goes up once (not billed per round, like a prefill)
+    # and every round sends one target token down
+    EDGE_AR = "edge_ar"
+
+    @property
+    def listens_downlink(self) -> bool:
+        """True where the paper bills the device's receive power (DSSD's target rows, edge-only's tokens)."""
+        return self in (PayloadMode.DSSD, PayloadMode.EDGE_AR)
+
 ProbFormat = Literal["auto", "float", "fixed"]
 
 DEFAULT_SESSION = 0x9E3779B97F4A7C15  # a fixed non-zero session id, so its 9 bytes are always counted
@@ -47,7 +62,7 @@ class PayloadConfig(BaseModel):
     sends ids only)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    mode: PayloadMode = "compact"
+    mode: PayloadMode = PayloadMode.COMPACT
     greedy: bool = True
     top_p: float = Field(0.99995, gt=0, le=1)
     b_index: int = Field(18, ge=1, le=32)

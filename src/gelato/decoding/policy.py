@@ -1,8 +1,9 @@
-"""The one interface every draft-length policy implements (GELATO, its ablations, every baseline).
+"""The interface the round loop asks a draft-length policy for (implemented in ``gelato.policies``).
 
-The round loop asks, in order: ``budget(ctx)`` before drafting (the outer loop), ``keep_drafting(step)``
+The loop asks, in order: ``budget(ctx)`` before drafting (the outer loop), ``keep_drafting(step)``
 after each drafted token (the inner loop), and ``observe(record)`` once the round is verified and
-charged (``record.charge`` then holds the clock's time and energy terms).
+charged (``record.charge`` then holds the clock's time and energy terms). The interface lives here, with
+the loop that calls it, so the loop never imports the policies that implement it.
 """
 
 from __future__ import annotations
@@ -26,10 +27,10 @@ class RoundContext:
 
 
 class DraftPolicy(ABC):
+    """A draft-length policy. Which payload a policy implies is on its registry entry
+    (``gelato.policies.registry.PolicySpec.payload_mode``), not on the instance."""
+
     name: str = "policy"
-    # The payload a policy implies, when it is not the run's default: "dssd" (q(x) up, p down at a
-    # rejection) or "edge_ar" (no draft: one target token down per round).
-    payload_mode: str | None = None
 
     @abstractmethod
     def budget(self, ctx: RoundContext) -> int:
