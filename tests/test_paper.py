@@ -102,7 +102,7 @@ def test_report_assembles_from_artifacts(small_sweep):
     for heading in ("## 1. The re-simulation's findings next to ours", "## 2. gelato-improved against gelato-paper",
                     "## 3. Where our numbers differ", "## 4. Fig. 5(a, b)", "## 7. Fig. 2"):
         assert heading in text, heading
-    assert "+66% throughput at 1 MHz" in text  # design 2.4's finding quoted next to ours
+    assert "+66% throughput at 1 MHz" in text  # the re-simulation's finding quoted next to ours
     assert f"{ARTIFACT_DIR}/fig5ab_synthetic.png" in text
     assert "Not run: trace-paper, trace-own-pair" in text
 

@@ -46,7 +46,7 @@ def test_uplink_rate_at_1mhz_by_hand():
     assert st.gain == pytest.approx(h)
     assert st.snr_db == pytest.approx(10 * math.log10(snr))
     assert st.uplink_bps == pytest.approx(1e6 * math.log2(1 + snr))
-    # at the mean gain: ~37.36 dB, ~12.41 Mbit/s (design 2.4 says "about 37 dB at 1 MHz")
+    # at the mean gain: ~37.36 dB, ~12.41 Mbit/s (docs/design-decisions.md says "about 37 dB at 1 MHz")
     mean = ch.mean_state()
     assert mean.snr_db == pytest.approx(37.36, abs=0.01)
     assert mean.uplink_bps == pytest.approx(12.4116e6, rel=1e-4)

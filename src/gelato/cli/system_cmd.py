@@ -32,7 +32,7 @@ def _fmt(x: float, unit: str = "") -> str:
 @app.command()
 def show(bandwidth_mhz: list[float] = typer.Option([1.0, 10.0], "--bandwidth-mhz", "-b",
                                                    help="uplink bandwidths to show (repeat the option)"),
-         paper: bool = typer.Option(False, "--paper", help="the paper's Table I + design 2.4 values"),
+         paper: bool = typer.Option(False, "--paper", help="the paper's Table I + the paper-mode constants of docs/design-decisions.md"),
          context: int = typer.Option(PAPER.prompt_context, "--context", "-L", min=0,
                                      help="draft context length L_k (tokens)"),
          device: str = typer.Option(None, "--device", help=f"device preset (generic mode): {sorted(DEVICE_PRESETS)}"),
@@ -65,12 +65,12 @@ def show(bandwidth_mhz: list[float] = typer.Option([1.0, 10.0], "--bandwidth-mhz
     settings.add_row("uplink power P_U", f"{p_u_dbm:g} dBm = {dbm_to_w(p_u_dbm):.4f} W", src_t1)
     settings.add_row("noise density N0", f"{n0_dbm:g} dBm/Hz", "paper Table I")
     settings.add_row("path loss", f"128.1 + 37.6 log10(d/km) dB, d = {dist:g} km",
-                     "design 2.3 / 2.4" if paper else "design 2.3 (generic distance)")
-    settings.add_row("fading", "Rayleigh, power gain ~ Exp(1), i.i.d. per round", "design 2")
+                     "paper-mode constants" if paper else "generic distance")
+    settings.add_row("fading", "Rayleigh, power gain ~ Exp(1), i.i.d. per round", "system model")
     if paper:
         settings.add_row("T_V, E_bar, g_max", f"{PAPER.t_verify_s * 1e3:g} ms, {PAPER.e_bar_j:g} J, {PAPER.g_max}",
                          "paper Table I")
-        settings.add_row("b_index, b_prob", f"{PAPER.b_index}, {PAPER.b_prob} bits", "design 2.4")
+        settings.add_row("b_index, b_prob", f"{PAPER.b_index}, {PAPER.b_prob} bits", "paper-mode constants")
     console.print(settings)
 
     # ---- draft compute per token --------------------------------------------------------------------

@@ -6,7 +6,7 @@ source, the token draws; figures and tables use the MEDIAN across seeds (min and
 
 Sources (``PaperSource``):
 
-- ``synthetic`` -- :class:`~gelato.experiments.synthetic.SyntheticSource`, the paper's regime (design 2.4);
+- ``synthetic`` -- :class:`~gelato.experiments.synthetic.SyntheticSource`, the paper's regime (docs/design-decisions.md, "Paper-mode constants");
   charged with the paper's system (Qwen2.5-0.5B dims in the FLOPs model, Table I constants).
 - ``trace`` -- a greedy trace of a real pair (``gelato trace record``), replayed exactly. Charged either
   as the ``paper`` system (the pair's acceptance and top-p supports, the paper's device and link), or as
@@ -51,7 +51,7 @@ E_BAR = PAPER.e_bar_j
 V_DEFAULT = PAPER.v
 V_VALUES: tuple[float, ...] = tuple(float(v) for v in PAPER.v_values)
 ENERGY_TOLERANCE = 0.02  # a run meets the budget when its mean round energy is <= E_bar * (1 + tolerance)
-IMPROVED_TARGET_PCT = 15.0  # issue 5: gelato-improved >= +15% throughput over gelato-paper at equal energy
+IMPROVED_TARGET_PCT = 15.0  # docs/design-decisions.md, "Beyond the paper": gelato-improved >= +15% throughput over gelato-paper at equal energy
 
 # The paper's reported gains of GELATO (throughput %, J/token %), where it states them per point.
 PAPER_REPORTED: dict[tuple[str, float], tuple[float | None, float | None]] = {

@@ -13,8 +13,6 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from gelato.experiments.synthetic import SyntheticProposer, SyntheticSource, SyntheticVerifier
 from gelato.experiments.trace import Trace, TraceProposer, TraceVerifier
 from gelato.models.cached import CachedCausalLM
@@ -161,8 +159,3 @@ def run_policy(policy: DraftPolicy, clock: RoundClock, sessions: Iterable[Sessio
         result.texts.append((session.prompt_id, gen.token_ids))
     result.summary = {"policy": result.policy, **summarize(result.rows, tokens, e_bar)}
     return result
-
-
-def set_threads(n: int) -> None:
-    if n > 0:
-        torch.set_num_threads(n)

@@ -1,4 +1,4 @@
-"""A synthetic draft/verify source calibrated to the GELATO paper's regime (design notes 2.2 and 2.4).
+"""A synthetic draft/verify source calibrated to the GELATO paper's regime (docs/design-decisions.md: "The inner loop", "Paper-mode constants").
 
 Per drafted token an entropy H is drawn (lognormal, sigma 0.25, scaled so that the mean acceptance
 E[phi(H)] equals rho0 = 0.9 under phi(H) = exp(-c H), c = 0.35), and the verifier accepts it with

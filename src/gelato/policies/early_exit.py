@@ -67,7 +67,7 @@ class SVIPPolicy(_EarlyExitPolicy):
     (``gamma = 0.15``, ``h = 0.3``: stop at ``H > h^2 / gamma = 0.6`` nats); the token is not sent.
 
     Source: Zhang et al., "Draft Model Knows When to Stop: A Self-Verification Length Policy for
-    Speculative Decoding" (SVIP), 2024; rule and constants as given in this project's issue 5.
+    Speculative Decoding" (SVIP), 2024; constants in docs/design-decisions.md, "Baselines' rules and constants".
     """
 
     name = "svip"

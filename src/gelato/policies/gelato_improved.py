@@ -40,7 +40,7 @@ The budget handed to the round loop is the longest draft whose continuation valu
 per-position estimates is logged next to it.
 
 Source: GELATO, arXiv 2605.10124 (the two loops and the queue); Dinkelbach 1967 (ratio objective);
-Neely, "Stochastic Network Optimization" 2010 (drift-plus-penalty, renewal form); design notes section 3.
+Neely, "Stochastic Network Optimization" 2010 (drift-plus-penalty, renewal form); docs/design-decisions.md, "Beyond the paper".
 """
 
 from __future__ import annotations
@@ -227,7 +227,7 @@ class GelatoImprovedPolicy(DraftPolicy):
     """GELATO, improved (ours): online-calibrated acceptance, throughput-ratio objective with an energy price
     (queue plus integral), and an optimal-stopping inner loop on the expected marginal value of a token.
 
-    Source: this project (design notes section 3), built on GELATO, arXiv 2605.10124.
+    Source: this project (docs/design-decisions.md, "Beyond the paper"), built on GELATO, arXiv 2605.10124.
     """
 
     name = "gelato-improved (ours)"

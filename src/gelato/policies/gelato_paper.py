@@ -1,4 +1,4 @@
-"""GELATO exactly as published (arXiv 2605.10124; design notes sections 2.1-2.3), and its two ablations.
+"""GELATO exactly as published (arXiv 2605.10124; docs/design-decisions.md: "The outer loop", "The inner loop"), and its two ablations.
 
 Outer loop (per round): virtual energy queue ``Q_{k+1} = max(0, Q_k + E_k - E_bar)``, ``Q_1 = 0``, and the
 budget ``g = argmax_{1<=g<=g_max} V * EN(g) / T(g) - Q_k * E(g)`` with ``EN(g) = (1 - a^(g+1)) / (1 - a)`` at
@@ -8,7 +8,7 @@ round's link and a payload of ``g`` times the running mean of uplink bits per se
 Inner loop (per token): leaky bucket ``B_i = max(0, B_{i-1} + H_i - H_th)`` with ``H_th = phi^-1(rho0)``,
 ``phi(H) = exp(-c H)``; drafting stops when ``B_i > factor * H_th`` and the overflowing token is not sent.
 
-Where the paper is silent (design notes 2.3): the bucket restarts at 0 each round; at least one token is
+Where the paper is silent (docs/design-decisions.md, "Where the paper is silent"): the bucket restarts at 0 each round; at least one token is
 always sent (the round loop sends position 0 whatever the hook says); the overflowing token was computed
 and is billed by the clock; the queue is fed the energy the clock charged (``record.charge["e_round"]``),
 or the predictor's energy of the round as drafted and sent when no clock runs.

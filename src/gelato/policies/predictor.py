@@ -1,7 +1,7 @@
 """What GELATO needs from the system model: a predicted (time, energy) of one round.
 
 GELATO's outer loop compares candidate draft lengths ``g`` by their predicted round time ``T(g)`` and
-device energy ``E(g)`` under the current channel (paper section II; design notes section 2.1). The
+device energy ``E(g)`` under the current channel (paper section II; docs/design-decisions.md, "The outer loop"). The
 policies do not build that model themselves: they take any object with a ``predict`` method of the
 :class:`RoundPredictor` shape (``gelato.system``'s ``ModelledClock`` is one). :class:`LinearRoundPredictor`
 is a small, explicit linear model for tests and for runs without a modelled clock.

@@ -1,7 +1,7 @@
 """The system model: wireless channel, compute cost, energy, device presets and the modelled clock.
 
-Design sections 2 (the paper's model), 2.3-2.4 (paper-mode decisions and constants) and 6 (metrics);
-formulas and sources in docs/system-model.md.
+The decisions behind it are in docs/design-decisions.md (the system model, where the paper is silent,
+paper-mode constants, metrics); formulas and sources in docs/system-model.md.
 """
 
 from gelato.system.channel import (ChannelConfig, ChannelState, PathLoss, TraceChannel, WirelessChannel, make_channel,

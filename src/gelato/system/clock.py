@@ -4,7 +4,7 @@ Implements the engine's ``RoundClock`` protocol (``gelato.decoding.engine``):
 
 * ``begin_round(ctx)`` draws this round's channel (fading) and returns the :class:`ChannelState` the
   policy sees as ``ctx.link``;
-* ``charge(record, draft, verdict)`` computes the round's terms (design sections 2 and 6)
+* ``charge(record, draft, verdict)`` computes the round's terms (docs/design-decisions.md: "The round and the system model", "Metrics")
 
       t_draft    = draft compute of every computed draft token (sent or not)
       t_uplink   = bits_up / r_up          (bits of the real DraftUp message + header)
@@ -21,7 +21,6 @@ Implements the engine's ``RoundClock`` protocol (``gelato.decoding.engine``):
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -82,7 +81,7 @@ class ModelledClock:
                    payload_mode: PayloadMode = "paper_topp", top_p: float = PAPER.top_p[0], greedy: bool = True,
                    seed: int = 0, distance_km: float = PAPER.distance_km, header_bits: int = 0,
                    dssd_target_support: int | None = None, **overrides: Any) -> "ModelledClock":
-        """Table I + design 2.4: 23 dBm uplink, -174 dBm/Hz, 0.175 km, Rayleigh fading; Qwen2.5-0.5B
+        """Table I + the paper-mode constants (docs/design-decisions.md): 23 dBm uplink, -174 dBm/Hz, 0.175 km, Rayleigh fading; Qwen2.5-0.5B
         FLOPs at 40 GFLOP/s and 12 W; constant T_V; top-p payload with b_index 18 and b_prob 32; only
         draft and uplink energy charged (receive power 19 dBm for the DSSD payload, as the paper's DSSD)."""
         channel = ChannelConfig(uplink_bandwidth_hz=bandwidth_mhz * MHZ, uplink_power_dbm=PAPER.uplink_power_dbm,
@@ -155,7 +154,7 @@ class ModelledClock:
 
     @property
     def mean_bits_per_token(self) -> float | None:
-        """Running mean of uplink bits per sent draft token (design 2.3's predicted payload)."""
+        """Running mean of uplink bits per sent draft token (the predicted payload of docs/design-decisions.md, "Where the paper is silent")."""
         return self.cum_bits_up / self.cum_sent if self.cum_sent else None
 
     @property
@@ -285,8 +284,3 @@ class ModelledClock:
                 "draft_compute": repr(self.draft_compute), "verify_compute": repr(self.verify_compute),
                 "device_power": self.device_power.model_dump(), "edge_power": self.edge_power.model_dump(),
                 "payload": self.payload.model_dump()}
-
-
-def charges_equal(a: Sequence[dict], b: Sequence[dict]) -> bool:
-    """Exact equality of two runs' charge dicts (determinism checks)."""
-    return len(a) == len(b) and all(x == y for x, y in zip(a, b))

@@ -3,7 +3,7 @@
 Every model answers one question, ``forward_seconds(n_tokens, context_len)``: the time of one forward
 pass that feeds ``n_tokens`` new tokens on top of ``context_len`` cached ones.
 
-* :class:`FlopsCompute` (the paper, design section 2): one layer costs, per new token at position
+* :class:`FlopsCompute` (the paper; docs/design-decisions.md, "The round and the system model"): one layer costs, per new token at position
   ``c`` (``c`` tokens before it), ``8 d^2 + 4 (c + 1/2) d + 4 d d_ff`` FLOPs, so a forward of ``n``
   tokens after ``L`` cached ones costs ``n_layers * n * (8 d^2 + 4 (L + n/2) d + 4 d d_ff)``; time is
   FLOPs / device FLOP/s. Summing ``g`` single-token forwards at contexts ``L, L+1, ..., L+g-1`` gives

@@ -105,14 +105,6 @@ class EnergyLedger:
         out["device"] = sum(r.device for r in self.rounds)
         return out
 
-    @property
-    def device_total(self) -> float:
-        return self.totals()["device"]
-
-    @property
-    def edge_total(self) -> float:
-        return self.totals()["edge"]
-
     def per_token(self, tokens: int) -> dict[str, float]:
         """Totals divided by generated tokens (J/token)."""
         if tokens <= 0:

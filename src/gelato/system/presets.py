@@ -1,4 +1,4 @@
-"""Device and edge presets with their sources, and the paper-mode constants (design 2 and 2.4).
+"""Device and edge presets with their sources, and the paper-mode constants (docs/design-decisions.md: "The round and the system model", "Paper-mode constants").
 
 Effective FLOP/s of real devices. Batch-1 decoding is memory-bandwidth bound: every weight is read
 once per forward, and each weight does 2 FLOPs (a multiply-add) per token. A device with memory
@@ -125,7 +125,7 @@ def edge_preset(name: str) -> EdgePreset:
 
 @dataclass(frozen=True)
 class PaperConstants:
-    """Table I of the paper (section 2 of the design) and the values design 2.4 fixes where it is silent."""
+    """Table I of the paper and the values docs/design-decisions.md ("Paper-mode constants") fixes where it is silent."""
 
     # Table I
     noise_dbm_per_hz: float = -174.0
@@ -149,7 +149,7 @@ class PaperConstants:
     rounds: int = 1000
     draft_dims: ModelDims = QWEN25_0_5B
     target_dims: ModelDims = QWEN25_7B
-    # design 2.3 / 2.4
+    # where the paper is silent: docs/design-decisions.md, "Paper-mode constants"
     path_loss_intercept_db: float = 128.1
     path_loss_slope_db: float = 37.6
     distance_km: float = 0.175

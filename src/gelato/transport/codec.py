@@ -3,7 +3,7 @@
 The only place that knows both sides. Uplink modes:
 
 - ``compact`` (default): greedy -> token ids only; sampling -> ids plus one exact truncated ``q`` per
-  token (lossless, design section 4).
+  token (lossless: docs/design-decisions.md, "Payload and losslessness").
 - ``dssd``: ids plus ``q(x_i)`` per token; on a rejection the edge sends the target distribution down
   and the device samples the residual itself, sending that token up as ``pending_ids`` next round.
 - ``paper_topp``: the paper's bit-packed top-p payload (ids plus the top-p part of each ``q``). Under

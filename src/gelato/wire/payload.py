@@ -2,7 +2,7 @@
 
 The bits charged to the modelled channel are ``8 * len(msg.SerializeToString()) + header_bits`` of the
 messages the transport would really send (``gelato.v1.DraftUp`` / ``gelato.v1.VerdictDown``), so the
-payload model and the wire format cannot drift apart. Payload modes (design section 4):
+payload model and the wire format cannot drift apart. Payload modes (docs/design-decisions.md, "Payload and losslessness"):
 
 ``compact``
     Greedy: token ids only. Sampling: ids plus, per token, the exact truncated ``q`` the token was
