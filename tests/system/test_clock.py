@@ -9,6 +9,7 @@ from gelato.decoding.engine import speculative_generate
 from gelato.decoding.sampling import SamplingParams
 from gelato.decoding.types import DraftStep, StopDecision
 from gelato.system.channel import ChannelConfig, ChannelState, PathLoss
+from gelato.system.summary import summarize_charged_rounds
 from gelato.system.clock import CHARGE_KEYS, ModelledClock
 from gelato.system.compute import QWEN25_0_5B, FlopsCompute, draft_seconds
 from gelato.system.config import SystemConfig
@@ -32,8 +33,8 @@ def charges(result):
 
 
 @pytest.mark.parametrize("factory,params", [
-    (lambda s: ModelledClock.paper_mode(seed=s), GREEDY),
-    (lambda s: ModelledClock.default(seed=s, payload=PayloadConfig(greedy=False)), SAMPLE),
+    (lambda s: SystemConfig.paper().build_clock(s), GREEDY),
+    (lambda s: SystemConfig.generic(payload=PayloadConfig(greedy=False)).build_clock(s), SAMPLE),
 ])
 def test_deterministic_for_a_seed(near_pair, make_spec_pair, factory, params):
     a = run(near_pair, make_spec_pair, factory(3), params)
@@ -49,7 +50,7 @@ def test_deterministic_for_a_seed(near_pair, make_spec_pair, factory, params):
 def test_charge_by_hand_paper_mode(tiny_pair, make_spec_pair):
     cfg = ChannelConfig(uplink_bandwidth_hz=1e6, uplink_power_dbm=23, fading="none",
                         path_loss=PathLoss(distance_km=0.175))
-    clock = ModelledClock.paper_mode(seed=0, channel=cfg)
+    clock = SystemConfig.paper().model_copy(update={"channel": cfg}).build_clock(0)
     res = run(tiny_pair, make_spec_pair, clock)
     rate = clock.channel.mean_state().uplink_bps
     for r in res.rounds:
@@ -70,7 +71,7 @@ def test_charge_by_hand_paper_mode(tiny_pair, make_spec_pair):
 
 
 def test_ledger_and_cumulative_totals(tiny_pair, make_spec_pair, tmp_path):
-    clock = ModelledClock.default(seed=1)
+    clock = SystemConfig.generic().build_clock(1)
     res = run(tiny_pair, make_spec_pair, clock)
     totals = clock.ledger.totals()
     rounds = clock.ledger.rounds
@@ -83,8 +84,9 @@ def test_ledger_and_cumulative_totals(tiny_pair, make_spec_pair, tmp_path):
     assert clock.cum_time == pytest.approx(sum(r.charge["t_round"] for r in res.rounds))
     assert clock.cum_tokens == sum(r.accepted + 1 for r in res.rounds)
     assert totals["idle"] > 0 and totals["downlink"] > 0  # generic mode bills all four device terms
-    s = clock.summary()
-    assert s["j_per_token"] == pytest.approx(totals["device"] / clock.cum_tokens)
+    s = summarize_charged_rounds(clock.rows, clock.cum_tokens)  # the one modelled summariser, on the clock's rows
+    assert s["joules_per_token"] == pytest.approx(totals["device"] / clock.cum_tokens)
+    assert s["modelled_seconds"] == pytest.approx(clock.cum_time) and s["rounds"] == len(res.rounds)
     path = clock.rounds_jsonl(tmp_path / "rounds.jsonl")
     lines = [json.loads(x) for x in path.read_text().splitlines()]
     assert len(lines) == len(res.rounds)
@@ -104,7 +106,7 @@ class PredictingPolicy(DraftPolicy):
         return self.k
 
 
-@pytest.mark.parametrize("factory", [lambda: ModelledClock.paper_mode(seed=5), lambda: ModelledClock.default(seed=5)])
+@pytest.mark.parametrize("factory", [lambda: SystemConfig.paper().build_clock(5), lambda: SystemConfig.generic().build_clock(5)])
 def test_predict_agrees_with_charge(near_pair, make_spec_pair, factory):
     clock = factory()
     policy = PredictingPolicy(clock, 3)
@@ -129,7 +131,7 @@ def test_discarded_token_is_billed(tiny_pair, make_spec_pair):
         def keep_drafting(self, step: DraftStep):
             return StopDecision.STOP_BEFORE if step.position == 2 else StopDecision.CONTINUE
 
-    clock = ModelledClock.paper_mode(seed=0)
+    clock = SystemConfig.paper().build_clock(0)
     res = run(tiny_pair, make_spec_pair, clock, policy=StopBefore(), n=12)
     model = FlopsCompute(QWEN25_0_5B, 40e9)
     for r in res.rounds:
@@ -144,7 +146,7 @@ def test_discarded_token_is_billed(tiny_pair, make_spec_pair):
 def test_sequential_pending_matches_real_draft_forwards(tiny_pair, near_pair, make_spec_pair, kind):
     pair = {"same": (tiny_pair[1], tiny_pair[1]), "near": near_pair, "random": tiny_pair}[kind]
     proposer, verifier = make_spec_pair(*pair, GREEDY)
-    clock = ModelledClock.default(seed=0)
+    clock = SystemConfig.generic().build_clock(0)
     fed = []
     last = [0]
 
@@ -160,19 +162,19 @@ def test_sequential_pending_matches_real_draft_forwards(tiny_pair, near_pair, ma
     assert pendings == {"same": {2}, "near": {1, 2}, "random": {1}}[kind]
 
 
-def test_system_config_paper_matches_paper_mode(tiny_pair, make_spec_pair):
-    a = run(tiny_pair, make_spec_pair, ModelledClock.paper_mode(seed=2), n=12)
-    b = run(tiny_pair, make_spec_pair, SystemConfig.paper().build_clock(seed=2), n=12)
-    assert [x.charge for x in a.rounds] == [x.charge for x in b.rounds]
-    gen_a = run(tiny_pair, make_spec_pair, ModelledClock.default(seed=2), n=12)
-    gen_b = run(tiny_pair, make_spec_pair, SystemConfig.generic().build_clock(seed=2), n=12)
-    assert [x.charge for x in gen_a.rounds] == [x.charge for x in gen_b.rounds]
-    cfg = SystemConfig.model_validate_json(SystemConfig.paper().model_dump_json())
-    assert cfg == SystemConfig.paper()
+def test_system_presets_round_trip_through_json_to_the_same_clock(tiny_pair, make_spec_pair):
+    """SystemConfig.paper / .generic are the one source of presets; a preset saved as JSON (an experiment
+    config) and loaded again builds a clock that charges every round identically."""
+    for preset in (SystemConfig.paper(), SystemConfig.generic()):
+        again = SystemConfig.model_validate_json(preset.model_dump_json())
+        assert again == preset
+        a = run(tiny_pair, make_spec_pair, preset.build_clock(seed=2), n=12)
+        b = run(tiny_pair, make_spec_pair, again.build_clock(seed=2), n=12)
+        assert [x.charge for x in a.rounds] == [x.charge for x in b.rounds]
 
 
 def test_dssd_bills_receive_energy_on_rejections(tiny_pair, make_spec_pair):
-    clock = ModelledClock.paper_mode(seed=0, payload_mode="dssd", dssd_target_support=2000)
+    clock = SystemConfig.paper(payload_mode="dssd", dssd_target_support=2000).build_clock(0)
     res = run(tiny_pair, make_spec_pair, clock)
     assert clock.device_power.receive_w == pytest.approx(dbm_to_w(19))
     rejected = [r for r in res.rounds if r.accepted < r.sent]
@@ -198,7 +200,7 @@ def test_trace_channel_drives_the_clock(tiny_pair, make_spec_pair, tmp_path):
 
 
 def test_predict_defaults_and_validation():
-    clock = ModelledClock.paper_mode(seed=0)
+    clock = SystemConfig.paper().build_clock(0)
     link = clock.channel.mean_state()
     t1, e1 = clock.predict(1, link, 100, 1000.0)
     t7, e7 = clock.predict(7, link, 100, 1000.0)
@@ -216,4 +218,4 @@ def test_predict_defaults_and_validation():
 def test_clock_is_a_round_predictor_for_the_policies():
     from gelato.policies.predictor import RoundPredictor
 
-    assert isinstance(ModelledClock.paper_mode(), RoundPredictor)
+    assert isinstance(SystemConfig.paper().build_clock(), RoundPredictor)

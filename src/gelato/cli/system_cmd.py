@@ -10,11 +10,11 @@ from rich.console import Console
 from rich.table import Table
 
 from gelato.system.channel import ChannelConfig, PathLoss, WirelessChannel
-from gelato.system.clock import ModelledClock
 from gelato.system.compute import QWEN25_0_5B, FlopsCompute, forward_flops
+from gelato.system.config import SystemConfig
 from gelato.system.presets import (DEVICE_PRESETS, EDGE_PRESETS, GENERIC_DISTANCE_KM, PAPER, device_preset)
 from gelato.system.units import MHZ, dbm_to_w
-from gelato.wire.payload import PayloadConfig, packed_nbytes, synthetic_topp_bits
+from gelato.wire.payload import PayloadConfig, PayloadMode, packed_nbytes, synthetic_topp_bits
 
 app = typer.Typer(help="The system model: channel, compute, energy, presets.", no_args_is_help=True)
 console = Console()
@@ -123,9 +123,10 @@ def show(bandwidth_mhz: list[float] = typer.Option([1.0, 10.0], "--bandwidth-mhz
 
     # ---- payload and one round ----------------------------------------------------------------------
     b_mhz = bandwidth_mhz[0]
-    clock = (ModelledClock.paper_mode(bandwidth_mhz=b_mhz, distance_km=dist) if paper else
-             ModelledClock.default(device=device_preset(device or "jetson-orin-nano-8gb-15w"), bandwidth_mhz=b_mhz,
-                                   distance_km=dist, payload=PayloadConfig(mode="paper_topp")))
+    system = (SystemConfig.paper(bandwidth_mhz=b_mhz, distance_km=dist) if paper else
+              SystemConfig.generic(bandwidth_mhz=b_mhz, device=device_preset(device or "jetson-orin-nano-8gb-15w"),
+                                   distance_km=dist, payload=PayloadConfig(mode=PayloadMode.PAPER_TOPP)))
+    clock = system.build_clock()
     pcfg = PayloadConfig(b_index=PAPER.b_index, b_prob=PAPER.b_prob)
     per_token_bytes = packed_nbytes(support, pcfg.b_index, pcfg.b_prob)
     bits_up = synthetic_topp_bits([support] * g, pcfg, position=context)

@@ -15,7 +15,7 @@ Sources (``PaperSource``):
 
 Sweeps (Table I): bandwidth {1, 2, 4, 7, 10} MHz at T_V = 100 ms (``fig5ab``); T_V {60, ..., 140} ms at
 5 MHz (``fig5cd``); the queue and budget trajectories for V in {10, 100} (``fig4``); acceptance against
-entropy with the fitted ``exp(-c H)`` (``fig2``).
+entropy with the fitted ``exp(-c H)`` (``fig2``, in :mod:`gelato.experiments.acceptance`).
 """
 
 from __future__ import annotations
@@ -28,11 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
-
 from gelato.experiments.config import RunConfig
 from gelato.experiments.runner import BudgetCap, Session, run_policy, synthetic_sessions, trace_sessions
-from gelato.experiments.synthetic import SyntheticRegime, SyntheticSource
 from gelato.experiments.trace import Trace
 from gelato.policies.registry import make_policy
 from gelato.system.config import ComputeSpec, SystemConfig
@@ -51,7 +48,9 @@ E_BAR = PAPER.e_bar_j
 V_DEFAULT = PAPER.v
 V_VALUES: tuple[float, ...] = tuple(float(v) for v in PAPER.v_values)
 ENERGY_TOLERANCE = 0.02  # a run meets the budget when its mean round energy is <= E_bar * (1 + tolerance)
-IMPROVED_TARGET_PCT = 15.0  # docs/design-decisions.md, "Beyond the paper": gelato-improved >= +15% throughput over gelato-paper at equal energy
+# gelato-improved's target: >= +15% throughput over gelato-paper at equal energy (docs/design-decisions.md,
+# "Beyond the paper")
+IMPROVED_TARGET_PCT = 15.0
 
 # The paper's reported gains of GELATO (throughput %, J/token %), where it states them per point.
 PAPER_REPORTED: dict[tuple[str, float], tuple[float | None, float | None]] = {
@@ -348,106 +347,3 @@ def run_fig4(source: PaperSource, point: Point, seeds: Sequence[int], rounds: in
             if on_run is not None:
                 on_run(f"fig4 {source.key} {variant.label} seed {seed}")
     return trajectories, records
-
-
-# ---------------------------------------------------------------------------------------------------
-# Fig. 2: acceptance against entropy
-
-
-def trace_acceptance_samples(trace: Trace) -> tuple[np.ndarray, np.ndarray]:
-    """Per prompt and position s: the first rollout token's entropy and whether it equals the target's token."""
-    hs, acc = [], []
-    for p in trace.prompts:
-        n = p.length
-        if n == 0:
-            continue
-        hs.append(np.asarray(p.entropies[:n, 0], dtype=float))
-        acc.append(np.asarray(p.draft_tokens[:n, 0] == p.target_tokens[:n], dtype=float))
-    if not hs:
-        return np.zeros(0), np.zeros(0)
-    return np.concatenate(hs), np.concatenate(acc)
-
-
-def synthetic_acceptance_samples(n: int = 20_000, seed: int = 0,
-                                 regime: SyntheticRegime = SyntheticRegime()) -> tuple[np.ndarray, np.ndarray]:
-    """(H, accepted) pairs drawn the way the synthetic verifier accepts tokens: accepted w.p. exp(-c H)."""
-    src = SyntheticSource(regime, seed=seed)
-    h = np.array([src.draw_token().entropy for _ in range(n)])
-    acc = (src.rng.random(n) < np.exp(-regime.c * h)).astype(float)
-    return h, acc
-
-
-def fit_exp_c(h: np.ndarray, accepted: np.ndarray, c_max: float = 50.0) -> float:
-    """Least-squares ``c`` of ``accepted ~ exp(-c H)`` over the raw samples (grid on log c, golden section)."""
-    h = np.asarray(h, dtype=float)
-    y = np.asarray(accepted, dtype=float)
-    if h.size == 0:
-        raise ValueError("no samples to fit")
-
-    def loss(c: float) -> float:
-        return float(np.sum((y - np.exp(-c * h)) ** 2))
-
-    grid = np.concatenate([[0.0], np.geomspace(1e-4, c_max, 240)])
-    losses = [loss(c) for c in grid]
-    i = int(np.argmin(losses))
-    lo, hi = grid[max(0, i - 1)], grid[min(len(grid) - 1, i + 1)]
-    g = (math.sqrt(5) - 1) / 2
-    a, b = lo + (1 - g) * (hi - lo), lo + g * (hi - lo)
-    fa, fb = loss(a), loss(b)
-    for _ in range(100):
-        if fa < fb:
-            hi, b, fb = b, a, fa
-            a = lo + (1 - g) * (hi - lo)
-            fa = loss(a)
-        else:
-            lo, a, fa = a, b, fb
-            b = lo + g * (hi - lo)
-            fb = loss(b)
-    c = (lo + hi) / 2
-    return c if loss(c) <= losses[i] else float(grid[i])
-
-
-def bin_acceptance(h: np.ndarray, accepted: np.ndarray, width: float = 0.1) -> list[dict]:
-    """Bins of ``width`` nats: lower edge, mean H, acceptance rate, count (empty bins omitted)."""
-    h = np.asarray(h, dtype=float)
-    y = np.asarray(accepted, dtype=float)
-    idx = np.floor(h / width + 1e-9).astype(int)
-    out = []
-    for b in np.unique(idx):
-        m = idx == b
-        out.append({"h_lo": round(float(b * width), 10), "h_mean": float(h[m].mean()),
-                    "acceptance": float(y[m].mean()), "count": int(m.sum())})
-    return out
-
-
-@dataclass
-class AcceptanceFit:
-    name: str
-    c: float
-    mean_acceptance: float
-    n: int
-    mean_entropy: float
-    bins: list[dict]
-
-    @property
-    def binned_r2(self) -> float:
-        """Count-weighted R^2 of exp(-c H) on the binned acceptance rates (1: the curve explains the bins;
-        <= 0: no better than the mean acceptance)."""
-        n = np.array([b["count"] for b in self.bins], dtype=float)
-        if n.sum() == 0:
-            return math.nan
-        h = np.array([b["h_mean"] for b in self.bins])
-        a = np.array([b["acceptance"] for b in self.bins])
-        mean = float(np.sum(n * a) / n.sum())
-        total = float(np.sum(n * (a - mean) ** 2))
-        return 1.0 - float(np.sum(n * (a - np.exp(-self.c * h)) ** 2)) / total if total > 0 else math.nan
-
-    @property
-    def h_th(self) -> float:
-        """``phi^-1(rho0)`` with this fit's c and the paper's rho0 = 0.9."""
-        return -math.log(PAPER.rho0) / self.c if self.c > 0 else math.inf
-
-
-def acceptance_fit(name: str, h: np.ndarray, accepted: np.ndarray, width: float = 0.1) -> AcceptanceFit:
-    return AcceptanceFit(name, fit_exp_c(h, accepted), float(np.mean(accepted)), int(len(h)), float(np.mean(h)),
-                         bin_acceptance(h, accepted, width))

@@ -11,7 +11,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from gelato.experiments.paper import PAPER_RANGES, AcceptanceFit, Sweep  # noqa: E402
+from gelato.experiments.acceptance import AcceptanceFit  # noqa: E402
+from gelato.experiments.paper import PAPER_RANGES, Sweep  # noqa: E402
 from gelato.system.presets import PAPER  # noqa: E402
 
 _GELATO_STYLE = {

@@ -23,6 +23,7 @@ from gelato.decoding.proposer import DraftModelProposer
 from gelato.decoding.sampling import SamplingParams
 from gelato.decoding.types import RoundRecord
 from gelato.decoding.verifier import TargetModelVerifier
+from gelato.system.summary import summarize_charged_rounds
 
 
 @dataclass
@@ -108,33 +109,6 @@ class RunResult:
         return rounds_path, summary_path
 
 
-def summarize(rows: Sequence[dict], tokens: int, e_bar: float | None = None, tolerance: float = 0.02) -> dict:
-    n = len(rows)
-    time_s = sum(r.get("t_round", 0.0) for r in rows)
-    terms = {k: sum(r.get(f"e_{k}", 0.0) for r in rows) for k in ("draft", "uplink", "downlink", "idle")}
-    energy = sum(terms.values())
-    sent = sum(r["sent"] for r in rows)
-    summary = {
-        "rounds": n, "tokens": tokens, "modelled_seconds": time_s, "device_joules": energy,
-        "tokens_per_second": tokens / time_s if time_s else 0.0,
-        "joules_per_token": energy / tokens if tokens else 0.0,
-        "joules_per_token_split": {k: v / tokens if tokens else 0.0 for k, v in terms.items()},
-        "mean_round_energy": energy / n if n else 0.0,
-        "mean_acceptance_length": tokens / n if n else 0.0,
-        "draft_acceptance_rate": sum(r["accepted"] for r in rows) / sent if sent else 0.0,
-        "drafted": sum(r["drafted"] for r in rows), "sent": sent,
-        "discarded": sum(r["drafted"] - r["sent"] for r in rows),
-        "mean_budget": sum(r["budget"] for r in rows) / n if n else 0.0,
-        "uplink_bytes_per_token": sum(r.get("bits_up", 0) for r in rows) / 8 / tokens if tokens else 0.0,
-        "downlink_bytes_per_token": sum(r.get("bits_down", 0) for r in rows) / 8 / tokens if tokens else 0.0,
-        "edge_joules": sum(r.get("e_edge", 0.0) for r in rows),
-    }
-    if e_bar is not None:
-        summary["e_bar"] = e_bar
-        summary["energy_constraint_met"] = summary["mean_round_energy"] <= e_bar * (1 + tolerance)
-    return summary
-
-
 def run_policy(policy: DraftPolicy, clock: RoundClock, sessions: Iterable[Session], rounds: int,
                e_bar: float | None = None, on_round: Callable[[RoundRecord], None] | None = None) -> RunResult:
     """Drive ``policy`` for exactly ``rounds`` rounds (sessions are consumed as needed)."""
@@ -157,5 +131,5 @@ def run_policy(policy: DraftPolicy, clock: RoundClock, sessions: Iterable[Sessio
                                    on_round=record_row, max_rounds=rounds - len(result.rows))
         tokens += len(gen.token_ids)
         result.texts.append((session.prompt_id, gen.token_ids))
-    result.summary = {"policy": result.policy, **summarize(result.rows, tokens, e_bar)}
+    result.summary = {"policy": result.policy, **summarize_charged_rounds(result.rows, tokens, e_bar)}
     return result

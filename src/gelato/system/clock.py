@@ -25,16 +25,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from gelato.decoding.types import Draft, RoundRecord, Verdict
-from gelato.system.channel import Channel, ChannelConfig, ChannelState, PathLoss, make_channel
-from gelato.system.compute import (QWEN25_0_5B, QWEN25_7B, QWEN25_7B_PARAMS, ComputeModel, ConstantCompute,
-                                   FlopsCompute, RooflineCompute, draft_seconds, verify_seconds)
+from gelato.system.channel import Channel, ChannelConfig, ChannelState, make_channel
+from gelato.system.compute import (QWEN25_0_5B, ComputeModel, ConstantCompute, FlopsCompute, draft_seconds,
+                                   verify_seconds)
 from gelato.system.energy import (DevicePower, EdgePower, EnergyLedger, device_round_energy,
                                   edge_round_energy)
-from gelato.system.presets import (EDGE_L4, GENERIC_DISTANCE_KM, JETSON_ORIN_NANO_8GB, PAPER, DevicePreset,
-                                   EdgePreset)
-from gelato.system.units import MHZ, dbm_to_w
-from gelato.wire.payload import (PayloadConfig, PayloadMode, build_draft_up, build_verdict_down,
-                                      message_bits)
+from gelato.system.presets import PAPER
+from gelato.wire.payload import PayloadConfig, PayloadMode, build_draft_up, build_verdict_down, message_bits
 
 Accounting = Literal["paper", "sequential"]
 
@@ -73,56 +70,6 @@ class ModelledClock:
         self.name = name
         self.ledger = EnergyLedger()
         self.reset(seed)
-
-    # --- constructors ---------------------------------------------------------------------------------
-
-    @classmethod
-    def paper_mode(cls, bandwidth_mhz: float = 1.0, t_verify_s: float = PAPER.t_verify_s,
-                   payload_mode: PayloadMode = "paper_topp", top_p: float = PAPER.top_p[0], greedy: bool = True,
-                   seed: int = 0, distance_km: float = PAPER.distance_km, header_bits: int = 0,
-                   dssd_target_support: int | None = None, **overrides: Any) -> "ModelledClock":
-        """Table I + the paper-mode constants (docs/design-decisions.md): 23 dBm uplink, -174 dBm/Hz, 0.175 km, Rayleigh fading; Qwen2.5-0.5B
-        FLOPs at 40 GFLOP/s and 12 W; constant T_V; top-p payload with b_index 18 and b_prob 32; only
-        draft and uplink energy charged (receive power 19 dBm for the DSSD payload, as the paper's DSSD)."""
-        channel = ChannelConfig(uplink_bandwidth_hz=bandwidth_mhz * MHZ, uplink_power_dbm=PAPER.uplink_power_dbm,
-                                noise_dbm_per_hz=PAPER.noise_dbm_per_hz, fading="rayleigh",
-                                path_loss=PathLoss(intercept_db=PAPER.path_loss_intercept_db,
-                                                   slope_db=PAPER.path_loss_slope_db, distance_km=distance_km))
-        receive_w = dbm_to_w(PAPER.dssd_receive_dbm) if payload_mode in ("dssd", "edge_ar") else 0.0
-        kwargs: dict[str, Any] = dict(
-            channel=channel, draft_compute=FlopsCompute(PAPER.draft_dims, PAPER.flops_per_s),
-            verify_compute=ConstantCompute(t_verify_s),
-            device_power=DevicePower(compute_w=PAPER.compute_w, receive_w=receive_w, idle_w=0.0),
-            edge_power=EdgePower(verify_w=EDGE_L4.verify_w),
-            payload=PayloadConfig(mode=payload_mode, greedy=greedy, top_p=top_p, b_index=PAPER.b_index,
-                                  b_prob=PAPER.b_prob, header_bits_up=header_bits, header_bits_down=header_bits,
-                                  dssd_target_support=dssd_target_support),
-            seed=seed, accounting="paper", count_downlink_time=True, name="paper")
-        kwargs.update(overrides)
-        return cls(**kwargs)
-
-    @classmethod
-    def default(cls, device: DevicePreset = JETSON_ORIN_NANO_8GB, edge: EdgePreset = EDGE_L4,
-                bandwidth_mhz: float = 1.0, distance_km: float = GENERIC_DISTANCE_KM,
-                payload: PayloadConfig | None = None, seed: int = 0, draft_dims=QWEN25_0_5B,
-                target_dims=QWEN25_7B, target_weight_bytes: float = 2 * QWEN25_7B_PARAMS,
-                **overrides: Any) -> "ModelledClock":
-        """A generic real-system setting: a device preset drafting with the FLOPs model at its effective
-        FLOP/s, an edge GPU verifying on a roofline (bf16 Qwen2.5-7B weights), all four device energy
-        terms, the compact payload, the real proposer's accounting."""
-        if edge.peak_flops_per_s is None or edge.memory_bw_bytes_per_s is None:
-            raise ValueError(f"edge preset {edge.name} lacks roofline figures (peak FLOP/s, memory bandwidth)")
-        channel = ChannelConfig(uplink_bandwidth_hz=bandwidth_mhz * MHZ, uplink_power_dbm=device.tx_power_dbm,
-                                downlink_power_dbm=edge.tx_power_dbm, path_loss=PathLoss(distance_km=distance_km))
-        kwargs: dict[str, Any] = dict(
-            channel=channel, draft_compute=FlopsCompute(draft_dims, device.flops_per_s),
-            verify_compute=RooflineCompute(target_dims, edge.peak_flops_per_s, edge.memory_bw_bytes_per_s,
-                                           target_weight_bytes),
-            device_power=DevicePower(compute_w=device.compute_w, receive_w=device.receive_w, idle_w=device.idle_w),
-            edge_power=EdgePower(verify_w=edge.verify_w), payload=payload or PayloadConfig(), seed=seed,
-            accounting="sequential", count_downlink_time=True, name=f"{device.name}+{edge.name}")
-        kwargs.update(overrides)
-        return cls(**kwargs)
 
     # --- state ----------------------------------------------------------------------------------------
 
@@ -176,7 +123,7 @@ class ModelledClock:
         n_sent, n_computed, L = len(draft.tokens), draft.n_computed, draft.start
         n_pending = 0 if self.accounting == "paper" else self._pending
         t_draft = draft_seconds(self.draft_compute, n_computed, L, n_pending)
-        bits_up = 0 if self.payload.mode == "edge_ar" else message_bits(
+        bits_up = 0 if self.payload.mode is PayloadMode.EDGE_AR else message_bits(
             build_draft_up(draft, self.payload, record.index, self._pending_ids), self.payload.header_bits_up)
         position = L + verdict.accepted + 1
         bits_down = message_bits(build_verdict_down(verdict, self.payload, record.index, position, n_sent),
@@ -265,17 +212,6 @@ class ModelledClock:
             for row in self.rows:
                 fh.write(json.dumps(row, sort_keys=True) + "\n")
         return path
-
-    def summary(self) -> dict:
-        """Totals: tokens, time, device energy by term, edge energy, throughput and J/token."""
-        totals = self.ledger.totals()
-        out = {"rounds": len(self.rows), "tokens": self.cum_tokens, "time_s": self.cum_time,
-               "device_j": totals["device"], "edge_j": totals["edge"],
-               **{f"device_{k}_j": totals[k] for k in ("draft", "uplink", "downlink", "idle")},
-               "bits_up": sum(r["bits_up"] for r in self.rows), "bits_down": sum(r["bits_down"] for r in self.rows)}
-        out["tokens_per_s"] = self.cum_tokens / self.cum_time if self.cum_time > 0 else 0.0
-        out["j_per_token"] = totals["device"] / self.cum_tokens if self.cum_tokens else 0.0
-        return out
 
     def describe(self) -> dict:
         """The clock's configuration, for experiment logs."""

@@ -1,7 +1,7 @@
 """One serialisable description of the whole system model (for YAML/JSON experiment configs).
 
-``SystemConfig(...).build_clock(seed)`` gives a :class:`ModelledClock`; ``SystemConfig.paper()`` and
-``SystemConfig.generic()`` match ``ModelledClock.paper_mode()`` and ``ModelledClock.default()``.
+``SystemConfig(...).build_clock(seed)`` gives a :class:`ModelledClock`. ``SystemConfig.paper()`` and
+``SystemConfig.generic()`` are THE system presets: every paper-mode or generic clock is built from them.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from gelato.system.channel import ChannelConfig, PathLoss
 from gelato.system.compute import (QWEN25_0_5B, QWEN25_7B, QWEN25_7B_PARAMS, ComputeModel, ConstantCompute,
                                    FlopsCompute, MeasuredProfile, ModelDims, RooflineCompute)
 from gelato.system.energy import DevicePower, EdgePower
-from gelato.system.presets import EDGE_L4, GENERIC_DISTANCE_KM, JETSON_ORIN_NANO_8GB, PAPER
+from gelato.system.presets import (EDGE_L4, GENERIC_DISTANCE_KM, JETSON_ORIN_NANO_8GB, PAPER, DevicePreset,
+                                   EdgePreset)
 from gelato.system.units import MHZ, dbm_to_w
 from gelato.wire.payload import PayloadConfig, PayloadMode
 
@@ -93,34 +94,46 @@ class SystemConfig(BaseModel):
 
     @classmethod
     def paper(cls, bandwidth_mhz: float = 1.0, t_verify_s: float = PAPER.t_verify_s,
-              payload_mode: PayloadMode = "paper_topp", top_p: float = PAPER.top_p[0],
-              greedy: bool = True) -> "SystemConfig":
+              payload_mode: PayloadMode | str = PayloadMode.PAPER_TOPP, top_p: float = PAPER.top_p[0],
+              greedy: bool = True, distance_km: float = PAPER.distance_km, header_bits: int = 0,
+              dssd_target_support: int | None = None) -> "SystemConfig":
+        """The paper's system: Table I and the paper-mode constants (docs/design-decisions.md): 23 dBm uplink,
+        -174 dBm/Hz, 0.175 km, Rayleigh fading; Qwen2.5-0.5B FLOPs at 40 GFLOP/s and 12 W; constant T_V; top-p
+        payload with b_index 18 and b_prob 32; only draft and uplink energy charged (plus 19 dBm receive power
+        where the payload has the device listen: DSSD, edge-only)."""
+        mode = PayloadMode(payload_mode)
         return cls(
             name="paper",
             channel=ChannelConfig(uplink_bandwidth_hz=bandwidth_mhz * MHZ, uplink_power_dbm=PAPER.uplink_power_dbm,
-                                  noise_dbm_per_hz=PAPER.noise_dbm_per_hz,
+                                  noise_dbm_per_hz=PAPER.noise_dbm_per_hz, fading="rayleigh",
                                   path_loss=PathLoss(intercept_db=PAPER.path_loss_intercept_db,
-                                                     slope_db=PAPER.path_loss_slope_db,
-                                                     distance_km=PAPER.distance_km)),
+                                                     slope_db=PAPER.path_loss_slope_db, distance_km=distance_km)),
             draft=ComputeSpec(kind="flops", dims=_dims(PAPER.draft_dims), flops_per_s=PAPER.flops_per_s),
             verify=ComputeSpec(kind="constant", seconds=t_verify_s),
             device_power=DevicePower(compute_w=PAPER.compute_w, idle_w=0.0,
-                                     receive_w=dbm_to_w(PAPER.dssd_receive_dbm) if payload_mode in ("dssd", "edge_ar") else 0.0),
+                                     receive_w=dbm_to_w(PAPER.dssd_receive_dbm) if mode.listens_downlink else 0.0),
             edge_power=EdgePower(verify_w=EDGE_L4.verify_w),
-            payload=PayloadConfig(mode=payload_mode, greedy=greedy, top_p=top_p, b_index=PAPER.b_index,
-                                  b_prob=PAPER.b_prob),
-            accounting="paper")
+            payload=PayloadConfig(mode=mode, greedy=greedy, top_p=top_p, b_index=PAPER.b_index, b_prob=PAPER.b_prob,
+                                  header_bits_up=header_bits, header_bits_down=header_bits,
+                                  dssd_target_support=dssd_target_support),
+            accounting="paper", count_downlink_time=True)
 
     @classmethod
-    def generic(cls, bandwidth_mhz: float = 1.0) -> "SystemConfig":
-        dev, edge = JETSON_ORIN_NANO_8GB, EDGE_L4
+    def generic(cls, bandwidth_mhz: float = 1.0, device: DevicePreset = JETSON_ORIN_NANO_8GB,
+                edge: EdgePreset = EDGE_L4, distance_km: float = GENERIC_DISTANCE_KM,
+                payload: PayloadConfig | None = None) -> "SystemConfig":
+        """A generic real system: a device preset drafting with the FLOPs model at its effective FLOP/s, an edge
+        GPU verifying on a roofline (bf16 Qwen2.5-7B weights), all four device energy terms, the compact
+        payload unless given, the real proposer's accounting."""
+        if edge.peak_flops_per_s is None or edge.memory_bw_bytes_per_s is None:
+            raise ValueError(f"edge preset {edge.name} lacks roofline figures (peak FLOP/s, memory bandwidth)")
         return cls(
-            name=f"{dev.name}+{edge.name}",
-            channel=ChannelConfig(uplink_bandwidth_hz=bandwidth_mhz * MHZ, uplink_power_dbm=dev.tx_power_dbm,
-                                  downlink_power_dbm=edge.tx_power_dbm,
-                                  path_loss=PathLoss(distance_km=GENERIC_DISTANCE_KM)),
-            draft=ComputeSpec(kind="flops", dims=_dims(QWEN25_0_5B), flops_per_s=dev.flops_per_s),
+            name=f"{device.name}+{edge.name}",
+            channel=ChannelConfig(uplink_bandwidth_hz=bandwidth_mhz * MHZ, uplink_power_dbm=device.tx_power_dbm,
+                                  downlink_power_dbm=edge.tx_power_dbm, path_loss=PathLoss(distance_km=distance_km)),
+            draft=ComputeSpec(kind="flops", dims=_dims(QWEN25_0_5B), flops_per_s=device.flops_per_s),
             verify=ComputeSpec(kind="roofline", dims=_dims(QWEN25_7B), peak_flops_per_s=edge.peak_flops_per_s,
                                memory_bw_bytes_per_s=edge.memory_bw_bytes_per_s, weight_bytes=2 * QWEN25_7B_PARAMS),
-            device_power=DevicePower(compute_w=dev.compute_w, receive_w=dev.receive_w, idle_w=dev.idle_w),
-            edge_power=EdgePower(verify_w=edge.verify_w), payload=PayloadConfig(), accounting="sequential")
+            device_power=DevicePower(compute_w=device.compute_w, receive_w=device.receive_w, idle_w=device.idle_w),
+            edge_power=EdgePower(verify_w=edge.verify_w), payload=payload or PayloadConfig(), accounting="sequential",
+            count_downlink_time=True)

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gelato.experiments.paper import SWEEPS, AcceptanceFit, PaperSource
+from gelato.experiments.acceptance import AcceptanceFit
+from gelato.experiments.paper import SWEEPS, PaperSource
 
 REPORT_NAME = "paper-reproduction.md"
 ARTIFACT_DIR = "paper-reproduction"

@@ -12,13 +12,13 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from gelato.experiments.acceptance import AcceptanceFit
 from gelato.experiments.paper import (
     E_BAR,
     ENERGY_TOLERANCE,
     IMPROVED_TARGET_PCT,
     PAPER_RANGES,
     SWEEPS,
-    AcceptanceFit,
     Point,
     Sweep,
     aggregate,
@@ -55,6 +55,11 @@ def md_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], align: str |
     return "\n".join(lines)
 
 
+def _grid(labels: Sequence[str], xs: Sequence[float], cell: dict, render) -> list[list[str]]:
+    """Table rows: one per label, one column per x; ``render(cell[(label, x)])``, blank where there is none."""
+    return [[f"`{label}`"] + [render(cell[(label, x)]) if (label, x) in cell else "" for x in xs] for label in labels]
+
+
 def _xlabel(sweep: Sweep, x: float) -> str:
     return f"{x:g} MHz" if sweep.axis == "bandwidth_mhz" else f"{x:g} ms"
 
@@ -76,17 +81,11 @@ def section_sweep(summary: Sequence[dict], gain_rows: Sequence[dict], sweep: Swe
                  f"The paper's figure ranges: {_range_text(sweep.name)}.")
     parts.append("")
     for metric, title, digits in (("tokens_per_second", "tokens/s", 2), ("joules_per_token", "device J/token", 4)):
-        rows = []
-        for label in labels:
-            row = [f"`{label}`"]
-            for x in xs:
-                r = cell.get((label, x))
-                if r is None:
-                    row.append("")
-                    continue
-                dagger = "" if float(r["mean_round_energy"]) <= e_bar * (1 + ENERGY_TOLERANCE) else " †"
-                row.append(fmt_num(r[metric], digits) + dagger)
-            rows.append(row)
+        def render(r: dict, metric: str = metric, digits: int = digits) -> str:
+            dagger = "" if float(r["mean_round_energy"]) <= e_bar * (1 + ENERGY_TOLERANCE) else " †"
+            return fmt_num(r[metric], digits) + dagger
+
+        rows = _grid(labels, xs, cell, render)
         parts += [f"**{title}**", "", md_table(["policy"] + [_xlabel(sweep, x) for x in xs], rows), ""]
     parts += [section_headline_gains(gain_rows, sweep, level + 1), ""]
     parts += [section_gain_matrix(gain_rows, sweep, "gelato-paper", level + 1), ""]
@@ -160,19 +159,14 @@ def section_gain_matrix(gain_rows: Sequence[dict], sweep: Sweep, gelato: str, le
     baselines = list(dict.fromkeys(g["baseline"] for g in rows_g))
     cell = {(g["baseline"], x_of(g, sweep)): g for g in rows_g}
     marks = {"best": "ᵇ", "worst": "ʷ", "": ""}
-    rows = []
-    for b in baselines:
-        row = [f"`{b}`"]
-        for x in xs:
-            g = cell.get((b, x))
-            if g is None:
-                row.append("")
-                continue
-            tp_mark = marks[g["tp_rank_paper"] or ""] if g["baseline_group"] == "paper-baseline" else ""
-            e_mark = marks[g["jpt_rank_paper"] or ""] if g["baseline_group"] == "paper-baseline" else ""
-            dagger = "" if g["baseline_energy_ok"] else " †"
-            row.append(f"{fmt_pct(g['tp_gain_pct'])}{tp_mark} / {fmt_pct(g['jpt_gain_pct'])}{e_mark}{dagger}")
-        rows.append(row)
+
+    def render(g: dict) -> str:
+        tp_mark = marks[g["tp_rank_paper"] or ""] if g["baseline_group"] == "paper-baseline" else ""
+        e_mark = marks[g["jpt_rank_paper"] or ""] if g["baseline_group"] == "paper-baseline" else ""
+        dagger = "" if g["baseline_energy_ok"] else " †"
+        return f"{fmt_pct(g['tp_gain_pct'])}{tp_mark} / {fmt_pct(g['jpt_gain_pct'])}{e_mark}{dagger}"
+
+    rows = _grid(baselines, xs, cell, render)
     return "\n".join([f"{h} `{gelato}`: gain over every baseline (throughput / J per token)", "",
                       "ᵇ best and ʷ worst baseline of the paper set for that metric; † the baseline exceeds the "
                       "energy budget.", "",

@@ -10,13 +10,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from gelato.experiments.acceptance import AcceptanceFit
 from gelato.experiments.paper import (
     GELATO_POLICIES,
     IMPROVED_TARGET_PCT,
     PAPER_RANGES,
     PAPER_REPORTED,
     SWEEPS,
-    AcceptanceFit,
     aggregate,
 )
 from gelato.experiments.report.analysis import (

@@ -12,22 +12,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+from gelato.experiments.acceptance import AcceptanceFit, acceptance_fit, synthetic_acceptance_samples, trace_acceptance_samples
 from gelato.experiments.paper import (
     E_BAR,
     ENERGY_TOLERANCE,
     PAPER_REPORTED_NOTES,
     SWEEPS,
-    AcceptanceFit,
     PaperSource,
     Point,
     Sweep,
     Variant,
-    acceptance_fit,
     aggregate,
     run_fig4,
     run_sweep,
-    synthetic_acceptance_samples,
-    trace_acceptance_samples,
 )
 from gelato.experiments.report.analysis import (
     GAIN_COLUMNS,
