@@ -32,7 +32,8 @@ def _fmt(x: float, unit: str = "") -> str:
 @app.command()
 def show(bandwidth_mhz: list[float] = typer.Option([1.0, 10.0], "--bandwidth-mhz", "-b",
                                                    help="uplink bandwidths to show (repeat the option)"),
-         paper: bool = typer.Option(False, "--paper", help="the paper's Table I + the paper-mode constants of docs/design-decisions.md"),
+         paper: bool = typer.Option(False, "--paper", help="the paper's Table I + the paper-mode constants "
+                                   "(docs/design-decisions.md)"),
          context: int = typer.Option(PAPER.prompt_context, "--context", "-L", min=0,
                                      help="draft context length L_k (tokens)"),
          device: str = typer.Option(None, "--device", help=f"device preset (generic mode): {sorted(DEVICE_PRESETS)}"),

@@ -6,7 +6,8 @@ source, the token draws; figures and tables use the MEDIAN across seeds (min and
 
 Sources (``PaperSource``):
 
-- ``synthetic`` -- :class:`~gelato.experiments.synthetic.SyntheticSource`, the paper's regime (docs/design-decisions.md, "Paper-mode constants");
+- ``synthetic`` -- :class:`~gelato.experiments.synthetic.SyntheticSource`, the paper's regime
+  (docs/design-decisions.md, "Paper-mode constants");
   charged with the paper's system (Qwen2.5-0.5B dims in the FLOPs model, Table I constants).
 - ``trace`` -- a greedy trace of a real pair (``gelato trace record``), replayed exactly. Charged either
   as the ``paper`` system (the pair's acceptance and top-p supports, the paper's device and link), or as
