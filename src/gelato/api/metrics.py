@@ -37,6 +37,8 @@ class ApiMetrics:
         self.prompt_tokens = Counter("gelato_prompt_tokens", "Prompt tokens processed", registry=r)
         self.generation_tokens = Counter("gelato_generation_tokens", "Tokens generated", registry=r)
         self.requests = Counter("gelato_request_success", "Finished requests", ["finished_reason"], registry=r)
+        self.cancelled = Counter("gelato_request_cancelled", "Requests whose client went away mid-generation",
+                                 registry=r)
         self.request_errors = Counter("gelato_request_errors", "Refused or failed requests", ["status"],
                                       registry=r)
         self.running = Gauge("gelato_num_requests_running", "Requests in flight", registry=r)

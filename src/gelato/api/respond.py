@@ -107,6 +107,7 @@ async def text_pieces(job: GenerationJob, p: Prepared, backend: Backend, metrics
     tally = UsageTally(len(p.prompt_ids), p.spec, "measured" if backend.mode == "edge" else "modelled")
     metrics.prompt_tokens.inc(len(p.prompt_ids))
     last = arrived
+    finished = False
     try:
         async for event in job.events():
             if isinstance(event, RoundEvent):
@@ -122,9 +123,13 @@ async def text_pieces(job: GenerationJob, p: Prepared, backend: Backend, metrics
                 yield Piece(text, event, counted)
                 if stops.stopped:
                     job.cancel()
+                    finished = True
                     yield _finish("stop", tally, metrics)
                     return
                 continue
+            if event.stop_reason == "cancelled":
+                return
+            finished = True
             if event.stop_reason == "error":
                 metrics.request_errors.labels(status="502").inc()
                 yield Finish(None, tally.usage(), _edge_error(event.error))
@@ -134,6 +139,8 @@ async def text_pieces(job: GenerationJob, p: Prepared, backend: Backend, metrics
             return
     finally:
         job.cancel()  # the consumer went away (client disconnect) or finished: stop the rounds
+        if not finished:
+            metrics.cancelled.inc()
         metrics.e2e.observe(time.perf_counter() - arrived)
 
 
