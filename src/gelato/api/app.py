@@ -28,6 +28,7 @@ from gelato.api.schemas import ChatCompletionRequest, CompletionRequest, parse_r
 from gelato.api.speculative import Speculation
 
 _DISCONNECT_POLL_S = 0.1
+MODEL_ALIAS = "gelato"  # accepted for whatever pair is served, so examples need not name it
 
 
 @dataclass
@@ -142,8 +143,9 @@ async def generate(request: Request, state: ServerState, chat: bool) -> Response
     body = await read_json(request, state.limits.max_body_bytes)
     req = parse_request(body, ChatCompletionRequest if chat else CompletionRequest)
     backend = state.backend
-    if req.model != backend.model_name:
-        raise APIError(404, f"the model {req.model!r} does not exist; this server serves {backend.model_name!r}",
+    if req.model not in (backend.model_name, MODEL_ALIAS):
+        raise APIError(404, f"the model {req.model!r} does not exist; this server serves {backend.model_name!r} "
+                       f"(also as {MODEL_ALIAS!r})",
                        param="model", code="model_not_found")
     prepared = prepare(req, backend, state.default, state.limits)
     state.acquire()
@@ -162,8 +164,10 @@ async def generate(request: Request, state: ServerState, chat: bool) -> Response
     try:
         return await _whole(request, pieces, fmt, job)
     finally:
-        await pieces.aclose()
-        state.release()
+        try:
+            await pieces.aclose()
+        finally:
+            state.release()
 
 
 async def _whole(request: Request, pieces, fmt: ResponseFormat, job) -> JSONResponse:
@@ -175,6 +179,7 @@ async def _whole(request: Request, pieces, fmt: ResponseFormat, job) -> JSONResp
         if not collect.done() and await request.is_disconnected():
             job.cancel()
             collect.cancel()
+            await asyncio.gather(collect, return_exceptions=True)  # let the pieces see the cancellation
             return JSONResponse(APIError(499, "client closed the request").body(), status_code=499)
     finish: Finish = collect.result()
     if finish.error is not None:
@@ -218,7 +223,9 @@ class _Stream:
             await self.close()
 
     async def close(self) -> None:
-        await self.pieces.aclose()
-        if not self._released:
-            self._released = True
-            self.state.release()
+        try:
+            await self.pieces.aclose()
+        finally:
+            if not self._released:
+                self._released = True
+                self.state.release()
