@@ -146,5 +146,10 @@ def load_backend(draft_dir: Path, target_dir: Path | None = None, edge: EdgeSett
         draft, target, tokenizer = load_pair(draft_dir, target_dir, dtype, device)
     else:
         draft, target, tokenizer = load_causal_lm(draft_dir, dtype, device), None, load_tokenizer(draft_dir)
-    name = model_name or Path(target_dir if target_dir is not None else draft_dir).parent.name or "gelato"
-    return Backend(draft, tokenizer, target, edge, system, name)
+    return Backend(draft, tokenizer, target, edge, system, model_name or model_name_of(target_dir or draft_dir))
+
+
+def model_name_of(model_dir: Path) -> str:
+    """A built-in pair's name (``<pair>/target``), else the model directory's own name."""
+    d = Path(model_dir).resolve()
+    return (d.parent.name if d.name in ("draft", "target") else d.name) or "gelato"

@@ -152,6 +152,8 @@ def _finish(reason: str, tally: UsageTally, metrics: ApiMetrics, text: str = "")
 def _edge_error(exc: BaseException | None) -> APIError:
     from gelato.api.edge import TransportError
 
+    if isinstance(exc, APIError):
+        return exc
     if isinstance(exc, TransportError):
         return APIError(502, f"the edge failed during generation: {exc}", code="edge_unavailable",
                         type="server_error")
