@@ -91,6 +91,8 @@ def test_through_the_edge_equals_target_only(pair, server):
     assert "".join(texts) == reference and usage.completion_tokens == n
     assert usage.speculative["bytes"] == "measured" and usage.speculative["uplink_bytes"] > 0
     assert httpx.get(server.url + "/health").json()["verifier"] == "edge"
+    kw = dict(model=MODEL, prompt=PROMPT, max_tokens=16, temperature=0.9, seed=3)  # sampled q crosses the link
+    assert client.completions.create(**kw).choices[0].text == client.completions.create(**kw).choices[0].text
 
 
 def edge_metrics(address: str) -> dict:

@@ -103,6 +103,7 @@ def test_per_request_speculative_settings(pair, client):
                                        extra_body={"speculative": {"policy": "gelato-improved", "e_bar": 2.0}})
     assert text == reference
     assert usage.speculative["settings"]["policy"] == "gelato-improved"
+    assert usage.speculative["settings"]["e_bar"] == 2.0
 
 
 def test_stop_strings_across_rounds(pair, client):

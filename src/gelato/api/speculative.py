@@ -13,6 +13,8 @@ from gelato.api.errors import bad_request
 from gelato.api.schemas import SpeculativeSettings
 from gelato.experiments.runner import BudgetCap
 from gelato.policies.base import DraftPolicy
+from gelato.policies.gelato_improved import GelatoImprovedConfig
+from gelato.policies.gelato_paper import GelatoConfig
 from gelato.policies.registry import POLICIES, make_policy
 
 # the constructor argument each policy takes for its draft length
@@ -20,7 +22,9 @@ _LENGTH_ARG = {"static": "k", "static-5": "k", "static-7": "k", "static-9": "k",
                "svip": "k", "adaedl": "k", "gelato-paper": "g_max", "gelato-outer-only": "g_max",
                "gelato-inner-only": "g_max", "gelato-improved": "g_max", "adaptive-goodput": "k_max",
                "hf-heuristic": None, "hf-confidence": None, "edge-autoregressive": None}
-_HAS_E_BAR = frozenset({"gelato-paper", "gelato-outer-only", "gelato-inner-only", "gelato-improved"})
+_DEFAULT_E_BAR = {"gelato-paper": GelatoConfig().e_bar, "gelato-outer-only": GelatoConfig().e_bar,
+                  "gelato-inner-only": GelatoConfig().e_bar, "gelato-improved": GelatoImprovedConfig().e_bar}
+_HAS_E_BAR = frozenset(_DEFAULT_E_BAR)
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,9 @@ def resolve(request: SpeculativeSettings | None, default: Speculation) -> Specul
     policy = r.policy if r.policy is not None else default.policy
     if policy not in POLICIES:
         raise bad_request(f"unknown policy {policy!r}; known: {', '.join(POLICIES)}", param="speculative.policy")
-    e_bar = r.e_bar if r.e_bar is not None else (default.e_bar if policy in _HAS_E_BAR else None)
+    e_bar = None
+    if policy in _HAS_E_BAR:  # the request's, else the server's, else the policy's own default
+        e_bar = next(x for x in (r.e_bar, default.e_bar, _DEFAULT_E_BAR[policy]) if x is not None)
     if r.e_bar is not None and policy not in _HAS_E_BAR:
         raise bad_request(f"policy {policy!r} has no energy budget; e_bar applies to "
                           f"{', '.join(sorted(_HAS_E_BAR))}", param="speculative.e_bar")
