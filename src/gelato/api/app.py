@@ -7,6 +7,7 @@ runs it under uvicorn.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import time
@@ -56,10 +57,16 @@ class ServerState:
 
 def create_app(backend: Backend, default: Speculation, limits: Limits | None = None) -> FastAPI:
     limits = limits or Limits()
-    app = FastAPI(title="gelato", docs_url=None, redoc_url=None, openapi_url=None)
     state = ServerState(backend, default, limits, ApiMetrics(),
                         ThreadPoolExecutor(max_workers=limits.max_concurrent, thread_name_prefix="gelato-generate"),
                         started=time.time())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        state.executor.shutdown(wait=False, cancel_futures=True)  # running rounds end at their cancellation
+
+    app = FastAPI(title="gelato", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.gelato = state
 
     @app.exception_handler(APIError)
@@ -145,8 +152,7 @@ async def generate(request: Request, state: ServerState, chat: bool) -> Response
     backend = state.backend
     if req.model not in (backend.model_name, MODEL_ALIAS):
         raise APIError(404, f"the model {req.model!r} does not exist; this server serves {backend.model_name!r} "
-                       f"(also as {MODEL_ALIAS!r})",
-                       param="model", code="model_not_found")
+                       f"(also as {MODEL_ALIAS!r})", param="model", code="model_not_found")
     prepared = prepare(req, backend, state.default, state.limits)
     state.acquire()
     try:
@@ -157,7 +163,7 @@ async def generate(request: Request, state: ServerState, chat: bool) -> Response
     fmt = ResponseFormat(chat, backend.model_name, req.include_usage)
     pieces = text_pieces(job, prepared, backend, state.metrics, arrived)
     if req.stream:
-        stream = _Stream(pieces, fmt, state)
+        stream = _Stream(pieces, fmt, state, job)
         return StreamingResponse(stream.body(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
                                  background=BackgroundTask(stream.close))
@@ -199,8 +205,9 @@ async def _collect(pieces, texts: list[str]) -> Finish:
 class _Stream:
     """Server-sent events, one chunk per committed round; released exactly once however it ends."""
 
-    def __init__(self, pieces, fmt: ResponseFormat, state: ServerState) -> None:
+    def __init__(self, pieces, fmt: ResponseFormat, state: ServerState, job) -> None:
         self.pieces = pieces
+        self.job = job
         self.fmt = fmt
         self.state = state
         self._released = False
@@ -223,6 +230,7 @@ class _Stream:
             await self.close()
 
     async def close(self) -> None:
+        self.job.cancel()  # also when the body never started (the client left before the first byte)
         try:
             await self.pieces.aclose()
         finally:
