@@ -219,6 +219,7 @@ class _Stream:
                     yield sse(self.fmt.chunk(item.text, None, round_info(item.event, item.tokens)))
                     continue
                 if item.error is not None:
+                    self.state.metrics.request_errors.labels(status=str(item.error.status)).inc()
                     yield sse(item.error.body())
                 else:
                     yield sse(self.fmt.chunk(item.text, item.finish_reason))

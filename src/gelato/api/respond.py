@@ -131,7 +131,6 @@ async def text_pieces(job: GenerationJob, p: Prepared, backend: Backend, metrics
                 return
             finished = True
             if event.stop_reason == "error":
-                metrics.request_errors.labels(status="502").inc()
                 yield Finish(None, tally.usage(), _edge_error(event.error))
                 return
             reason = "stop" if event.stop_reason == "eos" else "length"
