@@ -6,6 +6,7 @@ import os
 
 import typer
 
+from gelato.cli.api_cmd import api
 from gelato.cli.bench_cmd import app as bench_app
 from gelato.cli.demo_cmd import demo
 from gelato.cli.generate_cmd import generate
@@ -41,6 +42,7 @@ app.add_typer(trace_app, name="trace", help="Record greedy traces for exact repl
 app.command()(serve)
 app.command()(device)
 app.command()(link)
+app.command()(api)
 
 if __name__ == "__main__":
     app()

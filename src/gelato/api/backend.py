@@ -1,0 +1,155 @@
+"""The models behind the server and what each request gets: its own proposer, verifier, policy and clock.
+
+One draft (and, without an edge, one target) per server process. Concurrent requests share the weights
+but never a KV cache: each request wraps the models in its own :class:`CachedCausalLM`, so generations
+run in parallel threads without a lock (inference-mode forwards do not modify the module).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from gelato.api.edge import EdgeSession
+from gelato.api.speculative import Speculation, build_policy
+from gelato.decoding.proposer import DraftModelProposer
+from gelato.decoding.sampling import SamplingParams
+from gelato.decoding.types import Draft, Verdict
+from gelato.decoding.verifier import TargetModelVerifier
+from gelato.models.cached import CachedCausalLM
+from gelato.models.loading import load_causal_lm, load_pair, load_tokenizer, shared_vocab_size
+from gelato.system.config import SystemConfig
+from gelato.transport.fingerprint import tokenizer_fingerprint
+from gelato.wire.payload import PayloadConfig, build_draft_up, build_verdict_down
+
+SYSTEMS = {"paper": SystemConfig.paper, "generic": SystemConfig.generic}
+
+
+class GenerationCancelled(Exception):
+    """Raised inside the round loop when the client went away or a stop string ended the text."""
+
+
+class MeteredVerifier:
+    """Wraps a verifier: stops before a round once cancelled, keeps the round's draft and verdict, and
+    the sizes of its messages (measured on an edge, else those of the messages the wire would carry)."""
+
+    def __init__(self, inner, payload: PayloadConfig, cancelled: Callable[[], bool],
+                 measured: Callable[[], tuple[int, int]] | None = None) -> None:
+        self.inner = inner
+        self.payload = payload
+        self.cancelled = cancelled
+        self.measured = measured
+        self.rounds = 0
+        self.last: tuple[Draft, Verdict, int, int] | None = None  # draft, verdict, up bytes, down bytes
+
+    def verify(self, committed: Sequence[int], draft: Draft) -> Verdict:
+        if self.cancelled():
+            raise GenerationCancelled()
+        verdict = self.inner.verify(committed, draft)
+        if self.measured is not None:
+            up, down = self.measured()
+        else:
+            up = build_draft_up(draft, self.payload, self.rounds).ByteSize()
+            down = build_verdict_down(verdict, self.payload, self.rounds, len(committed) + verdict.accepted + 1,
+                                      len(draft.tokens)).ByteSize()
+        self.rounds += 1
+        self.last = (draft, verdict, up, down)
+        return verdict
+
+
+@dataclass
+class GenerationParts:
+    proposer: DraftModelProposer
+    verifier: MeteredVerifier
+    policy: object
+    clock: object | None
+    close: Callable[[], None] = field(default=lambda: None)
+
+
+@dataclass
+class EdgeSettings:
+    address: str
+    token: str | None = None
+    rpc_timeout: float = 10.0
+    unreachable_after: float = 30.0
+
+
+class Backend:
+    def __init__(self, draft: torch.nn.Module, tokenizer, target: torch.nn.Module | None = None,
+                 edge: EdgeSettings | None = None, system: str | None = None, model_name: str = "gelato") -> None:
+        if (target is None) == (edge is None):
+            raise ValueError("give a target model (in-process verification) or an edge address, not both")
+        if system is not None and system not in SYSTEMS:
+            raise ValueError(f"unknown system model {system!r}; choose one of {', '.join(SYSTEMS)}")
+        self.draft = draft
+        self.target = target
+        self.tokenizer = tokenizer
+        self.edge = edge
+        self.system = system
+        self.model_name = model_name
+        self.fingerprint = tokenizer_fingerprint(tokenizer)
+        models = [m for m in (draft, target) if m is not None]
+        self.context_window = min(int(getattr(m.config, "max_position_embeddings", 0) or 1 << 30) for m in models)
+        self.eos_token_id = tokenizer.eos_token_id
+
+    @property
+    def mode(self) -> str:
+        return "edge" if self.edge is not None else "local"
+
+    def parts(self, prompt_ids: Sequence[int], params: SamplingParams, seed: int | None, spec: Speculation,
+              max_new_tokens: int, cancelled: Callable[[], bool]) -> GenerationParts:
+        """Fresh per-request state. Blocking (an edge session opens here): call it from the worker thread."""
+        seed = random.randrange(2**31) if seed is None else seed
+        device_gen = torch.Generator().manual_seed(seed)
+        payload = PayloadConfig(mode=spec.payload, greedy=params.greedy)
+        clock = None
+        if self.system is not None:
+            cfg = SYSTEMS[self.system]()
+            clock = cfg.model_copy(update={"payload": cfg.payload.model_copy(
+                update={"mode": spec.payload, "greedy": params.greedy})}).build_clock(seed)
+        predictor = clock if clock is not None else SystemConfig.paper().build_clock(seed)
+        if self.edge is None:
+            vocab = shared_vocab_size(self.draft, self.target)
+            inner = TargetModelVerifier(CachedCausalLM(self.target, vocab), params,
+                                        torch.Generator().manual_seed(seed + 1_000_003))
+            verifier = MeteredVerifier(inner, payload, cancelled)
+            close, max_draft = (lambda: None), None
+        else:
+            e = self.edge
+            session = EdgeSession(e.address, params, fingerprint=self.fingerprint, seed=seed, payload=spec.payload,
+                                  max_new_tokens=max_new_tokens, token=e.token, rpc_timeout=e.rpc_timeout,
+                                  unreachable_after=e.unreachable_after)
+            try:
+                edge_vocab, max_draft = session.open(prompt_ids)
+            except BaseException:
+                session.close()
+                raise
+            vocab = min(int(self.draft.config.vocab_size), edge_vocab)
+            verifier = MeteredVerifier(session, payload, cancelled, session.last_round_bytes)
+            close = session.close
+        proposer = DraftModelProposer(CachedCausalLM(self.draft, vocab), params, device_gen)
+        policy = build_policy(spec, predictor, max_draft)
+        return GenerationParts(proposer, verifier, policy, clock, close)
+
+
+def load_backend(draft_dir: Path, target_dir: Path | None = None, edge: EdgeSettings | None = None,
+                 system: str | None = None, dtype: str = "float32", device: str = "cpu",
+                 model_name: str | None = None) -> Backend:
+    """Load the draft (and the target unless an edge verifies) from local directories."""
+    if edge is None:
+        if target_dir is None:
+            raise ValueError("without an edge the target model is needed (give a target directory)")
+        draft, target, tokenizer = load_pair(draft_dir, target_dir, dtype, device)
+    else:
+        draft, target, tokenizer = load_causal_lm(draft_dir, dtype, device), None, load_tokenizer(draft_dir)
+    return Backend(draft, tokenizer, target, edge, system, model_name or model_name_of(target_dir or draft_dir))
+
+
+def model_name_of(model_dir: Path) -> str:
+    """A built-in pair's name (``<pair>/target``), else the model directory's own name."""
+    d = Path(model_dir).resolve()
+    return (d.parent.name if d.name in ("draft", "target") else d.name) or "gelato"

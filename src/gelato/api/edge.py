@@ -1,0 +1,45 @@
+"""The edge-backed verifier, in one place: a request's session with a remote ``gelato serve``.
+
+Everything the API server needs from the transport goes through :class:`EdgeSession`, so a change of the
+device client's API is absorbed here. It opens the session (prefilling the prompt on the edge), verifies
+rounds, reports each round's measured message sizes, and closes the session.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from gelato.decoding.sampling import SamplingParams
+from gelato.decoding.types import Draft, Verdict
+from gelato.transport.client import RemoteVerifier
+from gelato.transport.errors import TransportError
+
+__all__ = ["EdgeSession", "TransportError"]
+
+
+class EdgeSession:
+    def __init__(self, address: str, params: SamplingParams, *, fingerprint: str, seed: int, payload: str,
+                 max_new_tokens: int, token: str | None = None, rpc_timeout: float = 10.0,
+                 unreachable_after: float = 30.0, device_name: str = "gelato-api") -> None:
+        self._remote = RemoteVerifier(address, params, fingerprint=fingerprint, seed=seed, payload=payload,
+                                      device_name=device_name, max_new_tokens=max_new_tokens,
+                                      rpc_timeout=rpc_timeout, unreachable_after=unreachable_after,
+                                      generator=torch.Generator().manual_seed(seed + 1), token=token)
+
+    def open(self, prompt_ids: Sequence[int]) -> tuple[int, int | None]:
+        """Open the session with the prompt; (the edge's vocabulary size, its largest draft per round)."""
+        reply = self._remote.open(prompt_ids)
+        return int(reply.vocab_size), (int(reply.max_draft_tokens) or None)
+
+    def verify(self, committed: Sequence[int], draft: Draft) -> Verdict:
+        return self._remote.verify(committed, draft)
+
+    def last_round_bytes(self) -> tuple[int, int]:
+        """(uplink, downlink) bytes of the last round's messages, as sent and received."""
+        t = self._remote.stats.timings[-1]
+        return t.up_bytes, t.down_bytes
+
+    def close(self) -> None:
+        self._remote.close()

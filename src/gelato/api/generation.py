@@ -1,0 +1,104 @@
+"""One request's generation: the synchronous round loop in a worker thread, its rounds as async events.
+
+The worker runs :func:`speculative_generate` and hands each committed round to the event loop (an
+``asyncio.Queue`` fed through ``call_soon_threadsafe``). :meth:`GenerationJob.cancel` makes the next
+round raise :class:`GenerationCancelled` inside the loop; the verifier (an edge session) is closed in a
+``finally`` whatever happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+from gelato.api.backend import GenerationCancelled, GenerationParts
+from gelato.decoding.engine import commit_round, speculative_generate
+from gelato.decoding.types import RoundRecord
+
+
+@dataclass(frozen=True)
+class RoundEvent:
+    """A committed round: its record, the ids it committed (after EOS / length cuts), its message bytes."""
+
+    record: RoundRecord
+    tokens: list[int]
+    up_bytes: int
+    down_bytes: int
+    joules: float | None  # modelled device energy of the round (None without a system model)
+    at: float  # time.perf_counter() when the round was committed
+
+
+@dataclass(frozen=True)
+class DoneEvent:
+    stop_reason: str  # "eos" | "length" | "cancelled" | "error"
+    error: BaseException | None = None
+
+
+class GenerationJob:
+    def __init__(self, make_parts: Callable[[Callable[[], bool]], GenerationParts], prompt_ids: Sequence[int],
+                 max_new_tokens: int, eos_token_id: int | None) -> None:
+        """``make_parts(cancelled)`` builds the request's proposer/verifier/policy/clock (in the worker)."""
+        self.make_parts = make_parts
+        self.prompt_ids = list(prompt_ids)
+        self.max_new_tokens = max_new_tokens
+        self.eos_token_id = eos_token_id
+        self._cancel = threading.Event()
+        self._queue: asyncio.Queue = asyncio.Queue()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.finished = threading.Event()
+
+    def start(self, executor: Executor) -> None:
+        self._loop = asyncio.get_running_loop()
+        executor.submit(self._run)
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    async def events(self) -> AsyncIterator[RoundEvent | DoneEvent]:
+        while True:
+            event = await self._queue.get()
+            yield event
+            if isinstance(event, DoneEvent):
+                return
+
+    # ---------------------------------------------------------------- worker thread
+    def _emit(self, event) -> None:
+        self._loop.call_soon_threadsafe(self._queue.put_nowait, event)
+
+    def _run(self) -> None:
+        parts = None
+        try:
+            parts = self.make_parts(self._cancel.is_set)
+            shadow = list(self.prompt_ids)
+
+            def on_round(record: RoundRecord) -> None:
+                draft, verdict, up, down = parts.verifier.last
+                new, _ = commit_round(shadow, draft, verdict, len(self.prompt_ids), self.max_new_tokens,
+                                      self.eos_token_id)
+                joules = record.charge["e_round"] if record.charge else None
+                self._emit(RoundEvent(record, new, up, down, joules, time.perf_counter()))
+                if self._cancel.is_set():
+                    raise GenerationCancelled()
+
+            result = speculative_generate(self.prompt_ids, parts.proposer, parts.verifier, parts.policy,
+                                          self.max_new_tokens, self.eos_token_id, parts.clock, on_round=on_round)
+            self._emit(DoneEvent(result.stop_reason))
+        except GenerationCancelled:
+            self._emit(DoneEvent("cancelled"))
+        except BaseException as exc:  # reported to the client as an error event / 5xx
+            self._emit(DoneEvent("error", exc))
+        finally:
+            if parts is not None:
+                try:
+                    parts.close()
+                except Exception:  # closing is best effort; the edge expires idle sessions anyway
+                    pass
+            self.finished.set()

@@ -1,0 +1,87 @@
+"""``gelato api``: an OpenAI-compatible HTTP server answering by device-edge speculative decoding."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from gelato.cli.common import fail, resolve_pair_dirs
+
+
+def _read_keys(path: Path | None, keys: list[str]) -> frozenset[str]:
+    found = set(k for k in keys if k)
+    if path is not None:
+        try:
+            found |= {line.strip() for line in path.read_text().splitlines() if line.strip()
+                      and not line.startswith("#")}
+        except OSError as exc:
+            fail(f"cannot read the API keys file {path}: {exc}")
+    return frozenset(found)
+
+
+def api(
+    port: Annotated[int, typer.Option(help="HTTP port.")] = 8000,
+    host: Annotated[str, typer.Option(help="Address to bind (0.0.0.0 for every interface).")] = "127.0.0.1",
+    edge: Annotated[Optional[str], typer.Option(help="HOST:PORT of a `gelato serve` edge; without it the "
+                                                "target runs in this process.")] = None,
+    draft: Annotated[Optional[Path], typer.Option(help="Draft model directory (default: the default pair).")] = None,
+    target: Annotated[Optional[Path], typer.Option(help="Target model directory (default: the default pair; "
+                                                   "unused with --edge).")] = None,
+    model_name: Annotated[Optional[str], typer.Option(help="The model id clients ask for (default: the pair's "
+                                                      "name).")] = None,
+    policy: Annotated[str, typer.Option(help="Default draft-length policy (`gelato policies`).")] = "static",
+    num_draft_tokens: Annotated[int, typer.Option("--num-draft-tokens", "-k", min=1, max=64,
+                                                  help="Default K (largest draft for adaptive policies).")] = 4,
+    e_bar: Annotated[Optional[float], typer.Option(help="Default device energy budget per round, J (GELATO "
+                                                   "policies).")] = None,
+    payload: Annotated[str, typer.Option(help="Default payload: compact, paper_topp or dssd.")] = "compact",
+    system: Annotated[Optional[str], typer.Option(help="System model for modelled device joules: paper or "
+                                                  "generic (default: none).")] = None,
+    max_tokens: Annotated[int, typer.Option(min=1, help="Largest max_tokens a request may ask for.")] = 1024,
+    default_max_tokens: Annotated[int, typer.Option(min=1, help="max_tokens when a request gives none.")] = 256,
+    max_concurrent: Annotated[int, typer.Option(min=1, help="Requests in flight before 429.")] = 8,
+    max_body_kb: Annotated[int, typer.Option(min=1, help="Largest request body (413 beyond).")] = 1024,
+    api_key: Annotated[Optional[list[str]], typer.Option(help="Accepted bearer key (repeatable; env "
+                                                         "GELATO_API_KEY).")] = None,
+    api_keys_file: Annotated[Optional[Path], typer.Option(help="Accepted bearer keys, one per line.")] = None,
+    edge_token: Annotated[Optional[str], typer.Option(envvar="GELATO_TOKEN", help="Bearer token for the edge.")] = None,
+    edge_timeout: Annotated[float, typer.Option(help="Give up on an unreachable edge after this many s.")] = 30.0,
+    dtype: str = "float32",
+    device: Annotated[str, typer.Option(help="cpu, cuda, or auto.")] = "cpu",
+    log_level: str = "info",
+) -> None:
+    """Serve /v1/completions, /v1/chat/completions, /v1/models, /health and /metrics."""
+    from gelato.api.backend import SYSTEMS, EdgeSettings, load_backend
+    from gelato.api.respond import Limits
+    from gelato.api.server import serve
+    from gelato.api.speculative import Speculation
+    from gelato.models.loading import ModelLoadError, VocabularyMismatchError
+    from gelato.policies.registry import POLICIES
+
+    if policy not in POLICIES:
+        fail(f"unknown policy {policy!r}; known: {', '.join(POLICIES)}")
+    if payload not in ("compact", "paper_topp", "dssd"):
+        fail(f"unknown payload {payload!r}; choose compact, paper_topp or dssd")
+    if system is not None and system not in SYSTEMS:
+        fail(f"unknown system model {system!r}; choose {' or '.join(SYSTEMS)}")
+    if e_bar is not None and e_bar <= 0:
+        fail(f"--e-bar must be > 0, got {e_bar}")
+    if edge is not None:  # the target lives on the edge
+        draft_dir, target_dir = (draft, None) if draft is not None else (resolve_pair_dirs(None, None)[0], None)
+    else:
+        draft_dir, target_dir = resolve_pair_dirs(draft, target)
+    keys = _read_keys(api_keys_file, list(api_key or []) + [os.environ.get("GELATO_API_KEY", "")])
+    edge_settings = EdgeSettings(edge, edge_token, unreachable_after=edge_timeout) if edge else None
+    try:
+        backend = load_backend(draft_dir, target_dir, edge_settings, system, dtype, device,
+                               model_name)
+    except (ModelLoadError, VocabularyMismatchError, ValueError) as exc:
+        fail(str(exc))
+    limits = Limits(max_tokens=max_tokens, default_max_tokens=min(default_max_tokens, max_tokens),
+                    max_concurrent=max_concurrent, max_body_bytes=max_body_kb * 1024, api_keys=keys)
+    typer.echo(f"gelato api: model {backend.model_name!r}, verifier {edge or 'in process'}, "
+               f"policy {policy} K={num_draft_tokens}, on http://{host}:{port}/v1", err=True)
+    serve(backend, Speculation(policy, num_draft_tokens, e_bar, payload), limits, host, port, log_level)
