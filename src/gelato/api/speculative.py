@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from gelato.api.errors import bad_request
 from gelato.api.schemas import SpeculativeSettings
 from gelato.experiments.runner import BudgetCap
-from gelato.policies.base import DraftPolicy
+from gelato.decoding.policy import DraftPolicy
 from gelato.policies.gelato_improved import GelatoImprovedConfig
 from gelato.policies.gelato_paper import GelatoConfig
 from gelato.policies.registry import POLICIES, make_policy
