@@ -20,6 +20,7 @@ from gelato.experiments.trace import Trace, TraceProposer, TraceVerifier
 from gelato.models.cached import CachedCausalLM
 from gelato.policies.base import DraftPolicy
 from gelato.decoding.engine import Proposer, RoundClock, Verifier, speculative_generate
+from gelato.decoding.pipelined import pipelined_generate
 from gelato.decoding.pipeline import device_and_edge_generators
 from gelato.decoding.proposer import DraftModelProposer
 from gelato.decoding.sampling import SamplingParams
@@ -126,6 +127,9 @@ def summarize(rows: Sequence[dict], tokens: int, e_bar: float | None = None, tol
         "draft_acceptance_rate": sum(r["accepted"] for r in rows) / sent if sent else 0.0,
         "drafted": sum(r["drafted"] for r in rows), "sent": sent,
         "discarded": sum(r["drafted"] - r["sent"] for r in rows),
+        "predrafted": sum(r.get("predrafted", 0) for r in rows),
+        "predraft_used_rounds": sum(1 for r in rows if r.get("predraft_used")),
+        "carried": sum(r.get("carried", 0) for r in rows),
         "mean_budget": sum(r["budget"] for r in rows) / n if n else 0.0,
         "uplink_bytes_per_token": sum(r.get("bits_up", 0) for r in rows) / 8 / tokens if tokens else 0.0,
         "downlink_bytes_per_token": sum(r.get("bits_down", 0) for r in rows) / 8 / tokens if tokens else 0.0,
@@ -146,21 +150,28 @@ def run_policy(policy: DraftPolicy, clock: RoundClock, sessions: Iterable[Sessio
     def record_row(record: RoundRecord) -> None:
         row = {"index": record.index, "start": record.start, "budget": record.budget, "drafted": record.drafted,
                "sent": record.sent, "accepted": record.accepted, "entropies": [round(h, 5) for h in record.entropies],
+               "predrafted": record.predrafted, "carried": record.carried,
                **(record.charge or {}), **{f"policy_{k}": v for k, v in policy.state().items()}}
         result.rows.append(row)
         if on_round is not None:
             on_round(record)
 
+    loop = pipelined_generate if is_pipelined(policy) else speculative_generate
     for session in sessions:
         if len(result.rows) >= rounds:
             break
-        gen = speculative_generate(session.prompt_ids, session.proposer, session.verifier, policy,
+        gen = loop(session.prompt_ids, session.proposer, session.verifier, policy,
                                    session.max_new_tokens, session.eos_token_id, clock, round_offset=len(result.rows),
                                    on_round=record_row, max_rounds=rounds - len(result.rows))
         tokens += len(gen.token_ids)
         result.texts.append((session.prompt_id, gen.token_ids))
     result.summary = {"policy": result.policy, **summarize(result.rows, tokens, e_bar)}
     return result
+
+
+def is_pipelined(policy) -> bool:
+    """Policies that draft ahead while verifying (``pipelined = True``) run in the pipelined round loop."""
+    return bool(getattr(policy, "pipelined", False))
 
 
 def set_threads(n: int) -> None:
