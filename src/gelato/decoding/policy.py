@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
-from gelato.decoding.types import DraftStep, RoundRecord, StopDecision
+from gelato.decoding.types import Draft, DraftStep, RoundRecord, StopDecision
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,7 @@ class RoundContext:
     context_len: int  # committed tokens (prompt + generated)
     max_budget: int  # the loop will clip the budget to this (remaining tokens - 1)
     link: Any = None  # the clock's view of this round's channel (e.g. a ChannelState), if modelled
+    carried: int = 0  # pipelined loop: tokens already drafted ahead for this round (free to send)
 
 
 class DraftPolicy(ABC):
@@ -39,6 +40,14 @@ class DraftPolicy(ABC):
     def keep_drafting(self, step: DraftStep) -> StopDecision:
         """Called after each drafted token; default: draft up to the budget."""
         return StopDecision.CONTINUE
+
+    def predraft(self, ctx: RoundContext, draft: Draft) -> int:
+        """How many tokens to draft ahead while ``draft`` is being verified (pipelined loop only).
+
+        The pre-draft continues ``draft.tokens`` as if all were accepted; it becomes the head of the next
+        round's draft when the edge accepts every sent token and its own token equals the first pre-drafted
+        one, and is discarded (its energy spent) otherwise. Default 0: no pre-drafting, today's rounds."""
+        return 0
 
     def observe(self, record: RoundRecord) -> None:
         """Update internal estimates with the finished round."""

@@ -79,15 +79,15 @@ class DraftModelProposer:
         self.params = params
         self.generator = generator
 
+    def draft_next(self, committed: Sequence[int], sent: Sequence[int]) -> DraftedToken:
+        """One drafted token after ``committed + sent`` (the cache keeps their common prefix)."""
+        logits = self.model.feed(list(committed) + list(sent))[-1]
+        token, q, entropy = draft_token(logits, self.params, self.generator)
+        return DraftedToken(token, entropy, float(q[token]), float(q.max()), SparseDist.from_dense(q))
+
     def propose(self, committed: Sequence[int], budget: int, keep_drafting: KeepDrafting = always_continue) -> Draft:
         ids = list(committed)
-
-        def next_token(position: int, sent: list[int]) -> DraftedToken:
-            logits = self.model.feed(ids + sent)[-1]
-            token, q, entropy = draft_token(logits, self.params, self.generator)
-            return DraftedToken(token, entropy, float(q[token]), float(q.max()), SparseDist.from_dense(q))
-
-        return draft_loop(next_token, budget, keep_drafting, start=len(ids))
+        return draft_loop(lambda position, sent: self.draft_next(ids, sent), budget, keep_drafting, start=len(ids))
 
     def rollback(self, committed_len: int) -> None:
         """Keep only cache positions that belong to the committed sequence (all but its newest token)."""

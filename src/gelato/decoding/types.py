@@ -72,6 +72,9 @@ class Draft:
     # Replayed/synthetic drafts carry no q; instead, per sent token, the size of q's top-p support at the
     # payload's threshold (all the paper-compat payload's size depends on: fixed bit widths per entry).
     topp_support: list[int] | None = None
+    # Pipelined drafting: how many of the first computed tokens were pre-drafted during the previous
+    # round's wait (already billed there); the clock bills only the ``n_computed - n_carried`` fresh ones.
+    n_carried: int = 0
 
     @property
     def stopped_early(self) -> bool:
@@ -111,6 +114,8 @@ class RoundRecord:
     entropies: list[float]
     wall: PhaseTimes = field(default_factory=PhaseTimes)
     charge: dict | None = None  # modelled time/energy terms from the clock, if any
+    predrafted: int = 0  # tokens drafted ahead while this round's verdict was in flight (pipelined loop)
+    carried: int = 0  # tokens of this round's draft that came from the previous round's pre-draft
 
     @property
     def new_tokens(self) -> int:

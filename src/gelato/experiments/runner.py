@@ -18,6 +18,7 @@ from gelato.experiments.trace import Trace, TraceProposer, TraceVerifier
 from gelato.models.cached import CachedCausalLM
 from gelato.decoding.policy import DraftPolicy
 from gelato.decoding.engine import Proposer, RoundClock, Verifier, speculative_generate
+from gelato.decoding.pipelined import pipelined_generate
 from gelato.decoding.pipeline import device_and_edge_generators
 from gelato.decoding.proposer import DraftModelProposer
 from gelato.decoding.sampling import SamplingParams
@@ -118,18 +119,26 @@ def run_policy(policy: DraftPolicy, clock: RoundClock, sessions: Iterable[Sessio
     def record_row(record: RoundRecord) -> None:
         row = {"index": record.index, "start": record.start, "budget": record.budget, "drafted": record.drafted,
                "sent": record.sent, "accepted": record.accepted, "entropies": [round(h, 5) for h in record.entropies],
+               "predrafted": record.predrafted, "carried": record.carried,
                **(record.charge or {}), **{f"policy_{k}": v for k, v in policy.state().items()}}
         result.rows.append(row)
         if on_round is not None:
             on_round(record)
 
+    loop = pipelined_generate if is_pipelined(policy) else speculative_generate
     for session in sessions:
         if len(result.rows) >= rounds:
             break
-        gen = speculative_generate(session.prompt_ids, session.proposer, session.verifier, policy,
-                                   session.max_new_tokens, session.eos_token_id, clock, round_offset=len(result.rows),
-                                   on_round=record_row, max_rounds=rounds - len(result.rows))
+        gen = loop(session.prompt_ids, session.proposer, session.verifier, policy, session.max_new_tokens,
+                   session.eos_token_id, clock, round_offset=len(result.rows), on_round=record_row,
+                   max_rounds=rounds - len(result.rows))
         tokens += len(gen.token_ids)
         result.texts.append((session.prompt_id, gen.token_ids))
     result.summary = {"policy": result.policy, **summarize_charged_rounds(result.rows, tokens, e_bar)}
     return result
+
+
+def is_pipelined(policy) -> bool:
+    """Policies that draft ahead while verifying (``pipelined = True``) run in the pipelined round loop."""
+    return bool(getattr(policy, "pipelined", False))
+

@@ -6,12 +6,15 @@ probability phi(H), in the manner of llama.cpp's synthetic acceptance rates. The
 (what the paper-compat payload packs) is lognormal with mean 5000 entries at p = 0.99995 (2.5x larger at
 p = 0.99998), correlated 0.4 with log-entropy, capped at the Qwen2.5 vocabulary. Token ids are drawn
 uniformly from that vocabulary (they only size varints).
+
+Pipelined drafting: the token the device drafts right after its sent ones (``lookahead``) is matched by
+the target's own next token with probability phi(H) of that token, as any other draft position.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,6 +66,8 @@ class SyntheticSource:
         if self.scale is None:
             raise ValueError(f"the synthetic regime defines supports at top_p 0.99995 and 0.99998, not {top_p}")
         self.log_support_mu = math.log(regime.support_mean) - regime.support_sigma ** 2 / 2
+        # pipelined drafting: the first token drafted ahead of the round being verified (None: none)
+        self.lookahead: DraftedToken | None = None
 
     def draw_token(self) -> DraftedToken:
         r = self.regime
@@ -83,6 +88,16 @@ class SyntheticProposer:
     def propose(self, committed: Sequence[int], budget: int, keep_drafting: KeepDrafting = always_continue) -> Draft:
         return draft_loop(lambda j, sent: self.source.draw_token(), budget, keep_drafting, start=len(committed))
 
+    def draft_next(self, committed: Sequence[int], sent: Sequence[int]) -> DraftedToken:
+        return self.source.draw_token()
+
+    def predraft(self, committed: Sequence[int], sent: Sequence[int], depth: int,
+                 stop: Callable[[], bool] | None = None) -> list[DraftedToken]:
+        """Draft ahead; the first token is the one the verifier's own token is compared with."""
+        tokens = [self.source.draw_token() for _ in range(depth)]
+        self.source.lookahead = tokens[0] if tokens else None
+        return tokens
+
     def rollback(self, committed_len: int) -> None:
         pass
 
@@ -94,9 +109,17 @@ class SyntheticVerifier:
         self.source = source
 
     def verify(self, committed: Sequence[int], draft: Draft) -> Verdict:
+        src = self.source
         accepted = 0
         for h in draft.entropies[: len(draft.tokens)]:
-            if self.source.rng.random() >= self.source.regime.phi(h):
+            if src.rng.random() >= src.regime.phi(h):
                 break
             accepted += 1
-        return Verdict(accepted=accepted, token=int(self.source.rng.integers(self.source.regime.vocab_size)))
+        ahead, src.lookahead = src.lookahead, None
+        if ahead is not None and accepted == len(draft.tokens):
+            # the target's own next token agrees with the draft's next token with probability phi(H)
+            if src.rng.random() < src.regime.phi(ahead.entropy):
+                return Verdict(accepted=accepted, token=ahead.token)
+            other = int(src.rng.integers(src.regime.vocab_size - 1))
+            return Verdict(accepted=accepted, token=other + (other >= ahead.token))
+        return Verdict(accepted=accepted, token=int(src.rng.integers(src.regime.vocab_size)))

@@ -153,12 +153,25 @@ class TraceProposer:
         if budget > k_max:
             raise ValueError(f"budget {budget} exceeds the trace's k_max {k_max}")
 
-        def next_token(j: int, sent: list[int]) -> DraftedToken:
-            support = None if self.support_row is None else int(p.topp_support[self.support_row, s, j])
-            return DraftedToken(int(p.draft_tokens[s, j]), float(p.entropies[s, j]), float(p.token_probs[s, j]),
-                                float(p.max_probs[s, j]), topp_support=support)
+        return draft_loop(lambda j, sent: self._token(s, j), budget, keep_drafting, start=len(committed))
 
-        return draft_loop(next_token, budget, keep_drafting, start=len(committed))
+    @property
+    def k_max(self) -> int:
+        """Longest rollout recorded: no round (draft plus pre-draft) can look further ahead."""
+        return int(self.prompt.draft_tokens.shape[1])
+
+    def draft_next(self, committed: Sequence[int], sent: Sequence[int]) -> DraftedToken:
+        """The recorded greedy rollout after ``committed``, at offset ``len(sent)``."""
+        j = len(sent)
+        if j >= self.k_max:
+            raise ValueError(f"draft position {j} exceeds the trace's k_max {self.k_max}")
+        return self._token(len(committed) - self.prompt_len, j)
+
+    def _token(self, s: int, j: int) -> DraftedToken:
+        p = self.prompt
+        support = None if self.support_row is None else int(p.topp_support[self.support_row, s, j])
+        return DraftedToken(int(p.draft_tokens[s, j]), float(p.entropies[s, j]), float(p.token_probs[s, j]),
+                            float(p.max_probs[s, j]), topp_support=support)
 
     def rollback(self, committed_len: int) -> None:
         pass

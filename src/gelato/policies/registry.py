@@ -23,6 +23,7 @@ from gelato.policies.gelato_improved import GelatoImprovedPolicy
 from gelato.policies.gelato_paper import GelatoInnerOnlyPolicy, GelatoOuterOnlyPolicy, GelatoPaperPolicy
 from gelato.policies.goodput import AdaptiveGoodputPolicy
 from gelato.policies.hf import hf_confidence, hf_heuristic
+from gelato.policies.pipelined import GelatoImprovedPipelinedPolicy, StaticPipelinedPolicy
 from gelato.policies.static import DSSDPolicy, EdgeAutoregressivePolicy, StaticPolicy
 
 # "static-K" for any K >= 1 (static-5/7/9 are listed); "static:K" is the same policy, as the device CLI spells it.
@@ -65,6 +66,11 @@ POLICIES: dict[str, PolicySpec] = {
     "svip": PolicySpec(SVIPPolicy, "SVIP: stop before a token with sqrt(0.15 H) > 0.3"),
     "adaedl": PolicySpec(AdaEDLPolicy, "AdaEDL: stop before a token with 1 - sqrt(0.2 H) < 0.7"),
     "adaptive-goodput": PolicySpec(AdaptiveGoodputPolicy, "SmartSpec-style K = argmax EN(k)/T(k)", True),
+    "static-5-pipelined": PolicySpec(lambda **cfg: StaticPipelinedPolicy(k=cfg.pop("k", 5), **cfg),
+                                     "static SD, K=5, always drafts K+1 ahead while verifying (what fits in the "
+                                     "wait)", True),
+    "gelato-improved-pipelined": _gelato(GelatoImprovedPipelinedPolicy, "gelato-improved (ours) drafting ahead "
+                                         "while verifying, depth priced by the energy queue (predictor required)"),
 }
 
 

@@ -13,7 +13,9 @@ Implements the engine's ``RoundClock`` protocol (``gelato.decoding.engine``):
       t_round    = t_draft + t_uplink + t_verify + t_downlink
       e_round    = e_draft + e_uplink + e_downlink + e_idle   (device; e_edge reported apart)
 
-  advances the modelled time and charges the :class:`EnergyLedger`;
+  advances the modelled time and charges the :class:`EnergyLedger`; with pipelined drafting
+  (``charge(..., predrafted=m)``) the tokens drafted ahead during the wait are billed in full and their
+  time overlaps the wait (:func:`overlap_timeline`);
 * ``predict(g, link, context_len, bits_per_token)`` gives the predicted (round time, device energy)
   of a budget ``g`` with the same formulas (GELATO's outer loop).
 """
@@ -117,19 +119,27 @@ class ModelledClock:
         self._state = self.channel.next_state()
         return self._state
 
-    def charge(self, record: RoundRecord, draft: Draft, verdict: Verdict) -> dict:
+    def charge(self, record: RoundRecord, draft: Draft, verdict: Verdict, predrafted: int = 0) -> dict:
+        """Bill a round. Pipelined drafting: ``draft.n_carried`` of its tokens were pre-drafted (and billed)
+        in the previous round; ``predrafted`` tokens were drafted ahead during this round's wait (energy in
+        full, time overlapped with uplink, verification and downlink: :func:`overlap_timeline`)."""
         state = self._state if self._state is not None else self.channel.next_state()
         self._state = None
         n_sent, n_computed, L = len(draft.tokens), draft.n_computed, draft.start
         n_pending = 0 if self.accounting == "paper" else self._pending
-        t_draft = draft_seconds(self.draft_compute, n_computed, L, n_pending)
+        n_carried = min(draft.n_carried, n_computed)
+        t_draft = draft_seconds(self.draft_compute, n_computed - n_carried, L + n_carried,
+                                n_pending if n_carried == 0 else (0 if self.accounting == "paper" else 1))
+        t_predraft = draft_seconds(self.draft_compute, predrafted, L + n_sent, 0 if self.accounting == "paper" else 1)
         bits_up = 0 if self.payload.mode is PayloadMode.EDGE_AR else message_bits(
             build_draft_up(draft, self.payload, record.index, self._pending_ids), self.payload.header_bits_up)
         position = L + verdict.accepted + 1
         bits_down = message_bits(build_verdict_down(verdict, self.payload, record.index, position, n_sent),
                                  self.payload.header_bits_down)
         t_verify = verify_seconds(self.verify_compute, n_sent, L)
-        terms = self._terms(state, t_draft, bits_up, t_verify, bits_down)
+        terms = self._terms(state, t_draft, bits_up, t_verify, bits_down, t_predraft)
+        if predrafted or n_carried:
+            terms.update(predrafted=predrafted, carried=n_carried)
         self.ledger.charge(record.index, terms["e_draft"], terms["e_uplink"], terms["e_downlink"], terms["e_idle"],
                            terms["e_edge"])
         self.cum_tokens += verdict.accepted + 1
@@ -187,20 +197,26 @@ class ModelledClock:
         return terms["t_round"], terms["e_round"]
 
     def _terms(self, state: ChannelState, t_draft: float, bits_up: float, t_verify: float,
-               bits_down: float) -> dict:
+               bits_down: float, t_predraft: float = 0.0) -> dict:
         if not (state.uplink_bps > 0 and state.downlink_bps > 0):
             raise ValueError(f"channel rate is zero in round {state.index} (gain {state.gain}); cannot send")
         t_uplink = bits_up / state.uplink_bps
         t_downlink = bits_down / state.downlink_bps
         cfg = self.channel.config
-        e = device_round_energy(self.device_power, cfg.uplink_power_w, t_draft, t_uplink, t_downlink, t_verify)
+        timeline = overlap_timeline(t_draft, t_uplink, t_verify, t_downlink, t_predraft, self.count_downlink_time)
+        e = device_round_energy(self.device_power, cfg.uplink_power_w, t_draft + t_predraft, t_uplink, t_downlink,
+                                timeline["t_idle"])
         e_edge = edge_round_energy(self.edge_power, cfg.downlink_power_w, t_verify, t_downlink)
-        t_round = t_draft + t_uplink + t_verify + (t_downlink if self.count_downlink_time else 0.0)
-        return {"t_draft": t_draft, "t_uplink": t_uplink, "t_verify": t_verify, "t_downlink": t_downlink,
-                "t_round": t_round, "e_draft": e["draft"], "e_uplink": e["uplink"], "e_downlink": e["downlink"],
-                "e_idle": e["idle"], "e_round": e["draft"] + e["uplink"] + e["downlink"] + e["idle"],
-                "e_edge": e_edge, "bits_up": bits_up, "bits_down": bits_down, "gain": state.gain,
-                "snr_db": state.snr_db, "rate_up_bps": state.uplink_bps, "rate_down_bps": state.downlink_bps}
+        terms = {"t_draft": t_draft, "t_uplink": t_uplink, "t_verify": t_verify, "t_downlink": t_downlink,
+                 "t_round": timeline["t_round"], "e_draft": e["draft"], "e_uplink": e["uplink"],
+                 "e_downlink": e["downlink"], "e_idle": e["idle"],
+                 "e_round": e["draft"] + e["uplink"] + e["downlink"] + e["idle"],
+                 "e_edge": e_edge, "bits_up": bits_up, "bits_down": bits_down, "gain": state.gain,
+                 "snr_db": state.snr_db, "rate_up_bps": state.uplink_bps, "rate_down_bps": state.downlink_bps}
+        if t_predraft > 0:
+            terms.update(t_predraft=t_predraft, t_predraft_exposed=timeline["t_exposed"],
+                         e_predraft=self.device_power.compute_w * t_predraft)
+        return terms
 
     # --- logs -----------------------------------------------------------------------------------------
 
@@ -220,3 +236,27 @@ class ModelledClock:
                 "draft_compute": repr(self.draft_compute), "verify_compute": repr(self.verify_compute),
                 "device_power": self.device_power.model_dump(), "edge_power": self.edge_power.model_dump(),
                 "payload": self.payload.model_dump()}
+
+
+def overlap_timeline(t_draft: float, t_uplink: float, t_verify: float, t_downlink: float, t_predraft: float = 0.0,
+                     count_downlink_time: bool = True) -> dict:
+    """One round's timeline when the device drafts ahead during the wait (pipelined drafting).
+
+    The device drafts for ``t_draft`` (what still must be drafted), sends, and then waits
+    ``t_uplink + t_verify (+ t_downlink)`` for the verdict; pre-drafting starts as the uplink starts and
+    runs ``t_predraft`` on the device, concurrently. The round ends when both the verdict is back and the
+    pre-draft is done, so pre-draft time beyond the wait is not hidden::
+
+        t_round   = t_draft + max(t_wait, t_predraft)
+        t_exposed = max(0, t_predraft - t_wait)       (pre-draft time the round pays for)
+        t_idle    = t_verify - overlap of [t_uplink, t_uplink + t_verify] with [0, t_predraft]
+
+    With ``t_predraft = 0`` this is the sequential round, ``t_draft + t_uplink + t_verify + t_downlink``.
+    """
+    if min(t_draft, t_uplink, t_verify, t_downlink, t_predraft) < 0:
+        raise ValueError("phase times must be >= 0")
+    t_wait = t_uplink + t_verify + (t_downlink if count_downlink_time else 0.0)
+    busy_in_verify = min(max(0.0, t_predraft - t_uplink), t_verify)
+    return {"t_round": t_draft + max(t_wait, t_predraft), "t_wait": t_wait,
+            "t_exposed": max(0.0, t_predraft - t_wait), "t_idle": t_verify - busy_in_verify}
+

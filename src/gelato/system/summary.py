@@ -33,6 +33,9 @@ def summarize_charged_rounds(rows: Sequence[dict], tokens: int, e_bar: float | N
         "draft_acceptance_rate": sum(r["accepted"] for r in rows) / sent if sent else 0.0,
         "drafted": sum(r["drafted"] for r in rows), "sent": sent,
         "discarded": sum(r["drafted"] - r["sent"] for r in rows),
+        "predrafted": sum(r.get("predrafted", 0) for r in rows),  # drafted ahead during the wait (pipelined)
+        "predraft_used_rounds": sum(1 for r in rows if r.get("predraft_used")),
+        "carried": sum(r.get("carried", 0) for r in rows),  # pre-drafted tokens that headed the next draft
         "mean_budget": sum(r["budget"] for r in rows) / n if n else 0.0,
         "uplink_bytes_per_token": sum(r.get("bits_up", 0) for r in rows) / 8 / tokens if tokens else 0.0,
         "downlink_bytes_per_token": sum(r.get("bits_down", 0) for r in rows) / 8 / tokens if tokens else 0.0,

@@ -1,0 +1,224 @@
+"""Draft-ahead results: the pipelined controller against every unpipelined policy and static-5-pipelined.
+
+At the paper's settings (paper system, ids-only ``compact`` payload, E_bar = 1.2 J/round): bandwidth
+{1, 5, 10} MHz at T_V = 100 ms and T_V {60, 80, 120, 140} ms at 5 MHz, on the synthetic regime and on a
+greedy trace; the median over seeds of throughput, J/token and mean round energy per policy. Writes
+``pipelining.csv`` (medians), ``pipelining_seeds.csv`` (every run), ``pipelining.png`` and
+``pipelining.md`` with the gains table.
+"""
+
+from __future__ import annotations
+
+import csv
+import statistics
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from gelato.experiments.config import RunConfig
+from gelato.experiments.execute import execute
+
+OURS = "gelato-improved-pipelined"
+STATIC_PIPELINED = "static-5-pipelined"
+PIPELINED = (OURS, STATIC_PIPELINED)
+TOLERANCE = 0.02  # "within E_bar": mean round energy <= E_bar (1 + 2%), as the runner's summary
+
+
+@dataclass(frozen=True)
+class Point:
+    bandwidth_mhz: float
+    t_verify_ms: float
+
+    @property
+    def label(self) -> str:
+        return f"{self.bandwidth_mhz:g} MHz, {self.t_verify_ms:g} ms"
+
+
+def paper_points(bandwidths: Sequence[float] = (1, 5, 10), t_verifies: Sequence[float] = (60, 80, 100, 120, 140)
+                 ) -> list[Point]:
+    """Bandwidths at T_V = 100 ms, then T_V values at 5 MHz (the 5 MHz / 100 ms point once)."""
+    pts = [Point(b, 100.0) for b in bandwidths]
+    pts += [Point(5.0, t) for t in t_verifies if Point(5.0, t) not in pts]
+    return pts
+
+
+def unpipelined_policies() -> list[str]:
+    from gelato.policies.registry import POLICIES
+
+    return [n for n in POLICIES if n != "static" and n not in PIPELINED]
+
+
+def _one(job: tuple) -> dict:
+    source, trace, point, policy, seed, rounds, e_bar = job
+    import torch
+
+    torch.set_num_threads(1)
+    cfg = RunConfig(source=source, trace=trace, policy=policy, payload="compact", bandwidth_mhz=point.bandwidth_mhz,
+                    t_verify_ms=point.t_verify_ms, seed=seed, rounds=rounds, e_bar=e_bar)
+    s = execute(cfg, write=False).summary
+    return {"source": source, "bandwidth_mhz": point.bandwidth_mhz, "t_verify_ms": point.t_verify_ms,
+            "policy": policy, "seed": seed, "tokens_per_second": s["tokens_per_second"],
+            "joules_per_token": s["joules_per_token"], "mean_round_energy": s["mean_round_energy"],
+            "predrafted": s.get("predrafted", 0), "predraft_used_rounds": s.get("predraft_used_rounds", 0),
+            "rounds": s["rounds"]}
+
+
+def run_sweep(source: str, points: Iterable[Point], policies: Sequence[str], seeds: int, rounds: int,
+              trace: Path | None = None, e_bar: float = 1.2, jobs: int = 1,
+              progress: Callable[[dict], None] | None = None) -> list[dict]:
+    """Every (point, policy, seed) run; rows as :func:`_one` returns them."""
+    work = [(source, trace, p, pol, seed, rounds, e_bar) for p in points for pol in policies for seed in range(seeds)]
+    rows: list[dict] = []
+    if jobs <= 1:
+        for job in work:
+            rows.append(_one(job))
+            if progress:
+                progress(rows[-1])
+        return rows
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        for row in pool.map(_one, work):
+            rows.append(row)
+            if progress:
+                progress(row)
+    return rows
+
+
+def medians(rows: Sequence[dict], e_bar: float) -> list[dict]:
+    """Median over seeds per (source, point, policy); ``within`` = median round energy within E_bar."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["source"], r["bandwidth_mhz"], r["t_verify_ms"], r["policy"]), []).append(r)
+    out = []
+    for (source, bw, tv, pol), rs in groups.items():
+        m = {k: statistics.median(r[k] for r in rs) for k in ("tokens_per_second", "joules_per_token",
+                                                               "mean_round_energy")}
+        used = sum(r["predraft_used_rounds"] for r in rs) / max(1, sum(r["rounds"] for r in rs))
+        out.append({"source": source, "bandwidth_mhz": bw, "t_verify_ms": tv, "policy": pol, "seeds": len(rs), **m,
+                    "predraft_used_share": used, "within_e_bar": m["mean_round_energy"] <= e_bar * (1 + TOLERANCE)})
+    return out
+
+
+def gains(med: Sequence[dict]) -> list[dict]:
+    """Per (source, point): ours, the best unpipelined policy within E_bar, static-5-pipelined, and the gains."""
+    by: dict[tuple, dict[str, dict]] = {}
+    for r in med:
+        by.setdefault((r["source"], r["bandwidth_mhz"], r["t_verify_ms"]), {})[r["policy"]] = r
+    out = []
+    for (source, bw, tv), pols in by.items():
+        ours, stp = pols.get(OURS), pols.get(STATIC_PIPELINED)
+        cands = [r for n, r in pols.items() if n not in PIPELINED and r["within_e_bar"]]
+        best = max(cands, key=lambda r: r["tokens_per_second"]) if cands else None
+        row = {"source": source, "bandwidth_mhz": bw, "t_verify_ms": tv}
+        if ours:
+            row.update(ours_tps=ours["tokens_per_second"], ours_jpt=ours["joules_per_token"],
+                       ours_energy=ours["mean_round_energy"], ours_within=ours["within_e_bar"])
+        if best and ours:
+            row.update(best_unpipelined=best["policy"], best_tps=best["tokens_per_second"],
+                       best_jpt=best["joules_per_token"],
+                       gain_vs_best=ours["tokens_per_second"] / best["tokens_per_second"] - 1)
+        if stp and ours:
+            row.update(static_pipelined_tps=stp["tokens_per_second"], static_pipelined_jpt=stp["joules_per_token"],
+                       static_pipelined_energy=stp["mean_round_energy"],
+                       static_pipelined_within=stp["within_e_bar"],
+                       gain_vs_static_pipelined=ours["tokens_per_second"] / stp["tokens_per_second"] - 1)
+        out.append(row)
+    return out
+
+
+def write_csv(rows: Sequence[dict], path: Path) -> Path:
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def plot(med: Sequence[dict], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sources = sorted({r["source"] for r in med})
+    fig, axes = plt.subplots(len(sources), 2, figsize=(10, 3.6 * len(sources)), squeeze=False)
+    for i, src in enumerate(sources):
+        rows = [r for r in med if r["source"] == src]
+        for j, (axis, fixed, key) in enumerate((("bandwidth_mhz", ("t_verify_ms", 100.0), "MHz"),
+                                                ("t_verify_ms", ("bandwidth_mhz", 5.0), "T_V ms"))):
+            ax = axes[i][j]
+            pts = sorted({r[axis] for r in rows if r[fixed[0]] == fixed[1]})
+            series = {OURS: OURS, STATIC_PIPELINED: STATIC_PIPELINED, "best unpipelined within E_bar": None}
+            for label, pol in series.items():
+                ys = []
+                for x in pts:
+                    at = [r for r in rows if r[axis] == x and r[fixed[0]] == fixed[1]]
+                    if pol is None:
+                        c = [r["tokens_per_second"] for r in at if r["policy"] not in PIPELINED and r["within_e_bar"]]
+                        ys.append(max(c) if c else float("nan"))
+                    else:
+                        ys.append(next((r["tokens_per_second"] for r in at if r["policy"] == pol), float("nan")))
+                ax.plot(pts, ys, marker="o", label=label)
+            ax.set_xlabel(key)
+            ax.set_ylabel("tokens/s (modelled)")
+            ax.set_title(f"{src}: {fixed[0]} = {fixed[1]:g}")
+            ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:+.1f}%"
+
+
+def markdown(med: Sequence[dict], gain_rows: Sequence[dict], meta: dict) -> str:
+    lines = ["# Draft-ahead (pipelined drafting) under the energy budget", "",
+             f"Paper system, ids-only `compact` payload, E_bar = {meta['e_bar']} J/round, median of "
+             f"{meta['seeds']} seeds, {meta['rounds']} rounds each; sources: {', '.join(meta['sources'])}. "
+             f"Sweep time: {meta['seconds']:.0f} s on {meta['jobs']} process(es). Command: `{meta['command']}`.", "",
+             "\"Within E_bar\": median mean round energy <= E_bar (1 + 2%). Goals: >= +25% throughput over the best "
+             "unpipelined policy within E_bar at 5 MHz, T_V = 100 ms (synthetic); >= +10% over static-5-pipelined "
+             "at equal or lower J/token.", "",
+             "## Gains", "",
+             "| source | MHz | T_V ms | ours tok/s | ours J/tok | ours J/round | best unpipelined within E_bar | its tok/s "
+             "| gain | static-5-pipelined tok/s | its J/tok | its J/round | gain |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for g in gain_rows:
+        lines.append(f"| {g['source']} | {g['bandwidth_mhz']:g} | {g['t_verify_ms']:g} | {g.get('ours_tps', 0):.2f} | "
+                     f"{g.get('ours_jpt', 0):.4f} | {g.get('ours_energy', 0):.3f} | {g.get('best_unpipelined', '-')} | "
+                     f"{g.get('best_tps', 0):.2f} | {_pct(g.get('gain_vs_best'))} | "
+                     f"{g.get('static_pipelined_tps', 0):.2f} | {g.get('static_pipelined_jpt', 0):.4f} | "
+                     f"{g.get('static_pipelined_energy', 0):.3f} | {_pct(g.get('gain_vs_static_pipelined'))} |")
+    lines += ["", "## Every policy (medians)", "",
+              "| source | MHz | T_V ms | policy | tok/s | J/token | J/round | within E_bar | pre-draft used |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(med, key=lambda r: (r["source"], r["bandwidth_mhz"], r["t_verify_ms"], -r["tokens_per_second"])):
+        lines.append(f"| {r['source']} | {r['bandwidth_mhz']:g} | {r['t_verify_ms']:g} | {r['policy']} | "
+                     f"{r['tokens_per_second']:.2f} | {r['joules_per_token']:.4f} | {r['mean_round_energy']:.3f} | "
+                     f"{'yes' if r['within_e_bar'] else 'no'} | {100 * r['predraft_used_share']:.0f}% |")
+    return "\n".join(lines) + "\n"
+
+
+def write_results(rows: Sequence[dict], out: Path, meta: dict) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    med = medians(rows, meta["e_bar"])
+    g = gains(med)
+    paths = {"seeds": write_csv(rows, out / "pipelining_seeds.csv"), "csv": write_csv(med, out / "pipelining.csv"),
+             "gains": write_csv(g, out / "pipelining_gains.csv"), "png": plot(med, out / "pipelining.png")}
+    md = out.parent / "pipelining.md" if out.name == "pipelining" else out / "pipelining.md"
+    md.write_text(markdown(med, g, meta))
+    paths["md"] = md
+    return {"paths": paths, "gains": g, "medians": med}
+
+
+def timed(fn: Callable[[], list[dict]]) -> tuple[list[dict], float]:
+    t = time.perf_counter()
+    rows = fn()
+    return rows, time.perf_counter() - t
