@@ -49,7 +49,7 @@ def test_explicit_open_reports_edge_limits(pair, edge):
     target, draft = pair
     verifier = remote_verifier(edge.address)
     reply = verifier.open(PROMPTS[0])
-    assert reply.vocab_size == 96 and reply.max_draft_tokens == 32 and verifier.session == reply.session
+    assert reply.vocab_size == 96 and reply.max_draft_tokens == 32 and verifier.session_open
     result, _ = remote_generate(None, draft, PROMPTS[0], 10, verifier=verifier)
     assert result.token_ids == reference(target, PROMPTS[0], 10)
     assert verifier.stats.opens == 1

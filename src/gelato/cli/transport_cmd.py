@@ -90,7 +90,7 @@ def serve(
     _setup_logging(log_level)
     import torch
 
-    from gelato.transport.server import serve as run_server
+    from gelato.transport.process import serve as run_server
     if target_dir is None:
         from gelato.models.pairs import default_pair_dirs
         target_dir = default_pair_dirs()[1]
