@@ -21,12 +21,19 @@ from gelato.wire.protocol import GENERATE, HEALTH, METRICS
 _END = object()
 
 # Substrings of gRPC's status details that mean the TLS handshake, not the network, failed.
-_TLS_MARKERS = ("ssl", "tls", "handshake", "certificate", "peer name", "wrong_version_number")
+_TLS_MARKERS = ("ssl", "tls", "handshake", "certificate", "peer name", "wrong_version_number",
+                "hostname verification")
+# What a plaintext client sees from a TLS edge: the connection closes as soon as it is made.
+_PLAINTEXT_TO_TLS = "socket closed"
 
 
 def is_tls_failure(details: str | None) -> bool:
     text = (details or "").lower()
     return any(marker in text for marker in _TLS_MARKERS)
+
+
+def looks_like_plaintext_to_tls(details: str | None) -> bool:
+    return _PLAINTEXT_TO_TLS in (details or "").lower()
 
 
 class StreamTimeout(grpc.RpcError):

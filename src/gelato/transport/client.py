@@ -29,7 +29,7 @@ import torch
 from gelato.decoding.rejection import sample_deferred_residual
 from gelato.decoding.sampling import SamplingParams
 from gelato.decoding.types import Draft, Verdict
-from gelato.transport.channel import EdgeClient, EdgeStream, is_tls_failure
+from gelato.transport.channel import EdgeClient, EdgeStream, is_tls_failure, looks_like_plaintext_to_tls
 from gelato.transport.codec import decode_verdict, encode_draft, payload_config, sampling_to_proto
 from gelato.transport.errors import (EdgeCancelledError, EdgeRejectedError, EdgeTLSError, EdgeUnavailableError,
                                      TransportError)
@@ -253,6 +253,7 @@ class RemoteVerifier:
         attempt resumes on a new one. The unreachable window starts at the first attempt."""
         start = time.monotonic()
         resyncs = 0
+        closed_at_once = 0  # consecutive "socket closed" failures of a plaintext client
         delay = self.backoff_s[0]
         while True:
             committed = self._committed
@@ -269,10 +270,15 @@ class RemoteVerifier:
                 if self._cancelled.is_set():
                     raise EdgeCancelledError("the generation was cancelled", committed,
                                              self._prompt_len or 0) from None
-                if code == grpc.StatusCode.UNAVAILABLE \
-                        and is_tls_failure(details):
+                if code == grpc.StatusCode.UNAVAILABLE and is_tls_failure(details):
                     raise EdgeTLSError(f"TLS handshake with edge {self.client.target} failed ({details}); check "
                                        "--tls-ca, --server-name and that the edge serves TLS", committed,
+                                       self._prompt_len or 0) from None
+                closed_at_once = closed_at_once + 1 if (not self.client.tls and code == grpc.StatusCode.UNAVAILABLE
+                                                        and looks_like_plaintext_to_tls(details)) else 0
+                if closed_at_once >= 3:
+                    raise EdgeTLSError(f"edge {self.client.target} closes every plaintext connection at once: it "
+                                       "probably serves TLS (pass --tls-ca or --tls)", committed,
                                        self._prompt_len or 0) from None
                 waited = time.monotonic() - start
                 if code in TRANSIENT or code == BUSY:
