@@ -33,6 +33,7 @@ from gelato.transport.channel import EdgeClient, EdgeStream, is_tls_failure, loo
 from gelato.transport.codec import decode_verdict, encode_draft, payload_config, sampling_to_proto
 from gelato.transport.errors import (EdgeCancelledError, EdgeRejectedError, EdgeTLSError, EdgeUnavailableError,
                                      TransportError)
+from gelato.transport.sessions import verification_seed
 from gelato.wire.payload import PayloadConfig
 from gelato.wire.proto import gelato_pb2 as pb
 
@@ -149,7 +150,8 @@ class RemoteVerifier:
 
     def _open(self, committed: list[int], remaining: float) -> pb.OpenReply:
         self._drop_stream()
-        request = pb.OpenRequest(prompt_ids=committed, sampling=sampling_to_proto(self.params, self.seed),
+        seed = verification_seed(self.seed, self._prompt_len or len(committed), len(committed))
+        request = pb.OpenRequest(prompt_ids=committed, sampling=sampling_to_proto(self.params, seed),
                                  device_name=self.device_name, tokenizer_fingerprint=self.fingerprint,
                                  report_times=self.report_times,
                                  max_new_tokens=max(0, self.max_new_tokens - (len(committed) - (self._prompt_len or 0))))

@@ -46,7 +46,7 @@ from gelato.transport.batching import supports_batching
 from gelato.transport.codec import decode_draft, sampling_from_proto
 from gelato.transport.errors import RequestError
 from gelato.transport.rounds import Limits, check_open, check_round
-from gelato.transport.sessions import Session, SessionStore, session_seed
+from gelato.transport.sessions import Session, SessionStore
 from gelato.transport.stats import EdgeMetrics
 from gelato.transport.worker import ModelWorker, RoundJob, RoundResult
 from gelato.wire.payload import PayloadConfig
@@ -292,7 +292,7 @@ class EdgeServer:
         self.store.reserve_check(device)
         lm = CachedCausalLM(self.model, self.vocab_size)
         self._live_caches.add(lm)
-        generator = torch.Generator().manual_seed(session_seed(req.sampling.seed, len(prompt)))
+        generator = torch.Generator().manual_seed(int(req.sampling.seed))  # the device derives it (client.py)
         session = Session(id=self.store.new_id(), lm=lm, committed=prompt, params=params, generator=generator,
                           owner=device, device_name=req.device_name or (device or ""), prompt_len=len(prompt),
                           max_new_tokens=req.max_new_tokens, report_times=req.report_times)

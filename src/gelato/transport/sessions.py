@@ -29,12 +29,25 @@ def splitmix64(x: int) -> int:
 
 
 def session_seed(seed: int, position: int) -> int:
-    """Seed of a session's verification RNG: ``SamplingSettings.seed`` mixed with the opening position.
+    """Seed of a resumed session's verification RNG: the generation's seed mixed with the resume position.
 
     A session reopened mid-generation (``position`` = tokens committed so far) gets a fresh stream,
     never a replay of the numbers that already decided earlier rounds.
     """
     return splitmix64(splitmix64(seed & _MASK64) ^ position) & ((1 << 63) - 1)
+
+
+def verification_seed(seed: int, prompt_len: int, position: int) -> int:
+    """What the device sends as ``SamplingSettings.seed`` (the edge seeds its verification RNG with it).
+
+    At the first open it is the seed in-process generation gives its verifier for ``seed``
+    (:func:`gelato.decoding.pipeline.device_and_edge_generators`), so the same ``--seed`` gives the same
+    text locally and remotely (unbatched, compact payload, no resumes); a resume gets a fresh stream.
+    """
+    if position == prompt_len:
+        from gelato.decoding.pipeline import device_and_edge_generators
+        return device_and_edge_generators(seed)[1].initial_seed()
+    return session_seed(seed, position)
 
 
 @dataclass
