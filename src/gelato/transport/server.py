@@ -41,7 +41,7 @@ import torch
 from google.protobuf.message import DecodeError
 
 from gelato.models.cached import CachedCausalLM
-from gelato.transport.auth import TokenAuthenticator, server_credentials
+from gelato.transport.auth import TokenAuthenticator, check_key_pair, server_credentials
 from gelato.transport.batching import supports_batching
 from gelato.transport.codec import decode_draft, sampling_from_proto
 from gelato.transport.errors import RequestError
@@ -91,6 +91,8 @@ class EdgeConfig:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if (self.tls_cert_chain is None) != (self.tls_private_key is None):
             raise ValueError("TLS needs both a certificate chain and its private key")
+        if self.tls_cert_chain is not None:
+            check_key_pair(self.tls_cert_chain, self.tls_private_key)
 
     def grpc_options(self) -> list[tuple[str, int]]:
         ms = (lambda s: max(1, int(s * 1000)))
