@@ -158,8 +158,8 @@ def run_devices(port: int, n_devices: int, rounds: int, k: int, vocab: int) -> d
 
 # --------------------------------------------------------------------------- overhead, wire bytes, fairness
 
-def _one_device(address: str, vocab: int, rounds: int, k: int, seed: int = 0, prompt_len: int = 32):
-    """(verifier stats, per-round device times ms) of one device generating ``rounds`` synthetic rounds."""
+def _one_device(address: str, vocab: int, rounds: int, k: int, seed: int = 0, prompt_len: int = 32, on_round=None):
+    """The verifier stats of one device generating ``rounds`` synthetic rounds."""
     from gelato.decoding.engine import speculative_generate
     from gelato.decoding.sampling import SamplingParams
     from gelato.policies import StaticPolicy
@@ -172,7 +172,7 @@ def _one_device(address: str, vocab: int, rounds: int, k: int, seed: int = 0, pr
     try:
         verifier.open(prompt)
         speculative_generate(prompt, RandomDraftProposer(vocab, seed), verifier, StaticPolicy(k),
-                             max_new_tokens=rounds)
+                             max_new_tokens=rounds, on_round=on_round)
     finally:
         verifier.close()
     return verifier.stats
@@ -189,12 +189,18 @@ def measure_wire(port: int, vocab: int, rounds: int, k: int) -> tuple[float, flo
     from gelato.transport.link import LinkConfig, LinkThread
 
     cfg = LinkConfig(bandwidth_mhz=None, uplink_bps=1e9, downlink_bps=1e9)
+    skip = 5  # steady state: connection setup, stream headers and the open are not per-round costs
+    snaps = {}
     with LinkThread(f"127.0.0.1:{port}", cfg) as link:
-        stats = _one_device(link.address, vocab, rounds, k)
-        time.sleep(0.2)
-        wire = link.stats()
-    # payload: every message of the stream, the open included
-    return wire["up"]["bytes"] / max(1, stats.up_bytes), wire["down"]["bytes"] / max(1, stats.down_bytes)
+        def on_round(record):
+            if record.index in (skip - 1, rounds - 1):
+                snaps[record.index] = link.stats()
+        stats = _one_device(link.address, vocab, rounds, k, on_round=on_round)
+    first, last = snaps[skip - 1], snaps[rounds - 1]
+    timed = stats.timings[skip:rounds]
+    up = (last["up"]["bytes"] - first["up"]["bytes"]) / max(1, sum(t.up_bytes for t in timed))
+    down = (last["down"]["bytes"] - first["down"]["bytes"]) / max(1, sum(t.down_bytes for t in timed))
+    return up, down
 
 
 def _looping_opener(port: int, vocab: int, prompt_len: int, stop: threading.Event, seed: int) -> None:

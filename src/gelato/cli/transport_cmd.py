@@ -83,6 +83,10 @@ def serve(
                                           help="how long a request waits for others (only while other sessions "
                                                "could still send)"),
     max_sessions: int = typer.Option(64, "--max-sessions"),
+    max_sessions_per_device: int = typer.Option(16, "--max-sessions-per-device",
+                                                help="per bearer token (with --tokens-file)"),
+    prefill_chunk: int = typer.Option(128, "--prefill-chunk", help="prompt tokens per prefill step; rounds "
+                                      "of other sessions run between steps"),
     max_prompt_tokens: int = typer.Option(8192, "--max-prompt-tokens"),
     max_draft_tokens: int = typer.Option(32, "--max-draft-tokens", help="per round"),
     idle_timeout_s: float = typer.Option(600.0, "--idle-timeout-s", help="close sessions idle this long"),
@@ -124,6 +128,7 @@ def serve(
                    device=device, vocab_size=vocab_size, fingerprint=resolve_fingerprint(fingerprint),
                    tokens=tokens_file, tls_cert=tls_cert, tls_key=tls_key, max_batch=max_batch,
                    batch_window_ms=batch_window_ms, max_sessions=max_sessions, max_prompt_tokens=max_prompt_tokens,
+                   max_sessions_per_device=max_sessions_per_device, prefill_chunk=prefill_chunk,
                    max_draft_tokens=max_draft_tokens, idle_timeout_s=idle_timeout_s,
                    max_message_bytes=max_message_kb * 1024)
     except (OSError, ValueError, ModelLoadError) as exc:

@@ -66,7 +66,7 @@ class EdgeConfig:
     idle_timeout_s: float = 600.0  # a stream silent this long is ended and its session's cache freed
     max_batch: int = 8  # 1 = unbatched verification
     batch_window_ms: float = 8.0  # waits only while other ready sessions could still send
-    prefill_chunk: int = 256  # prompt tokens per prefill step between verification rounds
+    prefill_chunk: int = 128  # prompt tokens per prefill step between verification rounds
     max_message_bytes: int = 4 * 1024 * 1024
     keepalive_s: float = 30.0  # ping idle connections this often; drop them after keepalive_timeout_s
     keepalive_timeout_s: float = 10.0
