@@ -134,6 +134,7 @@ class RemoteVerifier:
         self._committed: list[int] = []
         self._cancelled = threading.Event()
         self._lock = threading.Lock()
+        self._busy = False  # a verify or open is using the stream
 
     @property
     def session_open(self) -> bool:
@@ -187,7 +188,13 @@ class RemoteVerifier:
         self._cancelled.set()
         with self._lock:
             stream, self._stream = self._stream, None
+            idle = not self._busy
         if stream is not None:
+            if idle:  # no round in flight: a graceful close, so the edge has freed the session on return
+                try:
+                    stream.exchange(pb.StreamUp(close=pb.CloseRequest()), min(self.rpc_timeout, 1.0))
+                except grpc.RpcError as exc:
+                    log.debug("closing the stream failed: %s", exc.code())
             stream.end()
             stream.cancel()
         if self._owns_client:
@@ -253,6 +260,15 @@ class RemoteVerifier:
     def _with_retries(self, attempt, resync: bool = True):
         """Run ``attempt(remaining_s)`` until it succeeds; every failure drops the stream, and the next
         attempt resumes on a new one. The unreachable window starts at the first attempt."""
+        with self._lock:
+            self._busy = True
+        try:
+            return self._retry_loop(attempt, resync)
+        finally:
+            with self._lock:
+                self._busy = False
+
+    def _retry_loop(self, attempt, resync: bool):
         start = time.monotonic()
         resyncs = 0
         closed_at_once = 0  # consecutive "socket closed" failures of a plaintext client

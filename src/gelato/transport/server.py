@@ -265,6 +265,8 @@ class EdgeServer:
                 elif kind == "close":
                     reply = pb.CloseReply(rounds=session.rounds if session else 0,
                                           tokens=session.tokens if session else 0)
+                    if session is not None:
+                        self._release(session)  # before the reply: closed means freed
                     await context.write(pb.StreamDown(closed=reply).SerializeToString())
                     return
                 else:
