@@ -36,6 +36,24 @@ def looks_like_plaintext_to_tls(details: str | None) -> bool:
     return _PLAINTEXT_TO_TLS in (details or "").lower()
 
 
+def speaks_tls(target: str, timeout: float = 1.0) -> bool:
+    """True when ``host:port`` completes a TLS handshake (certificate not checked): a plaintext client's
+    "socket closed" then means the edge wants TLS, not that the network dropped the connection."""
+    import socket
+    import ssl
+
+    host, _, port = target.rpartition(":")
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout) as raw:
+            with context.wrap_socket(raw, server_hostname=host or None):
+                return True
+    except (OSError, ValueError):
+        return False
+
+
 class StreamTimeout(grpc.RpcError):
     """No reply within the wait: the stream is treated as dropped (status DEADLINE_EXCEEDED)."""
 
@@ -129,6 +147,8 @@ class EdgeClient:
         else:
             channel = grpc.insecure_channel(target, options=options)
         self._raw_channel = channel
+        self.ever_ready = False  # a connection was established once (so later closes are not a TLS mismatch)
+        channel.subscribe(self._on_state, try_to_connect=False)
         self.channel = grpc.intercept_channel(channel, *interceptors) if interceptors else channel
         self.metadata = bearer_metadata(token)
         self._generate = self._raw_channel.stream_stream(GENERATE, request_serializer=pb.StreamUp.SerializeToString,
@@ -137,6 +157,10 @@ class EdgeClient:
                                                 response_deserializer=pb.HealthReply.FromString)
         self._metrics = self.channel.unary_unary(METRICS, request_serializer=pb.MetricsRequest.SerializeToString,
                                                  response_deserializer=pb.MetricsReply.FromString)
+
+    def _on_state(self, state: grpc.ChannelConnectivity) -> None:
+        if state == grpc.ChannelConnectivity.READY:
+            self.ever_ready = True
 
     def wait_ready(self, timeout: float) -> None:
         grpc.channel_ready_future(self._raw_channel).result(timeout=timeout)

@@ -29,7 +29,7 @@ import torch
 from gelato.decoding.rejection import sample_deferred_residual
 from gelato.decoding.sampling import SamplingParams
 from gelato.decoding.types import Draft, Verdict
-from gelato.transport.channel import EdgeClient, EdgeStream, is_tls_failure, looks_like_plaintext_to_tls
+from gelato.transport.channel import EdgeClient, EdgeStream, is_tls_failure, looks_like_plaintext_to_tls, speaks_tls
 from gelato.transport.codec import decode_verdict, encode_draft, payload_config, sampling_to_proto
 from gelato.transport.errors import (EdgeCancelledError, EdgeRejectedError, EdgeTLSError, EdgeUnavailableError,
                                      TransportError)
@@ -292,9 +292,10 @@ class RemoteVerifier:
                     raise EdgeTLSError(f"TLS handshake with edge {self.client.target} failed ({details}); check "
                                        "--tls-ca, --server-name and that the edge serves TLS", committed,
                                        self._prompt_len or 0) from None
-                closed_at_once = closed_at_once + 1 if (not self.client.tls and code == grpc.StatusCode.UNAVAILABLE
+                closed_at_once = closed_at_once + 1 if (not self.client.tls and not self.client.ever_ready
+                                                        and code == grpc.StatusCode.UNAVAILABLE
                                                         and looks_like_plaintext_to_tls(details)) else 0
-                if closed_at_once >= 3:
+                if closed_at_once >= 3 and speaks_tls(self.client.target):
                     raise EdgeTLSError(f"edge {self.client.target} closes every plaintext connection at once: it "
                                        "probably serves TLS (pass --tls-ca or --tls)", committed,
                                        self._prompt_len or 0) from None
