@@ -1,14 +1,18 @@
-"""Edge benchmark: rounds/s and tokens/s for 1, 2, 4, 8 concurrent devices, batched vs unbatched, and the
-protocol + controller overhead per round on loopback.
+"""Edge benchmark: protocol overhead per round, wire bytes over payload bytes, rounds/s at 1 / 8 / 32
+devices batched and unbatched, and fairness under clients looping long opens.
 
 The edge runs in its own process (as in a deployment); devices are threads of this process sending
 synthetic drafts (random tokens: no device compute, so the edge is the bottleneck being measured).
-The overhead section runs one device with a real draft model and compares the remote verifier with
-the in-process one on identical rounds.
 
-    python benchmarks/bench_edge.py                       # random Llama (vocab 512, h128, 4 layers)
-    python benchmarks/bench_edge.py --target-dir models/code/target --draft-dir models/code/draft
-    python benchmarks/bench_edge.py --devices 1,2,4,8 --rounds 40 --json bench_edge.json
+    python benchmarks/bench_edge.py                 # tables; random Llama (vocab 512, h128, 4 layers)
+    python benchmarks/bench_edge.py --json          # one JSON object on stdout
+    python benchmarks/bench_edge.py --target-dir models/code/target --out bench_edge.json
+
+JSON fields: ``overhead_ms_per_round`` (device-side round time minus the edge's time on the round,
+loopback, one device), ``wire_over_payload_up`` / ``_down`` (bytes at the link proxy over protobuf
+payload bytes, greedy ids-only drafts), ``rounds_per_s`` ({"batched"|"unbatched": {devices: r/s}}) and
+``fairness_p99_ratio`` (a well-behaved client's p99 round latency while four clients loop 2,000-token
+opens, over its p99 alone).
 """
 
 from __future__ import annotations
@@ -23,8 +27,6 @@ import threading
 import time
 from pathlib import Path
 
-from rich.console import Console
-from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
@@ -109,7 +111,8 @@ def run_devices(port: int, n_devices: int, rounds: int, k: int, vocab: int) -> d
     from gelato.policies import StaticPolicy
     from gelato.decoding.engine import speculative_generate
     from gelato.decoding.sampling import SamplingParams
-    from gelato.transport.client import EdgeClient, RemoteVerifier
+    from gelato.transport.channel import EdgeClient
+    from gelato.transport.client import RemoteVerifier
     from gelato.transport.fingerprint import synthetic_fingerprint
 
     fp = synthetic_fingerprint(vocab)
@@ -153,63 +156,92 @@ def run_devices(port: int, n_devices: int, rounds: int, k: int, vocab: int) -> d
             "batch_mean": statistics.fmean(t.batch for t in timings)}
 
 
-# --------------------------------------------------------------------------- overhead on loopback
+# --------------------------------------------------------------------------- overhead, wire bytes, fairness
 
-def measure_overhead(args, port: int) -> dict:
-    """Same rounds locally and remotely (greedy, identical drafts): remote verify - local verify per round."""
-    import torch
-
-    from gelato.models.cached import CachedCausalLM
-    from gelato.policies import StaticPolicy
-    from gelato.policies.gelato_paper import GelatoPaperPolicy
-    from gelato.policies.predictor import LinearRoundPredictor
+def _one_device(address: str, vocab: int, rounds: int, k: int, seed: int = 0, prompt_len: int = 32, on_round=None):
+    """The verifier stats of one device generating ``rounds`` synthetic rounds."""
     from gelato.decoding.engine import speculative_generate
-    from gelato.decoding.proposer import DraftModelProposer
     from gelato.decoding.sampling import SamplingParams
-    from gelato.decoding.verifier import TargetModelVerifier
+    from gelato.policies import StaticPolicy
     from gelato.transport.client import RemoteVerifier
     from gelato.transport.fingerprint import synthetic_fingerprint
 
-    torch.set_num_threads(args.edge_threads)
-    target, draft, vocab = build_models(args)
-    params = SamplingParams()
-    prompt = [random.Random(5).randrange(vocab) for _ in range(32)]
-    n = args.overhead_tokens
-    out = {}
-    for name, make in (("static-k4", lambda: StaticPolicy(4)),
-                       ("gelato-paper", lambda: GelatoPaperPolicy(LinearRoundPredictor()))):
-        local = speculative_generate(prompt, DraftModelProposer(CachedCausalLM(draft, vocab), params),
-                                     TargetModelVerifier(CachedCausalLM(target, vocab), params), make(), n)
-        verifier = RemoteVerifier(f"127.0.0.1:{port}", params, fingerprint=synthetic_fingerprint(vocab),
-                                  rpc_timeout=60)
-        remote = speculative_generate(prompt, DraftModelProposer(CachedCausalLM(draft, vocab), params), verifier,
-                                      make(), n)
+    rng = random.Random(seed)
+    prompt = [rng.randrange(vocab) for _ in range(prompt_len)]
+    verifier = RemoteVerifier(address, SamplingParams(), fingerprint=synthetic_fingerprint(vocab), rpc_timeout=60)
+    try:
+        verifier.open(prompt)
+        speculative_generate(prompt, RandomDraftProposer(vocab, seed), verifier, StaticPolicy(k),
+                             max_new_tokens=rounds, on_round=on_round)
+    finally:
         verifier.close()
-        assert remote.token_ids == local.token_ids, "remote and local outputs differ"
-        lm, rm = local.metrics, remote.metrics
-        s = verifier.stats.summary()
-        out[name] = {
-            "rounds": rm.rounds,
-            "local_verify_ms": lm.verify_seconds / lm.rounds * 1e3,
-            "remote_verify_ms": rm.verify_seconds / rm.rounds * 1e3,
-            "remote_minus_local_ms": (rm.verify_seconds / rm.rounds - lm.verify_seconds / lm.rounds) * 1e3,
-            "protocol_ms": s["network_ms_mean"],
-            "edge_handler_ms": s["server_ms_mean"],
-            "edge_forward_ms": s["forward_ms_mean"],
-            "controller_ms": rm.other_seconds / rm.rounds * 1e3,
-            "draft_ms": rm.draft_seconds / rm.rounds * 1e3,
-            "identical_output": remote.token_ids == local.token_ids,
-        }
-    from gelato.transport.client import EdgeClient
+    return verifier.stats
+
+
+def measure_overhead(port: int, vocab: int, rounds: int, k: int) -> float:
+    """Mean over rounds of (device-side round time - the edge's time on the round), loopback, one device."""
+    stats = _one_device(f"127.0.0.1:{port}", vocab, rounds, k)
+    return statistics.fmean(t.total_ms - t.server_ms for t in stats.timings[3:])
+
+
+def measure_wire(port: int, vocab: int, rounds: int, k: int) -> tuple[float, float]:
+    """Bytes through the link proxy over protobuf payload bytes (StreamUp/StreamDown), greedy ids-only."""
+    from gelato.transport.link import LinkConfig, LinkThread
+
+    cfg = LinkConfig(bandwidth_mhz=None, uplink_bps=1e9, downlink_bps=1e9)
+    skip = 5  # steady state: connection setup, stream headers and the open are not per-round costs
+    snaps = {}
+    with LinkThread(f"127.0.0.1:{port}", cfg) as link:
+        def on_round(record):
+            if record.index in (skip - 1, rounds - 1):
+                snaps[record.index] = link.stats()
+        stats = _one_device(link.address, vocab, rounds, k, on_round=on_round)
+    first, last = snaps[skip - 1], snaps[rounds - 1]
+    timed = stats.timings[skip:rounds]
+    up = (last["up"]["bytes"] - first["up"]["bytes"]) / max(1, sum(t.up_bytes for t in timed))
+    down = (last["down"]["bytes"] - first["down"]["bytes"]) / max(1, sum(t.down_bytes for t in timed))
+    return up, down
+
+
+def _looping_opener(port: int, vocab: int, prompt_len: int, stop: threading.Event, seed: int) -> None:
+    from gelato.transport.channel import EdgeClient
+    from gelato.transport.fingerprint import synthetic_fingerprint
+    from gelato.wire.proto import gelato_pb2 as pb
+
+    rng = random.Random(seed)
     with EdgeClient(f"127.0.0.1:{port}") as client:
-        client.health()
-        rtts = []
-        for _ in range(200):
-            t = time.perf_counter()
-            client.health()
-            rtts.append((time.perf_counter() - t) * 1e3)
-    out["health_rtt_ms_p50"] = statistics.median(rtts)
-    return out
+        while not stop.is_set():
+            stream = client.open_stream()
+            try:
+                stream.exchange(pb.StreamUp(open=pb.OpenRequest(
+                    prompt_ids=[rng.randrange(vocab) for _ in range(prompt_len)],
+                    tokenizer_fingerprint=synthetic_fingerprint(vocab))), 120)
+            except Exception:  # noqa: BLE001 - refused or busy: loop on, as an attacker would
+                time.sleep(0.01)
+            finally:
+                stream.cancel()
+
+
+def measure_fairness(port: int, vocab: int, rounds: int, k: int, attackers: int = 4, prompt_len: int = 2000):
+    """(p99 alone, p99 under attack) of a well-behaved client's round latency (ms)."""
+    def p99(stats):
+        xs = sorted(t.total_ms for t in stats.timings[3:])
+        return xs[min(len(xs) - 1, int(0.99 * len(xs)))]
+
+    alone = p99(_one_device(f"127.0.0.1:{port}", vocab, rounds, k, seed=11))
+    stop = threading.Event()
+    threads = [threading.Thread(target=_looping_opener, args=(port, vocab, prompt_len, stop, i), daemon=True)
+               for i in range(attackers)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    try:
+        attacked = p99(_one_device(f"127.0.0.1:{port}", vocab, rounds, k, seed=12))
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    return alone, attacked
 
 
 def main(argv=None) -> int:
@@ -219,55 +251,55 @@ def main(argv=None) -> int:
     ap.add_argument("--vocab", type=int, default=512)
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--layers", type=int, default=4)
-    ap.add_argument("--devices", default="1,2,4,8")
-    ap.add_argument("--rounds", type=int, default=30, help="rounds per device")
+    ap.add_argument("--devices", default="1,8,32")
+    ap.add_argument("--rounds", type=int, default=20, help="rounds per device (32 devices: half)")
     ap.add_argument("--k", type=int, default=4, help="draft tokens per round")
     ap.add_argument("--window-ms", type=float, default=8.0)
-    ap.add_argument("--max-batch", type=int, default=8)
+    ap.add_argument("--max-batch", type=int, default=32)
     ap.add_argument("--edge-threads", type=int, default=1)
-    ap.add_argument("--overhead-tokens", type=int, default=48)
-    ap.add_argument("--json", type=Path)
+    ap.add_argument("--single-rounds", type=int, default=60, help="rounds of the overhead/wire/fairness device")
+    ap.add_argument("--json", action="store_true", help="print one JSON object on stdout (no tables)")
+    ap.add_argument("--out", type=Path, help="also write the JSON object here")
     args = ap.parse_args(argv)
-    console = Console(width=150)
+    log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
     devices = [int(x) for x in args.devices.split(",")]
     _, _, vocab = build_models(args)
-    report = {"config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-              "throughput": [], "overhead": {}}
+    report: dict = {"rounds_per_s": {"unbatched": {}, "batched": {}}, "throughput": []}
 
-    table = Table(title=f"edge throughput, {args.k} random draft tokens per round "
-                        f"(window {args.window_ms} ms, max batch {args.max_batch})")
-    for col in ("mode", "devices", "rounds/s", "tokens/s", "round p50 ms", "forward ms", "mean batch"):
-        table.add_column(col, justify="right")
+    with EdgeProcess(args, max_batch=1) as edge:
+        _one_device(f"127.0.0.1:{edge.port}", vocab, 5, args.k)  # warm-up
+        report["overhead_ms_per_round"] = measure_overhead(edge.port, vocab, args.single_rounds, args.k)
+        up, down = measure_wire(edge.port, vocab, args.single_rounds, args.k)
+        report["wire_over_payload_up"], report["wire_over_payload_down"] = up, down
+        log(f"overhead {report['overhead_ms_per_round']:.3f} ms/round; wire/payload up {up:.2f}, down {down:.2f}")
     for mode, cfg in (("unbatched", dict(max_batch=1)),
                       ("batched", dict(max_batch=args.max_batch, batch_window_ms=args.window_ms))):
         with EdgeProcess(args, **cfg) as edge:
             run_devices(edge.port, 1, 5, args.k, vocab)  # warm-up
             for n in devices:
-                r = run_devices(edge.port, n, args.rounds, args.k, vocab)
+                r = run_devices(edge.port, n, args.rounds if n < 32 else max(5, args.rounds // 2), args.k, vocab)
                 r["mode"] = mode
                 report["throughput"].append(r)
-                table.add_row(mode, str(n), f"{r['rounds_per_s']:.1f}", f"{r['tokens_per_s']:.1f}",
-                              f"{r['round_ms_p50']:.2f}", f"{r['forward_ms_mean']:.2f}", f"{r['batch_mean']:.2f}")
-    console.print(table)
-
-    with EdgeProcess(args, max_batch=1) as edge:
-        report["overhead"] = measure_overhead(args, edge.port)
-    ot = Table(title="per-round times on loopback, 1 device, real draft, identical rounds (ms); protocol = "
-                     "device rpc time - edge handler time")
-    for col in ("policy", "rounds", "local verify", "remote verify", "remote - local", "protocol",
-                "edge handler", "edge forward", "controller", "draft"):
-        ot.add_column(col, justify="right")
-    for name, o in report["overhead"].items():
-        if not isinstance(o, dict):
-            continue
-        ot.add_row(name, str(o["rounds"]), f"{o['local_verify_ms']:.2f}", f"{o['remote_verify_ms']:.2f}",
-                   f"{o['remote_minus_local_ms']:.2f}", f"{o['protocol_ms']:.2f}", f"{o['edge_handler_ms']:.2f}",
-                   f"{o['edge_forward_ms']:.2f}", f"{o['controller_ms']:.3f}", f"{o['draft_ms']:.2f}")
-    console.print(ot)
-    console.print(f"bare gRPC round trip (Health) on loopback: p50 {report['overhead']['health_rtt_ms_p50']:.3f} ms")
+                report["rounds_per_s"][mode][str(n)] = r["rounds_per_s"]
+                log(f"{mode:9s} {n:3d} devices: {r['rounds_per_s']:8.1f} rounds/s, round p50 "
+                    f"{r['round_ms_p50']:.2f} ms, mean batch {r['batch_mean']:.2f}")
+        if mode == "batched":
+            with EdgeProcess(args, **cfg) as edge:
+                alone, attacked = measure_fairness(edge.port, vocab, args.single_rounds, args.k)
+            report["fairness_p99_ms"] = {"alone": alone, "attacked": attacked}
+            report["fairness_p99_ratio"] = attacked / alone
+            log(f"fairness: p99 alone {alone:.2f} ms, with 4 clients looping 2,000-token opens {attacked:.2f} ms "
+                f"(ratio {attacked / alone:.2f})")
+    b, u = report["rounds_per_s"]["batched"], report["rounds_per_s"]["unbatched"]
+    if "8" in b and "8" in u:
+        log(f"8 batched / 8 unbatched = {b['8'] / u['8']:.2f}" + (f"; 32 / 8 batched = {b['32'] / b['8']:.2f}"
+                                                                   if "32" in b else ""))
+    report["config"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    text = json.dumps(report)
+    if args.out:
+        args.out.write_text(json.dumps(report, indent=2))
     if args.json:
-        args.json.write_text(json.dumps(report, indent=2))
-        console.print(f"wrote {args.json}")
+        print(text)
     return 0
 
 

@@ -28,7 +28,8 @@ from gelato.system.config import SystemConfig
 from gelato.transport.client import RemoteVerifier
 from gelato.transport.fingerprint import tokenizer_fingerprint
 from gelato.transport.link import LinkConfig, LinkThread
-from gelato.transport.server import EdgeConfig, EdgeServer, EdgeServerThread
+from gelato.transport.process import EdgeServerThread
+from gelato.transport.server import EdgeConfig, EdgeServer
 
 
 def main() -> None:

@@ -23,7 +23,8 @@ from gelato.decoding.engine import speculative_generate
 from gelato.decoding.proposer import DraftModelProposer, draft_token
 from gelato.decoding.sampling import SamplingParams, processed_probs, sample_from
 from gelato.decoding.types import SparseDist, Verdict
-from gelato.decoding.verifier import residual_distribution, verify_stochastic
+from gelato.decoding.rejection import residual_distribution, sample_deferred_residual, verify_stochastic
+from gelato.wire.payload import pack_support, topp_support, unpack_support
 
 VOCAB = 6
 PROMPT = [1, 4, 2]
@@ -67,6 +68,32 @@ def inverted_ratio_verify(p, draft_tokens, q, generator=None):
             continue
         return Verdict(accepted=i, token=sample_from(residual_distribution(p[i], q_i), generator))
     return Verdict(accepted=len(draft_tokens), token=sample_from(p[len(draft_tokens)], generator))
+
+
+def dssd_verify(p, draft_tokens, q, generator=None):
+    """DSSD split: the edge knows only q(x) of each drafted token and defers the residual; the device, which
+    holds the whole q, samples it."""
+    q_token = [SparseDist(ids=torch.tensor([x]), probs=q_i.to_dense(p.shape[-1])[x : x + 1].clone())
+               for x, q_i in zip(draft_tokens, q)]
+    edge = verify_stochastic(p, draft_tokens, q_token, generator, defer_residual=True)
+    return sample_deferred_residual(edge, q, generator)
+
+
+PAPER_TOP_P = 0.7  # small, so drafted tokens often fall outside the sent support
+
+
+def paper_topp_part(q: SparseDist) -> SparseDist:
+    """What the paper's payload carries of q: its top-p part, through the real bit packer (18 + 32 bits)."""
+    ids, probs = topp_support(q, PAPER_TOP_P)
+    ids, probs = unpack_support(pack_support(ids, probs, 18, 32), 18, 32)
+    return SparseDist(ids=torch.from_numpy(ids), probs=torch.from_numpy(probs))
+
+
+def paper_topp_verify(p, draft_tokens, q, generator=None):
+    return verify_stochastic(p, draft_tokens, [paper_topp_part(q_i) for q_i in q], generator, q_truncated=True)
+
+
+PAYLOAD_RULES = {"compact": verify_stochastic, "dssd": dssd_verify, "paper_topp": paper_topp_verify}
 
 
 def target_probs_table(target_table, params) -> dict[tuple[int, ...], torch.Tensor]:
@@ -127,6 +154,18 @@ def speculative_pvalue(models, params: SamplingParams, verify) -> float:
 @pytest.mark.parametrize("name", list(SETTINGS))
 def test_speculative_sampling_matches_target(models, name):
     assert speculative_pvalue(models, SETTINGS[name], verify_stochastic) > 1e-3
+
+
+@pytest.mark.parametrize("mode, name", [("dssd", "adversarial"), ("paper_topp", "adversarial"), ("dssd", "top-k")])
+def test_every_payload_mode_matches_target(models, mode, name):
+    """The rules the edge and the device run for each payload mode sample the target's distribution."""
+    assert speculative_pvalue(models, SETTINGS[name], PAYLOAD_RULES[mode]) > 1e-3
+
+
+def test_paper_topp_rule_rejects_outside_support(models):
+    """The paper rule is exercised where it matters: drafted tokens outside the sent support occur."""
+    q = SparseDist.from_dense(processed_probs(logits_table(models[0], 1)[()], SETTINGS["adversarial"]))
+    assert paper_topp_part(q).support_size < q.support_size
 
 
 def test_draft_is_far_from_target(models):

@@ -13,9 +13,11 @@ from gelato.policies import StaticPolicy
 from gelato.decoding.engine import GenerationResult, speculative_generate, target_only_generate
 from gelato.decoding.proposer import DraftModelProposer
 from gelato.decoding.sampling import SamplingParams
-from gelato.transport.client import EdgeClient, RemoteVerifier
+from gelato.transport.channel import EdgeClient
+from gelato.transport.client import RemoteVerifier
 from gelato.transport.fingerprint import synthetic_fingerprint
-from gelato.transport.server import EdgeConfig, EdgeServer, EdgeServerThread
+from gelato.transport.process import EdgeServerThread
+from gelato.transport.server import EdgeConfig, EdgeServer
 
 VOCAB = 96
 FINGERPRINT = synthetic_fingerprint(VOCAB)

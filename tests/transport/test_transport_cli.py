@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from edge_helpers import VOCAB, reference
-from gelato.cli.transport_cmd import app, make_policy
+from gelato.cli.transport_cmd import app, policy_by_name
 
 
 def _save_with_tokenizer(model, path):
@@ -108,9 +108,60 @@ def test_serve_link_device_end_to_end(pair, model_dirs, tmp_path):
     assert re.search(r"link: up \d+ B", link_out)
 
 
-def test_make_policy_names():
-    assert make_policy("static:5").k == 5 and make_policy("static-k2").k == 2
-    assert make_policy("gelato-paper").name.startswith("gelato")
-    import typer
-    with pytest.raises(typer.BadParameter):
-        make_policy("nonsense")
+def test_policy_names_come_from_the_registry():
+    assert policy_by_name("static:5").k == 5 and policy_by_name("static-2").k == 2
+    assert policy_by_name("gelato-paper").name.startswith("gelato")
+    with pytest.raises(ValueError, match="unknown policy"):
+        policy_by_name("nonsense")
+
+
+def _one_clear_line(result, *needles):
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and result.output.count("error:") == 1, result.output
+    for needle in needles:
+        assert needle in result.output, result.output
+
+
+DEVICE = ["device", "--edge", "127.0.0.1:1", "--prompt-ids", "1,2", "--fingerprint", "synthetic:96"]
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--tls-ca", "/nonexistent/ca.pem"], "ca.pem"),
+    (["--payload", "bogus"], "payload"),
+    (["--temperature", "-1"], "temperature"),
+    (["--top-p", "0"], "top_p"),
+    (["--prompt-ids", "1,x"], "'x'"),
+    (["--prompt-ids", "1,-3"], "'-3'"),
+    (["--fingerprint", "synthetic:abc"], "synthetic:N"),
+    (["--policy", "nonsense"], "unknown policy"),
+])
+def test_device_bad_arguments_give_one_line(args, needle):
+    _one_clear_line(CliRunner().invoke(app, DEVICE + args), needle)
+
+
+def test_serve_and_link_bad_arguments_give_one_line(model_dirs, tmp_path):
+    target_dir, _ = model_dirs
+    runner = CliRunner()
+    serve = ["serve", "--target", str(target_dir), "--threads", "1", "--log-level", "error"]
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        _one_clear_line(runner.invoke(app, serve + ["--port", str(port)]), "could not bind")
+        _one_clear_line(runner.invoke(app, ["link", "--listen", str(port), "--upstream", "127.0.0.1:50051"]),
+                        "link:")
+    _one_clear_line(runner.invoke(app, serve + ["--host", "no-such-host.invalid", "--port", "0"]), "could not bind")
+    _one_clear_line(runner.invoke(app, ["serve", "--target", str(tmp_path / "missing")]), "missing")
+    (tmp_path / "bad.pem").write_text("not a certificate")
+    _one_clear_line(runner.invoke(app, serve + ["--tls-cert", str(tmp_path / "bad.pem"), "--tls-key",
+                                                str(tmp_path / "bad.pem")]), "TLS")
+    from test_transport_security import _self_signed
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    _self_signed(tmp_path / "a")
+    _self_signed(tmp_path / "b")
+    _one_clear_line(runner.invoke(app, serve + ["--tls-cert", str(tmp_path / "a" / "edge.crt"), "--tls-key",
+                                                str(tmp_path / "b" / "edge.key")]), "do not belong together")
+    _one_clear_line(runner.invoke(app, ["link", "--listen", "0", "--upstream", "nonsense"]), "HOST:PORT")
+    listening = runner.invoke(app, ["link", "--listen", "0", "--upstream", "nonsense"])
+    assert "listening" not in listening.output

@@ -10,7 +10,7 @@ import pytest
 
 from edge_helpers import PROMPTS, reference, remote_generate, start_edge
 from gelato.policies import StaticPolicy
-from gelato.transport.client import EdgeClient
+from gelato.transport.channel import EdgeClient, EdgeStream
 from gelato.transport.errors import EdgeUnavailableError
 
 N = 24
@@ -28,33 +28,50 @@ class _Lost(grpc.RpcError):
         return self._details
 
 
-class FaultInjector(grpc.UnaryUnaryClientInterceptor):
-    """Injects faults into the Nth call of one method (1-based): the request never arrives
-    ("drop_request", the caller waits out its deadline), the reply is lost after the edge ran the call
-    ("drop_response"), or the call is delayed ("delay:<seconds>")."""
+class _FaultyStream:
+    """A real stream whose Nth round (1-based, counted over every stream of the client) is faulted."""
 
-    def __init__(self, plan: dict[int, str], method: str = "Verify") -> None:
-        self.plan, self.method, self.calls = plan, method, 0
-        self.injected: list[str] = []
+    def __init__(self, stream: EdgeStream, owner: "FaultyClient") -> None:
+        self.stream, self.owner = stream, owner
 
-    def intercept_unary_unary(self, continuation, details, request):
-        method = details.method.decode() if isinstance(details.method, bytes) else details.method
-        if not method.endswith("/" + self.method):
-            return continuation(details, request)
-        self.calls += 1
-        action = self.plan.get(self.calls, "")
+    def exchange(self, up, timeout):
+        if up.WhichOneof("kind") != "draft":
+            return self.stream.exchange(up, timeout)
+        self.owner.calls += 1
+        action = self.owner.plan.get(self.owner.calls, "")
         if action:
-            self.injected.append(action)
-        if action == "drop_request":
-            time.sleep(details.timeout or 0)
+            self.owner.injected.append(action)
+        if action == "drop_request":  # never arrives: the device waits out its deadline
+            time.sleep(timeout)
             raise _Lost(grpc.StatusCode.DEADLINE_EXCEEDED, "injected: request lost")
-        if action == "drop_response":
-            outcome = continuation(details, request)
-            outcome.result()  # the edge verified the round; its reply is lost
-            raise _Lost(grpc.StatusCode.DEADLINE_EXCEEDED, "injected: reply lost")
         if action.startswith("delay:"):
             time.sleep(float(action.split(":", 1)[1]))
-        return continuation(details, request)
+        reply = self.stream.exchange(up, timeout)
+        if action == "drop_response":  # the edge verified the round; its reply is lost with the stream
+            raise _Lost(grpc.StatusCode.UNAVAILABLE, "injected: reply lost")
+        if action == "kill":
+            self.owner.on_kill()
+            raise _Lost(grpc.StatusCode.UNAVAILABLE, "injected: edge died before replying")
+        return reply
+
+    def end(self):
+        self.stream.end()
+
+    def cancel(self):
+        self.stream.cancel()
+
+
+class FaultyClient(EdgeClient):
+    """Injects faults into the Nth round: the request never arrives ("drop_request"), the reply is lost
+    after the edge verified the round ("drop_response"), the round is delayed ("delay:<seconds>"), or
+    the edge dies after verifying it ("kill", calling ``on_kill``)."""
+
+    def __init__(self, target: str, plan: dict[int, str], on_kill=None) -> None:
+        super().__init__(target)
+        self.plan, self.calls, self.injected, self.on_kill = plan, 0, [], on_kill
+
+    def open_stream(self):
+        return _FaultyStream(super().open_stream(), self)
 
 
 @pytest.fixture(scope="module")
@@ -66,17 +83,15 @@ def edge(pair):
 
 def test_lost_and_delayed_messages_are_retried(pair, edge):
     target, draft = pair
-    injector = FaultInjector({2: "drop_request", 4: "drop_response", 5: "drop_response", 7: "delay:0.2"})
-    client = EdgeClient(edge.address, interceptors=[injector])
-    before = edge.metrics()["retries_served"]
+    client = FaultyClient(edge.address, {2: "drop_request", 4: "drop_response", 5: "drop_response", 7: "delay:0.2"})
     t0 = time.monotonic()
     result, verifier = remote_generate(client, draft, PROMPTS[0], N, policy=StaticPolicy(3), rpc_timeout=0.5)
     elapsed = time.monotonic() - t0
     client.close()
     assert result.token_ids == reference(target, PROMPTS[0], N)
-    assert injector.injected == ["drop_request", "drop_response", "drop_response", "delay:0.2"]
-    assert verifier.stats.retries == 3 and verifier.stats.reopens == 0
-    assert edge.metrics()["retries_served"] - before == 2  # the lost replies were answered from the cache
+    assert client.injected == ["drop_request", "drop_response", "drop_response", "delay:0.2"]
+    # every lost round drops its stream; the device resumes on a new one with what it committed
+    assert verifier.stats.retries == 3 and verifier.stats.reopens == 3
     assert elapsed < 8.0  # one deadline (0.5 s) plus backoff, no hang
 
 
@@ -149,24 +164,6 @@ def test_unreachable_edge_raises_with_committed_tokens(pair):
     assert "unreachable" in str(err) and err.waited_s >= 1.0
 
 
-class _KillAfterVerify(FaultInjector):
-    """On the Nth Verify: the edge verifies the round, then dies before the reply reaches the device."""
-
-    def __init__(self, n: int, kill) -> None:
-        super().__init__({})
-        self.n, self.kill = n, kill
-
-    def intercept_unary_unary(self, continuation, details, request):
-        method = details.method.decode() if isinstance(details.method, bytes) else details.method
-        if method.endswith("/Verify"):
-            self.calls += 1
-            if self.calls == self.n:
-                continuation(details, request).result()
-                self.kill()
-                raise _Lost(grpc.StatusCode.UNAVAILABLE, "injected: edge died before replying")
-        return continuation(details, request)
-
-
 def test_edge_dies_after_verifying_a_round_whose_reply_is_lost(pair):
     """The lost round is re-verified by the restarted edge from the device's committed tokens: same text."""
     target, draft = pair
@@ -177,7 +174,7 @@ def test_edge_dies_after_verifying_a_round_whose_reply_is_lost(pair):
         first.stop(grace=0)
         state["second"] = start_edge(target, port=port)
 
-    client = EdgeClient(first.address, interceptors=[_KillAfterVerify(4, kill)])
+    client = FaultyClient(first.address, {4: "kill"}, on_kill=kill)
     result, verifier = remote_generate(client, draft, PROMPTS[0], N, policy=StaticPolicy(5))
     client.close()
     state["second"].stop()

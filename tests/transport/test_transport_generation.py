@@ -17,7 +17,7 @@ from gelato.decoding.sampling import SamplingParams
 from gelato.decoding.verifier import TargetModelVerifier
 from gelato.transport.client import RemoteVerifier
 from gelato.transport.errors import EdgeRejectedError
-from gelato.transport.sessions import session_seed
+from gelato.decoding.pipeline import generate_speculative
 
 N = 24
 
@@ -49,26 +49,23 @@ def test_explicit_open_reports_edge_limits(pair, edge):
     target, draft = pair
     verifier = remote_verifier(edge.address)
     reply = verifier.open(PROMPTS[0])
-    assert reply.vocab_size == 96 and reply.max_draft_tokens == 32 and verifier.session == reply.session
+    assert reply.vocab_size == 96 and reply.max_draft_tokens == 32 and verifier.session_open
     result, _ = remote_generate(None, draft, PROMPTS[0], 10, verifier=verifier)
     assert result.token_ids == reference(target, PROMPTS[0], 10)
     assert verifier.stats.opens == 1
 
 
 def test_sampling_compact_equals_local_with_same_seeds(pair):
-    """Unbatched, the edge's verification RNG is seeded from SamplingSettings.seed: the same seeds give
-    exactly the local sampled output (so the remote path samples the same distribution)."""
+    """The same --seed gives the same sampled text in-process (``gelato generate``'s path) and over the
+    edge (``gelato device``: draft RNG seeded with the seed, the edge's derived from it), unbatched."""
     target, draft = pair
     params = SamplingParams(temperature=0.9, top_k=20)
     prompt, seed = PROMPTS[0], 1234
-    local_gen = torch.Generator().manual_seed(session_seed(seed, len(prompt)))
-    local = speculative_generate(prompt, DraftModelProposer(CachedCausalLM(draft), params,
-                                                            torch.Generator().manual_seed(7)),
-                                 TargetModelVerifier(CachedCausalLM(target), params, local_gen), StaticPolicy(3), N)
+    local = generate_speculative(draft, target, prompt, params, StaticPolicy(3), N, seed=seed)
     server = start_edge(target, max_batch=1)
     try:
         remote, verifier = remote_generate(server.address, draft, prompt, N, policy=StaticPolicy(3), params=params,
-                                           draft_generator=torch.Generator().manual_seed(7), seed=seed)
+                                           draft_generator=torch.Generator().manual_seed(seed), seed=seed)
     finally:
         server.stop()
     assert remote.token_ids == local.token_ids

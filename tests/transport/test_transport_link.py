@@ -74,7 +74,7 @@ def test_burst_loss_drops_connections_and_rounds_are_retried(pair):
     target, draft = pair
     server = start_edge(target)
     try:
-        cfg = LinkConfig(bandwidth_mhz=None, uplink_bps=5e6, downlink_bps=5e6, loss=0.15, seed=3, burst_gap_s=0.001)
+        cfg = LinkConfig(bandwidth_mhz=None, uplink_bps=5e6, downlink_bps=5e6, loss=0.3, seed=3, burst_gap_s=0.001)
         with LinkThread(server.address, cfg) as link:
             result, verifier = remote_generate(link.address, draft, PROMPTS[2], 20, policy=StaticPolicy(3),
                                                rpc_timeout=1.0, unreachable_after=20.0)

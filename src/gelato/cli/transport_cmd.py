@@ -13,15 +13,23 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Optional
 
-import typer
+# C-core's own log lines (TLS handshake failures, reconnects) would bury the one clear error line.
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+
+import typer  # noqa: E402
 
 app = typer.Typer(help="Device-edge speculative decoding over gRPC: edge server, device client, link emulator.",
                   no_args_is_help=True)
+
+
+def fail(message: str) -> None:
+    """One clear line and exit status 2 (no torch import: ``gelato link`` stays light)."""
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=2)
 
 
 def _setup_logging(level: str) -> None:
@@ -33,27 +41,30 @@ def resolve_fingerprint(value: str | None) -> str | None:
     """``synthetic:N`` -> the fingerprint of N anonymous ids (models without a tokenizer); else as given."""
     if value and value.startswith("synthetic:"):
         from gelato.transport.fingerprint import synthetic_fingerprint
-        return synthetic_fingerprint(int(value.split(":", 1)[1]))
+        n = value.split(":", 1)[1]
+        if not n.isdigit() or int(n) < 1:
+            raise ValueError(f"--fingerprint {value!r}: synthetic:N needs a vocabulary size N >= 1")
+        return synthetic_fingerprint(int(n))
     return value
 
 
-def make_policy(name: str):
-    """A registered policy by name (``gelato policies`` lists them); ``static:K`` is static SD with K tokens.
+def parse_prompt_ids(text: str) -> list[int]:
+    """``"1,2,3"`` -> [1, 2, 3]; ValueError naming the bad entry."""
+    ids = []
+    for i, part in enumerate(x for x in text.replace(" ", "").split(",") if x):
+        if not part.isdigit():
+            raise ValueError(f"--prompt-ids entry {i} is {part!r}: give comma-separated token ids >= 0")
+        ids.append(int(part))
+    return ids
 
-    Policies that plan with a system model (GELATO, goodput) get the paper's modelled device and link as
-    their predictor: the device has no measured model of the link before the first rounds.
-    """
-    from gelato.policies.registry import POLICIES
-    from gelato.policies.registry import make_policy as build
+
+def policy_by_name(name: str):
+    """A registered policy (``gelato policies`` lists them; ``static-K`` / ``static:K`` for any K). Policies
+    that plan with a system model get the paper's modelled device and link as their predictor."""
+    from gelato.policies.registry import make_policy
     from gelato.system.config import SystemConfig
 
-    lowered = name.lower()
-    static = re.fullmatch(r"static[:\-]k?(\d+)", lowered)
-    if static:
-        return build("static", k=int(static.group(1)))
-    if lowered not in POLICIES:
-        raise typer.BadParameter(f"unknown policy {name!r}: use static:K or one of {', '.join(POLICIES)}")
-    return build(lowered, predictor=SystemConfig.paper().build_clock())
+    return make_policy(name.lower(), predictor=SystemConfig.paper().build_clock())
 
 
 def serve(
@@ -68,6 +79,10 @@ def serve(
                                           help="how long a request waits for others (only while other sessions "
                                                "could still send)"),
     max_sessions: int = typer.Option(64, "--max-sessions"),
+    max_sessions_per_device: int = typer.Option(16, "--max-sessions-per-device",
+                                                help="per bearer token (with --tokens-file)"),
+    prefill_chunk: int = typer.Option(128, "--prefill-chunk", help="prompt tokens per prefill step; rounds "
+                                      "of other sessions run between steps"),
     max_prompt_tokens: int = typer.Option(8192, "--max-prompt-tokens"),
     max_draft_tokens: int = typer.Option(32, "--max-draft-tokens", help="per round"),
     idle_timeout_s: float = typer.Option(600.0, "--idle-timeout-s", help="close sessions idle this long"),
@@ -90,7 +105,7 @@ def serve(
     _setup_logging(log_level)
     import torch
 
-    from gelato.transport.server import serve as run_server
+    from gelato.transport.process import serve as run_server
     if target_dir is None:
         from gelato.models.pairs import default_pair_dirs
         target_dir = default_pair_dirs()[1]
@@ -103,16 +118,17 @@ def serve(
         typer.echo(f"edge listening on {host}:{bound}", err=False)
         sys.stdout.flush()
 
+    from gelato.models.loading import ModelLoadError
     try:
         run_server(target_dir, host, port, on_started=started, tokenizer_dir=tokenizer_dir, dtype=dtype,
                    device=device, vocab_size=vocab_size, fingerprint=resolve_fingerprint(fingerprint),
                    tokens=tokens_file, tls_cert=tls_cert, tls_key=tls_key, max_batch=max_batch,
                    batch_window_ms=batch_window_ms, max_sessions=max_sessions, max_prompt_tokens=max_prompt_tokens,
+                   max_sessions_per_device=max_sessions_per_device, prefill_chunk=prefill_chunk,
                    max_draft_tokens=max_draft_tokens, idle_timeout_s=idle_timeout_s,
                    max_message_bytes=max_message_kb * 1024)
-    except (OSError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    except (OSError, ValueError, ModelLoadError) as exc:
+        fail(str(exc))
 
 
 def device(
@@ -155,7 +171,8 @@ def device(
     from gelato.decoding.engine import speculative_generate
     from gelato.decoding.proposer import DraftModelProposer
     from gelato.decoding.sampling import SamplingParams
-    from gelato.transport.client import EdgeClient, RemoteVerifier
+    from gelato.transport.channel import EdgeClient
+    from gelato.transport.client import RemoteVerifier
     from gelato.transport.errors import TransportError
     from gelato.transport.fingerprint import tokenizer_fingerprint
 
@@ -166,27 +183,35 @@ def device(
         from gelato.models.pairs import default_pair_dirs
         draft_dir = default_pair_dirs()[0]
     if (prompt is None) == (prompt_ids is None):
-        raise typer.BadParameter("give exactly one of --prompt or --prompt-ids")
-    fingerprint = resolve_fingerprint(fingerprint)
+        fail("give exactly one of --prompt or --prompt-ids")
+    from gelato.transport.auth import read_pem
+    from gelato.transport.codec import payload_config
+    try:
+        fingerprint = resolve_fingerprint(fingerprint)
+        params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p)
+        payload_cfg = payload_config(payload, params)
+        chosen = policy_by_name(policy)
+        root_ca = read_pem(tls_ca)
+        ids = parse_prompt_ids(prompt_ids) if prompt_ids is not None else None
+    except (ValueError, FileNotFoundError) as exc:
+        fail(str(exc))
     tokenizer = None
     if prompt is not None or fingerprint is None:
         try:
             tokenizer = load_tokenizer(tokenizer_dir or draft_dir)
         except ModelLoadError as exc:
-            raise typer.BadParameter(f"{exc} (pass --prompt-ids and --fingerprint for models without one)") from None
-    ids = (tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt is not None
-           else [int(x) for x in prompt_ids.replace(" ", "").split(",") if x])
+            fail(f"{exc} (pass --prompt-ids and --fingerprint for models without one)")
+    if ids is None:
+        ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     if not ids:
-        raise typer.BadParameter("the prompt is empty")
+        fail("the prompt is empty")
     fingerprint = fingerprint or tokenizer_fingerprint(tokenizer)
-    params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p)
-    chosen = make_policy(policy)
     try:
         draft_model = load_causal_lm(draft_dir, dtype)
     except ModelLoadError as exc:
-        raise typer.BadParameter(str(exc)) from None
-    client = EdgeClient(edge, token=token, tls=tls, root_ca=tls_ca, server_name=server_name)
-    verifier = RemoteVerifier(client, params, fingerprint=fingerprint, seed=seed, payload=payload,
+        fail(str(exc))
+    client = EdgeClient(edge, token=token, tls=tls, root_ca=root_ca, server_name=server_name)
+    verifier = RemoteVerifier(client, params, fingerprint=fingerprint, seed=seed, payload=payload_cfg,
                               device_name=os.uname().nodename, max_new_tokens=max_new_tokens,
                               rpc_timeout=rpc_timeout, unreachable_after=unreachable_after,
                               generator=torch.Generator().manual_seed(seed + 1))
@@ -199,7 +224,7 @@ def device(
         plain = None
         if getattr(chosen, "pipelined", False):  # draft ahead while the request is out; compare with no pipelining
             from gelato.decoding.pipelined import ConcurrentVerifier, pipelined_generate
-            plain = speculative_generate(ids, proposer, verifier, make_policy(policy.lower().removesuffix("-pipelined")),
+            plain = speculative_generate(ids, proposer, verifier, policy_by_name(policy.removesuffix("-pipelined")),
                                          max_new_tokens, eos_token_id=eos)
             verifier.open(ids)
             proposer.model.reset()
@@ -285,7 +310,7 @@ def link(
                          downlink_bps=None if downlink_kbps is None else downlink_kbps * 1e3,
                          delay_s=delay_ms / 1e3, loss=loss, seed=seed)
     except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
+        fail(str(exc))
 
     def report(stats: dict) -> None:
         up, down = stats["up"], stats["down"]
@@ -295,9 +320,14 @@ def link(
                    f"{stats['last_downlink_bps'] / 1e6:.2f} Mbit/s")
         sys.stdout.flush()
 
-    typer.echo(f"link listening on {host}:{listen} -> {upstream}")
-    sys.stdout.flush()
-    run_link(listen, upstream, cfg, host=host, report_every_s=report_every, report=report)
+    def started(port: int) -> None:  # printed only once the port is bound
+        typer.echo(f"link listening on {host}:{port} -> {upstream}")
+        sys.stdout.flush()
+
+    try:
+        run_link(listen, upstream, cfg, host=host, report_every_s=report_every, report=report, on_started=started)
+    except (OSError, ValueError) as exc:
+        fail(f"link: {exc}")
 
 
 app.command("serve")(serve)

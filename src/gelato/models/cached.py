@@ -8,10 +8,24 @@ that went through a forward pass, so tests can prove that no round recomputes th
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Sequence
 
 import torch
 from transformers import DynamicCache
+
+
+@functools.lru_cache(maxsize=64)
+def _cache_argument(forward_type: type) -> str:
+    params = inspect.signature(forward_type.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def cache_kwargs(model: torch.nn.Module, cache) -> dict:
+    """``{"cache": cache}`` where the model's forward takes the current cache argument (transformers >= 5.24),
+    else ``{"past_key_values": cache}``: no deprecation warning, and no break within the pinned range."""
+    return {_cache_argument(type(model)): cache, "use_cache": True}
 
 
 class CachedCausalLM:
@@ -77,7 +91,7 @@ class CachedCausalLM:
         if bad:
             raise ValueError(f"token ids {bad[:5]} are outside the model's vocabulary of {self._embedding_rows}")
         input_ids = torch.tensor([new], dtype=torch.long, device=self.device)
-        out = self.model(input_ids=input_ids, past_key_values=self._cache, use_cache=True)
+        out = self.model(input_ids=input_ids, **cache_kwargs(self.model, self._cache))
         self._cached_ids.extend(new)
         self.tokens_processed += len(new)
         self.forward_calls += 1

@@ -1,9 +1,11 @@
 """Device-edge transport: wire format, gRPC edge server, device client, auth, limits, link emulation.
 
-- :mod:`~gelato.transport.server`: :class:`EdgeServer` (sessions, batched verification, Health/Metrics),
-  :class:`EdgeServerThread` (run one in the background), :func:`serve` (``gelato serve``)
-- :mod:`~gelato.transport.client`: :class:`EdgeClient`, :class:`RemoteVerifier` (the engine's Verifier
-  over gRPC, with retries, resynchronisation and deadlines)
+- :mod:`~gelato.transport.server`: :class:`EdgeServer` (one ``Generate`` stream per generation, Health/Metrics)
+- :mod:`~gelato.transport.rounds`: the Open and round-ordering rules; :mod:`~gelato.transport.worker`: the
+  model thread (batched rounds, chunked prefill); :mod:`~gelato.transport.process`: :class:`EdgeServerThread`,
+  :func:`build_edge_server`, :func:`serve` (``gelato serve``)
+- :mod:`~gelato.transport.channel`: :class:`EdgeClient`, :class:`EdgeStream`; :mod:`~gelato.transport.client`:
+  :class:`RemoteVerifier` (the engine's Verifier over a stream, with resume, backoff and deadlines)
 - :mod:`~gelato.transport.batching`: :func:`batched_feed`, one forward for many sessions' KV caches
 - :mod:`~gelato.transport.link`: :class:`LinkEmulator`, a user-space rate/delay/fading/loss TCP proxy
 - :mod:`~gelato.wire.payload` / :mod:`~gelato.transport.codec`: messages and their sizes
@@ -17,13 +19,13 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "EdgeConfig": "server", "EdgeServer": "server", "EdgeServerThread": "server", "serve": "server",
-    "build_edge_server": "server",
-    "EdgeClient": "client", "RemoteVerifier": "client", "RoundTiming": "client", "RemoteStats": "client",
+    "EdgeConfig": "server", "EdgeServer": "server", "EdgeServerThread": "process", "serve": "process",
+    "build_edge_server": "process", "ModelWorker": "worker",
+    "EdgeClient": "channel", "EdgeStream": "channel", "RemoteVerifier": "client", "RoundTiming": "client", "RemoteStats": "client",
     "batched_feed": "batching",
     "LinkConfig": "link", "LinkEmulator": "link", "LinkThread": "link",
     "TransportError": "errors", "EdgeUnavailableError": "errors", "EdgeRejectedError": "errors",
-    "RequestError": "errors",
+    "RequestError": "errors", "EdgeTLSError": "errors", "EdgeCancelledError": "errors",
     "tokenizer_fingerprint": "fingerprint", "synthetic_fingerprint": "fingerprint", "vocab_fingerprint": "fingerprint",
     "load_tokens": "auth",
 }

@@ -96,6 +96,22 @@ def read_pem(path: str | Path | None) -> bytes | None:
     return path.read_bytes()
 
 
+def check_key_pair(cert_chain: bytes, private_key: bytes) -> None:
+    """Raise ValueError (one line) unless ``cert_chain`` and ``private_key`` are PEM and belong together."""
+    import ssl
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cert_path, key_path = Path(tmp) / "cert.pem", Path(tmp) / "key.pem"
+        cert_path.write_bytes(cert_chain)
+        key_path.write_bytes(private_key)
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert_path, key_path)
+        except ssl.SSLError as exc:
+            raise ValueError(f"the TLS certificate and key are not valid PEM or do not belong together "
+                             f"({exc.reason or exc})") from None
+
+
 def server_credentials(cert_chain: bytes, private_key: bytes) -> grpc.ServerCredentials:
     return grpc.ssl_server_credentials([(private_key, cert_chain)])
 

@@ -1,100 +1,49 @@
-"""The device side: a gRPC client of the edge and :class:`RemoteVerifier`, the engine's Verifier over the network.
+"""The device side: :class:`RemoteVerifier`, the engine's Verifier over one ``Generate`` stream per generation.
 
 ``speculative_generate(prompt, DraftModelProposer(...), RemoteVerifier(...), policy, ...)`` runs the
-same round loop as in-process verification. Faults:
+same round loop as in-process verification. Public API: construct, ``open(prompt_ids)`` (optional),
+``verify(committed, draft) -> Verdict`` (one thread at a time; any thread), ``close()`` (from any thread,
+also while a ``verify`` waits: that call then raises :class:`EdgeCancelledError`). Faults:
 
-- every call has a deadline (``rpc_timeout``; ``open_timeout`` for Open, which prefills the prompt);
-- a lost or timed-out round (UNAVAILABLE, DEADLINE_EXCEEDED) is resent with the same round number;
-  the edge answers a repeated round from its cache, so a verdict is never computed twice;
-- if the edge lost the session (NOT_FOUND after a restart or idle expiry) or disagrees about where
-  it stands (FAILED_PRECONDITION), the client reopens a session with everything committed so far and
-  resends the round there;
-- if the edge stays unreachable for ``unreachable_after`` seconds, :class:`EdgeUnavailableError` is
-  raised carrying the tokens committed so far; any other refusal raises :class:`EdgeRejectedError`.
+- every round waits at most ``rpc_timeout`` for its verdict (``open_timeout`` for open, which prefills);
+- a dropped stream (the edge restarted, the link broke, a reply is late) is resumed on a new stream that
+  opens a session with everything committed so far: the output is the same as without the drop;
+- NOT_FOUND (idle expiry) and FAILED_PRECONDITION (the edge disagrees about the position) resynchronise
+  the same way; RESOURCE_EXHAUSTED (edge or quota full) is retried with backoff for ``busy_after`` s;
+- if the edge stays unreachable for ``unreachable_after`` seconds, counted from the round's first
+  attempt, :class:`EdgeUnavailableError` is raised carrying the tokens committed so far; a TLS handshake
+  failure raises :class:`EdgeTLSError` at once; any other refusal raises :class:`EdgeRejectedError`.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import grpc
 import torch
 
-from gelato.decoding.sampling import SamplingParams, sample_from
+from gelato.decoding.rejection import sample_deferred_residual
+from gelato.decoding.sampling import SamplingParams
 from gelato.decoding.types import Draft, Verdict
-from gelato.decoding.verifier import residual_distribution
-from gelato.transport.auth import bearer_metadata, channel_credentials, read_pem
+from gelato.transport.channel import EdgeClient, EdgeStream, is_tls_failure, looks_like_plaintext_to_tls, speaks_tls
 from gelato.transport.codec import decode_verdict, encode_draft, payload_config, sampling_to_proto
+from gelato.transport.errors import (EdgeCancelledError, EdgeRejectedError, EdgeTLSError, EdgeUnavailableError,
+                                     TransportError)
+from gelato.transport.sessions import verification_seed
 from gelato.wire.payload import PayloadConfig
-from gelato.transport.errors import EdgeRejectedError, EdgeUnavailableError, TransportError
 from gelato.wire.proto import gelato_pb2 as pb
-from gelato.wire.proto import gelato_pb2_grpc as pb_grpc
-from gelato.transport import server as _srv
+
+__all__ = ["EdgeClient", "RemoteStats", "RemoteVerifier", "RoundTiming"]
 
 log = logging.getLogger("gelato.transport.client")
 
-TRANSIENT = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+TRANSIENT = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED})
 RESYNC = frozenset({grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION})
-
-
-class EdgeClient:
-    """A channel to one edge with bearer-token metadata, optional TLS and optional client interceptors."""
-
-    def __init__(self, target: str, *, token: str | None = None, tls: bool = False,
-                 root_ca: bytes | str | Path | None = None, server_name: str | None = None,
-                 interceptors: Sequence[grpc.UnaryUnaryClientInterceptor] = (),
-                 max_message_bytes: int = 4 * 1024 * 1024) -> None:
-        self.target = target
-        options = [("grpc.max_receive_message_length", max_message_bytes),
-                   ("grpc.max_send_message_length", max_message_bytes),
-                   # reconnect quickly after an edge restart
-                   ("grpc.initial_reconnect_backoff_ms", 50), ("grpc.min_reconnect_backoff_ms", 50),
-                   ("grpc.max_reconnect_backoff_ms", 500)]
-        if server_name:
-            options.append(("grpc.ssl_target_name_override", server_name))
-        if tls or root_ca is not None:
-            ca = root_ca if isinstance(root_ca, (bytes, type(None))) else read_pem(root_ca)
-            channel = grpc.secure_channel(target, channel_credentials(ca), options=options)
-        else:
-            channel = grpc.insecure_channel(target, options=options)
-        self._raw_channel = channel
-        self.channel = grpc.intercept_channel(channel, *interceptors) if interceptors else channel
-        self.stub = pb_grpc.EdgeStub(self.channel)
-        self.metadata = bearer_metadata(token)
-
-    def wait_ready(self, timeout: float) -> None:
-        grpc.channel_ready_future(self._raw_channel).result(timeout=timeout)
-
-    def open(self, request: pb.OpenRequest, timeout: float) -> pb.OpenReply:
-        return self.stub.Open(request, timeout=timeout, metadata=self.metadata)
-
-    def verify(self, request: pb.DraftUp, timeout: float) -> tuple[pb.VerdictDown, dict[str, str]]:
-        reply, call = self.stub.Verify.with_call(request, timeout=timeout, metadata=self.metadata)
-        trailers = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in (call.trailing_metadata() or ())}
-        return reply, trailers
-
-    def close_session(self, session: int, timeout: float) -> pb.CloseReply:
-        return self.stub.Close(pb.CloseRequest(session=session), timeout=timeout, metadata=self.metadata)
-
-    def health(self, timeout: float = 5.0) -> pb.HealthReply:
-        return self.stub.Health(pb.HealthRequest(), timeout=timeout, metadata=self.metadata)
-
-    def metrics(self, timeout: float = 5.0) -> dict:
-        import json
-        return json.loads(self.stub.Metrics(pb.MetricsRequest(), timeout=timeout, metadata=self.metadata).json)
-
-    def close(self) -> None:
-        self._raw_channel.close()
-
-    def __enter__(self) -> EdgeClient:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+BUSY = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 @dataclass
@@ -103,14 +52,13 @@ class RoundTiming:
 
     rpc_ms: float  # last (successful) attempt, request out to reply in
     total_ms: float  # including failed attempts, backoff and reopening
-    server_ms: float  # edge handler time (queue + forward + verification)
+    server_ms: float  # edge time from receiving the round to its verdict (queue + forward + verification)
     queue_ms: float
     forward_ms: float
     batch: int
     attempts: int
     reopened: int
-    cached: bool
-    up_bytes: int  # encoded DraftUp (protobuf payload, no HTTP/2 framing)
+    up_bytes: int  # encoded StreamUp (protobuf payload, no HTTP/2 framing)
     down_bytes: int
 
     @property
@@ -126,6 +74,7 @@ class RemoteStats:
     retries: int = 0
     reopens: int = 0
     opens: int = 0
+    busy_retries: int = 0
     up_bytes: int = 0
     down_bytes: int = 0
     timings: list[RoundTiming] = field(default_factory=list)
@@ -134,14 +83,14 @@ class RemoteStats:
         t = self.timings
         mean = (lambda xs: sum(xs) / len(xs) if xs else 0.0)
         return {"rounds": self.rounds, "retries": self.retries, "reopens": self.reopens, "opens": self.opens,
-                "up_bytes": self.up_bytes, "down_bytes": self.down_bytes,
+                "busy_retries": self.busy_retries, "up_bytes": self.up_bytes, "down_bytes": self.down_bytes,
                 "rpc_ms_mean": mean([x.rpc_ms for x in t]), "server_ms_mean": mean([x.server_ms for x in t]),
                 "network_ms_mean": mean([x.network_ms for x in t]), "forward_ms_mean": mean([x.forward_ms for x in t]),
                 "queue_ms_mean": mean([x.queue_ms for x in t]), "batch_mean": mean([x.batch for x in t])}
 
 
 class RemoteVerifier:
-    """Verifier protocol over gRPC: ``verify(committed, draft) -> Verdict`` against an edge session.
+    """Verifier protocol over gRPC: ``verify(committed, draft) -> Verdict`` on one edge stream.
 
     The session opens lazily on the first ``verify`` (with ``committed`` as the prompt) or explicitly
     with :meth:`open`. ``generator`` samples the residual on the device in the ``dssd`` payload mode.
@@ -150,9 +99,9 @@ class RemoteVerifier:
     def __init__(self, client: EdgeClient | str, params: SamplingParams, *, fingerprint: str, seed: int = 0,
                  payload: str | PayloadConfig = "compact", device_name: str = "device", max_new_tokens: int = 0,
                  rpc_timeout: float = 5.0, open_timeout: float = 60.0, unreachable_after: float = 30.0,
-                 backoff_s: tuple[float, float] = (0.02, 0.5), max_resyncs: int = 3,
+                 busy_after: float = 60.0, backoff_s: tuple[float, float] = (0.02, 0.5), max_resyncs: int = 3,
                  generator: torch.Generator | None = None, send_entropies: bool = False,
-                 token: str | None = None) -> None:
+                 token: str | None = None, report_times: bool = True) -> None:
         self.client = client if isinstance(client, EdgeClient) else EdgeClient(client, token=token)
         self._owns_client = not isinstance(client, EdgeClient)
         self.params = params
@@ -163,69 +112,91 @@ class RemoteVerifier:
         if self.payload.greedy != params.greedy:
             raise ValueError(f"payload config says greedy={self.payload.greedy} but sampling temperature is "
                              f"{params.temperature}")
+        self.payload = self.payload.model_copy(update={"session": 0})  # the stream is the session
         self.device_name = device_name
         self.max_new_tokens = max_new_tokens
         self.rpc_timeout = rpc_timeout
         self.open_timeout = open_timeout
         self.unreachable_after = unreachable_after
+        self.busy_after = busy_after
         self.backoff_s = backoff_s
         self.max_resyncs = max_resyncs
         self.generator = generator
-        self.send_entropies = send_entropies
+        self.report_times = report_times
         self.stats = RemoteStats()
-        self.session: int | None = None
         self.vocab_size: int | None = None
         self.max_draft_tokens: int | None = None
         self.model_name = ""
+        self._stream: EdgeStream | None = None
         self._round = 0
-        self._edge_ids: list[int] = []  # what the edge holds as committed
+        self._edge_ids: list[int] = []  # what the edge holds as committed on the current stream
         self._prompt_len: int | None = None
         self._committed: list[int] = []
-        self._stale = False  # the edge lost or disagrees about the session: reopen before the next round
-        self._old_lost = False  # the edge no longer has the session (NOT_FOUND): nothing to close
+        self._cancelled = threading.Event()
+        self._lock = threading.Lock()
+        self._busy = False  # a verify or open is using the stream
+
+    @property
+    def session_open(self) -> bool:
+        return self._stream is not None
 
     # ------------------------------------------------------------------ session
     def open(self, prompt_ids: Sequence[int]) -> pb.OpenReply:
-        """Open a session now (retrying transient failures); later verifies continue it."""
+        """Open the stream and its session now (retrying transient failures); later verifies continue it."""
         committed = list(prompt_ids)
         if self._prompt_len is None:
             self._prompt_len = len(committed)
         self._committed = committed
-        return self._call_with_retries(lambda: self._open(committed), resync=False)
+        return self._with_retries(lambda remaining: self._open(committed, remaining), resync=False)
 
-    def _open(self, committed: list[int]) -> pb.OpenReply:
-        request = pb.OpenRequest(prompt_ids=committed, sampling=sampling_to_proto(self.params, self.seed),
+    def _open(self, committed: list[int], remaining: float) -> pb.OpenReply:
+        self._drop_stream()
+        seed = verification_seed(self.seed, self._prompt_len or len(committed), len(committed))
+        request = pb.OpenRequest(prompt_ids=committed, sampling=sampling_to_proto(self.params, seed),
                                  device_name=self.device_name, tokenizer_fingerprint=self.fingerprint,
+                                 report_times=self.report_times,
                                  max_new_tokens=max(0, self.max_new_tokens - (len(committed) - (self._prompt_len or 0))))
-        old = self.session
-        reply = self.client.open(request, timeout=self.open_timeout)
-        self.session = reply.session
-        self.vocab_size = reply.vocab_size
-        self.max_draft_tokens = reply.max_draft_tokens
-        self.model_name = reply.model_name
+        stream = self.client.open_stream()
+        with self._lock:
+            if self._cancelled.is_set():
+                stream.cancel()
+                raise EdgeCancelledError("the generation was cancelled", committed, self._prompt_len or 0)
+            self._stream = stream
+        down = stream.exchange(pb.StreamUp(open=request), min(self.open_timeout, max(remaining, 1e-3)))
+        if down.WhichOneof("kind") != "opened":
+            raise TransportError(f"the edge answered open with {down.WhichOneof('kind')}", committed,
+                                 self._prompt_len or 0)
+        reply = down.opened
+        self.vocab_size, self.max_draft_tokens, self.model_name = reply.vocab_size, reply.max_draft_tokens, reply.model_name
         self._round = 0
         self._edge_ids = list(committed)
-        self._stale = False
         self.stats.opens += 1
-        if old is not None:
+        if self.stats.opens > 1:
             self.stats.reopens += 1
-            log.info("reopened the edge session at %d committed tokens", len(committed))
-        if old is not None and not self._old_lost:
-            try:  # the edge still holds the old one (a resync, not a restart or expiry): free it now
-                self.client.close_session(old, timeout=min(self.rpc_timeout, 1.0))
-            except grpc.RpcError:
-                pass
-        self._old_lost = False
+            log.info("resumed on a new stream at %d committed tokens", len(committed))
         return reply
 
+    def _drop_stream(self) -> None:
+        with self._lock:
+            stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.cancel()
+
     def close(self) -> None:
-        """Close the edge session (best effort) and the channel if this verifier created it."""
-        if self.session is not None:
-            try:
-                self.client.close_session(self.session, timeout=min(self.rpc_timeout, 2.0))
-            except grpc.RpcError as exc:
-                log.debug("closing session failed: %s", exc.code())
-            self.session = None
+        """End the stream (the edge frees the session) and the channel if this verifier created it.
+        Safe from any thread; a ``verify`` waiting meanwhile raises :class:`EdgeCancelledError`."""
+        self._cancelled.set()
+        with self._lock:
+            stream, self._stream = self._stream, None
+            idle = not self._busy
+        if stream is not None:
+            if idle:  # no round in flight: a graceful close, so the edge has freed the session on return
+                try:
+                    stream.exchange(pb.StreamUp(close=pb.CloseRequest()), min(self.rpc_timeout, 1.0))
+                except grpc.RpcError as exc:
+                    log.debug("closing the stream failed: %s", exc.code())
+            stream.end()
+            stream.cancel()
         if self._owns_client:
             self.client.close()
 
@@ -243,86 +214,111 @@ class RemoteVerifier:
         self._committed = committed
         t0 = time.perf_counter()
         attempts0, reopens0 = self.stats.attempts, self.stats.reopens
-        reply, trailers, request, rpc_ms = self._call_with_retries(lambda: self._verify_once(committed, draft))
+        down, up, rpc_ms = self._with_retries(lambda remaining: self._verify_once(committed, draft, remaining))
+        reply = down.verdict
         verdict = decode_verdict(reply, self.vocab_size or 0)
-        if reply.accepted > len(draft.tokens) or reply.round != self._round or reply.session != self.session:
+        if reply.accepted > len(draft.tokens) or reply.round != self._round:
             raise TransportError(f"edge answered round {reply.round} with {reply.accepted} accepted for round "
                                  f"{self._round} of {len(draft.tokens)} tokens", committed, self._prompt_len)
         self._edge_ids = committed + draft.tokens[: verdict.accepted]
         if verdict.residual_p is None:
             self._edge_ids.append(verdict.token)
         else:  # DSSD: sample the residual here; the edge learns the token as a pending id next round
-            if draft.q is None:
-                raise TransportError("the edge sent a residual distribution but the draft has no q", committed,
-                                     self._prompt_len)
-            q = draft.q[verdict.accepted].to_dense(verdict.residual_p.shape[-1])
-            verdict = Verdict(accepted=verdict.accepted,
-                              token=sample_from(residual_distribution(verdict.residual_p, q), self.generator))
-        f = (lambda k: float(trailers.get(k, 0.0) or 0.0))
-        timing = RoundTiming(rpc_ms=rpc_ms, total_ms=(time.perf_counter() - t0) * 1e3,
-                             server_ms=f(_srv.TRAILER_SERVER_MS), queue_ms=f(_srv.TRAILER_QUEUE_MS),
-                             forward_ms=f(_srv.TRAILER_FORWARD_MS), batch=int(f(_srv.TRAILER_BATCH)),
+            try:
+                verdict = sample_deferred_residual(verdict, draft.q, self.generator)
+            except ValueError as exc:
+                raise TransportError(f"the edge sent a residual distribution: {exc}", committed,
+                                     self._prompt_len) from None
+        times = down.times
+        timing = RoundTiming(rpc_ms=rpc_ms, total_ms=(time.perf_counter() - t0) * 1e3, server_ms=times.server_ms,
+                             queue_ms=times.queue_ms, forward_ms=times.forward_ms, batch=times.batch,
                              attempts=self.stats.attempts - attempts0, reopened=self.stats.reopens - reopens0,
-                             cached=trailers.get(_srv.TRAILER_CACHED) == "1",
-                             up_bytes=request.ByteSize(), down_bytes=reply.ByteSize())
+                             up_bytes=up.ByteSize(), down_bytes=down.ByteSize())
         self.stats.rounds += 1
         self.stats.up_bytes += timing.up_bytes
         self.stats.down_bytes += timing.down_bytes
         self.stats.timings.append(timing)
         return verdict
 
-    def _verify_once(self, committed: list[int], draft: Draft):
+    def _verify_once(self, committed: list[int], draft: Draft, remaining: float):
         known = len(self._edge_ids)
-        if (self.session is None or self._stale or known > len(committed) or committed[:known] != self._edge_ids
+        if (self._stream is None or known > len(committed) or committed[:known] != self._edge_ids
                 or (self.max_draft_tokens is not None and len(committed) - known > self.max_draft_tokens + 1)):
-            try:
-                self._open(committed)  # first round, or resynchronise with what the device committed
-            except grpc.RpcError as exc:
-                if exc.code() in TRANSIENT:
-                    raise
-                raise EdgeRejectedError(exc.code(), exc.details(), committed, self._prompt_len or 0) from None
+            self._open(committed, remaining)  # first round, or resume with what the device committed
             known = len(committed)
-        round_id = self._round + 1
-        request = encode_draft(draft, session=self.session, round_id=round_id, position=len(committed),
-                               pending_ids=committed[known:], cfg=self.payload)
+        up = pb.StreamUp(draft=encode_draft(draft, round_id=self._round + 1, position=len(committed),
+                                            pending_ids=committed[known:], cfg=self.payload))
         t = time.perf_counter()
-        reply, trailers = self.client.verify(request, timeout=self.rpc_timeout)
+        down = self._stream.exchange(up, self.rpc_timeout)
         rpc_ms = (time.perf_counter() - t) * 1e3
-        self._round = round_id
-        return reply, trailers, request, rpc_ms
+        if down.WhichOneof("kind") != "verdict":
+            raise TransportError(f"the edge answered a round with {down.WhichOneof('kind')}", committed,
+                                 self._prompt_len or 0)
+        self._round += 1
+        return down, up, rpc_ms
 
-    def _call_with_retries(self, attempt, resync: bool = True):
-        """Run ``attempt`` until it succeeds, retrying transient faults and resynchronising lost sessions."""
-        first_failure: float | None = None
+    def _with_retries(self, attempt, resync: bool = True):
+        """Run ``attempt(remaining_s)`` until it succeeds; every failure drops the stream, and the next
+        attempt resumes on a new one. The unreachable window starts at the first attempt."""
+        with self._lock:
+            self._busy = True
+        try:
+            return self._retry_loop(attempt, resync)
+        finally:
+            with self._lock:
+                self._busy = False
+
+    def _retry_loop(self, attempt, resync: bool):
+        start = time.monotonic()
         resyncs = 0
+        closed_at_once = 0  # consecutive "socket closed" failures of a plaintext client
         delay = self.backoff_s[0]
         while True:
+            committed = self._committed
+            if self._cancelled.is_set():
+                raise EdgeCancelledError("the generation was cancelled", committed, self._prompt_len or 0)
             self.stats.attempts += 1
+            waited = time.monotonic() - start
             try:
-                return attempt()
+                return attempt(max(self.unreachable_after - waited, 0.0))
             except grpc.RpcError as exc:
+                self._drop_stream()
                 code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
                 details = exc.details() if hasattr(exc, "details") else str(exc)
-                committed = self._committed
-                if code in TRANSIENT:
-                    now = time.monotonic()
-                    first_failure = first_failure or now
-                    waited = now - first_failure
-                    if waited >= self.unreachable_after:
+                if self._cancelled.is_set():
+                    raise EdgeCancelledError("the generation was cancelled", committed,
+                                             self._prompt_len or 0) from None
+                if code == grpc.StatusCode.UNAVAILABLE and is_tls_failure(details):
+                    raise EdgeTLSError(f"TLS handshake with edge {self.client.target} failed ({details}); check "
+                                       "--tls-ca, --server-name and that the edge serves TLS", committed,
+                                       self._prompt_len or 0) from None
+                closed_at_once = closed_at_once + 1 if (not self.client.tls and not self.client.ever_ready
+                                                        and code == grpc.StatusCode.UNAVAILABLE
+                                                        and looks_like_plaintext_to_tls(details)) else 0
+                if closed_at_once >= 3 and speaks_tls(self.client.target):
+                    raise EdgeTLSError(f"edge {self.client.target} closes every plaintext connection at once: it "
+                                       "probably serves TLS (pass --tls-ca or --tls)", committed,
+                                       self._prompt_len or 0) from None
+                waited = time.monotonic() - start
+                if code in TRANSIENT or code == BUSY:
+                    window = self.busy_after if code == BUSY else self.unreachable_after
+                    if waited >= window:
+                        if code == BUSY:
+                            raise EdgeRejectedError(code, f"{details} (still busy after {waited:.1f} s)",
+                                                    committed, self._prompt_len or 0) from None
                         raise EdgeUnavailableError(
                             f"edge {self.client.target} unreachable for {waited:.1f} s (last status {code.name}: "
                             f"{details}); {len(committed) - (self._prompt_len or 0)} tokens were committed",
                             committed, self._prompt_len or 0, last_code=code, waited_s=waited) from None
+                    if code == BUSY:
+                        self.stats.busy_retries += 1
                     self.stats.retries += 1
-                    log.debug("transient %s (%s); retrying in %.0f ms", code.name, details, delay * 1e3)
-                    time.sleep(min(delay, max(0.0, self.unreachable_after - waited)))
+                    log.debug("%s (%s); retrying in %.0f ms", code.name, details, delay * 1e3)
+                    time.sleep(min(delay, max(0.0, window - waited)))
                     delay = min(delay * 2, self.backoff_s[1])
                     continue
                 if resync and code in RESYNC and resyncs < self.max_resyncs:
                     resyncs += 1
-                    log.info("edge answered %s (%s): reopening the session", code.name, details)
-                    self._stale = True  # reopen with everything committed so far, then resend the round
-                    self._old_lost = code == grpc.StatusCode.NOT_FOUND
-                    first_failure = None
+                    log.info("edge answered %s (%s): resuming on a new stream", code.name, details)
                     continue
                 raise EdgeRejectedError(code, details, committed, self._prompt_len or 0) from None

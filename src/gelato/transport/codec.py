@@ -7,8 +7,9 @@ The only place that knows both sides. Uplink modes:
 - ``dssd``: ids plus ``q(x_i)`` per token; on a rejection the edge sends the target distribution down
   and the device samples the residual itself, sending that token up as ``pending_ids`` next round.
 - ``paper_topp``: the paper's bit-packed top-p payload (ids plus the top-p part of each ``q``). Under
-  sampling it is the paper's approximation, not lossless: a drafted token outside the sent support is
-  treated as rejected and the correction is drawn from ``norm(max(0, p - q_topp))``.
+  sampling a drafted token outside the sent support is rejected and the correction is drawn from
+  ``norm(max(0, p - q_topp))``, which is still exact (:mod:`gelato.decoding.rejection`) up to the
+  rounding of the packed probabilities.
 
 Messages are built and sized by :mod:`gelato.wire.payload` (the same code that bills the modelled
 channel); this module adds the session fields and the edge-side validation. Edge side, the mode is
@@ -58,11 +59,11 @@ def sampling_from_proto(msg: pb.SamplingSettings) -> SamplingParams:
 
 # ----------------------------------------------------------------------------- uplink
 
-def encode_draft(draft: Draft, *, session: int, round_id: int, position: int, pending_ids: Sequence[int],
-                 cfg: PayloadConfig) -> pb.DraftUp:
+def encode_draft(draft: Draft, *, round_id: int, position: int, pending_ids: Sequence[int],
+                 cfg: PayloadConfig, session: int = 0) -> pb.DraftUp:
     """The DraftUp of one round (built by :func:`gelato.wire.payload.build_draft_up`).
 
-    ``position`` counts committed tokens including ``pending_ids``.
+    ``position`` counts committed tokens including ``pending_ids``; on a stream the session is implied (0).
     """
     msg = build_draft_up(draft, cfg, round_id, pending_ids)
     msg.session = session
@@ -76,8 +77,7 @@ class DecodedDraft:
 
     tokens: list[int]
     q: list[SparseDist] | None  # None under greedy decoding
-    defer_residual: bool  # DSSD: answer a rejection with the target distribution, not a token
-    truncated_q: bool = False  # paper_topp: q is the top-p part only (a drafted token may lie outside it)
+    rule: str = "compact"  # the verification rule of gelato.decoding.rejection: compact, dssd or paper_topp
 
     def as_draft(self, position: int) -> Draft:
         n = len(self.tokens)
@@ -117,7 +117,7 @@ def decode_draft(msg: pb.DraftUp, params: SamplingParams, vocab_size: int,
     _check_ids(tokens, vocab_size, "token_ids")
     _check_ids(msg.pending_ids, vocab_size, "pending_ids")
     if params.greedy:
-        return DecodedDraft(tokens, None, False)
+        return DecodedDraft(tokens, None)
     n = len(tokens)
     if len(msg.q):
         if len(msg.q) != n:
@@ -138,7 +138,7 @@ def decode_draft(msg: pb.DraftUp, params: SamplingParams, vocab_size: int,
                 raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
                                    f"draft token {tok} at position {i} has q(x) = 0: it cannot have been sampled")
             qs.append(SparseDist(ids=ids, probs=probs))
-        return DecodedDraft(tokens, qs, False)
+        return DecodedDraft(tokens, qs)
     if len(msg.q_token):
         if len(msg.q_token) != n:
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
@@ -148,7 +148,7 @@ def decode_draft(msg: pb.DraftUp, params: SamplingParams, vocab_size: int,
         if n and float(probs.min()) <= 0.0:
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "q_token has a zero: a token cannot have been sampled")
         qs = [SparseDist(ids=torch.tensor([t]), probs=probs[i : i + 1].clone()) for i, t in enumerate(tokens)]
-        return DecodedDraft(tokens, qs, True)
+        return DecodedDraft(tokens, qs, "dssd")
     if len(msg.q_packed):
         if len(msg.q_packed) != n:
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
@@ -158,27 +158,32 @@ def decode_draft(msg: pb.DraftUp, params: SamplingParams, vocab_size: int,
         except ValueError as exc:
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"bad q_packed payload: {exc}") from None
         for i, dist in enumerate(qs):
+            if not dist.support_size:
+                raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                                   f"q_packed[{i}] is empty: the top-p part of q holds at least one token")
             _check_ids(dist.ids.tolist(), vocab_size, f"q_packed[{i}] ids")
             _check_probs(dist.probs, f"q_packed[{i}]")
-        return DecodedDraft(tokens, qs, False, truncated_q=True)
+        return DecodedDraft(tokens, qs, "paper_topp")
     if n == 0:
-        return DecodedDraft(tokens, [], False)
+        return DecodedDraft(tokens, [])
     raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
                        "sampled decoding needs q: fill q (compact), q_token (dssd) or q_packed (paper_topp)")
 
 
 def _check_probs(probs: torch.Tensor, what: str) -> None:
+    if not probs.numel():
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"{what} is empty")
     if not bool(torch.isfinite(probs).all()) or float(probs.min()) < 0.0 or float(probs.max()) > 1.0 + 1e-6:
         raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"{what} has probabilities outside [0, 1]")
 
 
 # ----------------------------------------------------------------------------- downlink
 
-def encode_verdict(verdict: Verdict, *, session: int, round_id: int, position: int) -> pb.VerdictDown:
-    """``position`` = committed tokens on the edge after the verdict (sent with a token)."""
+def encode_verdict(verdict: Verdict, *, round_id: int, position: int, session: int = 0) -> pb.VerdictDown:
+    """``position`` = committed tokens on the edge after the verdict (sent with a token). On a stream the
+    session is implied (0, not sent)."""
     mode = "dssd" if verdict.residual_p is not None else "compact"
-    msg = build_verdict_down(verdict, PayloadConfig(mode=mode), round_id, position)
-    msg.session = session
+    msg = build_verdict_down(verdict, PayloadConfig(mode=mode, session=session), round_id, position)
     return msg
 
 

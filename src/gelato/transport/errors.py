@@ -56,3 +56,11 @@ class EdgeRejectedError(TransportError):
         super().__init__(f"edge rejected the request with {code.name}: {details}", committed_ids, prompt_len)
         self.code = code
         self.details = details
+
+
+class EdgeTLSError(TransportError):
+    """The TLS handshake failed (wrong CA, wrong server name, TLS against a plaintext edge or the reverse)."""
+
+
+class EdgeCancelledError(TransportError):
+    """The generation was cancelled by :meth:`RemoteVerifier.close` from another thread."""

@@ -267,15 +267,27 @@ class LinkThread:
         asyncio.run_coroutine_threadsafe(self.link.stop(), background_loop()).result(10)
 
 
+def parse_upstream(upstream: str) -> tuple[str, int]:
+    """``HOST:PORT`` -> (host, port); ValueError (one line) otherwise."""
+    h, sep, p = upstream.rpartition(":")
+    if not sep or not p.isdigit() or not 0 < int(p) < 65536:
+        raise ValueError(f"upstream {upstream!r} is not HOST:PORT with a port in 1..65535")
+    return h or "127.0.0.1", int(p)
+
+
 def run_link(listen: int, upstream: str, config: LinkConfig, host: str = "127.0.0.1",
-             report_every_s: float = 5.0, report: Callable[[dict], None] | None = None) -> None:
-    """Run the proxy until interrupted, reporting bytes and airtime every ``report_every_s`` (``gelato link``)."""
-    h, _, p = upstream.rpartition(":")
-    emulator = LinkEmulator(h or "127.0.0.1", int(p), config)
+             report_every_s: float = 5.0, report: Callable[[dict], None] | None = None,
+             on_started: Callable[[int], None] | None = None) -> None:
+    """Run the proxy until interrupted, reporting bytes and airtime every ``report_every_s`` (``gelato link``).
+
+    Raises ValueError for a bad upstream and OSError when ``host:listen`` cannot be bound."""
+    emulator = LinkEmulator(*parse_upstream(upstream), config)
     report = report or (lambda s: log.info("link stats: %s", s))
 
     async def main() -> None:
         await emulator.start(host, listen)
+        if on_started is not None:
+            on_started(emulator.port)
         last = None
         try:
             while True:

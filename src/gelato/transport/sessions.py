@@ -1,13 +1,12 @@
 """Edge sessions: one target KV cache (a CachedCausalLM over the shared model) per device generation.
 
-A session's committed sequence is prompt + accepted draft tokens + edge tokens (+ ``pending_ids`` the
-device sends). Rounds are numbered by the device; a retried round (same number, same request) is
-answered from the cached reply, so the verification RNG never advances twice for one round.
+A session lives as long as its stream. Its committed sequence is prompt + accepted draft tokens + edge
+tokens (+ ``pending_ids`` the device sends, e.g. a DSSD residual sample). Quotas: at most
+``max_sessions`` in all and ``max_per_owner`` per credential.
 """
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -30,12 +29,25 @@ def splitmix64(x: int) -> int:
 
 
 def session_seed(seed: int, position: int) -> int:
-    """Seed of a session's verification RNG: ``SamplingSettings.seed`` mixed with the opening position.
+    """Seed of a resumed session's verification RNG: the generation's seed mixed with the resume position.
 
     A session reopened mid-generation (``position`` = tokens committed so far) gets a fresh stream,
     never a replay of the numbers that already decided earlier rounds.
     """
     return splitmix64(splitmix64(seed & _MASK64) ^ position) & ((1 << 63) - 1)
+
+
+def verification_seed(seed: int, prompt_len: int, position: int) -> int:
+    """What the device sends as ``SamplingSettings.seed`` (the edge seeds its verification RNG with it).
+
+    At the first open it is the seed in-process generation gives its verifier for ``seed``
+    (:func:`gelato.decoding.pipeline.device_and_edge_generators`), so the same ``--seed`` gives the same
+    text locally and remotely (unbatched, compact payload, no resumes); a resume gets a fresh stream.
+    """
+    if position == prompt_len:
+        from gelato.decoding.pipeline import device_and_edge_generators
+        return device_and_edge_generators(seed)[1].initial_seed()
+    return session_seed(seed, position)
 
 
 @dataclass
@@ -49,12 +61,10 @@ class Session:
     device_name: str = ""
     prompt_len: int = 0
     max_new_tokens: int = 0
+    report_times: bool = False
     created: float = field(default_factory=time.monotonic)
     last_used: float = field(default_factory=time.monotonic)
     last_round: int = 0
-    last_request: tuple | None = None  # (position, pending, tokens) of the last verified round
-    last_reply: bytes = b""  # serialized VerdictDown of the last verified round
-    inflight: tuple[int, tuple, asyncio.Future] | None = None
     rounds: int = 0
     tokens: int = 0
     closed: bool = False
@@ -68,8 +78,9 @@ class Session:
 
 
 class SessionStore:
-    def __init__(self, max_sessions: int) -> None:
+    def __init__(self, max_sessions: int, max_per_owner: int | None = None) -> None:
         self.max_sessions = max_sessions
+        self.max_per_owner = max_per_owner
         self._sessions: dict[int, Session] = {}
 
     def __len__(self) -> int:
@@ -84,26 +95,22 @@ class SessionStore:
             if sid and sid not in self._sessions:
                 return sid
 
-    def reserve_check(self) -> None:
+    def reserve_check(self, owner: str | None = None) -> None:
+        """RESOURCE_EXHAUSTED when the edge, or this credential's quota, is full (the device backs off)."""
         if len(self._sessions) >= self.max_sessions:
             raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                f"the edge serves at most {self.max_sessions} sessions and all are in use; "
                                "close one or retry later")
+        if owner is not None and self.max_per_owner is not None:
+            held = sum(1 for s in self._sessions.values() if s.owner == owner)
+            if held >= self.max_per_owner:
+                raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                   f"device {owner!r} already holds {held} sessions, its quota on this edge; "
+                                   "close one or retry later")
 
     def add(self, session: Session) -> None:
-        self.reserve_check()
+        self.reserve_check(session.owner)
         self._sessions[session.id] = session
-
-    def get(self, sid: int, owner: str | None) -> Session:
-        session = self._sessions.get(sid)
-        if session is None or session.closed:
-            raise RequestError(grpc.StatusCode.NOT_FOUND,
-                               f"session {sid:#018x} is unknown to this edge (closed, expired, or the edge "
-                               "restarted); open a new session with the committed tokens")
-        if session.owner is not None and session.owner != owner:
-            raise RequestError(grpc.StatusCode.PERMISSION_DENIED,
-                               f"session {sid:#018x} belongs to another device")
-        return session
 
     def remove(self, sid: int) -> Session | None:
         session = self._sessions.pop(sid, None)
@@ -113,7 +120,4 @@ class SessionStore:
 
     def idle(self, timeout_s: float, now: float | None = None) -> list[Session]:
         now = time.monotonic() if now is None else now
-        return [s for s in self._sessions.values() if s.inflight is None and now - s.last_used > timeout_s]
-
-    def cache_tokens(self) -> int:
-        return sum(s.lm.cache_len for s in self._sessions.values())
+        return [s for s in self._sessions.values() if now - s.last_used > timeout_s]

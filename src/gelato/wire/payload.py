@@ -215,6 +215,15 @@ def sparse_to_proto(q: SparseDist) -> pb.SparseDistribution:
     return pb.SparseDistribution(ids=q.ids.tolist(), probs=q.probs.float().tolist())
 
 
+def dense_p_to_proto(p: torch.Tensor) -> pb.SparseDistribution:
+    """A target distribution ``p`` (vocab,) as sent down: its nonzero entries with ids, or, when that would
+    be larger (more than ~2/3 of the vocabulary has mass), every probability and no ids."""
+    support = int((p > 0).sum())
+    if 3 * support >= 2 * p.numel():
+        return pb.SparseDistribution(probs=p.float().tolist())
+    return sparse_to_proto(SparseDist.from_dense(p))
+
+
 def proto_to_sparse(msg: pb.SparseDistribution) -> SparseDist:
     return SparseDist(ids=torch.tensor(list(msg.ids), dtype=torch.int64),
                       probs=torch.tensor(list(msg.probs), dtype=torch.float32))
@@ -255,7 +264,7 @@ def build_draft_up(draft: Draft, cfg: PayloadConfig, round_index: int = 0,
 def _synthetic_target_p(support: int, max_id: int) -> pb.SparseDistribution:
     """A stand-in target distribution of ``support`` entries, for billing DSSD's download by its real
     encoded size (built once per size: a dense 151,936-entry message is slow to construct)."""
-    if support == max_id + 1:  # the whole vocabulary: dense, no ids (as DSSD downloads p)
+    if 3 * support >= 2 * (max_id + 1):  # dense, no ids: as dense_p_to_proto sends it
         return pb.SparseDistribution(probs=[1.0 / support] * support)
     return pb.SparseDistribution(ids=range(max_id + 1 - support, max_id + 1), probs=[1.0 / support] * support)
 
@@ -267,7 +276,7 @@ def build_verdict_down(verdict: Verdict, cfg: PayloadConfig, round_index: int = 
     msg = pb.VerdictDown(session=cfg.session, round=round_index, accepted=verdict.accepted)
     rejected = n_sent is not None and verdict.accepted < n_sent
     if cfg.mode == "dssd" and verdict.residual_p is not None:
-        msg.target_p.CopyFrom(sparse_to_proto(SparseDist.from_dense(verdict.residual_p)))
+        msg.target_p.CopyFrom(dense_p_to_proto(verdict.residual_p))
         return msg
     if cfg.mode == "dssd" and rejected and cfg.dssd_target_support is not None:
         msg.target_p.CopyFrom(_synthetic_target_p(min(cfg.dssd_target_support, cfg.max_id + 1), cfg.max_id))

@@ -67,18 +67,20 @@ class VerdictDown(_message.Message):
     def __init__(self, session: _Optional[int] = ..., round: _Optional[int] = ..., accepted: _Optional[int] = ..., token: _Optional[int] = ..., has_token: _Optional[bool] = ..., target_p: _Optional[_Union[SparseDistribution, _Mapping]] = ..., position: _Optional[int] = ...) -> None: ...
 
 class OpenRequest(_message.Message):
-    __slots__ = ("prompt_ids", "sampling", "device_name", "tokenizer_fingerprint", "max_new_tokens")
+    __slots__ = ("prompt_ids", "sampling", "device_name", "tokenizer_fingerprint", "max_new_tokens", "report_times")
     PROMPT_IDS_FIELD_NUMBER: _ClassVar[int]
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
     DEVICE_NAME_FIELD_NUMBER: _ClassVar[int]
     TOKENIZER_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     MAX_NEW_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    REPORT_TIMES_FIELD_NUMBER: _ClassVar[int]
     prompt_ids: _containers.RepeatedScalarFieldContainer[int]
     sampling: SamplingSettings
     device_name: str
     tokenizer_fingerprint: str
     max_new_tokens: int
-    def __init__(self, prompt_ids: _Optional[_Iterable[int]] = ..., sampling: _Optional[_Union[SamplingSettings, _Mapping]] = ..., device_name: _Optional[str] = ..., tokenizer_fingerprint: _Optional[str] = ..., max_new_tokens: _Optional[int] = ...) -> None: ...
+    report_times: bool
+    def __init__(self, prompt_ids: _Optional[_Iterable[int]] = ..., sampling: _Optional[_Union[SamplingSettings, _Mapping]] = ..., device_name: _Optional[str] = ..., tokenizer_fingerprint: _Optional[str] = ..., max_new_tokens: _Optional[int] = ..., report_times: _Optional[bool] = ...) -> None: ...
 
 class OpenReply(_message.Message):
     __slots__ = ("session", "vocab_size", "max_draft_tokens", "model_name")
@@ -105,6 +107,40 @@ class CloseReply(_message.Message):
     rounds: int
     tokens: int
     def __init__(self, rounds: _Optional[int] = ..., tokens: _Optional[int] = ...) -> None: ...
+
+class EdgeTimes(_message.Message):
+    __slots__ = ("server_ms", "queue_ms", "forward_ms", "batch")
+    SERVER_MS_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_MS_FIELD_NUMBER: _ClassVar[int]
+    FORWARD_MS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    server_ms: float
+    queue_ms: float
+    forward_ms: float
+    batch: int
+    def __init__(self, server_ms: _Optional[float] = ..., queue_ms: _Optional[float] = ..., forward_ms: _Optional[float] = ..., batch: _Optional[int] = ...) -> None: ...
+
+class StreamUp(_message.Message):
+    __slots__ = ("open", "draft", "close")
+    OPEN_FIELD_NUMBER: _ClassVar[int]
+    DRAFT_FIELD_NUMBER: _ClassVar[int]
+    CLOSE_FIELD_NUMBER: _ClassVar[int]
+    open: OpenRequest
+    draft: DraftUp
+    close: CloseRequest
+    def __init__(self, open: _Optional[_Union[OpenRequest, _Mapping]] = ..., draft: _Optional[_Union[DraftUp, _Mapping]] = ..., close: _Optional[_Union[CloseRequest, _Mapping]] = ...) -> None: ...
+
+class StreamDown(_message.Message):
+    __slots__ = ("opened", "verdict", "closed", "times")
+    OPENED_FIELD_NUMBER: _ClassVar[int]
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
+    CLOSED_FIELD_NUMBER: _ClassVar[int]
+    TIMES_FIELD_NUMBER: _ClassVar[int]
+    opened: OpenReply
+    verdict: VerdictDown
+    closed: CloseReply
+    times: EdgeTimes
+    def __init__(self, opened: _Optional[_Union[OpenReply, _Mapping]] = ..., verdict: _Optional[_Union[VerdictDown, _Mapping]] = ..., closed: _Optional[_Union[CloseReply, _Mapping]] = ..., times: _Optional[_Union[EdgeTimes, _Mapping]] = ...) -> None: ...
 
 class HealthRequest(_message.Message):
     __slots__ = ()

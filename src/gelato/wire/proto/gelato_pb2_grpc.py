@@ -34,20 +34,10 @@ class EdgeStub:
         Args:
             channel: A grpc.Channel.
         """
-        self.Open = channel.unary_unary(
-                '/gelato.v1.Edge/Open',
-                request_serializer=gelato_dot_wire_dot_proto_dot_gelato__pb2.OpenRequest.SerializeToString,
-                response_deserializer=gelato_dot_wire_dot_proto_dot_gelato__pb2.OpenReply.FromString,
-                _registered_method=True)
-        self.Verify = channel.unary_unary(
-                '/gelato.v1.Edge/Verify',
-                request_serializer=gelato_dot_wire_dot_proto_dot_gelato__pb2.DraftUp.SerializeToString,
-                response_deserializer=gelato_dot_wire_dot_proto_dot_gelato__pb2.VerdictDown.FromString,
-                _registered_method=True)
-        self.Close = channel.unary_unary(
-                '/gelato.v1.Edge/Close',
-                request_serializer=gelato_dot_wire_dot_proto_dot_gelato__pb2.CloseRequest.SerializeToString,
-                response_deserializer=gelato_dot_wire_dot_proto_dot_gelato__pb2.CloseReply.FromString,
+        self.Generate = channel.stream_stream(
+                '/gelato.v1.Edge/Generate',
+                request_serializer=gelato_dot_wire_dot_proto_dot_gelato__pb2.StreamUp.SerializeToString,
+                response_deserializer=gelato_dot_wire_dot_proto_dot_gelato__pb2.StreamDown.FromString,
                 _registered_method=True)
         self.Health = channel.unary_unary(
                 '/gelato.v1.Edge/Health',
@@ -64,20 +54,9 @@ class EdgeStub:
 class EdgeServicer:
     """Missing associated documentation comment in .proto file."""
 
-    def Open(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def Verify(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def Close(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+    def Generate(self, request_iterator, context):
+        """one stream per generation
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -97,20 +76,10 @@ class EdgeServicer:
 
 def add_EdgeServicer_to_server(servicer, server):
     rpc_method_handlers = {
-            'Open': grpc.unary_unary_rpc_method_handler(
-                    servicer.Open,
-                    request_deserializer=gelato_dot_wire_dot_proto_dot_gelato__pb2.OpenRequest.FromString,
-                    response_serializer=gelato_dot_wire_dot_proto_dot_gelato__pb2.OpenReply.SerializeToString,
-            ),
-            'Verify': grpc.unary_unary_rpc_method_handler(
-                    servicer.Verify,
-                    request_deserializer=gelato_dot_wire_dot_proto_dot_gelato__pb2.DraftUp.FromString,
-                    response_serializer=gelato_dot_wire_dot_proto_dot_gelato__pb2.VerdictDown.SerializeToString,
-            ),
-            'Close': grpc.unary_unary_rpc_method_handler(
-                    servicer.Close,
-                    request_deserializer=gelato_dot_wire_dot_proto_dot_gelato__pb2.CloseRequest.FromString,
-                    response_serializer=gelato_dot_wire_dot_proto_dot_gelato__pb2.CloseReply.SerializeToString,
+            'Generate': grpc.stream_stream_rpc_method_handler(
+                    servicer.Generate,
+                    request_deserializer=gelato_dot_wire_dot_proto_dot_gelato__pb2.StreamUp.FromString,
+                    response_serializer=gelato_dot_wire_dot_proto_dot_gelato__pb2.StreamDown.SerializeToString,
             ),
             'Health': grpc.unary_unary_rpc_method_handler(
                     servicer.Health,
@@ -134,7 +103,7 @@ class Edge:
     """Missing associated documentation comment in .proto file."""
 
     @staticmethod
-    def Open(request,
+    def Generate(request_iterator,
             target,
             options=(),
             channel_credentials=None,
@@ -144,66 +113,12 @@ class Edge:
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
+        return grpc.experimental.stream_stream(
+            request_iterator,
             target,
-            '/gelato.v1.Edge/Open',
-            gelato_dot_wire_dot_proto_dot_gelato__pb2.OpenRequest.SerializeToString,
-            gelato_dot_wire_dot_proto_dot_gelato__pb2.OpenReply.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def Verify(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/gelato.v1.Edge/Verify',
-            gelato_dot_wire_dot_proto_dot_gelato__pb2.DraftUp.SerializeToString,
-            gelato_dot_wire_dot_proto_dot_gelato__pb2.VerdictDown.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def Close(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/gelato.v1.Edge/Close',
-            gelato_dot_wire_dot_proto_dot_gelato__pb2.CloseRequest.SerializeToString,
-            gelato_dot_wire_dot_proto_dot_gelato__pb2.CloseReply.FromString,
+            '/gelato.v1.Edge/Generate',
+            gelato_dot_wire_dot_proto_dot_gelato__pb2.StreamUp.SerializeToString,
+            gelato_dot_wire_dot_proto_dot_gelato__pb2.StreamDown.FromString,
             options,
             channel_credentials,
             insecure,

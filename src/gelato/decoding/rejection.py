@@ -1,0 +1,120 @@
+"""Every verification rule, as pure functions of tensors: the in-process verifier, the edge and the device
+all call these, so the distribution tests cover every payload mode.
+
+Speculative sampling (Leviathan et al. 2023; Chen et al. 2023): accept draft token x with probability
+min(1, p(x)/q(x)); at the first rejection sample from norm(max(0, p - q)); after a full accept sample a
+bonus token from p. Exact for any q the draft really sampled from. The payload modes differ only in what
+the verifier knows of q:
+
+- ``compact``: the exact (possibly truncated by top-k/top-p) q the token came from;
+- ``dssd``: only q(x) of each drafted token. The edge decides acceptance with it and, at the first
+  rejection, returns the dense p row; the device (which holds the whole q) samples the residual
+  (:func:`sample_deferred_residual`);
+- ``paper_topp``: the top-p part q_S of q. A drafted token outside S is rejected (its q is unknown) and
+  the correction comes from norm(max(0, p - q_S)) with q_S zero outside S. This is still exact: for y
+  outside S the rejection mass max(0, p - 0) = p(y) is exactly what acceptance cannot produce.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from gelato.decoding.sampling import SamplingParams, processed_probs, sample_from
+from gelato.decoding.types import SparseDist, Verdict
+
+RULES = ("compact", "dssd", "paper_topp")
+
+
+def check_rows(rows: torch.Tensor, draft_tokens: Sequence[int]) -> None:
+    """``rows``: (len(draft_tokens) + 1, vocab). Raises ValueError on a wrong row count or ids outside it."""
+    if rows.shape[0] != len(draft_tokens) + 1:
+        raise ValueError(f"need {len(draft_tokens) + 1} target rows for {len(draft_tokens)} draft tokens, "
+                         f"got {rows.shape[0]}")
+    vocab = rows.shape[-1]
+    bad = [t for t in draft_tokens if not 0 <= t < vocab]
+    if bad:
+        raise ValueError(f"draft token ids {bad[:5]} are outside the vocabulary of {vocab}")
+
+
+def verify_greedy(target_logits: torch.Tensor, draft_tokens: Sequence[int]) -> Verdict:
+    """Accept the longest prefix equal to the target's argmax, then append the target's own token.
+
+    ``target_logits``: (len(draft_tokens) + 1, vocab); row i predicts draft position i, the last row the
+    bonus token.
+    """
+    check_rows(target_logits, draft_tokens)
+    greedy = torch.argmax(target_logits, dim=-1).tolist()
+    accepted = 0
+    while accepted < len(draft_tokens) and draft_tokens[accepted] == greedy[accepted]:
+        accepted += 1
+    return Verdict(accepted=accepted, token=int(greedy[accepted]))
+
+
+def residual_distribution(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """norm(max(0, p - q)) for ``p``, ``q``: (vocab,); falls back to p when the residual has no mass."""
+    residual = torch.clamp(p - q, min=0.0)
+    total = residual.sum()
+    return residual / total if total > 0 else p
+
+
+def verify_stochastic(p: torch.Tensor, draft_tokens: Sequence[int], q: Sequence[SparseDist],
+                      generator: torch.Generator | None = None, defer_residual: bool = False,
+                      q_truncated: bool = False) -> Verdict:
+    """Speculative sampling. ``p``: (len(draft_tokens) + 1, vocab) processed target distributions.
+
+    ``defer_residual`` (DSSD): the verdict carries the dense p row at the first rejection (``token`` -1)
+    instead of a sampled correction. ``q_truncated`` (paper top-p): a drafted token outside its q's
+    support is rejected instead of refused as malformed.
+    """
+    check_rows(p, draft_tokens)
+    if len(q) != len(draft_tokens):
+        raise ValueError(f"sampled draft needs one q per token: {len(draft_tokens)} tokens, {len(q)} q")
+    vocab = p.shape[-1]
+    for i, x in enumerate(draft_tokens):
+        q_i = q[i].to_dense(vocab)
+        q_x = float(q_i[x])
+        if q_x <= 0.0 and not q_truncated:
+            raise ValueError(f"draft token {x} at position {i} has q(x) = 0: it cannot have been sampled from q")
+        if q_x > 0.0:
+            u = float(torch.rand((), generator=generator))
+            if u < min(1.0, float(p[i, x]) / q_x):
+                continue
+        if defer_residual:
+            return Verdict(accepted=i, token=-1, residual_p=p[i].clone())
+        return Verdict(accepted=i, token=sample_from(residual_distribution(p[i], q_i), generator))
+    n = len(draft_tokens)
+    return Verdict(accepted=n, token=sample_from(p[n], generator))
+
+
+def sample_deferred_residual(verdict: Verdict, q: Sequence[SparseDist] | None,
+                             generator: torch.Generator | None) -> Verdict:
+    """Device side of DSSD: a verdict with ``residual_p`` (vocab,) becomes one with a token sampled from
+    norm(max(0, p - q)) using the device's whole q at the rejected position; other verdicts pass through."""
+    if verdict.residual_p is None:
+        return verdict
+    if q is None or verdict.accepted >= len(q):
+        raise ValueError("a deferred residual needs the draft's q at the rejected position")
+    q_dense = q[verdict.accepted].to_dense(verdict.residual_p.shape[-1])
+    return Verdict(accepted=verdict.accepted,
+                   token=sample_from(residual_distribution(verdict.residual_p, q_dense), generator))
+
+
+def verify_rows(target_logits: torch.Tensor, draft_tokens: Sequence[int], q: Sequence[SparseDist] | None,
+                params: SamplingParams, generator: torch.Generator | None = None,
+                rule: str = "compact") -> Verdict:
+    """The verdict of one round under ``params`` and the payload ``rule`` (one of :data:`RULES`).
+
+    ``target_logits``: (len(draft_tokens) + 1, vocab) raw target logits; ``q``: what the verifier knows
+    of each drafted token's q (unused when greedy).
+    """
+    if rule not in RULES:
+        raise ValueError(f"unknown verification rule {rule!r}; choose one of {RULES}")
+    if params.greedy:
+        return verify_greedy(target_logits, draft_tokens)
+    if q is None:
+        raise ValueError("a sampled draft must carry its q distributions")
+    p = processed_probs(target_logits, params)
+    return verify_stochastic(p, draft_tokens, q, generator, defer_residual=rule == "dssd",
+                             q_truncated=rule == "paper_topp")

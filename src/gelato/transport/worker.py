@@ -1,0 +1,244 @@
+"""The edge's model thread: verification rounds (batched across sessions) and prompt prefill, interleaved fairly.
+
+All model work runs on one thread. The scheduler gives rounds priority: it runs every waiting round
+(up to ``max_batch`` per forward, after waiting at most ``window_s`` for more while other ready sessions
+could still send), then ONE prefill chunk of ``prefill_chunk`` tokens from the next opening session
+(round-robin), then rounds again. So a long prompt delays a round by at most one chunk, however many
+devices open long prompts at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import grpc
+import torch
+
+from gelato.decoding.rejection import verify_rows
+from gelato.models.cached import CachedCausalLM
+from gelato.transport.batching import batched_feed
+from gelato.transport.codec import DecodedDraft, encode_verdict
+from gelato.transport.errors import RequestError
+from gelato.transport.sessions import Session
+from gelato.transport.stats import EdgeMetrics
+from gelato.wire.proto import gelato_pb2 as pb
+
+log = logging.getLogger("gelato.transport.worker")
+
+
+@dataclass
+class RoundJob:
+    """One round waiting for the model: feed ``ids`` (logits from ``logits_from``), then verify."""
+
+    session: Session
+    decoded: DecodedDraft
+    round_id: int
+    pending: list[int]
+    ids: list[int]
+    logits_from: int
+    enqueued: float = field(default_factory=time.perf_counter)
+    future: asyncio.Future | None = None
+
+
+@dataclass
+class RoundResult:
+    verdict: pb.VerdictDown
+    queue_ms: float
+    forward_ms: float
+    batch: int
+
+
+@dataclass
+class _Prefill:
+    lm: CachedCausalLM
+    ids: list[int]
+    future: asyncio.Future
+    done: int = 0
+
+
+def finish_round(job: RoundJob, logits: torch.Tensor) -> pb.VerdictDown:
+    """Verify one round from its target ``logits`` (len(draft) + 1, vocab) and advance the session."""
+    session, decoded = job.session, job.decoded
+    n_before = job.logits_from + 1  # committed + pending
+    verdict = verify_rows(logits, decoded.tokens, decoded.q, session.params, session.generator, rule=decoded.rule)
+    session.lm.truncate(n_before + verdict.accepted)  # crop the rejected positions
+    appended = job.pending + decoded.tokens[: verdict.accepted]
+    if verdict.residual_p is None:
+        appended.append(verdict.token)
+    session.committed.extend(appended)
+    session.last_round = job.round_id
+    session.rounds += 1
+    session.tokens += len(appended) - len(job.pending)
+    return encode_verdict(verdict, round_id=job.round_id, position=len(session.committed))
+
+
+class ModelWorker:
+    """Owns the model thread; ``submit_round`` and ``prefill`` are awaited from the server's event loop."""
+
+    def __init__(self, metrics: EdgeMetrics, *, max_batch: int = 8, window_s: float = 0.008,
+                 prefill_chunk: int = 256, others_waiting: Callable[[int], bool] | None = None) -> None:
+        if max_batch < 1 or prefill_chunk < 1:
+            raise ValueError(f"max_batch and prefill_chunk must be >= 1, got {max_batch}, {prefill_chunk}")
+        self.metrics = metrics
+        self.max_batch = max_batch
+        self.window_s = max(0.0, window_s)
+        self.prefill_chunk = prefill_chunk
+        self.others_waiting = others_waiting or (lambda n: True)
+        self.executor: ThreadPoolExecutor | None = None
+        self._rounds: collections.deque[RoundJob] = collections.deque()
+        self._prefills: collections.deque[_Prefill] = collections.deque()
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gelato-model")
+        self._wake = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name="gelato-model-scheduler")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        for item in [*self._rounds, *self._prefills]:
+            if item.future is not None and not item.future.done():
+                item.future.cancel()
+        self._rounds.clear()
+        self._prefills.clear()
+
+    def shutdown(self) -> None:
+        if self.executor is not None:
+            self.executor.shutdown(wait=True)
+
+    async def run(self, fn: Callable, *args):
+        """Run ``fn(*args)`` on the model thread (e.g. freeing a cache)."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    # ------------------------------------------------------------------ submitting work
+    def submit_round(self, job: RoundJob) -> asyncio.Future:
+        job.future = asyncio.get_running_loop().create_future()
+        self._rounds.append(job)
+        self._wake.set()
+        return job.future
+
+    async def prefill(self, lm: CachedCausalLM, ids: list[int]) -> None:
+        """Fill ``lm``'s cache with ``ids`` in chunks interleaved with other work."""
+        if not ids:
+            return
+        item = _Prefill(lm, list(ids), asyncio.get_running_loop().create_future())
+        self._prefills.append(item)
+        self._wake.set()
+        await item.future
+
+    @property
+    def prefilling(self) -> int:
+        return len(self._prefills)
+
+    # ------------------------------------------------------------------ scheduling
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._rounds or self._prefills:
+                if self._rounds:
+                    batch = await self._gather()
+                    try:
+                        results = await loop.run_in_executor(self.executor, self._run_batch, batch)
+                    except Exception as exc:  # _run_batch isolates per-job errors; a last resort
+                        results = [exc] * len(batch)
+                    for job, result in zip(batch, results):
+                        _resolve(job.future, result)
+                if self._prefills:
+                    item = self._prefills.popleft()
+                    try:
+                        finished = await loop.run_in_executor(self.executor, self._prefill_step, item)
+                    except Exception as exc:
+                        _resolve(item.future, exc)
+                        continue
+                    if finished:
+                        _resolve(item.future, None)
+                    elif not item.future.done():  # cancelled (stream gone) -> drop it
+                        self._prefills.append(item)
+
+    async def _gather(self) -> list[RoundJob]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.window_s
+        while 1 < self.max_batch and len(self._rounds) < self.max_batch:
+            remaining = deadline - loop.time()
+            if remaining <= 0 or not self.others_waiting(len(self._rounds)):
+                break
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), remaining)
+            except TimeoutError:
+                break
+        return [self._rounds.popleft() for _ in range(min(self.max_batch, len(self._rounds)))]
+
+    def _prefill_step(self, item: _Prefill) -> bool:
+        end = min(len(item.ids), item.done + self.prefill_chunk)
+        item.lm.feed(item.ids[:end])
+        item.done = end
+        self.metrics.count("prefill_chunks")
+        return end >= len(item.ids)
+
+    def _run_batch(self, jobs: list[RoundJob]) -> list[object]:
+        """On the model thread: one forward for the live jobs, then per-job verification."""
+        t_start = time.perf_counter()
+        results: list[object] = [None] * len(jobs)
+        live = []
+        for i, job in enumerate(jobs):
+            if job.session.closed:
+                results[i] = RequestError(grpc.StatusCode.NOT_FOUND, "the session was closed during verification")
+            else:
+                live.append(i)
+        logits: dict[int, torch.Tensor] = {}
+        if len(live) > 1:
+            try:
+                outs = batched_feed([jobs[i].session.lm for i in live], [jobs[i].ids for i in live],
+                                    [jobs[i].logits_from for i in live])
+                logits = dict(zip(live, outs))
+            except Exception:
+                log.exception("batched forward failed; verifying the batch one session at a time")
+        for i in live:
+            if i not in logits:
+                try:
+                    logits[i] = jobs[i].session.lm.feed(jobs[i].ids, logits_from=jobs[i].logits_from)
+                except Exception as exc:
+                    results[i] = exc
+        forward_ms = (time.perf_counter() - t_start) * 1e3
+        if live:
+            self.metrics.observe_batch(len(live), forward_ms)
+        for i in live:
+            if i in logits:
+                job = jobs[i]
+                before = len(job.session.committed) + len(job.pending)
+                try:
+                    verdict = finish_round(job, logits[i])
+                    results[i] = RoundResult(verdict, (t_start - job.enqueued) * 1e3, forward_ms, len(live))
+                    self.metrics.observe_round(len(job.decoded.tokens), int(verdict.accepted),
+                                               len(job.session.committed) - before)
+                except Exception as exc:
+                    job.session.lm.truncate(job.logits_from + 1)
+                    results[i] = exc if isinstance(exc, RequestError) else RequestError(
+                        grpc.StatusCode.INVALID_ARGUMENT, f"verification failed: {exc}")
+        return results
+
+
+def _resolve(future: asyncio.Future | None, result: object) -> None:
+    if future is None or future.done():
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)

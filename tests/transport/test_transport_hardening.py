@@ -1,0 +1,113 @@
+"""Found by trying the edge as a new user and as an attacker would: each test failed before its fix."""
+
+from __future__ import annotations
+
+import inspect
+import re
+import socket
+import threading
+import time
+import tomllib
+import warnings
+from pathlib import Path
+
+import grpc
+import pytest
+import torch
+
+from edge_helpers import PROMPTS, remote_generate, start_edge
+from gelato.models.cached import CachedCausalLM
+from gelato.transport.channel import EdgeClient
+from gelato.transport.errors import EdgeUnavailableError
+from gelato.transport.server import EdgeConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_hung_edge_gives_up_within_the_unreachable_window(pair):
+    """An edge that accepts connections and never answers: the window counts from the first attempt, not
+    from the end of the first deadline (rpc 2 s + window 2 s used to take 4 s)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    held: list[socket.socket] = []
+    accepting = threading.Thread(target=lambda: [held.append(listener.accept()[0]) for _ in range(16)], daemon=True)
+    accepting.start()
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(EdgeUnavailableError) as info:
+            remote_generate(f"127.0.0.1:{listener.getsockname()[1]}", pair[1], PROMPTS[0], 4, rpc_timeout=2.0,
+                            unreachable_after=2.0)
+    finally:
+        listener.close()
+        for s in held:
+            s.close()
+    elapsed = time.monotonic() - t0
+    assert info.value.waited_s >= 2.0
+    assert elapsed < 3.5
+
+
+def test_idle_connections_are_closed_by_the_edge(pair):
+    server = start_edge(pair[0], max_connection_idle_s=0.3)
+    states: list[grpc.ChannelConnectivity] = []
+    client = EdgeClient(server.address)
+    try:
+        client._raw_channel.subscribe(states.append, try_to_connect=False)  # noqa: SLF001
+        assert client.health().status == "SERVING"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not _idle_after_ready(states):
+            time.sleep(0.05)
+    finally:
+        client.close()
+        server.stop()
+    assert _idle_after_ready(states)  # the edge sent GOAWAY to the idle connection
+
+
+def _idle_after_ready(states) -> bool:
+    seen = list(states)
+    return grpc.ChannelConnectivity.READY in seen and \
+        grpc.ChannelConnectivity.IDLE in seen[seen.index(grpc.ChannelConnectivity.READY):]
+
+
+def test_edge_sets_keepalive_and_connection_limits():
+    options = dict(EdgeConfig().grpc_options())
+    assert options["grpc.keepalive_time_ms"] == 30_000 and options["grpc.keepalive_timeout_ms"] == 10_000
+    assert options["grpc.max_connection_idle_ms"] == 300_000 and options["grpc.max_connection_age_ms"] > 0
+
+
+def test_documented_batch_window_is_the_default():
+    from gelato.cli.transport_cmd import serve
+
+    doc = (ROOT / "docs" / "deployment.md").read_text()
+    documented = float(re.search(r"--batch-window-ms` \(default ([\d.]+) ms", doc).group(1))
+    cli_default = inspect.signature(serve).parameters["batch_window_ms"].default.default
+    assert documented == EdgeConfig().batch_window_ms == cli_default
+
+
+def test_cryptography_is_in_the_test_extras():
+    """The TLS tests need it to make a certificate; without it they were skipped in CI."""
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["test"]
+    assert any(req.startswith("cryptography") for req in extras)
+
+
+def test_decoding_uses_the_current_cache_api(pair):
+    lm = CachedCausalLM(pair[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        lm.feed([1, 2, 3])
+        lm.feed([1, 2, 3, 4])
+    assert lm.cache_len == 4
+
+
+def test_dssd_billing_equals_the_wire():
+    """The dense p a rejection sends down is billed as exactly the bytes sent."""
+    from gelato.decoding.types import Verdict
+    from gelato.transport.codec import encode_verdict
+    from gelato.wire.payload import PayloadConfig, verdict_bits
+
+    vocab = 1000
+    p = torch.softmax(torch.randn(vocab), -1)
+    sent = encode_verdict(Verdict(accepted=1, token=-1, residual_p=p), round_id=3, position=0).ByteSize()
+    billed = verdict_bits(Verdict(accepted=1, token=5), PayloadConfig(mode="dssd", session=0, vocab_size=vocab,
+                                                                       dssd_target_support=vocab), 3, n_sent=4) // 8
+    assert billed == sent
