@@ -58,3 +58,11 @@ def stop_token_id(tokenizer, raw: bool = False) -> int | None:
 def decode_text(tokenizer, ids: Sequence[int]) -> str:
     """Printable text: special tokens (eos, end of turn, padding) removed."""
     return tokenizer.decode(list(ids), skip_special_tokens=True)
+
+
+def demo_prompt_ids(tokenizer, question: str) -> list[int]:
+    """A GSM8K question for a pair: one chat turn if the tokenizer has a template, else the fast test
+    pair's training format ``Question: ...\\nAnswer:``."""
+    if has_chat_template(tokenizer):
+        return encode_prompt(tokenizer, question)
+    return list(tokenizer(f"Question: {question.strip()}\nAnswer:")["input_ids"])
