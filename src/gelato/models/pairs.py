@@ -89,3 +89,13 @@ def resolve_pair_dirs(draft: Path | str | None, target: Path | str | None) -> tu
     if draft is not None:
         return draft, target
     return default_pair_dirs()
+
+
+def default_draft_dir() -> Path:
+    """The default pair's draft directory (shipped; never fetches the target)."""
+    name = default_pair_name()
+    base = zoo_data_dir() / name
+    missing = _missing(base, ("draft",))
+    if missing:
+        raise ZooPairMissingError(f"the built-in {name!r} pair's draft is not installed: missing {missing[0]}")
+    return base / "draft"

@@ -64,8 +64,9 @@ def output_support(answers: AnswerSet, gold: list[tuple[list[int], list[int]]], 
     for a, t in zip(answers.answers, answers.top_ids):
         ids.update(int(x) for x in a)
         ids.update(int(x) for x in t[:, :top_k].ravel())
-    for _, a in gold:
+    for p, a in gold:  # gold answers and the questions (answers restate them)
         ids.update(a)
+        ids.update(p)
     return np.array(sorted(ids), dtype=np.int64)
 
 
@@ -149,8 +150,12 @@ def lr_at(elapsed: float, budget: float, step: int, recipe: DraftRecipe) -> floa
 
 def train_draft(draft: LlamaForCausalLM, soft: list[Example], hard: list[Example], support: np.ndarray,
                 recipe: DraftRecipe, budget_seconds: float, seed: int, checkpoint: Path,
-                log: Callable[[str], None] = print) -> dict:
-    """Train until ``budget_seconds`` of training time (summed over resumed runs) have passed."""
+                log: Callable[[str], None] = print,
+                refresh: Callable[[], list[Example]] | None = None) -> dict:
+    """Train until ``budget_seconds`` of training time (summed over resumed runs) have passed.
+
+    ``refresh``, if given, is called at every checkpoint and returns the target-answer examples to use
+    from then on (answers still being generated in the background join the training set)."""
     opt = torch.optim.AdamW(draft.parameters(), lr=recipe.lr, betas=recipe.betas, weight_decay=recipe.weight_decay)
     state = {"step": 0, "elapsed": 0.0, "loss_tokens": 0, "losses": []}
     rng = random.Random(seed)
@@ -186,6 +191,11 @@ def train_draft(draft: LlamaForCausalLM, soft: list[Example], hard: list[Example
         if time.perf_counter() - last_ck > recipe.checkpoint_seconds or state["elapsed"] >= budget_seconds:
             save_checkpoint(checkpoint, draft, opt, state, rng)
             last_ck = time.perf_counter()
+            if refresh is not None:
+                fresh = refresh()
+                if len(fresh) > len(soft):
+                    log(f"training set: {len(fresh)} target answers (was {len(soft)})")
+                    soft = fresh
     draft.eval()
     return state
 
