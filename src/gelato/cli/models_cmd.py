@@ -72,7 +72,7 @@ def build(
         try:
             build_smollm2(out or Path("models") / pair, work_dir=work_dir, stage=stage, data_minutes=data_minutes,
                           minutes=35.0 if minutes is None else minutes, seed=seed, threads=threads,
-                          eval_prompts=eval_prompts or 12, eval_tokens=max_new_tokens or 96, data_dir=data_dir,
+                          eval_prompts=eval_prompts or 10, eval_tokens=max_new_tokens or 96, data_dir=data_dir,
                           command=command_line(), log=typer.echo)
         except (DataFileNotFoundError, FileNotFoundError, ValueError, FetchError) as exc:
             typer.echo(f"error: {exc}", err=True)

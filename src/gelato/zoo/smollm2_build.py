@@ -33,7 +33,7 @@ def default_work_dir() -> Path:
 
 
 def build_smollm2(out: Path, *, work_dir: Path | None = None, stage: str = "all", data_minutes: float = 30.0,
-                  minutes: float = 35.0, seed: int = 0, threads: int = 1, eval_prompts: int = 12,
+                  minutes: float = 35.0, seed: int = 0, threads: int = 1, eval_prompts: int = 10,
                   eval_tokens: int = 96, data_dir=None, command: str | None = None,
                   log: Callable[[str], None] = print) -> dict:
     from gelato.models import load_causal_lm, load_tokenizer
@@ -112,7 +112,7 @@ def _train(target, tok, out: Path, work: Path, minutes: float, seed: int, data_d
 
 def _evaluate(target, tok, out: Path, work: Path, seed: int, n_prompts: int, n_tokens: int, data_dir, command,
               log) -> dict:
-    from gelato.experiments.trace import record_trace
+    from gelato.experiments.trace_fast import record_trace_fast as record_trace
     from gelato.experiments.workloads import load_gsm8k
     from gelato.models import load_causal_lm
     from gelato.models.chat import encode_prompt, stop_token_id
