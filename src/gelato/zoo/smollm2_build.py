@@ -8,7 +8,7 @@ Stages (``--stage``, default all, each resumable):
    total, checkpointing to ``WORK/draft-ckpt.pt``; writes ``OUT/draft`` (bf16 safetensors, the target's
    tokenizer, the output-token list);
 3. ``eval``: a greedy trace on held-out GSM8K test questions; mean acceptance length at K = 2/4/8, the
-   entropy fit, the cost ratio c; writes ``OUT/report.json`` and ``OUT/BUILD.md``.
+   entropy fit, the cost ratio c (the trace, k_max 15, is kept as WORK/eval-trace.npz); writes ``OUT/report.json`` and ``OUT/BUILD.md``.
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def _evaluate(target, tok, out: Path, work: Path, seed: int, n_prompts: int, n_t
     draft = load_causal_lm(out / "draft")
     prompts = [(p.id, encode_prompt(tok, p.text)) for p in load_gsm8k("test", data_dir, n_prompts)]
     t0 = time.perf_counter()
-    trace = record_trace(draft, target, prompts, k_max=8, max_new_tokens=n_tokens, eos_token_id=stop_token_id(tok),
+    trace = record_trace(draft, target, prompts, k_max=15, max_new_tokens=n_tokens, eos_token_id=stop_token_id(tok),
                          header={"pair": "smollm2"}, progress=lambda: log("  traced one prompt"))
     trace.save(work / "eval-trace.npz")
     ev = evaluate_trace(trace)
