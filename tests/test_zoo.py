@@ -112,7 +112,7 @@ def test_text_file_corpus_holds_out_paragraphs(tmp_path):
 def test_missing_shipped_pair_error(monkeypatch, tmp_path):
     monkeypatch.setattr(pairs, "zoo_data_dir", lambda: tmp_path)
     with pytest.raises(zoo.ZooPairMissingError, match="gelato models build --pair gsm8k"):
-        zoo.default_pair_dirs()
+        zoo.pair_dirs(pairs.FAST_PAIR)
 
 
 def test_cli_reports_missing_data(tmp_path):
@@ -184,7 +184,7 @@ def test_micro_report_is_sane(micro):
 
 def _shipped():
     try:
-        return zoo.default_pair_dirs()
+        return zoo.pair_dirs(pairs.FAST_PAIR)
     except zoo.ZooPairMissingError:
         return None
 

@@ -10,13 +10,29 @@ from gelato.decoding.sampling import SamplingParams
 
 
 def resolve_pair_dirs(draft: Path | None, target: Path | None) -> tuple[Path, Path]:
-    """Explicit --draft/--target, or the default pair when both are omitted (a CLI error otherwise)."""
-    from gelato.models.pairs import PairArgumentError, resolve_pair_dirs as resolve
+    """Explicit --draft/--target, or the default pair when both are omitted (fetching its target on first use).
+
+    A missing shipped pair or a failed fetch is one ``error:`` line and exit code 2.
+    """
+    from gelato.models.fetch import FetchError
+    from gelato.models.pairs import PairArgumentError, ZooPairMissingError, resolve_pair_dirs as resolve
 
     try:
         return resolve(draft, target)
     except PairArgumentError as exc:
         raise typer.BadParameter(str(exc)) from None
+    except (FetchError, ZooPairMissingError) as exc:
+        fail(str(exc))
+
+
+def encode_or_fail(tokenizer, prompt: str, raw: bool = False, system: str | None = None) -> list[int]:
+    """Prompt ids through the chat template (see :func:`gelato.models.chat.encode_prompt`), or an error line."""
+    from gelato.models.chat import encode_prompt
+
+    try:
+        return encode_prompt(tokenizer, prompt, raw=raw, system=system)
+    except ValueError as exc:
+        fail(str(exc))
 
 
 def sampling_params(temperature: float, top_k: int, top_p: float) -> SamplingParams:

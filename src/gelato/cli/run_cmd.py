@@ -94,7 +94,7 @@ def record(
 
     from gelato.experiments.config import RunConfig
     from gelato.experiments.execute import load_prompt_ids
-    from gelato.experiments.trace import record_trace
+    from gelato.experiments.trace_fast import record_trace_fast as record_trace
     from gelato.models import load_pair, shared_vocab_size
 
     draft_dir, target_dir = resolve_pair_dirs(draft, target)

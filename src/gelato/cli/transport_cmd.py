@@ -107,8 +107,8 @@ def serve(
 
     from gelato.transport.process import serve as run_server
     if target_dir is None:
-        from gelato.models.pairs import default_pair_dirs
-        target_dir = default_pair_dirs()[1]
+        from gelato.cli.common import resolve_pair_dirs
+        target_dir = resolve_pair_dirs(None, None)[1]
     if threads:
         torch.set_num_threads(threads)
     tokens_file = tokens_file or (Path(os.environ["GELATO_TOKENS_FILE"]) if os.environ.get("GELATO_TOKENS_FILE")
@@ -135,10 +135,12 @@ def device(
     edge: str = typer.Option("127.0.0.1:50051", "--edge", help="HOST:PORT of the edge (or of a link emulator)"),
     draft_dir: Optional[Path] = typer.Option(None, "--draft", "--draft-dir",
                                              help="Hugging Face model directory of the draft "
-                                                  "(default: the built-in gsm8k pair's draft)"),
+                                                  "(default: the default pair's draft)"),
     policy: str = typer.Option("static:4", "--policy", help="static:K, gelato-paper, gelato-improved, ..."),
     prompt: Optional[str] = typer.Option(None, "--prompt", help="prompt text (needs a tokenizer)"),
     prompt_ids: Optional[str] = typer.Option(None, "--prompt-ids", help="comma-separated token ids instead"),
+    raw: bool = typer.Option(False, "--raw", help="send --prompt as is (no chat template)"),
+    system: Optional[str] = typer.Option(None, "--system", help="system turn of the chat template"),
     max_new_tokens: int = typer.Option(64, "--max-new-tokens"),
     temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy"),
     top_k: int = typer.Option(0, "--top-k"),
@@ -180,8 +182,8 @@ def device(
     if threads:
         torch.set_num_threads(threads)
     if draft_dir is None:
-        from gelato.models.pairs import default_pair_dirs
-        draft_dir = default_pair_dirs()[0]
+        from gelato.models.pairs import default_draft_dir
+        draft_dir = default_draft_dir()
     if (prompt is None) == (prompt_ids is None):
         fail("give exactly one of --prompt or --prompt-ids")
     from gelato.transport.auth import read_pem
@@ -201,8 +203,10 @@ def device(
             tokenizer = load_tokenizer(tokenizer_dir or draft_dir)
         except ModelLoadError as exc:
             fail(f"{exc} (pass --prompt-ids and --fingerprint for models without one)")
+    from gelato.cli.common import encode_or_fail
+    from gelato.models.chat import decode_text, stop_token_id
     if ids is None:
-        ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        ids = encode_or_fail(tokenizer, prompt, raw=raw, system=system)
     if not ids:
         fail("the prompt is empty")
     fingerprint = fingerprint or tokenizer_fingerprint(tokenizer)
@@ -215,7 +219,7 @@ def device(
                               device_name=os.uname().nodename, max_new_tokens=max_new_tokens,
                               rpc_timeout=rpc_timeout, unreachable_after=unreachable_after,
                               generator=torch.Generator().manual_seed(seed + 1))
-    eos = getattr(tokenizer, "eos_token_id", None) if tokenizer is not None else None
+    eos = stop_token_id(tokenizer, raw=raw or prompt is None) if tokenizer is not None else None
     try:
         reply = verifier.open(ids)
         vocab = min(int(draft_model.config.vocab_size), int(reply.vocab_size))
@@ -235,7 +239,7 @@ def device(
     except TransportError as exc:
         console.print(f"[red]error:[/red] {exc}")
         if exc.generated_ids:
-            text = tokenizer.decode(exc.generated_ids) if tokenizer is not None else exc.generated_ids
+            text = decode_text(tokenizer, exc.generated_ids) if tokenizer is not None else exc.generated_ids
             console.print(f"committed before the failure ({len(exc.generated_ids)} tokens): {text}")
         raise typer.Exit(1) from None
     finally:
@@ -245,7 +249,7 @@ def device(
     m = result.metrics
     net = verifier.stats.summary()
     rounds = max(1, m.rounds)
-    text = tokenizer.decode(result.token_ids) if tokenizer is not None else " ".join(map(str, result.token_ids))
+    text = decode_text(tokenizer, result.token_ids) if tokenizer is not None else " ".join(map(str, result.token_ids))
     console.print(text, markup=False, highlight=False)
     table = Table(title=f"device -> {edge} ({reply.model_name}), policy {chosen.name}")
     table.add_column("per round")

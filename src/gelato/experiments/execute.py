@@ -15,10 +15,13 @@ from gelato.policies.registry import make_policy
 
 def load_prompt_ids(cfg: RunConfig, tokenizer) -> list[tuple[str, list[int]]]:
     from gelato.experiments.workloads import format_for_pair, load_gsm8k, load_humaneval, load_spec_bench
+    from gelato.models.chat import encode_prompt, has_chat_template
 
     loader = {"gsm8k": lambda: load_gsm8k("test", cfg.data_dir, cfg.prompts),
               "spec-bench": lambda: load_spec_bench(cfg.data_dir, limit=cfg.prompts),
               "humaneval": lambda: load_humaneval(cfg.data_dir, cfg.prompts)}[cfg.workload]
+    if has_chat_template(tokenizer):  # a chat model: each prompt is one user turn of its template
+        return [(p.id, encode_prompt(tokenizer, p.text)) for p in loader()]
     return [(p.id, tokenizer(format_for_pair(p, cfg.pair))["input_ids"]) for p in loader()]
 
 

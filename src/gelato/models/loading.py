@@ -1,19 +1,23 @@
-"""Load any Hugging Face causal LM and its tokenizer from a local directory, offline.
+"""Load any Hugging Face causal LM and its tokenizer: a local directory (offline), or a hub id.
 
-Nothing here reaches a hub: ``local_files_only=True`` is passed everywhere and the hub's offline
-switches are set before transformers is used.
+A local directory is read with ``local_files_only=True``: nothing reaches a hub. A string that is not an
+existing path and looks like ``owner/name`` is a Hugging Face hub id, loaded through the hub's own cache
+(it needs the network the first time; nothing in gelato requires it).
 """
 
 from __future__ import annotations
 
-import os
+import re
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
 
-import torch  # noqa: E402
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase  # noqa: E402
+from gelato.models.output_subset import apply_output_subset, read_output_tokens
+
+hf_logging.disable_progress_bar()  # "Loading weights" bars on every load; gelato shows its own progress
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
            "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
@@ -44,7 +48,14 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def _check_dir(path: str | Path, what: str) -> Path:
+def is_hub_id(path: str | Path) -> bool:
+    """``owner/name`` that is not an existing local path."""
+    return not Path(path).exists() and bool(_HUB_ID.match(str(path)))
+
+
+def _check_dir(path: str | Path, what: str) -> Path | str:
+    if is_hub_id(path):
+        return str(path)
     path = Path(path)
     if not path.exists():
         raise ModelLoadError(f"{what} directory not found: {path}")
@@ -58,19 +69,28 @@ def _check_dir(path: str | Path, what: str) -> Path:
 def load_causal_lm(path: str | Path, dtype: str | torch.dtype = "float32", device: str = "cpu") -> torch.nn.Module:
     """``AutoModelForCausalLM.from_pretrained`` on a local directory, in eval mode."""
     path = _check_dir(path, "model")
+    local = isinstance(path, Path)
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype), local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype), local_files_only=local)
     except Exception as exc:  # transformers raises many types; keep the path in the message
-        raise ModelLoadError(f"could not load a causal LM from {path}: {exc}") from exc
+        where = "" if local else " (a hub id: is the machine online?)"
+        raise ModelLoadError(f"could not load a causal LM from {path}{where}: {_first_line(exc)}") from exc
+    subset = read_output_tokens(path) if local else None
+    if subset is not None:
+        apply_output_subset(model, subset)
     return model.to(resolve_device(device)).eval()
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
     path = _check_dir(path, "tokenizer")
     try:
-        return AutoTokenizer.from_pretrained(path, local_files_only=True)
+        return AutoTokenizer.from_pretrained(path, local_files_only=isinstance(path, Path))
     except Exception as exc:
-        raise ModelLoadError(f"could not load a tokenizer from {path}: {exc}") from exc
+        raise ModelLoadError(f"could not load a tokenizer from {path}: {_first_line(exc)}") from exc
 
 
 def check_same_vocabulary(draft_tok, target_tok, draft_vocab_size: int | None = None,
@@ -105,6 +125,7 @@ def check_same_vocabulary(draft_tok, target_tok, draft_vocab_size: int | None = 
 def load_pair(draft_dir: str | Path, target_dir: str | Path, dtype: str = "float32", device: str = "cpu"):
     """Load (draft, target, tokenizer) and check that the pair shares a vocabulary."""
     draft_tok, target_tok = load_tokenizer(draft_dir), load_tokenizer(target_dir)
+    check_same_vocabulary(draft_tok, target_tok)  # before the (slow) model loads
     draft = load_causal_lm(draft_dir, dtype, device)
     target = load_causal_lm(target_dir, dtype, device)
     check_same_vocabulary(draft_tok, target_tok, draft.config.vocab_size, target.config.vocab_size)
