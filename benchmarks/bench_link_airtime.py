@@ -19,7 +19,7 @@ from rich.table import Table
 
 from gelato.experiments.workloads import format_for_pair, load_gsm8k
 from gelato.models import CachedCausalLM, load_pair, shared_vocab_size
-from gelato.models.pairs import default_pair_dirs
+from gelato.models.pairs import fast_pair_dirs
 from gelato.policies import StaticPolicy
 from gelato.decoding.engine import speculative_generate, target_only_generate
 from gelato.decoding.proposer import DraftModelProposer
@@ -39,7 +39,7 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=4)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    draft, target, tok = load_pair(*default_pair_dirs())
+    draft, target, tok = load_pair(*fast_pair_dirs())
     vocab = shared_vocab_size(draft, target)
     prompt = tok(format_for_pair(load_gsm8k("test", limit=1)[0], "gsm8k"))["input_ids"]
     mean = SystemConfig.paper(bandwidth_mhz=args.bandwidth_mhz).build_clock(0).channel.mean_state()

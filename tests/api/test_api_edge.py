@@ -20,7 +20,6 @@ import pytest
 
 from api_helpers import MODEL, PROMPT, TARGET_DIR, openai_client, target_only_text
 from gelato.api.backend import Backend, EdgeSettings
-from gelato.api.chat import encode_text
 from gelato.api.respond import Limits
 from gelato.api.server import ApiServerThread
 from gelato.api.speculative import Speculation
@@ -79,7 +78,7 @@ def wait_for(condition, timeout: float = 60.0) -> bool:
 
 
 def test_through_the_edge_equals_target_only(pair, server):
-    reference, n = target_only_text(pair, encode_text(pair[2], PROMPT), 24)
+    reference, n = target_only_text(pair, list(pair[2](PROMPT)["input_ids"]), 24)
     client = openai_client(server.url)
     texts, usage = [], None
     for chunk in client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=24, temperature=0, stream=True,

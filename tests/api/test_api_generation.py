@@ -14,7 +14,7 @@ import pytest
 
 from api_helpers import CHAT, MODEL, PROMPT, openai_client, target_only_text
 from gelato.api.backend import Backend
-from gelato.api.chat import encode_chat, encode_text
+from gelato.models.chat import encode_messages
 from gelato.api.respond import Limits
 from gelato.api.server import ApiServerThread
 from gelato.api.speculative import Speculation
@@ -49,7 +49,7 @@ def stream_completion(client, **kw):
 
 
 def test_completion_streamed_equals_whole_equals_target_only(pair, client):
-    reference, n = target_only_text(pair, encode_text(pair[2], PROMPT), MAX_TOKENS)
+    reference, n = target_only_text(pair, list(pair[2](PROMPT)["input_ids"]), MAX_TOKENS)
     whole = client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=MAX_TOKENS, temperature=0)
     streamed, rounds, usage = stream_completion(client, prompt=PROMPT, max_tokens=MAX_TOKENS, temperature=0)
     assert whole.choices[0].text == reference
@@ -59,7 +59,7 @@ def test_completion_streamed_equals_whole_equals_target_only(pair, client):
 
 
 def test_chat_streamed_equals_whole_equals_target_only(pair, client):
-    reference, n = target_only_text(pair, encode_chat(pair[2], CHAT), MAX_TOKENS)
+    reference, n = target_only_text(pair, encode_messages(pair[2], CHAT), MAX_TOKENS)
     whole = client.chat.completions.create(model=MODEL, messages=CHAT, max_tokens=MAX_TOKENS, temperature=0)
     parts, roles = [], []
     for chunk in client.chat.completions.create(model=MODEL, messages=CHAT, max_tokens=MAX_TOKENS, temperature=0,
@@ -93,7 +93,7 @@ def test_usage_agrees_with_the_round_records(client):
 
 
 def test_per_request_speculative_settings(pair, client):
-    reference, _ = target_only_text(pair, encode_text(pair[2], PROMPT), MAX_TOKENS)
+    reference, _ = target_only_text(pair, list(pair[2](PROMPT)["input_ids"]), MAX_TOKENS)
     text, rounds, usage = stream_completion(client, prompt=PROMPT, max_tokens=MAX_TOKENS, temperature=0,
                                             extra_body={"speculative": {"num_draft_tokens": 2, "payload": "paper_topp"}})
     assert text == reference  # lossless whatever the settings
@@ -107,7 +107,7 @@ def test_per_request_speculative_settings(pair, client):
 
 
 def test_stop_strings_across_rounds(pair, client):
-    reference, _ = target_only_text(pair, encode_text(pair[2], PROMPT), MAX_TOKENS)
+    reference, _ = target_only_text(pair, list(pair[2](PROMPT)["input_ids"]), MAX_TOKENS)
     # a stop string that straddles a round boundary: the last 2 characters of one chunk + the first 2 of the next
     _, rounds_text = _round_texts(client)
     boundary = next(i for i in range(1, len(rounds_text)) if len(rounds_text[i - 1]) >= 2 and len(rounds_text[i]) >= 2)
@@ -138,7 +138,7 @@ def test_sampling_is_reproducible_with_a_seed(client):
 def test_concurrent_requests_each_get_the_reference(pair, client):
     prompts = [PROMPT, "Question: Sam has 4 boxes of 6 pens. How many pens?\nAnswer:",
                "Question: A train goes 60 km in 1 hour. How far in 3 hours?\nAnswer:"]
-    refs = [target_only_text(pair, encode_text(pair[2], p), MAX_TOKENS)[0] for p in prompts]
+    refs = [target_only_text(pair, list(pair[2](p)["input_ids"]), MAX_TOKENS)[0] for p in prompts]
 
     def ask(prompt):
         return stream_completion(client, prompt=prompt, max_tokens=MAX_TOKENS, temperature=0)[0]

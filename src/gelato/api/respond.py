@@ -13,7 +13,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 from gelato.api.backend import Backend
-from gelato.api.chat import encode_chat, encode_text
+from gelato.models.chat import encode_messages
 from gelato.api.errors import APIError, bad_request
 from gelato.api.generation import DoneEvent, GenerationJob, RoundEvent
 from gelato.api.metrics import ApiMetrics
@@ -63,10 +63,10 @@ def prepare(req: CompletionRequest | ChatCompletionRequest, backend: Backend, de
             limits: Limits) -> Prepared:
     tok = backend.tokenizer
     if isinstance(req, ChatCompletionRequest):
-        ids, where = encode_chat(tok, [{"role": m.role, "content": m.text} for m in req.messages]), "messages"
+        ids, where = encode_messages(tok, [{"role": m.role, "content": m.text} for m in req.messages]), "messages"
         asked, asked_name = req.token_limit, ("max_completion_tokens" if req.max_completion_tokens else "max_tokens")
     else:
-        ids = list(req.prompt) if isinstance(req.prompt, list) else encode_text(tok, req.prompt)
+        ids = list(req.prompt) if isinstance(req.prompt, list) else list(tok(req.prompt)["input_ids"])
         where, asked, asked_name = "prompt", req.max_tokens, "max_tokens"
         vocab = len(tok)
         bad = [t for t in ids if not 0 <= t < vocab]

@@ -15,15 +15,11 @@ from gelato.experiments.runner import BudgetCap
 from gelato.decoding.policy import DraftPolicy
 from gelato.policies.gelato_improved import GelatoImprovedConfig
 from gelato.policies.gelato_paper import GelatoConfig
-from gelato.policies.registry import POLICIES, make_policy
+from gelato.policies.registry import POLICIES, make_policy, policy_spec
 
-# the constructor argument each policy takes for its draft length
-_LENGTH_ARG = {"static": "k", "static-5": "k", "static-7": "k", "static-9": "k", "dssd": "k", "pmin": "k",
-               "svip": "k", "adaedl": "k", "gelato-paper": "g_max", "gelato-outer-only": "g_max",
-               "gelato-inner-only": "g_max", "gelato-improved": "g_max", "adaptive-goodput": "k_max",
-               "hf-heuristic": None, "hf-confidence": None, "edge-autoregressive": None}
-_DEFAULT_E_BAR = {"gelato-paper": GelatoConfig().e_bar, "gelato-outer-only": GelatoConfig().e_bar,
-                  "gelato-inner-only": GelatoConfig().e_bar, "gelato-improved": GelatoImprovedConfig().e_bar}
+# the GELATO family's own default energy budget per round (the paper's Table I value)
+_DEFAULT_E_BAR = {name: (GelatoImprovedConfig() if "improved" in name else GelatoConfig()).e_bar
+                  for name, spec in POLICIES.items() if spec.uses_energy_budget}
 _HAS_E_BAR = frozenset(_DEFAULT_E_BAR)
 
 
@@ -60,7 +56,7 @@ def resolve(request: SpeculativeSettings | None, default: Speculation) -> Specul
 def build_policy(spec: Speculation, predictor, max_draft_tokens: int | None = None) -> DraftPolicy:
     """A fresh policy object for one request (policies keep per-generation state)."""
     cfg: dict = {"predictor": predictor}
-    arg = _LENGTH_ARG.get(spec.policy)
+    arg = policy_spec(spec.policy).length_arg
     if arg is not None:
         cfg[arg] = spec.num_draft_tokens
     if spec.e_bar is not None:

@@ -21,6 +21,9 @@ def demo(
     data_dir: Annotated[Optional[Path], typer.Option(help="Directory with gsm8k_test.jsonl.")] = None,
     out: Annotated[Path, typer.Option(help="Where the CSV, JSONL and figure go.")] = Path("runs/demo"),
     seed: int = 0,
+    payload: Annotated[str, typer.Option(help="Uplink of the policies without their own: compact (token ids, "
+                                               "what gelato sends under greedy) or paper_topp (the paper's "
+                                               "top-p probabilities).")] = "compact",
 ) -> None:
     """GELATO vs static SD vs edge-only decoding on the default pair, with the paper's system model.
 
@@ -37,6 +40,8 @@ def demo(
     from gelato.models.chat import decode_text, demo_prompt_ids
 
     console = Console()
+    if payload not in ("compact", "paper_topp"):
+        fail(f"--payload must be compact or paper_topp, got {payload!r}")
     draft_dir, target_dir = resolve_pair_dirs(draft, target)
     try:
         d, t, tok = load_pair(draft_dir, target_dir)
@@ -47,7 +52,7 @@ def demo(
     console.print(f"[bold]gelato demo[/]: target {Path(str(target_dir)).name} (draft {sum(p.numel() for p in d.parameters())/1e6:.1f}M, "
                   f"target {sum(p.numel() for p in t.parameters())/1e6:.1f}M params), {len(prompt_ids)} GSM8K "
                   f"questions x {max_new_tokens} tokens, paper system model at {bandwidth_mhz:g} MHz, "
-                  f"T_V {t_verify_ms:g} ms, E_bar {e_bar:g} J/round")
+                  f"T_V {t_verify_ms:g} ms, E_bar {e_bar:g} J/round, {payload} uplink")
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed} steps"),
                   TimeElapsedColumn(), console=console, transient=True) as progress:
         task = progress.add_task("", total=None)
@@ -57,7 +62,7 @@ def demo(
 
         outcome = run_demo(d, t, tok, prompt_ids, out, DEMO_POLICIES, bandwidth_mhz, t_verify_ms, e_bar,
                            max_new_tokens, seed, shared_vocab_size(d, t),
-                           on_round=lambda r: progress.advance(task), on_policy=start)
+                           on_round=lambda r: progress.advance(task), on_policy=start, payload=payload)
     first = outcome.results[DEMO_POLICIES[0]]
     answer = decode_text(tok, first.texts[0][1])
     console.print(Panel(f"{questions[0].text}\n\n[green]{answer}[/]", title="first question and the target's "

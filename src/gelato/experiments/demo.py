@@ -20,7 +20,7 @@ from gelato.experiments.runner import BudgetCap, RunResult, Session, live_sessio
 from gelato.experiments.trace import Trace, TraceProposer, TraceVerifier
 from gelato.experiments.trace_fast import record_trace_fast
 from gelato.models.chat import stop_token_id
-from gelato.policies.registry import make_policy
+from gelato.policies.registry import make_policy, policy_spec
 
 DEMO_POLICIES = ("gelato-improved", "gelato-paper", "static-5", "static-7", "static-9", "dssd", "edge-autoregressive")
 LIVE_CHECK_POLICIES = ("gelato-improved", "static-5")
@@ -50,6 +50,8 @@ def replay_sessions(trace: Trace, payload_top_p: float | None = None) -> Iterato
 
 def _run(name: str, sessions, cfg_kw: dict, e_bar: float, seed: int, on_round, cap: int | None) -> RunResult:
     cfg = RunConfig(source="live", policy=name, **cfg_kw)
+    if policy_spec(name).payload_mode is not None:  # DSSD and edge-only decoding keep their own payload
+        cfg = cfg.model_copy(update={"payload": None})
     clock = cfg.system_config().build_clock(seed)
     policy = make_policy(name, predictor=clock, energy_budget=e_bar)
     if cap is not None:
@@ -62,8 +64,11 @@ def run_demo(draft, target, tokenizer, prompts: Sequence[tuple[str, list[int]]],
              e_bar: float = 1.2, max_new_tokens: int = 128, seed: int = 0, vocab_size: int | None = None,
              on_round: Callable | None = None, on_policy: Callable[[str], None] | None = None,
              live_check: Sequence[str] = LIVE_CHECK_POLICIES, live_check_prompts: int = 1,
-             k_max: int = DEMO_K_MAX) -> DemoOutcome:
-    """Record one greedy trace, replay every policy from it, check ``live_check`` policies live."""
+             k_max: int = DEMO_K_MAX, payload: str | None = "compact") -> DemoOutcome:
+    """Record one greedy trace, replay every policy from it, check ``live_check`` policies live.
+
+    ``payload``: the uplink of policies without one of their own (``compact``: token ids only, what gelato
+    sends under greedy decoding; ``paper_topp``: the paper's top-p probabilities; None: the system default)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     stop = stop_token_id(tokenizer)
     if on_policy is not None:
@@ -73,7 +78,7 @@ def run_demo(draft, target, tokenizer, prompts: Sequence[tuple[str, list[int]]],
                               progress=(lambda: on_round(None)) if on_round else None)
     trace.save(out_dir / "demo.trace.npz")
     cfg_kw = dict(bandwidth_mhz=bandwidth_mhz, t_verify_ms=t_verify_ms, e_bar=e_bar, seed=seed,
-                  max_new_tokens=max_new_tokens)
+                  max_new_tokens=max_new_tokens, payload=payload)
     results: dict[str, RunResult] = {}
     for name in policies:
         if on_policy is not None:

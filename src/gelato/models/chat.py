@@ -45,6 +45,21 @@ def encode_prompt(tokenizer, text: str, raw: bool = False, system: str | None = 
     return list(ids)
 
 
+def render_plain(messages: Sequence[dict]) -> str:
+    """``role: content`` lines and an open ``assistant:`` turn (for tokenizers without a chat template)."""
+    return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
+
+
+def encode_messages(tokenizer, messages: Sequence[dict]) -> list[int]:
+    """Prompt ids of a whole conversation (dicts with ``role`` and ``content``), ready for the assistant's
+    turn: the chat template when the tokenizer has one, else :func:`render_plain`."""
+    if has_chat_template(tokenizer):
+        text = tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+    else:
+        text = render_plain(messages)
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
 def stop_token_id(tokenizer, raw: bool = False) -> int | None:
     """The id generation stops at: the end-of-turn token for chat prompts, else the eos token."""
     if not raw and has_chat_template(tokenizer):

@@ -37,6 +37,7 @@ class PolicySpec:
     uses_predictor: bool = False  # True: takes predictor=... (required where the summary says so)
     payload_mode: str | None = None  # the payload the policy implies (a PayloadMode value); None: the run's
     uses_energy_budget: bool = False  # True: takes e_bar=... (the run's energy budget unless cfg sets one)
+    length_arg: str | None = "k"  # the constructor argument that sets the (largest) draft length, if any
 
 
 def _static(k: int) -> PolicySpec:
@@ -44,7 +45,7 @@ def _static(k: int) -> PolicySpec:
 
 
 def _gelato(factory: Callable[..., DraftPolicy], summary: str) -> PolicySpec:
-    return PolicySpec(factory, summary, uses_predictor=True, uses_energy_budget=True)
+    return PolicySpec(factory, summary, uses_predictor=True, uses_energy_budget=True, length_arg="g_max")
 
 
 POLICIES: dict[str, PolicySpec] = {
@@ -54,18 +55,21 @@ POLICIES: dict[str, PolicySpec] = {
     "static-9": _static(9),
     "dssd": PolicySpec(DSSDPolicy, "DSSD, static K=7, q(x) up and p down at a rejection", payload_mode="dssd"),
     "edge-autoregressive": PolicySpec(EdgeAutoregressivePolicy, "no draft: the edge decodes 1 token/round",
-                                      payload_mode="edge_ar"),
+                                      payload_mode="edge_ar", length_arg=None),
     "gelato-paper": _gelato(GelatoPaperPolicy, "GELATO as published (predictor required)"),
     "gelato-outer-only": _gelato(GelatoOuterOnlyPolicy, "GELATO budget, no early exit (predictor required)"),
     "gelato-inner-only": _gelato(GelatoInnerOnlyPolicy, "GELATO entropy bucket, budget g_max, no queue"),
     "gelato-improved": _gelato(GelatoImprovedPolicy, "gelato-improved (ours): online estimates, ratio objective, "
                                "energy price, optimal stopping (predictor required)"),
-    "hf-heuristic": PolicySpec(hf_heuristic, "transformers heuristic schedule: start 5, +2 / -1"),
-    "hf-confidence": PolicySpec(hf_confidence, "transformers >= 4.45 default: 20 tokens, stop after q < 0.4"),
+    "hf-heuristic": PolicySpec(hf_heuristic, "transformers heuristic schedule: start 5, +2 / -1",
+                               length_arg=None),
+    "hf-confidence": PolicySpec(hf_confidence, "transformers >= 4.45 default: 20 tokens, stop after q < 0.4",
+                                length_arg=None),
     "pmin": PolicySpec(PMinPolicy, "llama.cpp --draft-p-min 0.75 (low-confidence token not sent)"),
     "svip": PolicySpec(SVIPPolicy, "SVIP: stop before a token with sqrt(0.15 H) > 0.3"),
     "adaedl": PolicySpec(AdaEDLPolicy, "AdaEDL: stop before a token with 1 - sqrt(0.2 H) < 0.7"),
-    "adaptive-goodput": PolicySpec(AdaptiveGoodputPolicy, "SmartSpec-style K = argmax EN(k)/T(k)", True),
+    "adaptive-goodput": PolicySpec(AdaptiveGoodputPolicy, "SmartSpec-style K = argmax EN(k)/T(k)", True,
+                                   length_arg="k_max"),
     "static-5-pipelined": PolicySpec(lambda **cfg: StaticPipelinedPolicy(k=cfg.pop("k", 5), **cfg),
                                      "static SD, K=5, always drafts K+1 ahead while verifying (what fits in the "
                                      "wait)", True),
