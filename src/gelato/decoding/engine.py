@@ -66,6 +66,23 @@ def commit_round(committed: list[int], draft: Draft, verdict: Verdict, prompt_le
     return new, hit_eos
 
 
+def close_round(record: RoundRecord, policy: DraftPolicy, rounds: list[RoundRecord],
+                on_round: Callable[[RoundRecord], None] | None) -> None:
+    """A verified, charged round: the policy observes it, the run keeps it, the caller hears of it."""
+    policy.observe(record)
+    rounds.append(record)
+    if on_round is not None:
+        on_round(record)
+
+
+def generation_result(committed: Sequence[int], prompt_len: int, rounds: list[RoundRecord], t_start: float,
+                      stop_reason: str) -> GenerationResult:
+    """The generated ids after the prompt, the rounds and their wall-clock summary."""
+    wall = time.perf_counter() - t_start
+    generated_ids = list(committed[prompt_len:])
+    return GenerationResult(generated_ids, rounds, summarize_rounds(rounds, len(generated_ids), wall), stop_reason)
+
+
 def speculative_generate(prompt_ids: Sequence[int], proposer: Proposer, verifier: Verifier, policy: DraftPolicy,
                          max_new_tokens: int, eos_token_id: int | None = None, clock: RoundClock | None = None,
                          round_offset: int = 0, on_round: Callable[[RoundRecord], None] | None = None,
@@ -102,16 +119,11 @@ def speculative_generate(prompt_ids: Sequence[int], proposer: Proposer, verifier
         if clock is not None:
             record.charge = clock.charge(record, draft, verdict)
         record.wall = PhaseTimes(draft=t2 - t1, verify=t3 - t2, other=(t1 - t0) + (time.perf_counter() - t3))
-        policy.observe(record)
-        rounds.append(record)
-        if on_round is not None:
-            on_round(record)
+        close_round(record, policy, rounds, on_round)
         if hit_eos:
             stop_reason = "eos"
             break
-    wall = time.perf_counter() - t_start
-    generated_ids = committed[prompt_len:]
-    return GenerationResult(generated_ids, rounds, summarize_rounds(rounds, len(generated_ids), wall), stop_reason)
+    return generation_result(committed, prompt_len, rounds, t_start, stop_reason)
 
 
 @torch.inference_mode()

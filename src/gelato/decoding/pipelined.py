@@ -27,8 +27,8 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from gelato.decoding.engine import GenerationResult, Proposer, RoundClock, Verifier, commit_round
-from gelato.decoding.metrics import summarize_rounds
+from gelato.decoding.engine import (GenerationResult, Proposer, RoundClock, Verifier, close_round, commit_round,
+                                    generation_result)
 from gelato.decoding.proposer import DraftedToken, KeepDrafting, draft_loop
 from gelato.decoding.types import Draft, PhaseTimes, RoundRecord, Verdict
 from gelato.decoding.policy import DraftPolicy, RoundContext
@@ -179,13 +179,8 @@ def pipelined_generate(prompt_ids: Sequence[int], proposer: Proposer, verifier: 
                 record.charge["predraft_used"] = bool(carry)
         record.wall = PhaseTimes(draft=(t2 - t1) + (t3 - t2), verify=t4 - t3,
                                  other=(t1 - t0) + (time.perf_counter() - t4))
-        policy.observe(record)
-        rounds.append(record)
-        if on_round is not None:
-            on_round(record)
+        close_round(record, policy, rounds, on_round)
         if hit_eos:
             stop_reason = "eos"
             break
-    wall = time.perf_counter() - t_start
-    generated_ids = committed[prompt_len:]
-    return GenerationResult(generated_ids, rounds, summarize_rounds(rounds, len(generated_ids), wall), stop_reason)
+    return generation_result(committed, prompt_len, rounds, t_start, stop_reason)

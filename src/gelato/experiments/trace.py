@@ -124,15 +124,17 @@ def record_prompt(draft: CachedCausalLM, target: CachedCausalLM, prompt_ids: Seq
 def record_trace(draft_model, target_model, prompts: Sequence[tuple[str, Sequence[int]]], k_max: int = 15,
                  max_new_tokens: int = 256, eos_token_id: int | None = None, header: dict | None = None,
                  top_ps: Sequence[float] = DEFAULT_TOP_PS, vocab_size: int | None = None,
-                 progress: Callable[[], None] | None = None) -> Trace:
-    """Record a greedy trace for each ``(prompt_id, prompt_ids)``."""
+                 progress: Callable[[], None] | None = None, record: Callable[..., PromptTrace] | None = None) -> Trace:
+    """Record a greedy trace for each ``(prompt_id, prompt_ids)`` (``record``: the per-prompt recorder, with
+    :func:`record_prompt`'s signature; default :func:`record_prompt`)."""
+    record = record or record_prompt
     if k_max < 1:
         raise ValueError(f"k_max must be >= 1, got {k_max}")
     draft, target = CachedCausalLM(draft_model, vocab_size), CachedCausalLM(target_model, vocab_size)
     trace = Trace({**(header or {}), "k_max": k_max, "max_new_tokens": max_new_tokens, "top_ps": list(top_ps),
                    "eos_token_id": eos_token_id, "temperature": 0.0})
     for pid, ids in prompts:
-        trace.prompts.append(record_prompt(draft, target, ids, k_max, max_new_tokens, eos_token_id, top_ps, pid))
+        trace.prompts.append(record(draft, target, ids, k_max, max_new_tokens, eos_token_id, top_ps, pid))
         if progress is not None:
             progress()
     return trace
