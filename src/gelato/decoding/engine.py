@@ -66,6 +66,14 @@ def commit_round(committed: list[int], draft: Draft, verdict: Verdict, prompt_le
     return new, hit_eos
 
 
+def check_generation_args(prompt_ids: Sequence[int], max_new_tokens: int) -> None:
+    """ValueError naming the problem for an empty prompt or a negative length."""
+    if len(prompt_ids) == 0:
+        raise ValueError("the prompt is empty: at least one token is needed to condition generation")
+    if max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+
+
 def close_round(record: RoundRecord, policy: DraftPolicy, rounds: list[RoundRecord],
                 on_round: Callable[[RoundRecord], None] | None) -> None:
     """A verified, charged round: the policy observes it, the run keeps it, the caller hears of it."""
@@ -88,10 +96,7 @@ def speculative_generate(prompt_ids: Sequence[int], proposer: Proposer, verifier
                          round_offset: int = 0, on_round: Callable[[RoundRecord], None] | None = None,
                          max_rounds: int | None = None) -> GenerationResult:
     """Generate up to ``max_new_tokens`` after ``prompt_ids`` by draft-verify rounds (at most ``max_rounds``)."""
-    if len(prompt_ids) == 0:
-        raise ValueError("the prompt is empty: at least one token is needed to condition generation")
-    if max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    check_generation_args(prompt_ids, max_new_tokens)
     committed = list(prompt_ids)
     prompt_len = len(committed)
     rounds: list[RoundRecord] = []

@@ -27,8 +27,8 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from gelato.decoding.engine import (GenerationResult, Proposer, RoundClock, Verifier, close_round, commit_round,
-                                    generation_result)
+from gelato.decoding.engine import (GenerationResult, Proposer, RoundClock, Verifier, check_generation_args,
+                                    close_round, commit_round, generation_result)
 from gelato.decoding.proposer import DraftedToken, KeepDrafting, draft_loop
 from gelato.decoding.types import Draft, PhaseTimes, RoundRecord, Verdict
 from gelato.decoding.policy import DraftPolicy, RoundContext
@@ -134,10 +134,7 @@ def pipelined_generate(prompt_ids: Sequence[int], proposer: Proposer, verifier: 
                        max_rounds: int | None = None) -> GenerationResult:
     """:func:`~gelato.decoding.engine.speculative_generate` with one round in flight while the device
     drafts ahead (``policy.predraft``); same arguments, same result."""
-    if len(prompt_ids) == 0:
-        raise ValueError("the prompt is empty: at least one token is needed to condition generation")
-    if max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    check_generation_args(prompt_ids, max_new_tokens)
     committed = list(prompt_ids)
     prompt_len = len(committed)
     rounds: list[RoundRecord] = []
