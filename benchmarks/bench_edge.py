@@ -31,6 +31,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 
+log = print  # main() sends progress to stderr under --json
+
 # --------------------------------------------------------------------------- models
 
 def build_models(args):
@@ -107,7 +109,9 @@ class RandomDraftProposer:
         pass
 
 
-def run_devices(port: int, n_devices: int, rounds: int, k: int, vocab: int) -> dict:
+def run_devices(port: int, n_devices: int, rounds: int, k: int, vocab: int, prompt_len: int = 32) -> dict:
+    """``n_devices`` threads, each opening a ``prompt_len``-token prompt, then generating ``rounds`` synthetic
+    rounds; wall time runs from the common start to the last device's last verdict (opens and closes excluded)."""
     from gelato.policies import StaticPolicy
     from gelato.decoding.engine import speculative_generate
     from gelato.decoding.sampling import SamplingParams
@@ -116,7 +120,7 @@ def run_devices(port: int, n_devices: int, rounds: int, k: int, vocab: int) -> d
     from gelato.transport.fingerprint import synthetic_fingerprint
 
     fp = synthetic_fingerprint(vocab)
-    results, errors = [None] * n_devices, []
+    results, errors, done_at = [None] * n_devices, [], [0.0] * n_devices
     barrier = threading.Barrier(n_devices + 1)
 
     def device(i):
@@ -124,11 +128,12 @@ def run_devices(port: int, n_devices: int, rounds: int, k: int, vocab: int) -> d
             client = EdgeClient(f"127.0.0.1:{port}")
             verifier = RemoteVerifier(client, SamplingParams(), fingerprint=fp, rpc_timeout=60)
             rng = random.Random(i)
-            prompt = [rng.randrange(vocab) for _ in range(32)]
+            prompt = [rng.randrange(vocab) for _ in range(prompt_len)]
             verifier.open(prompt)
             barrier.wait()
             res = speculative_generate(prompt, RandomDraftProposer(vocab, i), verifier,
                                        StaticPolicy(k), max_new_tokens=rounds)  # ~1 token per round
+            done_at[i] = time.perf_counter()
             results[i] = (res, verifier.stats)
             verifier.close()
             client.close()
@@ -143,9 +148,9 @@ def run_devices(port: int, n_devices: int, rounds: int, k: int, vocab: int) -> d
     t0 = time.perf_counter()
     for t in threads:
         t.join()
-    wall = time.perf_counter() - t0
     if errors:
         raise errors[0]
+    wall = max(done_at) - t0
     total_rounds = sum(r.metrics.rounds for r, _ in results)
     tokens = sum(r.metrics.generated_tokens for r, _ in results)
     timings = [t for _, s in results for t in s.timings]
@@ -244,6 +249,30 @@ def measure_fairness(port: int, vocab: int, rounds: int, k: int, attackers: int 
     return alone, attacked
 
 
+def measure_context(port: int, vocab: int, args) -> dict:
+    """8 devices at each prompt length of ``--contexts``: rounds/s, the edge's mean forward time per round and,
+    from the KV pool's counters, its batching cost outside the model's forward (ms per forward; None when the
+    edge does not report it)."""
+    from gelato.transport.channel import EdgeClient
+
+    out = {}
+    with EdgeClient(f"127.0.0.1:{port}") as client:
+        for ctx in (int(c) for c in args.contexts.split(",")):
+            before = client.metrics()
+            r = run_devices(port, 8, args.rounds, args.k, vocab, prompt_len=ctx)
+            after = client.metrics()
+            forwards = after.get("kv_forwards", 0) - before.get("kv_forwards", 0)
+            outside = None
+            if "kv_feed_ms" in after and forwards:
+                outside = ((after["kv_feed_ms"] - before["kv_feed_ms"]) - (after["kv_model_ms"] - before["kv_model_ms"])) / forwards
+            out[str(ctx)] = {"rounds_per_s": r["rounds_per_s"], "forward_ms_mean": r["forward_ms_mean"],
+                             "batch_mean": r["batch_mean"], "outside_model_ms_per_forward": outside}
+            log(f"  8 devices at {ctx:5d} context tokens: {r['rounds_per_s']:7.1f} rounds/s, forward "
+                f"{r['forward_ms_mean']:.2f} ms (batch {r['batch_mean']:.2f}), outside the model "
+                + ("n/a" if outside is None else f"{outside:.3f} ms"))
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--target-dir")
@@ -252,7 +281,8 @@ def main(argv=None) -> int:
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--devices", default="1,8,32")
-    ap.add_argument("--rounds", type=int, default=20, help="rounds per device (32 devices: half)")
+    ap.add_argument("--rounds", type=int, default=60, help="rounds per device (32 devices: half)")
+    ap.add_argument("--contexts", default="32,1024", help="prompt lengths of the context-scaling runs (8 devices)")
     ap.add_argument("--k", type=int, default=4, help="draft tokens per round")
     ap.add_argument("--window-ms", type=float, default=8.0)
     ap.add_argument("--max-batch", type=int, default=32)
@@ -261,6 +291,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", action="store_true", help="print one JSON object on stdout (no tables)")
     ap.add_argument("--out", type=Path, help="also write the JSON object here")
     args = ap.parse_args(argv)
+    global log
     log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
     devices = [int(x) for x in args.devices.split(",")]
     _, _, vocab = build_models(args)
@@ -283,6 +314,8 @@ def main(argv=None) -> int:
                 report["rounds_per_s"][mode][str(n)] = r["rounds_per_s"]
                 log(f"{mode:9s} {n:3d} devices: {r['rounds_per_s']:8.1f} rounds/s, round p50 "
                     f"{r['round_ms_p50']:.2f} ms, mean batch {r['batch_mean']:.2f}")
+        with EdgeProcess(args, **cfg) as edge:
+            report.setdefault("context_scaling", {})[mode] = measure_context(edge.port, vocab, args)
         if mode == "batched":
             with EdgeProcess(args, **cfg) as edge:
                 alone, attacked = measure_fairness(edge.port, vocab, args.single_rounds, args.k)

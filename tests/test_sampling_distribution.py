@@ -8,13 +8,8 @@ found in public DSSD code) fails it decisively.
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Sequence
-
-import numpy as np
 import pytest
 import torch
-from scipy.stats import chisquare
 
 from gelato.models import CachedCausalLM
 from gelato.models.tiny import tiny_llama
@@ -26,8 +21,8 @@ from gelato.decoding.types import SparseDist, Verdict
 from gelato.decoding.rejection import residual_distribution, sample_deferred_residual, verify_stochastic
 from gelato.wire.payload import pack_support, topp_support, unpack_support
 
-VOCAB = 6
-PROMPT = [1, 4, 2]
+from distribution_helpers import PROMPT, VOCAB, chi_square_pvalue, exact_two_token_probs, logits_table
+
 N_SAMPLES = 20_000
 
 
@@ -37,26 +32,6 @@ def models():
     # Adversarial draft: an unrelated model with a sharpened head, far from the target.
     draft = tiny_llama(vocab_size=VOCAB, hidden=16, layers=1, seed=7)
     return draft, target
-
-
-def logits_table(model, depth: int = 3) -> dict[tuple[int, ...], torch.Tensor]:
-    """Next-token logits after PROMPT + every continuation of length < depth."""
-    table = {}
-    with torch.inference_mode():
-        for n in range(depth):
-            for cont in itertools.product(range(VOCAB), repeat=n):
-                ids = torch.tensor([PROMPT + list(cont)])
-                table[cont] = model(ids).logits[0, -1].float()
-    return table
-
-
-def exact_two_token_probs(target_table, params: SamplingParams) -> np.ndarray:
-    probs = np.zeros((VOCAB, VOCAB))
-    p1 = processed_probs(target_table[()], params)
-    for a in range(VOCAB):
-        p2 = processed_probs(target_table[(a,)], params)
-        probs[a] = float(p1[a]) * p2.numpy()
-    return probs.flatten()
 
 
 def inverted_ratio_verify(p, draft_tokens, q, generator=None):
@@ -119,20 +94,6 @@ def sample_two_tokens(draft_table, target_table, params, k, verify, gen) -> tupl
         verdict = verify(torch.stack(rows), tokens, qs, gen)
         out.extend(tokens[: verdict.accepted] + [verdict.token])
     return out[0], out[1]
-
-
-def chi_square_pvalue(samples: Sequence[tuple[int, int]], expected_probs: np.ndarray) -> float:
-    counts = np.zeros(VOCAB * VOCAB)
-    for a, b in samples:
-        counts[a * VOCAB + b] += 1
-    keep = expected_probs * len(samples) >= 5  # pool rare cells, as the test requires
-    observed = np.append(counts[keep], counts[~keep].sum())
-    expected = np.append(expected_probs[keep], expected_probs[~keep].sum()) * len(samples)
-    if expected[-1] == 0:
-        observed, expected = observed[:-1], expected[:-1]
-        assert counts[~keep].sum() == 0, "samples landed where the target has zero probability"
-    expected = expected * observed.sum() / expected.sum()  # float32 probabilities: renormalise exactly
-    return float(chisquare(observed, expected).pvalue)
 
 
 SETTINGS = {

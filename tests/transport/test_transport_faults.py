@@ -5,73 +5,13 @@ from __future__ import annotations
 import threading
 import time
 
-import grpc
 import pytest
 
-from edge_helpers import PROMPTS, reference, remote_generate, start_edge
+from edge_helpers import PROMPTS, FaultyClient, reference, remote_generate, start_edge
 from gelato.policies import StaticPolicy
-from gelato.transport.channel import EdgeClient, EdgeStream
 from gelato.transport.errors import EdgeUnavailableError
 
 N = 24
-
-
-class _Lost(grpc.RpcError):
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(details)
-        self._code, self._details = code, details
-
-    def code(self) -> grpc.StatusCode:
-        return self._code
-
-    def details(self) -> str:
-        return self._details
-
-
-class _FaultyStream:
-    """A real stream whose Nth round (1-based, counted over every stream of the client) is faulted."""
-
-    def __init__(self, stream: EdgeStream, owner: "FaultyClient") -> None:
-        self.stream, self.owner = stream, owner
-
-    def exchange(self, up, timeout):
-        if up.WhichOneof("kind") != "draft":
-            return self.stream.exchange(up, timeout)
-        self.owner.calls += 1
-        action = self.owner.plan.get(self.owner.calls, "")
-        if action:
-            self.owner.injected.append(action)
-        if action == "drop_request":  # never arrives: the device waits out its deadline
-            time.sleep(timeout)
-            raise _Lost(grpc.StatusCode.DEADLINE_EXCEEDED, "injected: request lost")
-        if action.startswith("delay:"):
-            time.sleep(float(action.split(":", 1)[1]))
-        reply = self.stream.exchange(up, timeout)
-        if action == "drop_response":  # the edge verified the round; its reply is lost with the stream
-            raise _Lost(grpc.StatusCode.UNAVAILABLE, "injected: reply lost")
-        if action == "kill":
-            self.owner.on_kill()
-            raise _Lost(grpc.StatusCode.UNAVAILABLE, "injected: edge died before replying")
-        return reply
-
-    def end(self):
-        self.stream.end()
-
-    def cancel(self):
-        self.stream.cancel()
-
-
-class FaultyClient(EdgeClient):
-    """Injects faults into the Nth round: the request never arrives ("drop_request"), the reply is lost
-    after the edge verified the round ("drop_response"), the round is delayed ("delay:<seconds>"), or
-    the edge dies after verifying it ("kill", calling ``on_kill``)."""
-
-    def __init__(self, target: str, plan: dict[int, str], on_kill=None) -> None:
-        super().__init__(target)
-        self.plan, self.calls, self.injected, self.on_kill = plan, 0, [], on_kill
-
-    def open_stream(self):
-        return _FaultyStream(super().open_stream(), self)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@
   :func:`build_edge_server`, :func:`serve` (``gelato serve``)
 - :mod:`~gelato.transport.channel`: :class:`EdgeClient`, :class:`EdgeStream`; :mod:`~gelato.transport.client`:
   :class:`RemoteVerifier` (the engine's Verifier over a stream, with resume, backoff and deadlines)
-- :mod:`~gelato.transport.batching`: :func:`batched_feed`, one forward for many sessions' KV caches
+- sessions' KV caches are slots of one :class:`gelato.models.slots.SlotKVPool`: a batched round is one forward
 - :mod:`~gelato.transport.link`: :class:`LinkEmulator`, a user-space rate/delay/fading/loss TCP proxy
 - :mod:`~gelato.wire.payload` / :mod:`~gelato.transport.codec`: messages and their sizes
 - :mod:`~gelato.transport.auth`, :mod:`~gelato.transport.errors`, :mod:`~gelato.transport.fingerprint`
@@ -22,7 +22,6 @@ _EXPORTS = {
     "EdgeConfig": "server", "EdgeServer": "server", "EdgeServerThread": "process", "serve": "process",
     "build_edge_server": "process", "ModelWorker": "worker",
     "EdgeClient": "channel", "EdgeStream": "channel", "RemoteVerifier": "client", "RoundTiming": "client", "RemoteStats": "client",
-    "batched_feed": "batching",
     "LinkConfig": "link", "LinkEmulator": "link", "LinkThread": "link",
     "TransportError": "errors", "EdgeUnavailableError": "errors", "EdgeRejectedError": "errors",
     "RequestError": "errors", "EdgeTLSError": "errors", "EdgeCancelledError": "errors",

@@ -41,8 +41,8 @@ import torch
 from google.protobuf.message import DecodeError
 
 from gelato.models.cached import CachedCausalLM
+from gelato.models.slots import SlotKVPool, SlotSequence, supports_slots
 from gelato.transport.auth import TokenAuthenticator, check_key_pair, server_credentials
-from gelato.transport.batching import supports_batching
 from gelato.transport.codec import decode_draft, sampling_from_proto
 from gelato.transport.errors import RequestError
 from gelato.transport.rounds import Limits, check_open, check_round
@@ -140,10 +140,13 @@ class EdgeServer:
                                   self.config.max_sessions_per_device if self.config.tokens else None)
         self.metrics = EdgeMetrics()
         self.auth = TokenAuthenticator(self.config.tokens)
-        self._live_caches: weakref.WeakSet[CachedCausalLM] = weakref.WeakSet()
-        self.batchable = supports_batching(CachedCausalLM(self.model, self.vocab_size))
+        self._live_caches: weakref.WeakSet[CachedCausalLM | SlotSequence] = weakref.WeakSet()
+        # Sessions' KV caches are slots of one preallocated pool (models/slots.py): batched rounds copy no history.
+        self.pool = (SlotKVPool(self.model, self.vocab_size, slots=min(8, self.config.max_sessions),
+                                max_capacity=min(self.max_context, 1 << 20)) if supports_slots(self.model) else None)
+        self.batchable = self.pool is not None
         if self.config.max_batch > 1 and not self.batchable:
-            log.warning("the model's KV cache is not a plain DynamicCache: verifying one session at a time")
+            log.warning("the model's attention does not fit slot caching: verifying one session at a time")
         self.worker = ModelWorker(self.metrics, max_batch=self.config.max_batch if self.batchable else 1,
                                   window_s=self.config.batch_window_ms / 1000.0,
                                   prefill_chunk=self.config.prefill_chunk, others_waiting=self._others_could_send)
@@ -204,6 +207,10 @@ class EdgeServer:
         d = self.metrics.to_dict(self.active_sessions, self.cache_tokens())
         d.update(model_name=self.config.model_name, vocab_size=self.vocab_size, max_batch=self.worker.max_batch,
                  batch_window_ms=self.config.batch_window_ms, prefilling=self.worker.prefilling)
+        if self.pool is not None:
+            d.update(kv_slots=self.pool.slots, kv_capacity=self.pool.capacity, kv_bytes=self.pool.bytes_allocated,
+                     kv_grow_events=self.pool.grow_events, kv_forwards=self.pool.forward_calls,
+                     kv_feed_ms=self.pool.feed_s * 1e3, kv_model_ms=self.pool.model_s * 1e3)
         return d
 
     def _others_could_send(self, in_batch: int) -> bool:
@@ -294,7 +301,7 @@ class EdgeServer:
         prompt = list(req.prompt_ids)
         check_open(prompt, params, req.max_new_tokens, self.limits)
         self.store.reserve_check(device)
-        lm = CachedCausalLM(self.model, self.vocab_size)
+        lm = self.pool.sequence() if self.pool is not None else CachedCausalLM(self.model, self.vocab_size)
         self._live_caches.add(lm)
         generator = torch.Generator().manual_seed(int(req.sampling.seed))  # the device derives it (client.py)
         session = Session(id=self.store.new_id(), lm=lm, committed=prompt, params=params, generator=generator,

@@ -22,7 +22,7 @@ import torch
 
 from gelato.decoding.rejection import verify_rows
 from gelato.models.cached import CachedCausalLM
-from gelato.transport.batching import batched_feed
+from gelato.models.slots import SlotSequence
 from gelato.transport.codec import DecodedDraft, encode_verdict
 from gelato.transport.errors import RequestError
 from gelato.transport.sessions import Session
@@ -56,7 +56,7 @@ class RoundResult:
 
 @dataclass
 class _Prefill:
-    lm: CachedCausalLM
+    lm: CachedCausalLM | SlotSequence
     ids: list[int]
     future: asyncio.Future
     done: int = 0
@@ -131,7 +131,7 @@ class ModelWorker:
         self._wake.set()
         return job.future
 
-    async def prefill(self, lm: CachedCausalLM, ids: list[int]) -> None:
+    async def prefill(self, lm: CachedCausalLM | SlotSequence, ids: list[int]) -> None:
         """Fill ``lm``'s cache with ``ids`` in chunks interleaved with other work."""
         if not ids:
             return
@@ -203,10 +203,11 @@ class ModelWorker:
             else:
                 live.append(i)
         logits: dict[int, torch.Tensor] = {}
-        if len(live) > 1:
+        if len(live) > 1 and all(isinstance(jobs[i].session.lm, SlotSequence) for i in live):
             try:
-                outs = batched_feed([jobs[i].session.lm for i in live], [jobs[i].ids for i in live],
-                                    [jobs[i].logits_from for i in live])
+                pool = jobs[live[0]].session.lm.pool
+                outs = pool.feed_batch([jobs[i].session.lm for i in live], [jobs[i].ids for i in live],
+                                       [jobs[i].logits_from for i in live])
                 logits = dict(zip(live, outs))
             except Exception:
                 log.exception("batched forward failed; verifying the batch one session at a time")
