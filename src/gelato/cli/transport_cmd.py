@@ -81,8 +81,10 @@ def serve(
     max_sessions: int = typer.Option(64, "--max-sessions"),
     max_sessions_per_device: int = typer.Option(16, "--max-sessions-per-device",
                                                 help="per bearer token (with --tokens-file)"),
-    prefill_chunk: int = typer.Option(128, "--prefill-chunk", help="prompt tokens per prefill step; rounds "
-                                      "of other sessions run between steps"),
+    prefill_chunk: int = typer.Option(128, "--prefill-chunk", help="prompt tokens per prefill step (at most); "
+                                      "rounds of other sessions run between steps"),
+    prefill_budget_ms: float = typer.Option(4.0, "--prefill-budget-ms", help="while other sessions are active, "
+                                            "prefill steps are sized to take about this long"),
     max_prompt_tokens: int = typer.Option(8192, "--max-prompt-tokens"),
     max_draft_tokens: int = typer.Option(32, "--max-draft-tokens", help="per round"),
     idle_timeout_s: float = typer.Option(600.0, "--idle-timeout-s", help="close sessions idle this long"),
@@ -125,6 +127,7 @@ def serve(
                    tokens=tokens_file, tls_cert=tls_cert, tls_key=tls_key, max_batch=max_batch,
                    batch_window_ms=batch_window_ms, max_sessions=max_sessions, max_prompt_tokens=max_prompt_tokens,
                    max_sessions_per_device=max_sessions_per_device, prefill_chunk=prefill_chunk,
+                   prefill_budget_ms=prefill_budget_ms,
                    max_draft_tokens=max_draft_tokens, idle_timeout_s=idle_timeout_s,
                    max_message_bytes=max_message_kb * 1024)
     except (OSError, ValueError, ModelLoadError) as exc:

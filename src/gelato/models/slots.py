@@ -153,6 +153,7 @@ class SlotKVPool:
         self.keys = [self._zeros(slots, self.capacity) for _ in range(self.n_layers)]
         self.values = [self._zeros(slots, self.capacity) for _ in range(self.n_layers)]
         self._free = list(range(slots))
+        self._holders: dict[int, SlotSequence] = {}
         self.forward_calls = 0
         self.grow_events = 0
         self.feed_s = 0.0  # wall time in feed_batch ...
@@ -173,25 +174,31 @@ class SlotKVPool:
         return SlotSequence(self)
 
     # ------------------------------------------------------------------ slots and growth
-    def acquire(self) -> int:
+    def acquire(self, holder: SlotSequence) -> int:
         """The lowest free slot (lowest keeps busy rows contiguous, so batches read views)."""
         if not self._free:
             self._grow(self.slots * 2, self.capacity)
         self._free.sort()
-        return self._free.pop(0)
+        slot = self._free.pop(0)
+        self._holders[slot] = holder
+        return slot
 
     def release(self, slot: int) -> None:
-        if slot in self._free or not 0 <= slot < self.slots:
+        if self._holders.pop(slot, None) is None:
             raise ValueError(f"slot {slot} is not held")
         self._free.append(slot)
 
     def _grow(self, slots: int, capacity: int) -> None:
-        """Reallocate to ``slots`` x ``capacity``, keeping every row's contents (paid once per doubling)."""
-        old_slots, old_cap = self.slots, self.capacity
+        """Reallocate to ``slots`` x ``capacity``, copying only the positions some held slot still uses. New
+        memory is zeroed, never left uninitialised: masked positions still enter attention with zero weight,
+        so they must hold finite numbers."""
+        old_slots = self.slots
+        live = max((h.cache_len for h in self._holders.values()), default=0)
         for store in (self.keys, self.values):
             for i, old in enumerate(store):
                 new = self._zeros(slots, capacity)
-                new[:old_slots, :, :old_cap] = old
+                if live:
+                    new[:old_slots, :, :live] = old[:, :, :live]
                 store[i] = new
         self._free.extend(range(old_slots, slots))
         self.capacity = capacity
@@ -234,7 +241,7 @@ class SlotKVPool:
         for s, keep in zip(seqs, keeps):
             s.truncate(keep)
             if s.slot is None:
-                s.slot = self.acquire()
+                s.slot = self.acquire(s)
 
         order = sorted(range(len(seqs)), key=lambda i: seqs[i].slot)  # slot order: contiguous runs read views
         batch = len(seqs)

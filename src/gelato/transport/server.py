@@ -66,7 +66,8 @@ class EdgeConfig:
     idle_timeout_s: float = 600.0  # a stream silent this long is ended and its session's cache freed
     max_batch: int = 8  # 1 = unbatched verification
     batch_window_ms: float = 8.0  # waits only while other ready sessions could still send
-    prefill_chunk: int = 128  # prompt tokens per prefill step between verification rounds
+    prefill_chunk: int = 128  # prompt tokens per prefill step between verification rounds (at most)
+    prefill_budget_ms: float = 4.0  # while other sessions could send rounds: a chunk's target time
     max_message_bytes: int = 4 * 1024 * 1024
     keepalive_s: float = 30.0  # ping idle connections this often; drop them after keepalive_timeout_s
     keepalive_timeout_s: float = 10.0
@@ -84,8 +85,8 @@ class EdgeConfig:
                      "max_batch", "prefill_chunk", "max_message_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.batch_window_ms < 0 or self.idle_timeout_s <= 0:
-            raise ValueError("batch_window_ms must be >= 0 and idle_timeout_s > 0")
+        if self.batch_window_ms < 0 or self.idle_timeout_s <= 0 or self.prefill_budget_ms <= 0:
+            raise ValueError("batch_window_ms must be >= 0, idle_timeout_s and prefill_budget_ms > 0")
         for name in ("keepalive_s", "keepalive_timeout_s", "max_connection_idle_s", "max_connection_age_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
@@ -149,7 +150,8 @@ class EdgeServer:
             log.warning("the model's attention does not fit slot caching: verifying one session at a time")
         self.worker = ModelWorker(self.metrics, max_batch=self.config.max_batch if self.batchable else 1,
                                   window_s=self.config.batch_window_ms / 1000.0,
-                                  prefill_chunk=self.config.prefill_chunk, others_waiting=self._others_could_send)
+                                  prefill_chunk=self.config.prefill_chunk,
+                                  prefill_budget_ms=self.config.prefill_budget_ms, others_waiting=self._others_could_send)
         self._server: grpc.aio.Server | None = None
         self.port: int | None = None
         self.stopping = False

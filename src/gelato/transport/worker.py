@@ -2,9 +2,12 @@
 
 All model work runs on one thread. The scheduler gives rounds priority: it runs every waiting round
 (up to ``max_batch`` per forward, after waiting at most ``window_s`` for more while other ready sessions
-could still send), then ONE prefill chunk of ``prefill_chunk`` tokens from the next opening session
-(round-robin), then rounds again. So a long prompt delays a round by at most one chunk, however many
-devices open long prompts at once.
+could still send), then ONE prefill chunk from the next opening session (round-robin), then rounds
+again. So a long prompt delays a round by at most one chunk, however many devices open long prompts at
+once. A chunk is ``prefill_chunk`` tokens when no other session could send a round; otherwise it is
+sized to take about ``prefill_budget_ms``, from the per-token time this prompt's previous chunk took (a
+chunk's cost grows with its position, since it attends over everything before it), and never fewer than
+``MIN_PREFILL_CHUNK`` tokens.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from gelato.transport.stats import EdgeMetrics
 from gelato.wire.proto import gelato_pb2 as pb
 
 log = logging.getLogger("gelato.transport.worker")
+
+MIN_PREFILL_CHUNK = 16
 
 
 @dataclass
@@ -60,6 +65,7 @@ class _Prefill:
     ids: list[int]
     future: asyncio.Future
     done: int = 0
+    ms_per_token: float | None = None  # of the previous chunk
 
 
 def finish_round(job: RoundJob, logits: torch.Tensor) -> pb.VerdictDown:
@@ -82,13 +88,16 @@ class ModelWorker:
     """Owns the model thread; ``submit_round`` and ``prefill`` are awaited from the server's event loop."""
 
     def __init__(self, metrics: EdgeMetrics, *, max_batch: int = 8, window_s: float = 0.008,
-                 prefill_chunk: int = 256, others_waiting: Callable[[int], bool] | None = None) -> None:
-        if max_batch < 1 or prefill_chunk < 1:
-            raise ValueError(f"max_batch and prefill_chunk must be >= 1, got {max_batch}, {prefill_chunk}")
+                 prefill_chunk: int = 256, prefill_budget_ms: float = 4.0,
+                 others_waiting: Callable[[int], bool] | None = None) -> None:
+        if max_batch < 1 or prefill_chunk < 1 or prefill_budget_ms <= 0:
+            raise ValueError(f"max_batch and prefill_chunk must be >= 1 and prefill_budget_ms > 0, got {max_batch}, "
+                             f"{prefill_chunk}, {prefill_budget_ms}")
         self.metrics = metrics
         self.max_batch = max_batch
         self.window_s = max(0.0, window_s)
         self.prefill_chunk = prefill_chunk
+        self.prefill_budget_ms = prefill_budget_ms
         self.others_waiting = others_waiting or (lambda n: True)
         self.executor: ThreadPoolExecutor | None = None
         self._rounds: collections.deque[RoundJob] = collections.deque()
@@ -185,9 +194,18 @@ class ModelWorker:
                 break
         return [self._rounds.popleft() for _ in range(min(self.max_batch, len(self._rounds)))]
 
+    def chunk_tokens(self, item: _Prefill) -> int:
+        """Tokens of ``item``'s next prefill chunk (see the module docstring)."""
+        if item.ms_per_token is None or not self.others_waiting(0):
+            return self.prefill_chunk
+        fit = int(self.prefill_budget_ms / max(item.ms_per_token, 1e-6))
+        return max(min(MIN_PREFILL_CHUNK, self.prefill_chunk), min(self.prefill_chunk, fit))
+
     def _prefill_step(self, item: _Prefill) -> bool:
-        end = min(len(item.ids), item.done + self.prefill_chunk)
+        end = min(len(item.ids), item.done + self.chunk_tokens(item))
+        t0 = time.perf_counter()
         item.lm.feed(item.ids[:end])
+        item.ms_per_token = (time.perf_counter() - t0) * 1e3 / (end - item.done)
         item.done = end
         self.metrics.count("prefill_chunks")
         return end >= len(item.ids)
