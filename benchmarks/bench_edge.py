@@ -10,9 +10,13 @@ synthetic drafts (random tokens: no device compute, so the edge is the bottlenec
 
 JSON fields: ``overhead_ms_per_round`` (device-side round time minus the edge's time on the round,
 loopback, one device), ``wire_over_payload_up`` / ``_down`` (bytes at the link proxy over protobuf
-payload bytes, greedy ids-only drafts), ``rounds_per_s`` ({"batched"|"unbatched": {devices: r/s}}) and
-``fairness_p99_ratio`` (a well-behaved client's p99 round latency while four clients loop 2,000-token
-opens, over its p99 alone).
+payload bytes, greedy ids-only drafts) and ``wire_bytes_per_round`` (payload and bytes per HTTP/2 frame
+type, per round and direction), ``rounds_per_s`` ({"batched"|"unbatched": {devices: r/s}}, from the common
+start to the last verdict) and ``rounds_per_edge_cpu_s`` (the same rounds over the edge process's CPU
+seconds: its capacity, whatever share of the 2 cores the device threads take), ``context_scaling`` (8
+devices at each ``--contexts`` prompt length: rounds/s, forward time, and the KV pool's batching cost
+outside the model), and ``fairness_p99_ratio`` (a well-behaved client's p99 round latency while four
+clients loop 2,000-token opens, over its p99 alone).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
 import random
 import statistics
 import sys
@@ -109,9 +114,21 @@ class RandomDraftProposer:
         pass
 
 
-def run_devices(port: int, n_devices: int, rounds: int, k: int, vocab: int, prompt_len: int = 32) -> dict:
+def process_cpu_s(pid: int | None) -> float | None:
+    """User + system CPU seconds of process ``pid`` so far (Linux /proc; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, TypeError):
+        return None
+
+
+def run_devices(port: int, n_devices: int, rounds: int, k: int, vocab: int, prompt_len: int = 32,
+                edge_pid: int | None = None) -> dict:
     """``n_devices`` threads, each opening a ``prompt_len``-token prompt, then generating ``rounds`` synthetic
-    rounds; wall time runs from the common start to the last device's last verdict (opens and closes excluded)."""
+    rounds; wall time runs from the common start to the last device's last verdict (opens and closes excluded).
+    With ``edge_pid``, also rounds per second of the edge process's CPU time (``rounds_per_edge_cpu_s``): the
+    edge's capacity, whatever share of the cores the devices (threads of this process) take."""
     from gelato.policies import StaticPolicy
     from gelato.decoding.engine import speculative_generate
     from gelato.decoding.sampling import SamplingParams
@@ -146,16 +163,20 @@ def run_devices(port: int, n_devices: int, rounds: int, k: int, vocab: int, prom
         t.start()
     barrier.wait()
     t0 = time.perf_counter()
+    cpu0 = process_cpu_s(edge_pid)
     for t in threads:
         t.join()
+    cpu1 = process_cpu_s(edge_pid)
     if errors:
         raise errors[0]
     wall = max(done_at) - t0
     total_rounds = sum(r.metrics.rounds for r, _ in results)
     tokens = sum(r.metrics.generated_tokens for r, _ in results)
     timings = [t for _, s in results for t in s.timings]
+    edge_cpu = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
     return {"devices": n_devices, "rounds": total_rounds, "tokens": tokens, "wall_s": wall,
-            "rounds_per_s": total_rounds / wall, "tokens_per_s": tokens / wall,
+            "rounds_per_s": total_rounds / wall, "tokens_per_s": tokens / wall, "edge_cpu_s": edge_cpu,
+            "rounds_per_edge_cpu_s": total_rounds / edge_cpu if edge_cpu else None,
             "round_ms_p50": statistics.median(t.rpc_ms for t in timings),
             "forward_ms_mean": statistics.fmean(t.forward_ms for t in timings),
             "batch_mean": statistics.fmean(t.batch for t in timings)}
@@ -189,8 +210,9 @@ def measure_overhead(port: int, vocab: int, rounds: int, k: int) -> float:
     return statistics.fmean(t.total_ms - t.server_ms for t in stats.timings[3:])
 
 
-def measure_wire(port: int, vocab: int, rounds: int, k: int) -> tuple[float, float]:
-    """Bytes through the link proxy over protobuf payload bytes (StreamUp/StreamDown), greedy ids-only."""
+def measure_wire(port: int, vocab: int, rounds: int, k: int) -> tuple[float, float, dict]:
+    """Bytes through the link proxy over protobuf payload bytes (StreamUp/StreamDown), greedy ids-only; and
+    where the wire bytes go: per round and direction, payload and bytes per HTTP/2 frame type."""
     from gelato.transport.link import LinkConfig, LinkThread
 
     cfg = LinkConfig(bandwidth_mhz=None, uplink_bps=1e9, downlink_bps=1e9)
@@ -203,9 +225,12 @@ def measure_wire(port: int, vocab: int, rounds: int, k: int) -> tuple[float, flo
         stats = _one_device(link.address, vocab, rounds, k, on_round=on_round)
     first, last = snaps[skip - 1], snaps[rounds - 1]
     timed = stats.timings[skip:rounds]
-    up = (last["up"]["bytes"] - first["up"]["bytes"]) / max(1, sum(t.up_bytes for t in timed))
-    down = (last["down"]["bytes"] - first["down"]["bytes"]) / max(1, sum(t.down_bytes for t in timed))
-    return up, down
+    payload = {"up": sum(t.up_bytes for t in timed), "down": sum(t.down_bytes for t in timed)}
+    ratio = {d: (last[d]["bytes"] - first[d]["bytes"]) / max(1, payload[d]) for d in payload}
+    frames = {d: {"payload": payload[d] / len(timed),
+                  **{name: (last[d]["frame_bytes"].get(name, 0) - first[d]["frame_bytes"].get(name, 0)) / len(timed)
+                     for name in last[d]["frame_bytes"]}} for d in payload}
+    return ratio["up"], ratio["down"], frames
 
 
 def _looping_opener(port: int, vocab: int, prompt_len: int, stop: threading.Event, seed: int) -> None:
@@ -249,7 +274,7 @@ def measure_fairness(port: int, vocab: int, rounds: int, k: int, attackers: int 
     return alone, attacked
 
 
-def measure_context(port: int, vocab: int, args) -> dict:
+def measure_context(port: int, vocab: int, args, edge_pid: int | None = None) -> dict:
     """8 devices at each prompt length of ``--contexts``: rounds/s, the edge's mean forward time per round and,
     from the KV pool's counters, its batching cost outside the model's forward (ms per forward; None when the
     edge does not report it)."""
@@ -259,13 +284,14 @@ def measure_context(port: int, vocab: int, args) -> dict:
     with EdgeClient(f"127.0.0.1:{port}") as client:
         for ctx in (int(c) for c in args.contexts.split(",")):
             before = client.metrics()
-            r = run_devices(port, 8, args.rounds, args.k, vocab, prompt_len=ctx)
+            r = run_devices(port, 8, args.rounds, args.k, vocab, prompt_len=ctx, edge_pid=edge_pid)
             after = client.metrics()
             forwards = after.get("kv_forwards", 0) - before.get("kv_forwards", 0)
             outside = None
             if "kv_feed_ms" in after and forwards:
                 outside = ((after["kv_feed_ms"] - before["kv_feed_ms"]) - (after["kv_model_ms"] - before["kv_model_ms"])) / forwards
-            out[str(ctx)] = {"rounds_per_s": r["rounds_per_s"], "forward_ms_mean": r["forward_ms_mean"],
+            out[str(ctx)] = {"rounds_per_s": r["rounds_per_s"], "rounds_per_edge_cpu_s": r["rounds_per_edge_cpu_s"],
+                             "forward_ms_mean": r["forward_ms_mean"],
                              "batch_mean": r["batch_mean"], "outside_model_ms_per_forward": outside}
             log(f"  8 devices at {ctx:5d} context tokens: {r['rounds_per_s']:7.1f} rounds/s, forward "
                 f"{r['forward_ms_mean']:.2f} ms (batch {r['batch_mean']:.2f}), outside the model "
@@ -301,22 +327,30 @@ def main(argv=None) -> int:
     with EdgeProcess(args, max_batch=1) as edge:
         _one_device(f"127.0.0.1:{edge.port}", vocab, 5, args.k)  # warm-up
         report["overhead_ms_per_round"] = measure_overhead(edge.port, vocab, args.single_rounds, args.k)
-        up, down = measure_wire(edge.port, vocab, args.single_rounds, args.k)
+        up, down, frames = measure_wire(edge.port, vocab, args.single_rounds, args.k)
         report["wire_over_payload_up"], report["wire_over_payload_down"] = up, down
+        report["wire_bytes_per_round"] = frames
         log(f"overhead {report['overhead_ms_per_round']:.3f} ms/round; wire/payload up {up:.2f}, down {down:.2f}")
+        for d, parts in frames.items():
+            log(f"  {d:4s} bytes per round: " + ", ".join(f"{name} {v:.1f}" for name, v in parts.items() if v))
     for mode, cfg in (("unbatched", dict(max_batch=1)),
                       ("batched", dict(max_batch=args.max_batch, batch_window_ms=args.window_ms))):
         with EdgeProcess(args, **cfg) as edge:
             run_devices(edge.port, 1, 5, args.k, vocab)  # warm-up
             for n in devices:
-                r = run_devices(edge.port, n, args.rounds if n < 32 else max(5, args.rounds // 2), args.k, vocab)
+                r = run_devices(edge.port, n, args.rounds if n < 32 else max(5, args.rounds // 2), args.k, vocab,
+                                edge_pid=edge.proc.pid)
                 r["mode"] = mode
                 report["throughput"].append(r)
                 report["rounds_per_s"][mode][str(n)] = r["rounds_per_s"]
+                report.setdefault("rounds_per_edge_cpu_s", {"unbatched": {}, "batched": {}})[mode][str(n)] = \
+                    r["rounds_per_edge_cpu_s"]
+                cpu = r["rounds_per_edge_cpu_s"]
                 log(f"{mode:9s} {n:3d} devices: {r['rounds_per_s']:8.1f} rounds/s, round p50 "
-                    f"{r['round_ms_p50']:.2f} ms, mean batch {r['batch_mean']:.2f}")
+                    f"{r['round_ms_p50']:.2f} ms, mean batch {r['batch_mean']:.2f}, "
+                    + ("n/a" if cpu is None else f"{cpu:.0f}") + " rounds per edge CPU second")
         with EdgeProcess(args, **cfg) as edge:
-            report.setdefault("context_scaling", {})[mode] = measure_context(edge.port, vocab, args)
+            report.setdefault("context_scaling", {})[mode] = measure_context(edge.port, vocab, args, edge.proc.pid)
         if mode == "batched":
             with EdgeProcess(args, **cfg) as edge:
                 alone, attacked = measure_fairness(edge.port, vocab, args.single_rounds, args.k)
@@ -328,6 +362,10 @@ def main(argv=None) -> int:
     if "8" in b and "8" in u:
         log(f"8 batched / 8 unbatched = {b['8'] / u['8']:.2f}" + (f"; 32 / 8 batched = {b['32'] / b['8']:.2f}"
                                                                    if "32" in b else ""))
+        cb, cu = report["rounds_per_edge_cpu_s"]["batched"], report["rounds_per_edge_cpu_s"]["unbatched"]
+        if cb.get("8") and cu.get("8"):
+            log(f"per edge CPU second: 8 batched / 8 unbatched = {cb['8'] / cu['8']:.2f}"
+                + (f"; 32 / 8 batched = {cb['32'] / cb['8']:.2f}" if cb.get("32") else ""))
     report["config"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     text = json.dumps(report)
     if args.out:

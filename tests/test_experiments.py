@@ -82,3 +82,17 @@ def test_policies_command_lists_the_registry():
     result = CliRunner().invoke(app, ["policies"])
     assert result.exit_code == 0
     assert all(name in result.output for name in POLICIES)
+
+
+def test_grpc_framing_charges_the_measured_bytes_per_message():
+    """--framing grpc bills GRPC_FRAMING_BYTES more on every uplink and downlink message, same rounds otherwise."""
+    from gelato.wire.payload import GRPC_FRAMING_BYTES
+
+    runs = {f: execute(RunConfig(source="synthetic", policy="static-5", payload="compact", rounds=50, framing=f),
+                       write=False) for f in ("none", "grpc")}
+    plain, framed = runs["none"].rows, runs["grpc"].rows
+    assert len(plain) == len(framed) == 50
+    for a, b in zip(plain, framed):
+        assert b["bits_up"] - a["bits_up"] == 8 * GRPC_FRAMING_BYTES
+        assert b["bits_down"] - a["bits_down"] == 8 * GRPC_FRAMING_BYTES
+    assert runs["grpc"].summary["tokens_per_second"] < runs["none"].summary["tokens_per_second"]

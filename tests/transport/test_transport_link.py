@@ -90,3 +90,36 @@ def test_link_config_validation():
         LinkConfig(loss=1.0)
     with pytest.raises(ValueError, match="uplink_bps"):
         LinkConfig(bandwidth_mhz=None)
+
+
+def test_link_counts_http2_frames_and_grpc_framing_per_message_is_as_billed(pair):
+    """The link tallies HTTP/2 frames; in a stream's steady state every message costs GRPC_FRAMING_BYTES on
+    top of its protobuf payload (one DATA frame header + gRPC prefix, two WINDOW_UPDATEs), which is what
+    ``--framing grpc`` bills in the modelled clock."""
+    from gelato.wire.payload import GRPC_FRAMING_BYTES
+
+    target, draft = pair
+    edge = start_edge(target)
+    snaps = {}
+    try:
+        with LinkThread(edge.address, LinkConfig(bandwidth_mhz=None, uplink_bps=1e9, downlink_bps=1e9)) as link:
+            def on_round(record):
+                if record.index in (4, 19):
+                    snaps[record.index] = link.stats()
+            result, verifier = remote_generate(link.address, draft, PROMPTS[0], 40, policy=StaticPolicy(1),
+                                               on_round=on_round)
+            final = link.stats()
+    finally:
+        edge.stop()
+    assert result.token_ids == reference(target, PROMPTS[0], 40)
+    assert final["up"]["frame_bytes"]["PREFACE"] == 24
+    assert final["down"]["frames"]["SETTINGS"] >= 1 and final["up"]["frames"]["HEADERS"] >= 1
+    for direction in ("up", "down"):  # every byte through the proxy is accounted to a frame
+        assert sum(final[direction]["frame_bytes"].values()) == final[direction]["bytes"]
+    a, b = snaps[4], snaps[19]
+    timed = verifier.stats.timings[5:20]
+    for direction, payload in (("up", sum(t.up_bytes for t in timed)), ("down", sum(t.down_bytes for t in timed))):
+        assert b[direction]["frames"]["DATA"] - a[direction]["frames"]["DATA"] == 15
+        assert b[direction]["frames"]["WINDOW_UPDATE"] - a[direction]["frames"]["WINDOW_UPDATE"] == 30
+        framing = (b[direction]["bytes"] - a[direction]["bytes"] - payload) / 15
+        assert framing == GRPC_FRAMING_BYTES

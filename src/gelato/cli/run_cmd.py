@@ -23,6 +23,8 @@ def run(
     t_verify_ms: Annotated[Optional[float], typer.Option(help="Verification time (paper system), ms.")] = None,
     system: Annotated[Optional[str], typer.Option(help="paper | generic")] = None,
     payload: Annotated[Optional[str], typer.Option(help="compact | paper_topp | dssd")] = None,
+    framing: Annotated[Optional[str], typer.Option(help="none | grpc: also charge each message's measured "
+                                                        "gRPC framing (40 bytes) on the link")] = None,
     e_bar: Annotated[Optional[float], typer.Option(help="Device energy budget per round, J.")] = None,
     seed: Annotated[Optional[int], typer.Option()] = None,
     out: Annotated[Optional[Path], typer.Option(help="Output directory (default runs/<name>).")] = None,
@@ -37,7 +39,8 @@ def run(
     from gelato.experiments.execute import execute
 
     overrides = dict(source=source, trace=trace, policy=policy, rounds=rounds, bandwidth_mhz=bandwidth_mhz,
-                     t_verify_ms=t_verify_ms, system=system, payload=payload, e_bar=e_bar, seed=seed, out=out)
+                     t_verify_ms=t_verify_ms, system=system, payload=payload, framing=framing, e_bar=e_bar, seed=seed,
+                     out=out)
     try:
         cfg = RunConfig.from_yaml(config, **overrides) if config else RunConfig(
             **{k: v for k, v in overrides.items() if v is not None})

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from gelato.policies.registry import policy_spec
 from gelato.system.config import SystemConfig
 from gelato.system.units import MHZ
-from gelato.wire.payload import PayloadMode
+from gelato.wire.payload import FRAMING_BYTES, PayloadMode
 
 SourceKind = Literal["synthetic", "trace", "live"]
 
@@ -42,6 +42,8 @@ class RunConfig(BaseModel):
     payload: PayloadMode | None = Field(None, description="default: the policy's own, else paper_topp (paper) "
                                                           "or compact (generic)")
     payload_top_p: float = Field(0.99995, gt=0, le=1)
+    framing: Literal["none", "grpc"] = Field("none", description="also charge each message's framing on the "
+                                             "link: grpc = the bytes measured on a gelato stream (40 per message)")
     e_bar: float = Field(1.2, gt=0, description="device energy budget per round, J")
     dssd_target_support: int | None = Field(None, ge=1, description="DSSD: entries of the target distribution "
                                             "sent down at a rejection (default: the whole vocabulary, dense)")
@@ -75,6 +77,12 @@ class RunConfig(BaseModel):
         return PayloadMode.PAPER_TOPP if self.system == "paper" else PayloadMode.COMPACT
 
     def system_config(self) -> SystemConfig:
+        base = self._system_config()
+        bits = 8 * FRAMING_BYTES[self.framing]
+        return base.model_copy(update={"payload": base.payload.model_copy(
+            update={"header_bits_up": bits, "header_bits_down": bits})})
+
+    def _system_config(self) -> SystemConfig:
         mode = self.payload_mode()
         greedy = self.temperature == 0
         if self.system == "paper":

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from gelato.transport.aio import background_loop
+from gelato.transport.h2frames import FrameCounter
 
 log = logging.getLogger("gelato.transport.link")
 
@@ -63,6 +64,8 @@ class DirectionStats:
     bursts: int = 0
     airtime_s: float = 0.0
     lost_bursts: int = 0
+    frames: dict[str, int] = field(default_factory=dict)  # HTTP/2 frames per type (cleartext connections)
+    frame_bytes: dict[str, int] = field(default_factory=dict)  # their bytes, 9-byte frame headers included
 
 
 @dataclass
@@ -159,8 +162,11 @@ class LinkEmulator:
         pair = (client_w, up_w)
         self._conns.add(pair)
         dropped = asyncio.Event()
-        tasks = [asyncio.create_task(self._pump("up", client_r, up_w, dropped)),
-                 asyncio.create_task(self._pump("down", up_r, client_w, dropped))]
+        up, down = self.stats.up, self.stats.down
+        up_frames = FrameCounter(up.frames, up.frame_bytes, client=True)
+        down_frames = FrameCounter(down.frames, down.frame_bytes, client=False, peer=up_frames)
+        tasks = [asyncio.create_task(self._pump("up", client_r, up_w, dropped, up_frames)),
+                 asyncio.create_task(self._pump("down", up_r, client_w, dropped, down_frames))]
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             if dropped.is_set():
@@ -199,7 +205,7 @@ class LinkEmulator:
         return tx.free_at + cfg.delay_s, lost
 
     async def _pump(self, direction: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                    dropped: asyncio.Event) -> None:
+                    dropped: asyncio.Event, frames: FrameCounter) -> None:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue()
 
@@ -223,6 +229,7 @@ class LinkEmulator:
                 data = await reader.read(self.config.chunk_bytes)
                 if not data:
                     break
+                frames.feed(data)
                 at, lost = self._schedule(direction, len(data), loop.time())
                 if lost:
                     self.stats.drops += 1

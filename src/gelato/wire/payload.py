@@ -54,6 +54,13 @@ class PayloadMode(enum.StrEnum):
 
 ProbFormat = Literal["auto", "float", "fixed"]
 
+# Framing a message costs on a gRPC stream, measured at a TCP proxy between `gelato device` and `gelato serve`
+# (benchmarks/bench_edge.py, "wire_frames"): in a stream's steady state each message is one HTTP/2 DATA frame
+# (9-byte header) holding the 5-byte gRPC length prefix, and the stream- and connection-level WINDOW_UPDATE
+# frames (13 bytes each) for the message received from the other side ride along with it.
+GRPC_FRAMING_BYTES = 9 + 5 + 2 * 13
+FRAMING_BYTES = {"none": 0, "grpc": GRPC_FRAMING_BYTES}
+
 DEFAULT_SESSION = 0x9E3779B97F4A7C15  # a fixed non-zero session id, so its 9 bytes are always counted
 
 
@@ -68,7 +75,7 @@ class PayloadConfig(BaseModel):
     b_index: int = Field(18, ge=1, le=32)
     b_prob: int = Field(32, ge=1, le=32)
     prob_format: ProbFormat = "auto"  # auto: IEEE float for 16/32 bits, uniform fixed point otherwise
-    header_bits_up: int = Field(0, ge=0)
+    header_bits_up: int = Field(0, ge=0)  # framing charged on top of each message (FRAMING_BYTES * 8 for gRPC)
     header_bits_down: int = Field(0, ge=0)
     send_entropies: bool = False
     session: int = Field(DEFAULT_SESSION, ge=0, lt=2**64)
