@@ -28,7 +28,31 @@ def cache_kwargs(model: torch.nn.Module, cache) -> dict:
     return {_cache_argument(type(model)): cache, "use_cache": True}
 
 
-class CachedCausalLM:
+class CachedTokens:
+    """The token ids a KV cache holds, and how much of a new sequence it can reuse (its longest common prefix)."""
+
+    _cached_ids: list[int]
+
+    @property
+    def cache_len(self) -> int:
+        return len(self._cached_ids)
+
+    @property
+    def cached_ids(self) -> list[int]:
+        return list(self._cached_ids)
+
+    def _reusable_prefix(self, ids: Sequence[int]) -> int:
+        cached = self._cached_ids
+        n = min(len(cached), len(ids))
+        if list(ids[:n]) == cached[:n]:
+            return n
+        i = 0
+        while i < n and cached[i] == ids[i]:
+            i += 1
+        return i
+
+
+class CachedCausalLM(CachedTokens):
     def __init__(self, model: torch.nn.Module, vocab_size: int | None = None) -> None:
         """``vocab_size`` below the model's output width drops padding rows (pairs such as Qwen2.5
         0.5B/7B pad their embeddings to different sizes)."""
@@ -46,30 +70,12 @@ class CachedCausalLM:
         self._cache = DynamicCache(config=self.config)
         self._cached_ids: list[int] = []
 
-    @property
-    def cache_len(self) -> int:
-        return len(self._cached_ids)
-
-    @property
-    def cached_ids(self) -> list[int]:
-        return list(self._cached_ids)
-
     def truncate(self, length: int) -> None:
         """Drop cached positions from ``length`` on (no-op if the cache is shorter)."""
         drop = len(self._cached_ids) - length
         if drop > 0:
             self._cache.crop(-drop)
             del self._cached_ids[length:]
-
-    def _reusable_prefix(self, ids: Sequence[int]) -> int:
-        cached = self._cached_ids
-        n = min(len(cached), len(ids))
-        if list(ids[:n]) == cached[:n]:
-            return n
-        i = 0
-        while i < n and cached[i] == ids[i]:
-            i += 1
-        return i
 
     @torch.inference_mode()
     def feed(self, ids: Sequence[int], logits_from: int | None = None) -> torch.Tensor:

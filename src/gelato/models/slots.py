@@ -31,7 +31,7 @@ from collections.abc import Sequence
 import torch
 from transformers.cache_utils import Cache
 
-from gelato.models.cached import cache_kwargs
+from gelato.models.cached import CachedTokens, cache_kwargs
 
 _ATTENTION = ("sdpa", "eager")
 
@@ -81,7 +81,7 @@ class _BatchView(Cache):
         return self.kv_len, 0
 
 
-class SlotSequence:
+class SlotSequence(CachedTokens):
     """One sequence's view of a :class:`SlotKVPool` (the interface of CachedCausalLM)."""
 
     def __init__(self, pool: SlotKVPool) -> None:
@@ -95,14 +95,6 @@ class SlotSequence:
         self.forward_calls = 0
         self._cached_ids: list[int] = []
 
-    @property
-    def cache_len(self) -> int:
-        return len(self._cached_ids)
-
-    @property
-    def cached_ids(self) -> list[int]:
-        return list(self._cached_ids)
-
     def truncate(self, length: int) -> None:
         """Drop cached positions from ``length`` on: only the length moves."""
         del self._cached_ids[length:]
@@ -113,16 +105,6 @@ class SlotSequence:
         if self.slot is not None:
             self.pool.release(self.slot)
             self.slot = None
-
-    def _reusable_prefix(self, ids: Sequence[int]) -> int:
-        cached = self._cached_ids
-        n = min(len(cached), len(ids))
-        if list(ids[:n]) == cached[:n]:
-            return n
-        i = 0
-        while i < n and cached[i] == ids[i]:
-            i += 1
-        return i
 
     def feed(self, ids: Sequence[int], logits_from: int | None = None) -> torch.Tensor:
         """As :meth:`CachedCausalLM.feed`: the cache holds ``ids`` after; logits [len(ids) - logits_from, V]."""
