@@ -8,8 +8,8 @@ synthetic drafts (random tokens: no device compute, so the edge is the bottlenec
     python benchmarks/bench_edge.py --json          # one JSON object on stdout
     python benchmarks/bench_edge.py --target-dir models/code/target --out bench_edge.json
 
-JSON fields: ``overhead_ms_per_round`` (device-side round time minus the edge's time on the round,
-loopback, one device), ``wire_over_payload_up`` / ``_down`` (bytes at the link proxy over protobuf
+JSON fields: ``overhead_ms_per_round`` (device-side round time minus the edge's model time, loopback, one
+device) and ``overhead_split_ms`` (where it goes), ``wire_over_payload_up`` / ``_down`` (bytes at the link proxy over protobuf
 payload bytes, greedy ids-only drafts) and ``wire_bytes_per_round`` (payload and bytes per HTTP/2 frame
 type, per round and direction), ``rounds_per_s`` ({"batched"|"unbatched": {devices: r/s}}, from the common
 start to the last verdict) and ``rounds_per_edge_cpu_s`` (the same rounds over the edge process's CPU
@@ -204,10 +204,18 @@ def _one_device(address: str, vocab: int, rounds: int, k: int, seed: int = 0, pr
     return verifier.stats
 
 
-def measure_overhead(port: int, vocab: int, rounds: int, k: int) -> float:
-    """Mean over rounds of (device-side round time - the edge's time on the round), loopback, one device."""
+def measure_overhead(port: int, vocab: int, rounds: int, k: int) -> tuple[float, dict]:
+    """Mean over rounds of (device-side round time - the edge's model time), loopback, one device; and where
+    it goes: on the device outside the RPC, in gRPC both ways (serialisation, HTTP/2, the edge's stream
+    handling outside its handler), and in the edge's handler outside the model (queueing, the hand-off to
+    the model thread, verification, encoding)."""
     stats = _one_device(f"127.0.0.1:{port}", vocab, rounds, k)
-    return statistics.fmean(t.total_ms - t.server_ms for t in stats.timings[3:])
+    ts = stats.timings[3:]
+    mean = lambda f: statistics.fmean(f(t) for t in ts)  # noqa: E731
+    split = {"device_outside_rpc": mean(lambda t: t.total_ms - t.rpc_ms),
+             "grpc_both_ways": mean(lambda t: t.rpc_ms - t.server_ms),
+             "edge_handler_outside_model": mean(lambda t: t.server_ms - t.forward_ms)}
+    return mean(lambda t: t.total_ms - t.forward_ms), split
 
 
 def measure_wire(port: int, vocab: int, rounds: int, k: int) -> tuple[float, float, dict]:
@@ -326,11 +334,14 @@ def main(argv=None) -> int:
 
     with EdgeProcess(args, max_batch=1) as edge:
         _one_device(f"127.0.0.1:{edge.port}", vocab, 5, args.k)  # warm-up
-        report["overhead_ms_per_round"] = measure_overhead(edge.port, vocab, args.single_rounds, args.k)
+        report["overhead_ms_per_round"], report["overhead_split_ms"] = measure_overhead(
+            edge.port, vocab, args.single_rounds, args.k)
         up, down, frames = measure_wire(edge.port, vocab, args.single_rounds, args.k)
         report["wire_over_payload_up"], report["wire_over_payload_down"] = up, down
         report["wire_bytes_per_round"] = frames
-        log(f"overhead {report['overhead_ms_per_round']:.3f} ms/round; wire/payload up {up:.2f}, down {down:.2f}")
+        log(f"overhead {report['overhead_ms_per_round']:.3f} ms/round ("
+            + ", ".join(f"{name} {v:.3f}" for name, v in report["overhead_split_ms"].items())
+            + f"); wire/payload up {up:.2f}, down {down:.2f}")
         for d, parts in frames.items():
             log(f"  {d:4s} bytes per round: " + ", ".join(f"{name} {v:.1f}" for name, v in parts.items() if v))
     for mode, cfg in (("unbatched", dict(max_batch=1)),
