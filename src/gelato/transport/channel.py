@@ -1,10 +1,7 @@
 """The device's gRPC channel to one edge (:class:`EdgeClient`) and one generation's stream on it (:class:`EdgeStream`).
 
-A stream is one ``Generate`` call: :meth:`EdgeStream.exchange` sends one ``StreamUp`` and reads its
-``StreamDown`` on the calling thread (no reader thread, no reply queue: one thread hand-off fewer per
-round). The wait is bounded by the client's one :class:`_Watchdog` thread, which cancels a stream whose
-reply is overdue; arming and disarming it is a dictionary update under a lock, so it wakes only when a
-deadline really passes.
+A stream is one ``Generate`` call: :meth:`EdgeStream.exchange` sends one ``StreamUp`` and waits (with a
+timeout) for its ``StreamDown``; a reader thread moves replies into a queue so a wait can time out.
 """
 
 from __future__ import annotations
@@ -12,7 +9,6 @@ from __future__ import annotations
 import json
 import queue
 import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -72,76 +68,43 @@ class StreamTimeout(grpc.RpcError):
         return f"no reply within {self.seconds:.3g} s"
 
 
-class _Watchdog:
-    """Cancels streams whose reply is overdue: one lazily started thread per client."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._deadlines: dict[EdgeStream, float] = {}
-        self._thread: threading.Thread | None = None
-        self._closed = False
-
-    def arm(self, stream: EdgeStream, deadline: float) -> None:
-        with self._cond:
-            self._deadlines[stream] = deadline
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="gelato-stream-watchdog", daemon=True)
-                self._thread.start()
-
-    def disarm(self, stream: EdgeStream) -> None:
-        with self._cond:
-            self._deadlines.pop(stream, None)
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify()
-
-    def _run(self) -> None:
-        with self._cond:
-            while not self._closed:
-                now = time.monotonic()
-                due = [s for s, d in self._deadlines.items() if d <= now]
-                for stream in due:
-                    del self._deadlines[stream]
-                    stream._expire()  # noqa: SLF001 - cancelling a call does not block
-                # sleep to the earliest deadline (an arm in between is later than it, or is caught 50 ms late)
-                wait = min(self._deadlines.values(), default=now + 0.05) - now
-                self._cond.wait(timeout=min(max(wait, 0.001), 0.05))
-
-
 class EdgeStream:
     """One ``Generate`` stream. ``exchange`` is called by one thread at a time; ``cancel`` from any thread."""
 
-    def __init__(self, call_factory, metadata, watchdog: _Watchdog | None = None) -> None:
+    def __init__(self, call_factory, metadata) -> None:
         self._requests: queue.SimpleQueue = queue.SimpleQueue()
+        self._replies: queue.SimpleQueue = queue.SimpleQueue()
         self._call = call_factory(iter(self._requests.get, _END), metadata=metadata)
-        self._watchdog = watchdog or _Watchdog()
-        self._timed_out: float | None = None
+        self._reader = threading.Thread(target=self._read, name="gelato-stream-reader", daemon=True)
+        self._reader.start()
         self.broken: grpc.RpcError | None = None
 
-    def _expire(self) -> None:
-        self._timed_out = self._timeout
-        self._call.cancel()
+    def _read(self) -> None:
+        try:
+            for reply in self._call:
+                self._replies.put(reply)
+            self._replies.put(_END)
+        except grpc.RpcError as exc:
+            self._replies.put(exc)
 
     def exchange(self, up: pb.StreamUp, timeout: float) -> pb.StreamDown:
         """Send ``up``, return its reply; raises grpc.RpcError (a StreamTimeout after ``timeout`` s)."""
         if self.broken is not None:
             raise self.broken
-        self._timeout = max(timeout, 1e-3)
         self._requests.put(up)
-        self._watchdog.arm(self, time.monotonic() + self._timeout)
         try:
-            return next(self._call)
-        except StopIteration:
-            self.broken = _Ended()
-        except grpc.RpcError as exc:
-            self.broken = StreamTimeout(self._timed_out) if self._timed_out is not None else exc
-        finally:
-            self._watchdog.disarm(self)
-        if isinstance(self.broken, StreamTimeout):
+            reply = self._replies.get(timeout=max(timeout, 1e-3))
+        except queue.Empty:
+            self.broken = StreamTimeout(timeout)
             self.cancel()
-        raise self.broken
+            raise self.broken from None
+        if reply is _END:
+            self.broken = _Ended()
+            raise self.broken
+        if isinstance(reply, grpc.RpcError):
+            self.broken = reply
+            raise reply
+        return reply
 
     def end(self) -> None:
         """Half-close: no more requests (the edge ends the stream and frees the session)."""
@@ -188,7 +151,6 @@ class EdgeClient:
         channel.subscribe(self._on_state, try_to_connect=False)
         self.channel = grpc.intercept_channel(channel, *interceptors) if interceptors else channel
         self.metadata = bearer_metadata(token)
-        self._watchdog = _Watchdog()
         self._generate = self._raw_channel.stream_stream(GENERATE, request_serializer=pb.StreamUp.SerializeToString,
                                                          response_deserializer=pb.StreamDown.FromString)
         self._health = self.channel.unary_unary(HEALTH, request_serializer=pb.HealthRequest.SerializeToString,
@@ -205,7 +167,7 @@ class EdgeClient:
 
     def open_stream(self) -> EdgeStream:
         """A new ``Generate`` stream (one generation)."""
-        return EdgeStream(self._generate, self.metadata, self._watchdog)
+        return EdgeStream(self._generate, self.metadata)
 
     def health(self, timeout: float = 5.0) -> pb.HealthReply:
         return self._health(pb.HealthRequest(), timeout=timeout, metadata=self.metadata)
@@ -214,7 +176,6 @@ class EdgeClient:
         return json.loads(self._metrics(pb.MetricsRequest(), timeout=timeout, metadata=self.metadata).json)
 
     def close(self) -> None:
-        self._watchdog.close()
         self._raw_channel.close()
 
     def __enter__(self) -> EdgeClient:
