@@ -27,3 +27,28 @@ def test_small_run_reports_identical_outputs():
     assert result.outputs_identical
     assert 1.0 <= result.mean_acceptance_length <= 4.0
     assert 0.0 <= result.draft_acceptance_rate <= 1.0 and result.verify_cost_ratio > 0
+
+
+@pytest.mark.parametrize("workload", ["humaneval", "spec-bench"])
+def test_cli_runs_the_named_workload_on_the_fast_pair(workload):
+    import json
+
+    from typer.testing import CliRunner
+
+    from gelato.cli.main import app
+
+    res = CliRunner().invoke(app, ["bench", "engine", "--workload", workload, "--prompts", "1",
+                                   "--max-new-tokens", "6", "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["workload"] == workload and out["prompts"] == 1 and out["outputs_identical"]
+
+
+def test_cli_refuses_an_unknown_workload_in_one_line():
+    from typer.testing import CliRunner
+
+    from gelato.cli.main import app
+
+    res = CliRunner().invoke(app, ["bench", "engine", "--workload", "poems"])
+    assert res.exit_code != 0
+    assert "unknown workload 'poems'" in res.output and "Traceback" not in res.output

@@ -13,14 +13,35 @@ from gelato.cli.common import fail, resolve_pair_dirs
 app = typer.Typer(no_args_is_help=True)
 
 
+WORKLOADS = ("gsm8k", "chat", "spec-bench", "humaneval")
+
+
+def workload_prompt_ids(tok, workload: str, n: int, data_dir) -> list[list[int]]:
+    """The first ``n`` prompts of ``workload``, each as one chat turn (as is on a model without a template)."""
+    from gelato.experiments.workloads import load_gsm8k, load_humaneval, load_spec_bench
+    from gelato.models.chat import demo_prompt_ids
+
+    if workload == "chat":
+        from gelato.zoo.teacher import load_teacher, teacher_dir
+
+        return [s.prompt.tolist() for s in load_teacher(teacher_dir(data_dir))[1][:n]]
+    texts = {"gsm8k": lambda: load_gsm8k("test", data_dir, limit=n), "humaneval": lambda: load_humaneval(data_dir, n),
+             "spec-bench": lambda: load_spec_bench(data_dir)[:n]}[workload]()
+    return [demo_prompt_ids(tok, p.text) for p in texts]
+
+
 @app.command("engine")
 def engine(
     draft: Annotated[Optional[str], typer.Option(help="Draft directory or hub id (default: the default pair).")] = None,
     target: Annotated[Optional[str], typer.Option(help="Target directory or hub id.")] = None,
     num_draft_tokens: Annotated[int, typer.Option("--num-draft-tokens", "-k")] = 4,
-    prompts: Annotated[int, typer.Option(help="Number of GSM8K test prompts.")] = 6,
+    prompts: Annotated[int, typer.Option(help="Number of prompts (the first of the workload).")] = 6,
     max_new_tokens: int = 64,
-    data_dir: Annotated[Optional[Path], typer.Option(help="Directory with gsm8k_test.jsonl.")] = None,
+    workload: Annotated[str, typer.Option(help="gsm8k (GSM8K test questions), chat (the teacher data's held-out "
+                                          "everyday queries), spec-bench (first turns) or humaneval; each as one "
+                                          "chat turn")] = "gsm8k",
+    data_dir: Annotated[Optional[Path], typer.Option(help="Directory with the workload's data (default: "
+                                                     "$GELATO_DATA_DIR, else ../shared/data).")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Target-only vs our SD vs transformers' assisted generation (greedy, same K, same prompts)."""
@@ -29,26 +50,28 @@ def engine(
     from rich.table import Table
 
     from gelato.experiments.bench_engine import as_dict, run_engine_bench
-    from gelato.experiments.workloads import load_gsm8k
     from gelato.models import load_pair, shared_vocab_size
-    from gelato.models.chat import demo_prompt_ids, stop_token_id
+    from gelato.models.chat import stop_token_id
 
+    if workload not in WORKLOADS:
+        fail(f"unknown workload {workload!r}; choose one of {', '.join(WORKLOADS)}")
+    if prompts < 1:
+        fail(f"--prompts must be at least 1, got {prompts}")
     draft_dir, target_dir = resolve_pair_dirs(draft, target)
     try:
         draft_model, target_model, tok = load_pair(draft_dir, target_dir)
-        questions = load_gsm8k("test", data_dir, limit=prompts)
+        prompt_ids = workload_prompt_ids(tok, workload, prompts, data_dir)
     except Exception as exc:  # noqa: BLE001 - surface the loader's message
         fail(str(exc))
-    prompt_ids = [demo_prompt_ids(tok, q.text) for q in questions]  # chat turns on a chat model
     console = Console(stderr=True)
     bar = iter(track(range(len(prompt_ids)), description="bench engine", console=console, transient=True))
     result = run_engine_bench(draft_model, target_model, prompt_ids, num_draft_tokens, max_new_tokens,
                               stop_token_id(tok), tok.pad_token_id, shared_vocab_size(draft_model, target_model),
                               progress=lambda: next(bar, None))
     if as_json:
-        typer.echo(json.dumps(as_dict(result), indent=2))
+        typer.echo(json.dumps({"workload": workload, **as_dict(result)}, indent=2))
         return
-    table = Table(title=f"engine benchmark: greedy, K={result.k}, {result.prompts} GSM8K prompts x "
+    table = Table(title=f"engine benchmark (measured here): greedy, K={result.k}, {result.prompts} {workload} prompts x "
                         f"{result.max_new_tokens} new tokens")
     table.add_column("decoder")
     table.add_column("tokens/s", justify="right")

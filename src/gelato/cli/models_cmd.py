@@ -54,11 +54,14 @@ def build(
     eval_prompts: Optional[int] = typer.Option(None, "--eval-prompts", help="held-out prompts for the report"),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="tokens per evaluation prompt"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show progress bars"),
-    stage: str = typer.Option("all", "--stage", help="smollm2 only: data, train, eval or all (each resumes)"),
-    data_minutes: float = typer.Option(30.0, "--data-minutes", help="smollm2 only: minutes of target-answer "
-                                       "generation in this run"),
-    work_dir: Optional[Path] = typer.Option(None, "--work-dir", help="smollm2 only: answers and checkpoints "
-                                            "(default: $GELATO_HOME/distill-smollm2)"),
+    stage: str = typer.Option("all", "--stage", help="smollm2 only: train, eval or all (each resumes)"),
+    device: str = typer.Option("cpu", "--device", help="smollm2 only: train on cpu or cuda"),
+    shape: Optional[str] = typer.Option(None, "--shape", help="smollm2 only: draft shape such as h256-l5-f768 "
+                                        "(hidden, layers, FFN; default h256-l4-f768)"),
+    compare: Optional[Path] = typer.Option(None, "--compare", help="smollm2 only: another draft directory to "
+                                           "evaluate side by side"),
+    work_dir: Optional[Path] = typer.Option(None, "--work-dir", help="smollm2 only: checkpoints and cached "
+                                            "target answers (default: $GELATO_HOME/distill-smollm2)"),
 ) -> None:
     """Train a tokenizer, a target and a distilled draft (or, for smollm2, a draft for the fetched target)."""
     from gelato.experiments.workloads import DataFileNotFoundError
@@ -70,9 +73,9 @@ def build(
         from gelato.zoo.smollm2_build import build_smollm2
 
         try:
-            build_smollm2(out or Path("models") / pair, work_dir=work_dir, stage=stage, data_minutes=data_minutes,
-                          minutes=35.0 if minutes is None else minutes, seed=seed, threads=threads,
-                          eval_prompts=eval_prompts or 10, eval_tokens=max_new_tokens or 96, data_dir=data_dir,
+            build_smollm2(out or Path("models") / pair, work_dir=work_dir, stage=stage,
+                          minutes=35.0 if minutes is None else minutes, seed=seed, threads=threads, device=device,
+                          shape=shape, eval_tokens=max_new_tokens or 128, compare=compare, data_dir=data_dir,
                           command=command_line(), log=typer.echo)
         except (DataFileNotFoundError, FileNotFoundError, ValueError, FetchError) as exc:
             typer.echo(f"error: {exc}", err=True)
