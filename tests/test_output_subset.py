@@ -136,7 +136,9 @@ def test_held_out_scores_equal_a_real_speculative_run_along_the_target_path():
     draft = noisy_copy(target, 0.2, seed=5)
     prompts = random_prompts(3, seed=11, min_len=4)
     paths = [(list(p), generate_target_only(target, p, SamplingParams(), 24).token_ids) for p in prompts]
-    got = score_paths(draft, target, paths, ks=(2, 4))
+    got = score_paths({"d": draft, "same": target}, target, paths, ks=(2, 4))
+    assert got["same"]["top1_agreement"] == 1.0 and abs(got["same"]["acceptance_rate_t1"] - 1) < 1e-5
+    got = got["d"]
     for k in (2, 4):
         tokens = rounds = 0
         for p, answer in paths:

