@@ -91,6 +91,7 @@ class DeviceWorker:
         prompts = []
         recorders, timings = [], []
         cpu0, wall0 = time.process_time(), time.perf_counter()
+        first_sample = len(self.edge_samples)
         for i, prompt in enumerate(spec["prompts"]):
             policy = make_policy(name.removesuffix(MEASURED_PLANNER), predictor=self.predictor(name),
                                  energy_budget=spec["e_bar"])
@@ -131,7 +132,8 @@ class DeviceWorker:
                             "rounds_down_bytes": sum(t.down_bytes for t in verifier.stats.timings),
                             "retries": verifier.stats.retries, "reopens": verifier.stats.reopens})
         cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
-        self.runs[name] = {"recorders": recorders, "timings": timings, "payload": payload}
+        self.runs[name] = {"recorders": recorders, "timings": timings, "payload": payload,
+                           "edge_samples": self.edge_samples[first_sample:]}
         rounds = [t for ts in timings for t in ts]
         return {"policy": name, "payload": payload.mode, "cpu_s": cpu, "wall_s": wall, "prompts": prompts,
                 "edge_forward_s": sum(t.forward_ms for t in rounds) / 1e3,
@@ -140,15 +142,18 @@ class DeviceWorker:
                 "rpc_s": sum(t.rpc_ms for t in rounds) / 1e3}
 
     # ------------------------------------------------------------------ the model
-    def verify_profile(self) -> MeasuredProfile:
-        """The edge's cost of a round: its handler time (queue + forward + verification rules), as it reports."""
-        return MeasuredProfile.fit(self.edge_samples, meta={"source": "round times reported by the edge handler",
-                                                            "samples": len(self.edge_samples)})
+    def verify_profile(self, samples: list | None = None) -> MeasuredProfile:
+        """The edge's cost of a round: its handler time (queue + forward + verification rules), as it reports,
+        fitted over ``samples`` (default: every round so far)."""
+        samples = self.edge_samples if samples is None else samples
+        return MeasuredProfile.fit(samples, meta={"source": "round times reported by the edge handler",
+                                                  "samples": len(samples)})
 
-    def draft_scale(self) -> float:
-        """Measured draft wall time over the calibrated profile's prediction, over every unpipelined round."""
+    def draft_scale(self, runs: list[dict] | None = None) -> float:
+        """Measured draft wall time over the calibrated profile's prediction, over the unpipelined rounds of
+        ``runs`` (default: every run); 0 when they have none."""
         measured = modelled = 0.0
-        for run in self.runs.values():
+        for run in (self.runs.values() if runs is None else runs):
             for rec in run["recorders"]:
                 pending = 1
                 for _, record, draft, verdict, predrafted in rec.rounds:
@@ -158,24 +163,29 @@ class DeviceWorker:
                     modelled += draft_seconds(self.draft_profile, draft.n_computed, draft.start, pending)
                     pending = (pending + 1 if draft.n_computed == 0
                                else 2 if verdict.accepted >= draft.n_computed else 1)
-        return measured / modelled if modelled > 0 else 1.0
+        return measured / modelled if modelled > 0 else 0.0
 
-    def clock(self, payload: PayloadConfig, scale: float | None = None) -> ModelledClock:
+    def clock(self, payload: PayloadConfig, scale: float | None = None, samples: list | None = None) -> ModelledClock:
         framing = 8 * GRPC_FRAMING_BYTES
         pay = payload.model_copy(update={"session": 0, "header_bits_up": framing, "header_bits_down": framing})
         from gelato.experiments.testbed.presets import power_profile
         return ModelledClock(channel=self.channel, payload=pay, seed=self.spec["seed"],
-                             draft_compute=self.draft_profile.scaled(scale or self.draft_scale()),
-                             verify_compute=self.verify_profile(),
+                             draft_compute=self.draft_profile.scaled(scale or self.draft_scale() or 1.0),
+                             verify_compute=self.verify_profile(samples),
                              device_power=power_profile(self.spec["power_profile"]).device_power(),
                              accounting="sequential", count_downlink_time=True, name="testbed")
 
     def modelled(self) -> dict:
-        scale = self.draft_scale()
+        """Each policy's rounds charged to a clock fed that policy's own measured costs (the cores are shared
+        with other jobs, so costs drift between policies): the edge's handler times of its rounds, and the draft
+        profile scaled to its draft time (pipelined policies, whose draft time overlaps the wait: the scale of
+        all unpipelined rounds)."""
+        scale = self.draft_scale() or 1.0
         out = {"draft_profile": {**self.draft_profile.to_dict(), "scale": scale},
                "verify_profile": self.verify_profile().to_dict(), "policies": {}}
         for name, run in self.runs.items():
-            clock = self.clock(run["payload"], scale)
+            own_scale = self.draft_scale([run]) or scale
+            clock = self.clock(run["payload"], own_scale, run["edge_samples"])
             per_prompt = []
             for rec in run["recorders"]:
                 t0, e0, n0 = clock.cum_time, clock.cum_energy, len(clock.rows)
@@ -190,7 +200,8 @@ class DeviceWorker:
                                    "first_round_s": first or 0.0, "rows": len(rows)})
             rows = clock.rows
             total = lambda key: float(sum(r.get(key, 0.0) for r in rows))  # noqa: E731
-            out["policies"][name] = {"time_s": clock.cum_time, "energy_j": clock.cum_energy, "tokens": clock.cum_tokens,
+            out["policies"][name] = {"draft_scale": own_scale, "verify_profile": self.verify_profile(
+                                         run["edge_samples"]).to_dict(), "time_s": clock.cum_time, "energy_j": clock.cum_energy, "tokens": clock.cum_tokens,
                                      "rounds": len(rows), "bytes_up": total("bits_up") / 8,
                                      "bytes_down": total("bits_down") / 8,
                                      **{k: total(k) for k in ("t_draft", "t_uplink", "t_propagation", "t_verify",

@@ -83,8 +83,10 @@ def assemble(cfg, raw: dict[str, dict], modelled: dict, profile: PowerProfile) -
             continue
         meas = measured_figures(r, link.delay_s, profile, cfg.e_bar)
         mod = modelled_figures(modelled["policies"][name], [p["prompt_tokens"] for p in r["prompts"]], link.delay_s,
-                               modelled["verify_profile"], up_bps, cfg.e_bar)
+                               modelled["policies"][name]["verify_profile"], up_bps, cfg.e_bar)
+        fed = modelled["policies"][name]
         entry = {"payload": r["payload"], "measured": meas, "modelled": mod,
+                 "fed": {"draft_scale": fed["draft_scale"], "verify_profile": fed["verify_profile"]},
                  "error": {"tokens_per_second": _ratio(mod["tokens_per_second"], meas["tokens_per_second"]) - 1,
                            "ttft_s": _ratio(mod["ttft_s"], meas["ttft_s"]) - 1,
                            "energy_j": _ratio(mod["energy_j"], meas["energy_j"]) - 1},
