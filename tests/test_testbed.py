@@ -89,3 +89,19 @@ def test_testbed_bad_input_is_one_line():
         proc = _testbed(*args)
         assert proc.returncode == 2, args
         assert proc.stderr.strip().startswith("error:") and "Traceback" not in proc.stderr, proc.stderr
+
+
+@pytest.mark.slow
+def test_testbed_with_an_edge_the_user_started(fast_pair):
+    from gelato.transport.process import EdgeServerThread, build_edge_server
+
+    draft_dir, target_dir = fast_pair
+    with EdgeServerThread(build_edge_server(target_dir, tokenizer_dir=draft_dir)) as edge:
+        proc = _testbed("--edge", edge.address, "--preset", "wifi", "--workload", "chat", "--prompts", "1",
+                        "--max-new-tokens", "6", "--policies", "edge-autoregressive,static-2", "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["processes"]["edge"] == {"address": edge.address, "cores": out["processes"]["edge"]["cores"],
+                                        "external": True}
+    a, b = (out["policies"][n] for n in ("edge-autoregressive", "static-2"))
+    assert a["token_ids"] == b["token_ids"] and len(a["token_ids"][0]) > 0

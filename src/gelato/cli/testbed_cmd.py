@@ -23,7 +23,7 @@ def testbed(
                                            "pipelined ones, gelato-improved@measured)"),
     workload: str = typer.Option("mixed", "--workload", help="mixed, chat, gsm8k or spec-bench"),
     prompts: int = typer.Option(3, "--prompts"),
-    max_new_tokens: int = typer.Option(64, "--max-new-tokens"),
+    max_new_tokens: int = typer.Option(48, "--max-new-tokens"),
     temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy"),
     top_k: int = typer.Option(0, "--top-k"),
     top_p: float = typer.Option(1.0, "--top-p"),

@@ -39,7 +39,7 @@ class TestbedConfig:
     policies: Sequence[str] = DEFAULT_POLICIES
     workload: str = "mixed"
     prompts: int = 3
-    max_new_tokens: int = 64
+    max_new_tokens: int = 48
     temperature: float = 0.0
     top_k: int = 0
     top_p: float = 1.0
