@@ -85,7 +85,8 @@ def test_testbed_bytes_at_the_link_are_the_protocols_and_budget_flags_agree(resu
 
 
 def test_testbed_bad_input_is_one_line():
-    for args in (["--preset", "nope"], ["--policies", "static-3,nope"], ["--edge-cores", "0", "--device-cores", "0"]):
+    for args in (["--preset", "nope"], ["--policies", "static-3,nope"], ["--edge-cores", "0", "--device-cores", "0"],
+                 ["--temperature", "-1"], ["--max-new-tokens", "0"], ["--workload", "poems"]):
         proc = _testbed(*args)
         assert proc.returncode == 2, args
         assert proc.stderr.strip().startswith("error:") and "Traceback" not in proc.stderr, proc.stderr

@@ -49,6 +49,10 @@ def testbed(
         link = link_preset(preset, uplink_mbps=uplink_mbps, downlink_mbps=downlink_mbps, rtt_ms=rtt_ms,
                            bandwidth_mhz=bandwidth_mhz)
         power_profile(power)
+        from gelato.decoding.sampling import SamplingParams
+        SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p)
+        if max_new_tokens < 1 or e_bar <= 0:
+            raise ValueError(f"--max-new-tokens must be >= 1 and --e-bar > 0, got {max_new_tokens} and {e_bar}")
         names = [p.strip() for p in policies.split(",") if p.strip()] if policies else list(DEFAULT_POLICIES)
         for name in names:
             policy_spec(name.removesuffix("@measured"))

@@ -28,6 +28,7 @@ from gelato.decoding.engine import speculative_generate
 from gelato.decoding.pipelined import ConcurrentVerifier, pipelined_generate
 from gelato.decoding.proposer import DraftModelProposer
 from gelato.decoding.sampling import SamplingParams
+from gelato.experiments.testbed.presets import power_profile
 from gelato.models.cached import CachedCausalLM
 from gelato.models.loading import load_causal_lm
 from gelato.policies.registry import make_policy, policy_spec
@@ -168,7 +169,6 @@ class DeviceWorker:
     def clock(self, payload: PayloadConfig, scale: float | None = None, samples: list | None = None) -> ModelledClock:
         framing = 8 * GRPC_FRAMING_BYTES
         pay = payload.model_copy(update={"session": 0, "header_bits_up": framing, "header_bits_down": framing})
-        from gelato.experiments.testbed.presets import power_profile
         return ModelledClock(channel=self.channel, payload=pay, seed=self.spec["seed"],
                              draft_compute=self.draft_profile.scaled(scale or self.draft_scale() or 1.0),
                              verify_compute=self.verify_profile(samples),
