@@ -16,6 +16,7 @@ from gelato.cli.policies_cmd import policies
 from gelato.cli.run_cmd import run, trace_app
 from gelato.cli.transport_cmd import device, link, serve
 from gelato.cli.system_cmd import app as system_app
+from gelato.cli.testbed_cmd import testbed
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="gelato: device-edge speculative decoding with energy-aware draft-length control.")
@@ -43,6 +44,7 @@ app.command()(serve)
 app.command()(device)
 app.command()(link)
 app.command()(api)
+app.command()(testbed)
 
 if __name__ == "__main__":
     app()

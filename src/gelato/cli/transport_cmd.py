@@ -302,6 +302,7 @@ def link(
     loss: float = typer.Option(0.0, "--loss", help="probability a burst is lost (drops the connection)"),
     seed: int = typer.Option(0, "--seed", help="seeds fading and loss"),
     report_every: float = typer.Option(5.0, "--report-every", help="seconds between stats lines"),
+    json_stats: bool = typer.Option(False, "--json-stats", help="stats lines as JSON objects (gelato testbed)"),
     log_level: str = typer.Option("info", "--log-level"),
 ) -> None:
     """Emulate the wireless link: a TCP proxy that delays bytes by airtime (per-burst fading) and delay."""
@@ -320,6 +321,10 @@ def link(
         fail(str(exc))
 
     def report(stats: dict) -> None:
+        if json_stats:
+            typer.echo(json.dumps(stats))
+            sys.stdout.flush()
+            return
         up, down = stats["up"], stats["down"]
         typer.echo(f"link: up {up['bytes']} B / {up['airtime_s'] * 1e3:.1f} ms airtime / {up['bursts']} bursts; "
                    f"down {down['bytes']} B / {down['airtime_s'] * 1e3:.1f} ms; connections {stats['connections']}, "

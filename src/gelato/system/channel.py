@@ -64,6 +64,12 @@ class ChannelConfig(BaseModel):
     fading: Literal["rayleigh", "none"] = "rayleigh"
     trace_path: Path | None = None
     trace_wrap: bool = True  # restart the trace at its end (else: error when it runs out)
+    # Fixed rates (a wired-like or measured link, e.g. the testbed's LTE and Wi-Fi presets) replace the
+    # Shannon rate of that direction; ``delay_s`` is the one-way propagation delay, added twice to each
+    # round's time by the modelled clock (it costs no device energy).
+    uplink_bps: float | None = Field(None, gt=0)
+    downlink_bps: float | None = Field(None, gt=0)
+    delay_s: float = Field(0.0, ge=0)
 
     @model_validator(mode="after")
     def _trace_exists(self) -> "ChannelConfig":
@@ -142,8 +148,9 @@ class _GainToState:
         snr_up = cfg.uplink_power_w * gain / cfg.noise_w(cfg.uplink_bandwidth_hz)
         snr_dn = cfg.downlink_power_w * gain / cfg.noise_w(cfg.dl_bandwidth_hz)
         return ChannelState(index=index, fading=gain / cfg.path_loss.gain(), gain=gain, snr_db=_safe_db(snr_up),
-                            uplink_bps=shannon_rate(cfg.uplink_bandwidth_hz, snr_up),
-                            downlink_bps=shannon_rate(cfg.dl_bandwidth_hz, snr_dn), downlink_snr_db=_safe_db(snr_dn))
+                            uplink_bps=cfg.uplink_bps or shannon_rate(cfg.uplink_bandwidth_hz, snr_up),
+                            downlink_bps=cfg.downlink_bps or shannon_rate(cfg.dl_bandwidth_hz, snr_dn),
+                            downlink_snr_db=_safe_db(snr_dn))
 
 
 class WirelessChannel(_GainToState):

@@ -10,7 +10,8 @@ Implements the engine's ``RoundClock`` protocol (``gelato.decoding.engine``):
       t_uplink   = bits_up / r_up          (bits of the real DraftUp message + header)
       t_verify   = T_V or the target's compute model
       t_downlink = bits_down / r_down      (bits of the real VerdictDown message + header)
-      t_round    = t_draft + t_uplink + t_verify + t_downlink
+      t_prop     = 2 * delay_s             (propagation both ways; 0 unless the channel sets delay_s)
+      t_round    = t_draft + t_uplink + t_prop + t_verify + t_downlink
       e_round    = e_draft + e_uplink + e_downlink + e_idle   (device; e_edge reported apart)
 
   advances the modelled time and charges the :class:`EnergyLedger`; with pipelined drafting
@@ -203,12 +204,14 @@ class ModelledClock:
         t_uplink = bits_up / state.uplink_bps
         t_downlink = bits_down / state.downlink_bps
         cfg = self.channel.config
-        timeline = overlap_timeline(t_draft, t_uplink, t_verify, t_downlink, t_predraft, self.count_downlink_time)
+        t_prop = 2.0 * cfg.delay_s
+        timeline = overlap_timeline(t_draft, t_uplink, t_verify, t_downlink, t_predraft, self.count_downlink_time,
+                                    t_prop)
         e = device_round_energy(self.device_power, cfg.uplink_power_w, t_draft + t_predraft, t_uplink, t_downlink,
                                 timeline["t_idle"])
         e_edge = edge_round_energy(self.edge_power, cfg.downlink_power_w, t_verify, t_downlink)
         terms = {"t_draft": t_draft, "t_uplink": t_uplink, "t_verify": t_verify, "t_downlink": t_downlink,
-                 "t_round": timeline["t_round"], "e_draft": e["draft"], "e_uplink": e["uplink"],
+                 "t_propagation": t_prop, "t_round": timeline["t_round"], "e_draft": e["draft"], "e_uplink": e["uplink"],
                  "e_downlink": e["downlink"], "e_idle": e["idle"],
                  "e_round": e["draft"] + e["uplink"] + e["downlink"] + e["idle"],
                  "e_edge": e_edge, "bits_up": bits_up, "bits_down": bits_down, "gain": state.gain,
@@ -239,11 +242,12 @@ class ModelledClock:
 
 
 def overlap_timeline(t_draft: float, t_uplink: float, t_verify: float, t_downlink: float, t_predraft: float = 0.0,
-                     count_downlink_time: bool = True) -> dict:
+                     count_downlink_time: bool = True, t_propagation: float = 0.0) -> dict:
     """One round's timeline when the device drafts ahead during the wait (pipelined drafting).
 
     The device drafts for ``t_draft`` (what still must be drafted), sends, and then waits
-    ``t_uplink + t_verify (+ t_downlink)`` for the verdict; pre-drafting starts as the uplink starts and
+    ``t_uplink + t_propagation + t_verify (+ t_downlink)`` for the verdict (``t_propagation``: both
+    directions' propagation delay, counted before verification for the overlap); pre-drafting starts as the uplink starts and
     runs ``t_predraft`` on the device, concurrently. The round ends when both the verdict is back and the
     pre-draft is done, so pre-draft time beyond the wait is not hidden::
 
@@ -253,10 +257,10 @@ def overlap_timeline(t_draft: float, t_uplink: float, t_verify: float, t_downlin
 
     With ``t_predraft = 0`` this is the sequential round, ``t_draft + t_uplink + t_verify + t_downlink``.
     """
-    if min(t_draft, t_uplink, t_verify, t_downlink, t_predraft) < 0:
+    if min(t_draft, t_uplink, t_verify, t_downlink, t_predraft, t_propagation) < 0:
         raise ValueError("phase times must be >= 0")
-    t_wait = t_uplink + t_verify + (t_downlink if count_downlink_time else 0.0)
-    busy_in_verify = min(max(0.0, t_predraft - t_uplink), t_verify)
+    t_wait = t_uplink + t_propagation + t_verify + (t_downlink if count_downlink_time else 0.0)
+    busy_in_verify = min(max(0.0, t_predraft - t_uplink - t_propagation / 2), t_verify)
     return {"t_round": t_draft + max(t_wait, t_predraft), "t_wait": t_wait,
             "t_exposed": max(0.0, t_predraft - t_wait), "t_idle": t_verify - busy_in_verify}
 

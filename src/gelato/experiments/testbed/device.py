@@ -1,0 +1,234 @@
+"""The testbed's device process: ``python -m gelato.experiments.testbed.device SPEC.json``.
+
+It loads the draft, calibrates its forward cost (on its own pinned core), prints ``@@ready``, then reads one
+JSON command per stdin line and answers one ``@@{json}`` line each:
+
+* ``{"policy": NAME, "edge": HOST:PORT}``: run the workload through the real round loop (the engine's
+  ``speculative_generate`` or ``pipelined_generate`` over a :class:`RemoteVerifier`), measuring wall time,
+  time to first token, CPU-seconds of this process and every round's phases; every round is recorded;
+* ``{"model": true}``: fit the edge's verify cost to the forward times the edge reported in every round of
+  every policy, scale the draft's calibrated profile to the measured draft time, and charge each policy's
+  recorded rounds to a :class:`ModelledClock` with the link preset's channel: the modelled prediction;
+* ``{"quit": true}``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+
+from gelato.decoding.engine import speculative_generate
+from gelato.decoding.pipelined import ConcurrentVerifier, pipelined_generate
+from gelato.decoding.proposer import DraftModelProposer
+from gelato.decoding.sampling import SamplingParams
+from gelato.experiments.testbed.presets import power_profile
+from gelato.models.cached import CachedCausalLM
+from gelato.models.loading import load_causal_lm
+from gelato.policies.registry import make_policy, policy_spec
+from gelato.system.channel import ChannelConfig
+from gelato.system.clock import ModelledClock
+from gelato.system.compute import MeasuredProfile, calibrate_profile, draft_seconds
+from gelato.system.config import SystemConfig
+from gelato.transport.channel import EdgeClient
+from gelato.transport.client import RemoteVerifier
+from gelato.transport.codec import PAYLOAD_MODES, payload_config
+from gelato.wire.payload import GRPC_FRAMING_BYTES, PayloadConfig
+
+MEASURED_PLANNER = "@measured"  # policy-name suffix: plan with the testbed's measured costs, not the paper's
+
+
+class Recorder:
+    """A RoundClock that charges nothing and keeps each round's inputs for the modelled replay."""
+
+    def __init__(self, keep_q: bool) -> None:
+        self.keep_q = keep_q
+        self.rounds: list[tuple] = []
+        self._generated = 0
+
+    def begin_round(self, ctx) -> None:
+        self._generated = ctx.generated
+        return None
+
+    def charge(self, record, draft, verdict, predrafted: int = 0) -> dict:
+        if not self.keep_q:
+            draft = dataclasses.replace(draft, q=None)
+        self.rounds.append((self._generated, record, draft, verdict, predrafted))
+        return {}
+
+
+def live_payload(policy: str, params: SamplingParams) -> PayloadConfig:
+    """The payload a live session of ``policy`` sends (its registry mode where the wire has it, else compact)."""
+    mode = policy_spec(policy.removesuffix(MEASURED_PLANNER)).payload_mode
+    return payload_config(mode if mode in PAYLOAD_MODES else "compact", params)
+
+
+class DeviceWorker:
+    def __init__(self, spec: dict) -> None:
+        self.spec = spec
+        torch.set_num_threads(int(spec["threads"]))
+        self.params = SamplingParams(**spec["sampling"])
+        self.model = load_causal_lm(spec["draft_dir"], "float32")
+        self.draft_profile = calibrate_profile(self.model, n_values=(1, 2, 3), ctx_values=(16, 64, 160), repeats=3)
+        self.channel = ChannelConfig.model_validate(spec["channel"])
+        self.runs: dict[str, dict] = {}  # policy -> {"recorders": [...], "timings": [...]}
+        self.edge_samples: list[tuple[int, int, float]] = []  # (tokens fed, context, seconds) reported by the edge
+
+    # ------------------------------------------------------------------ one policy, live
+    def predictor(self, name: str):
+        if name.endswith(MEASURED_PLANNER) and self.edge_samples:
+            return self.clock(live_payload(name, self.params))
+        return SystemConfig.paper().build_clock()  # what live deployments plan with (`gelato device`)
+
+    def run_policy(self, name: str, edge: str) -> dict:
+        spec, params = self.spec, self.params
+        payload = live_payload(name, params)
+        prompts = []
+        recorders, timings = [], []
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        first_sample = len(self.edge_samples)
+        for i, prompt in enumerate(spec["prompts"]):
+            policy = make_policy(name.removesuffix(MEASURED_PLANNER), predictor=self.predictor(name),
+                                 energy_budget=spec["e_bar"])
+            seed = spec["seed"] + i
+            client = EdgeClient(edge)
+            verifier = RemoteVerifier(client, params, fingerprint=spec["fingerprint"], seed=seed, payload=payload,
+                                      device_name="testbed", max_new_tokens=spec["max_new_tokens"], rpc_timeout=60.0,
+                                      generator=torch.Generator().manual_seed(seed + 1))
+            recorder = Recorder(keep_q=not params.greedy or payload.mode != "compact")
+            try:
+                t0 = time.perf_counter()
+                reply = verifier.open(prompt["ids"])
+                t_open = time.perf_counter() - t0
+                vocab = min(int(self.model.config.vocab_size), int(reply.vocab_size))
+                proposer = DraftModelProposer(CachedCausalLM(self.model, vocab), params,
+                                              torch.Generator().manual_seed(seed))
+                first: list[float] = []
+                on_round = (lambda r: first.append(time.perf_counter() - t0) if not first else None)
+                if getattr(policy, "pipelined", False):
+                    with ConcurrentVerifier(verifier) as concurrent:
+                        result = pipelined_generate(prompt["ids"], proposer, concurrent, policy, spec["max_new_tokens"],
+                                                    eos_token_id=spec["eos"], clock=recorder, on_round=on_round)
+                else:
+                    result = speculative_generate(prompt["ids"], proposer, verifier, policy, spec["max_new_tokens"],
+                                                  eos_token_id=spec["eos"], clock=recorder, on_round=on_round)
+            finally:
+                verifier.close()
+                client.close()
+            for (_, record, draft, _, _), t in zip(recorder.rounds, verifier.stats.timings):
+                self.edge_samples.append((len(draft.tokens) + 1, max(0, record.start - 1), t.server_ms / 1e3))
+            recorders.append(recorder)
+            timings.append(verifier.stats.timings)
+            m = result.metrics
+            prompts.append({"id": prompt["id"], "prompt_tokens": len(prompt["ids"]), "token_ids": result.token_ids,
+                            "open_s": t_open, "ttft_s": first[0] if first else t_open, "generate_s": m.wall_seconds,
+                            "rounds": m.rounds, "stop_reason": result.stop_reason, "metrics": m.to_dict(),
+                            "rounds_up_bytes": sum(t.up_bytes for t in verifier.stats.timings),
+                            "rounds_down_bytes": sum(t.down_bytes for t in verifier.stats.timings),
+                            "retries": verifier.stats.retries, "reopens": verifier.stats.reopens})
+        cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+        self.runs[name] = {"recorders": recorders, "timings": timings, "payload": payload,
+                           "edge_samples": self.edge_samples[first_sample:]}
+        rounds = [t for ts in timings for t in ts]
+        return {"policy": name, "payload": payload.mode, "cpu_s": cpu, "wall_s": wall, "prompts": prompts,
+                "edge_forward_s": sum(t.forward_ms for t in rounds) / 1e3,
+                "edge_server_s": sum(t.server_ms for t in rounds) / 1e3,
+                "edge_queue_s": sum(t.queue_ms for t in rounds) / 1e3,
+                "rpc_s": sum(t.rpc_ms for t in rounds) / 1e3}
+
+    # ------------------------------------------------------------------ the model
+    def verify_profile(self, samples: list | None = None) -> MeasuredProfile:
+        """The edge's cost of a round: its handler time (queue + forward + verification rules), as it reports,
+        fitted over ``samples`` (default: every round so far)."""
+        samples = self.edge_samples if samples is None else samples
+        return MeasuredProfile.fit(samples, meta={"source": "round times reported by the edge handler",
+                                                  "samples": len(samples)})
+
+    def draft_scale(self, runs: list[dict] | None = None) -> float:
+        """Measured draft wall time over the calibrated profile's prediction, over the unpipelined rounds of
+        ``runs`` (default: every run); 0 when they have none."""
+        measured = modelled = 0.0
+        for run in (self.runs.values() if runs is None else runs):
+            for rec in run["recorders"]:
+                pending = 1
+                for _, record, draft, verdict, predrafted in rec.rounds:
+                    if predrafted or draft.n_carried:
+                        break
+                    measured += record.wall.draft
+                    modelled += draft_seconds(self.draft_profile, draft.n_computed, draft.start, pending)
+                    pending = (pending + 1 if draft.n_computed == 0
+                               else 2 if verdict.accepted >= draft.n_computed else 1)
+        return measured / modelled if modelled > 0 else 0.0
+
+    def clock(self, payload: PayloadConfig, scale: float | None = None, samples: list | None = None) -> ModelledClock:
+        framing = 8 * GRPC_FRAMING_BYTES
+        pay = payload.model_copy(update={"session": 0, "header_bits_up": framing, "header_bits_down": framing})
+        return ModelledClock(channel=self.channel, payload=pay, seed=self.spec["seed"],
+                             draft_compute=self.draft_profile.scaled(scale or self.draft_scale() or 1.0),
+                             verify_compute=self.verify_profile(samples),
+                             device_power=power_profile(self.spec["power_profile"]).device_power(),
+                             accounting="sequential", count_downlink_time=True, name="testbed")
+
+    def modelled(self) -> dict:
+        """Each policy's rounds charged to a clock fed that policy's own measured costs (the cores are shared
+        with other jobs, so costs drift between policies): the edge's handler times of its rounds, and the draft
+        profile scaled to its draft time (pipelined policies, whose draft time overlaps the wait: the scale of
+        all unpipelined rounds)."""
+        scale = self.draft_scale() or 1.0
+        out = {"draft_profile": {**self.draft_profile.to_dict(), "scale": scale},
+               "verify_profile": self.verify_profile().to_dict(), "policies": {}}
+        for name, run in self.runs.items():
+            own_scale = self.draft_scale([run]) or scale
+            clock = self.clock(run["payload"], own_scale, run["edge_samples"])
+            per_prompt = []
+            for rec in run["recorders"]:
+                t0, e0, n0 = clock.cum_time, clock.cum_energy, len(clock.rows)
+                first = None
+                for generated, record, draft, verdict, predrafted in rec.rounds:
+                    clock.begin_round(SimpleNamespace(generated=generated))
+                    charge = (clock.charge(record, draft, verdict, predrafted=predrafted) if predrafted or draft.n_carried
+                              else clock.charge(record, draft, verdict))
+                    first = charge["t_round"] if first is None else first
+                rows = clock.rows[n0:]
+                per_prompt.append({"time_s": clock.cum_time - t0, "energy_j": clock.cum_energy - e0,
+                                   "first_round_s": first or 0.0, "rows": len(rows)})
+            rows = clock.rows
+            total = lambda key: float(sum(r.get(key, 0.0) for r in rows))  # noqa: E731
+            out["policies"][name] = {"draft_scale": own_scale, "verify_profile": self.verify_profile(
+                                         run["edge_samples"]).to_dict(), "time_s": clock.cum_time, "energy_j": clock.cum_energy, "tokens": clock.cum_tokens,
+                                     "rounds": len(rows), "bytes_up": total("bits_up") / 8,
+                                     "bytes_down": total("bits_down") / 8,
+                                     **{k: total(k) for k in ("t_draft", "t_uplink", "t_propagation", "t_verify",
+                                                              "t_downlink", "e_draft", "e_uplink", "e_downlink",
+                                                              "e_idle")},
+                                     "prompts": per_prompt}
+        return out
+
+
+def main(argv: list[str]) -> int:
+    spec = json.loads(open(argv[1]).read())
+    worker = DeviceWorker(spec)
+    print("@@" + json.dumps({"ready": True, "draft_profile": worker.draft_profile.to_dict()}), flush=True)
+    for line in sys.stdin:
+        cmd = json.loads(line)
+        if cmd.get("quit"):
+            break
+        try:
+            reply = worker.modelled() if cmd.get("model") else worker.run_policy(cmd["policy"], cmd["edge"])
+        except Exception as exc:  # reported to the orchestrator as one line (the traceback goes to stderr)
+            traceback.print_exc()
+            where = traceback.extract_tb(exc.__traceback__)[-1]
+            reply = {"error": f"{type(exc).__name__}: {exc} ({Path(where.filename).name}:{where.lineno})",
+                     **({"policy": cmd["policy"]} if "policy" in cmd else {})}
+        print("@@" + json.dumps(reply), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

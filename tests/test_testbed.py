@@ -1,0 +1,108 @@
+"""`gelato testbed` end to end on the fast pair: real edge, link and device processes, a short workload, a tiny
+energy budget. Checks the JSON's shape and its internal consistency, never wall-clock speed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+POLICIES = ["edge-autoregressive", "static-3", "gelato-improved", "static-5-pipelined"]
+PHASES = {"draft", "uplink", "verify", "downlink", "waiting", "device_other"}
+
+
+def _testbed(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gelato.cli.main", "testbed", *args], capture_output=True, text=True,
+                          timeout=600, env={**os.environ})
+
+
+@pytest.fixture(scope="module")
+def result():
+    proc = _testbed("--preset", "lte", "--rtt-ms", "10", "--workload", "gsm8k", "--prompts", "2", "--max-new-tokens",
+                    "14", "--e-bar", "0.02", "--policies", ",".join(POLICIES), "--json")
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    assert len(lines) == 1  # one JSON object, nothing else on stdout
+    assert "policy 4/4" in proc.stderr  # progress as plain lines when piped
+    return json.loads(lines[0])
+
+
+@pytest.mark.slow
+def test_testbed_json_shape_and_lossless_output(result, fast_pair):
+    import torch
+
+    from gelato.decoding.engine import target_only_generate
+    from gelato.decoding.sampling import SamplingParams
+    from gelato.experiments.testbed.run import workload_prompts
+    from gelato.models.cached import CachedCausalLM
+    from gelato.models.chat import stop_token_id
+    from gelato.models.loading import load_causal_lm, load_tokenizer
+
+    assert list(result["policies"]) == POLICIES
+    assert result["link"]["delay_s"] == pytest.approx(0.005) and result["link"]["uplink_bps"] == 10e6
+    tokenizer = load_tokenizer(fast_pair[0])
+    target = CachedCausalLM(load_causal_lm(fast_pair[1]))
+    reference = []
+    for prompt in workload_prompts(tokenizer, "gsm8k", 2):
+        target.reset()
+        reference.append(target_only_generate(target, prompt["ids"], SamplingParams(), 14,
+                                              stop_token_id(tokenizer)).token_ids)
+    for name, p in result["policies"].items():
+        assert p["token_ids"] == reference, name  # the target's own output, every policy
+        assert p["same_output_as_edge_autoregressive"] is True
+        for side in ("measured", "modelled"):
+            assert p[side]["tokens_per_second"] > 0 and p[side]["ttft_s"] > 0
+            assert set(p[side]["per_round_ms"]) == PHASES
+            assert p[side]["tokens"] == sum(map(len, reference))
+        assert p["measured"]["rounds"] == p["modelled"]["rounds"] > 0
+        assert p["error"]["tokens_per_second"] == pytest.approx(
+            p["modelled"]["tokens_per_second"] / p["measured"]["tokens_per_second"] - 1)
+        assert p["measured"]["device_cpu_s"] > 0
+    del torch
+
+
+@pytest.mark.slow
+def test_testbed_bytes_at_the_link_are_the_protocols_and_budget_flags_agree(result):
+    pols = result["policies"]
+    # every round costs exactly its protobuf message plus the gRPC framing at the link: what is left is the
+    # session's (connection setup, open, close), the same for every policy over the same prompts
+    for direction in ("up", "down"):
+        session = {p["measured"][f"session_bytes_{direction}"] for p in pols.values()}
+        assert len(session) == 1 and session.pop() > 0
+    for name, p in pols.items():
+        m, o = p["measured"], p["modelled"]
+        assert m["link_bytes_up"] > m["protocol_bytes_up"] > 0
+        # the clock bills the same messages, less the stream's position field and oneof wrapper (<= 5 bytes)
+        assert 0 <= m["protocol_bytes_up"] - o["billed_bytes_up"] <= 5 * m["rounds"], name
+        for side in (m, o):
+            assert side["energy_budget_kept"] == (side["j_per_round"] <= result["e_bar_j_per_round"])
+        assert m["energy_j"] == pytest.approx(sum(m["energy_terms_j"].values()))
+    # the tiny budget: an edge-only device only waits; nothing is drafted, so it spends least per round
+    assert pols["edge-autoregressive"]["modelled"]["j_per_round"] < pols["static-3"]["modelled"]["j_per_round"]
+
+
+def test_testbed_bad_input_is_one_line():
+    for args in (["--preset", "nope"], ["--policies", "static-3,nope"], ["--edge-cores", "0", "--device-cores", "0"],
+                 ["--temperature", "-1"], ["--max-new-tokens", "0"], ["--workload", "poems"]):
+        proc = _testbed(*args)
+        assert proc.returncode == 2, args
+        assert proc.stderr.strip().startswith("error:") and "Traceback" not in proc.stderr, proc.stderr
+
+
+@pytest.mark.slow
+def test_testbed_with_an_edge_the_user_started(fast_pair):
+    from gelato.transport.process import EdgeServerThread, build_edge_server
+
+    draft_dir, target_dir = fast_pair
+    with EdgeServerThread(build_edge_server(target_dir, tokenizer_dir=draft_dir)) as edge:
+        proc = _testbed("--edge", edge.address, "--preset", "wifi", "--workload", "chat", "--prompts", "1",
+                        "--max-new-tokens", "6", "--policies", "edge-autoregressive,static-2", "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["processes"]["edge"] == {"address": edge.address, "cores": out["processes"]["edge"]["cores"],
+                                        "external": True}
+    a, b = (out["policies"][n] for n in ("edge-autoregressive", "static-2"))
+    assert a["token_ids"] == b["token_ids"] and len(a["token_ids"][0]) > 0
