@@ -201,6 +201,10 @@ class EdgeServer:
     def active_sessions(self) -> int:
         return len(self.store)
 
+    def kv_holders(self) -> int:
+        """Sessions' caches holding KV storage right now (0 when no session is open and nothing leaked)."""
+        return len(self.pool._holders) if self.pool is not None else 0  # noqa: SLF001
+
     def cache_tokens(self) -> int:
         """KV cache positions held by every live session cache (open or not yet collected)."""
         return sum(lm.cache_len for lm in list(self._live_caches))
@@ -315,6 +319,7 @@ class EdgeServer:
         except BaseException:
             self._release(session)
             raise
+        session.opened = True
         self.metrics.count("sessions_opened")
         log.debug("opened session %#x for %s (%d prompt tokens)", session.id, session.device_name, len(prompt))
         return session
@@ -323,7 +328,8 @@ class EdgeServer:
         """Forget the session now; its cache is freed on the model thread (never awaited: may run on cancel)."""
         if self.store.remove(session.id) is None:
             return
-        self.metrics.count("sessions_closed")
+        if session.opened:  # an open that failed or was cancelled during prefill was never counted as opened
+            self.metrics.count("sessions_closed")
         if self.worker.executor is not None:
             try:
                 self.worker.executor.submit(session.free)

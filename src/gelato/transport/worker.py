@@ -151,7 +151,7 @@ class ModelWorker:
 
     @property
     def prefilling(self) -> int:
-        return len(self._prefills)
+        return sum(1 for item in self._prefills if not item.future.done())
 
     # ------------------------------------------------------------------ scheduling
     async def _loop(self) -> None:
@@ -168,6 +168,8 @@ class ModelWorker:
                         results = [exc] * len(batch)
                     for job, result in zip(batch, results):
                         _resolve(job.future, result)
+                while self._prefills and self._prefills[0].future.done():  # its stream is gone: the session
+                    self._prefills.popleft()  # was released, and a step now would take a slot nothing frees
                 if self._prefills:
                     item = self._prefills.popleft()
                     try:
