@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+
 from edge_helpers import FINGERPRINT, PROMPTS, reference, remote_generate, start_edge
 from gelato.transport.channel import EdgeClient, StreamTimeout
 from gelato.wire.proto import gelato_pb2 as pb
@@ -62,3 +64,65 @@ def test_opens_cancelled_while_waiting_for_prefill_hold_no_slot(pair):
     finally:
         client.close()
         edge.stop()
+
+
+def _store(target, **kwargs):
+    from gelato.models.kv_store import SlotKVStore
+    kwargs.setdefault("min_capacity", 16)
+    kwargs.setdefault("block_slots", 4)
+    kwargs.setdefault("block_positions", 64)
+    return SlotKVStore(target, **kwargs)
+
+
+def test_store_batches_across_blocks_and_moves_growing_sequences_losslessly(pair):
+    """Sequences in blocks of different classes, one moving up two classes: each one's logits equal its
+    own CachedCausalLM's, and the cache each holds is exactly its own context (not the longest one's)."""
+    import torch
+
+    from gelato.models.cached import CachedCausalLM
+
+    target, _ = pair
+    store = _store(target)
+    g = torch.Generator().manual_seed(0)
+    histories = [torch.randint(0, 96, (n,), generator=g).tolist() for n in (3, 9, 40, 5)]
+    solo = [CachedCausalLM(target) for _ in histories]
+    seqs = [store.sequence() for _ in histories]
+    for lm, seq, h in zip(solo, seqs, histories):  # prefilled one by one, as the edge does
+        lm.feed(h[:-1])
+        seq.feed(h[:-1])
+    for r in range(4):
+        ids = [h + [r + 1] * (6 * r if i == 0 else 2) for i, h in enumerate(histories)]
+        lfs = [len(h) - 1 for h in histories]
+        expected = [lm.feed(x, logits_from=lf) for lm, x, lf in zip(solo, ids, lfs)]
+        got = store.feed_batch(seqs, ids, lfs)
+        for e, o in zip(expected, got):
+            torch.testing.assert_close(o, e, atol=1e-4, rtol=1e-4)
+            assert torch.equal(o.argmax(-1), e.argmax(-1))
+    assert store.migrations >= 1  # the first sequence grew from 3 to 21 positions: it moved, history and all
+    # a short one does not pay for the long one (its room: its own 7 positions + the batch's widest run, 19)
+    assert seqs[3].cache_len == 7 and seqs[3].pool.capacity <= 32 < seqs[2].cache_len <= seqs[2].pool.capacity
+
+
+def test_store_frees_closed_sessions_blocks_and_never_exceeds_its_budget(pair):
+    from gelato.models.kv_store import KVMemoryExhausted
+
+    target, _ = pair
+    store = _store(target, budget_bytes=None)
+    idle = store.bytes_allocated
+    budget = idle + store.block_bytes(64, 1) + store.block_bytes(16, 4)
+    store.budget_bytes = budget
+    long, shorts = store.sequence(), [store.sequence() for _ in range(9)]
+    long.feed(list(range(1, 60)))  # a block of its own: 1 slot x 64 positions
+    for s in shorts[:8]:
+        s.feed([1, 2, 3])  # the idle baseline block (4 slots x 16), then a second one: exactly the budget
+    assert [(b.slots, b.capacity) for b in store.blocks] == [(4, 16), (1, 64), (4, 16)]
+    with pytest.raises(KVMemoryExhausted, match="budget"):
+        shorts[8].feed([1, 2, 3])
+    assert store.peak_bytes <= budget and shorts[8].slot is None
+    with pytest.raises(KVMemoryExhausted) as refused:
+        store.sequence().feed(list(range(1, 200)))  # more than the whole budget could ever hold
+    assert refused.value.never_fits
+    for s in [long, *shorts]:
+        s.reset()
+    assert store.bytes_allocated == idle and store.holders == 0  # memory came back
+    assert store.peak_bytes <= budget

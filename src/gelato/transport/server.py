@@ -41,7 +41,8 @@ import torch
 from google.protobuf.message import DecodeError
 
 from gelato.models.cached import CachedCausalLM
-from gelato.models.slots import SlotKVPool, SlotSequence, supports_slots
+from gelato.models.kv_store import SlotKVStore, default_kv_budget
+from gelato.models.slots import SlotSequence, supports_slots
 from gelato.transport.auth import TokenAuthenticator, check_key_pair, server_credentials
 from gelato.transport.codec import decode_draft, sampling_from_proto
 from gelato.transport.errors import RequestError
@@ -68,6 +69,7 @@ class EdgeConfig:
     batch_window_ms: float = 8.0  # waits only while other ready sessions could still send
     prefill_chunk: int = 128  # prompt tokens per prefill step between verification rounds (at most)
     prefill_budget_ms: float = 4.0  # while other sessions could send rounds: a chunk's target time
+    kv_memory: int | None = None  # bytes of KV cache at most (None: half the memory free at start)
     max_message_bytes: int = 4 * 1024 * 1024
     keepalive_s: float = 30.0  # ping idle connections this often; drop them after keepalive_timeout_s
     keepalive_timeout_s: float = 10.0
@@ -85,6 +87,8 @@ class EdgeConfig:
                      "max_batch", "prefill_chunk", "max_message_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.kv_memory is not None and self.kv_memory < 1:
+            raise ValueError(f"kv_memory must be >= 1 byte, got {self.kv_memory}")
         if self.batch_window_ms < 0 or self.idle_timeout_s <= 0 or self.prefill_budget_ms <= 0:
             raise ValueError("batch_window_ms must be >= 0, idle_timeout_s and prefill_budget_ms > 0")
         for name in ("keepalive_s", "keepalive_timeout_s", "max_connection_idle_s", "max_connection_age_s"):
@@ -142,9 +146,14 @@ class EdgeServer:
         self.metrics = EdgeMetrics()
         self.auth = TokenAuthenticator(self.config.tokens)
         self._live_caches: weakref.WeakSet[CachedCausalLM | SlotSequence] = weakref.WeakSet()
-        # Sessions' KV caches are slots of one preallocated pool (models/slots.py): batched rounds copy no history.
-        self.pool = (SlotKVPool(self.model, self.vocab_size, slots=min(8, self.config.max_sessions),
-                                max_capacity=min(self.max_context, 1 << 20)) if supports_slots(self.model) else None)
+        # Sessions' KV caches are slots in blocks of a store inside the KV budget (models/kv_store.py): batched
+        # rounds copy no history, a session costs what its context needs, and closed sessions' memory returns.
+        device = next(self.model.parameters()).device
+        self.kv_budget = int(self.config.kv_memory or default_kv_budget(device))
+        self.pool = (SlotKVStore(self.model, self.vocab_size, budget_bytes=self.kv_budget,
+                                 block_slots=min(8, self.config.max_sessions),
+                                 max_capacity=min(self.max_context, 1 << 20)) if supports_slots(self.model) else None)
+        self.pool_context = self.pool.max_capacity if self.pool is not None else self.max_context
         self.batchable = self.pool is not None
         if self.config.max_batch > 1 and not self.batchable:
             log.warning("the model's attention does not fit slot caching: verifying one session at a time")
@@ -203,7 +212,7 @@ class EdgeServer:
 
     def kv_holders(self) -> int:
         """Sessions' caches holding KV storage right now (0 when no session is open and nothing leaked)."""
-        return len(self.pool._holders) if self.pool is not None else 0  # noqa: SLF001
+        return self.pool.holders if self.pool is not None else 0
 
     def cache_tokens(self) -> int:
         """KV cache positions held by every live session cache (open or not yet collected)."""
@@ -215,6 +224,9 @@ class EdgeServer:
                  batch_window_ms=self.config.batch_window_ms, prefilling=self.worker.prefilling)
         if self.pool is not None:
             d.update(kv_slots=self.pool.slots, kv_capacity=self.pool.capacity, kv_bytes=self.pool.bytes_allocated,
+                     kv_budget_bytes=self.kv_budget, kv_peak_bytes=self.pool.peak_bytes,
+                     kv_blocks=len(self.pool.blocks), kv_held_slots=self.pool.holders,
+                     kv_migrations=self.pool.migrations,
                      kv_grow_events=self.pool.grow_events, kv_forwards=self.pool.forward_calls,
                      kv_feed_ms=self.pool.feed_s * 1e3, kv_model_ms=self.pool.model_s * 1e3)
         return d
@@ -315,7 +327,9 @@ class EdgeServer:
                           max_new_tokens=req.max_new_tokens, report_times=req.report_times)
         self.store.add(session)
         try:
-            await self.worker.prefill(lm, prompt[:-1])  # the newest token is fed with the first draft
+            # the newest token is fed with the first draft; the store first reserves room for that round too
+            await self.worker.prefill(lm, prompt[:-1],
+                                      reserve=min(len(prompt) + self.config.max_draft_tokens, self.pool_context))
         except BaseException:
             self._release(session)
             raise

@@ -25,6 +25,7 @@ import torch
 
 from gelato.decoding.rejection import verify_rows
 from gelato.models.cached import CachedCausalLM
+from gelato.models.kv_store import KVMemoryExhausted
 from gelato.models.slots import SlotSequence
 from gelato.transport.codec import DecodedDraft, encode_verdict
 from gelato.transport.errors import RequestError
@@ -64,6 +65,7 @@ class _Prefill:
     lm: CachedCausalLM | SlotSequence
     ids: list[int]
     future: asyncio.Future
+    reserve: int = 0  # positions to hold before the first chunk (prompt + the first round): admission
     done: int = 0
     ms_per_token: float | None = None  # of the previous chunk
 
@@ -140,11 +142,12 @@ class ModelWorker:
         self._wake.set()
         return job.future
 
-    async def prefill(self, lm: CachedCausalLM | SlotSequence, ids: list[int]) -> None:
-        """Fill ``lm``'s cache with ``ids`` in chunks interleaved with other work."""
-        if not ids:
+    async def prefill(self, lm: CachedCausalLM | SlotSequence, ids: list[int], reserve: int = 0) -> None:
+        """Fill ``lm``'s cache with ``ids`` in chunks interleaved with other work; a slot store first reserves
+        ``reserve`` positions (raising KVMemoryExhausted, as a RequestError, when its budget cannot hold them)."""
+        if not ids and not reserve:
             return
-        item = _Prefill(lm, list(ids), asyncio.get_running_loop().create_future())
+        item = _Prefill(lm, list(ids), asyncio.get_running_loop().create_future(), reserve)
         self._prefills.append(item)
         self._wake.set()
         await item.future
@@ -175,7 +178,7 @@ class ModelWorker:
                     try:
                         finished = await loop.run_in_executor(self.executor, self._prefill_step, item)
                     except Exception as exc:
-                        _resolve(item.future, exc)
+                        _resolve(item.future, memory_error(exc))
                         continue
                     if finished:
                         _resolve(item.future, None)
@@ -204,6 +207,10 @@ class ModelWorker:
         return max(min(MIN_PREFILL_CHUNK, self.prefill_chunk), min(self.prefill_chunk, fit))
 
     def _prefill_step(self, item: _Prefill) -> bool:
+        if item.done == 0 and item.reserve and getattr(item.lm, "store", None) is not None:
+            item.lm.store.reserve(item.lm, item.reserve)
+        if not item.ids:
+            return True
         end = min(len(item.ids), item.done + self.chunk_tokens(item))
         t0 = time.perf_counter()
         item.lm.feed(item.ids[:end])
@@ -225,10 +232,13 @@ class ModelWorker:
         logits: dict[int, torch.Tensor] = {}
         if len(live) > 1 and all(isinstance(jobs[i].session.lm, SlotSequence) for i in live):
             try:
-                pool = jobs[live[0]].session.lm.pool
-                outs = pool.feed_batch([jobs[i].session.lm for i in live], [jobs[i].ids for i in live],
-                                       [jobs[i].logits_from for i in live])
+                lm = jobs[live[0]].session.lm
+                owner = lm.store if lm.store is not None else lm.pool
+                outs = owner.feed_batch([jobs[i].session.lm for i in live], [jobs[i].ids for i in live],
+                                        [jobs[i].logits_from for i in live])
                 logits = dict(zip(live, outs))
+            except KVMemoryExhausted:
+                pass  # one at a time below: only the sessions that do not fit are stopped
             except Exception:
                 log.exception("batched forward failed; verifying the batch one session at a time")
         for i in live:
@@ -236,7 +246,7 @@ class ModelWorker:
                 try:
                     logits[i] = jobs[i].session.lm.feed(jobs[i].ids, logits_from=jobs[i].logits_from)
                 except Exception as exc:
-                    results[i] = exc
+                    results[i] = memory_error(exc, during="session")
         forward_ms = (time.perf_counter() - t_start) * 1e3
         if live:
             self.metrics.observe_batch(len(live), forward_ms)
@@ -254,6 +264,17 @@ class ModelWorker:
                     results[i] = exc if isinstance(exc, RequestError) else RequestError(
                         grpc.StatusCode.INVALID_ARGUMENT, f"verification failed: {exc}")
         return results
+
+
+def memory_error(exc: Exception, during: str = "open") -> Exception:
+    """A KVMemoryExhausted as the status a device understands; other errors unchanged."""
+    if not isinstance(exc, KVMemoryExhausted):
+        return exc
+    if during == "open" and exc.never_fits:
+        return RequestError(grpc.StatusCode.OUT_OF_RANGE, f"this prompt can never fit the edge's KV memory: {exc}")
+    what = ("this open does not fit the edge's KV memory now" if during == "open" else
+            "the session outgrew the edge's KV memory and was stopped")
+    return RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{what} ({exc}); retry later")
 
 
 def _resolve(future: asyncio.Future | None, result: object) -> None:
