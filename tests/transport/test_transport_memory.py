@@ -126,3 +126,40 @@ def test_store_frees_closed_sessions_blocks_and_never_exceeds_its_budget(pair):
         s.reset()
     assert store.bytes_allocated == idle and store.holders == 0  # memory came back
     assert store.peak_bytes <= budget
+
+
+def test_edge_admits_opens_against_its_kv_budget_and_stops_a_session_that_outgrows_it(pair):
+    """``kv_memory`` = the idle block + one slot of 384 positions: a second long open waits (RESOURCE_EXHAUSTED),
+    a prompt that could never fit is OUT_OF_RANGE, a session that outgrows the budget is stopped with a clear
+    status; the KV bytes never exceed the budget, return to idle, and the edge keeps serving exactly."""
+    import grpc
+
+    from gelato.transport.errors import EdgeRejectedError
+
+    target, draft = pair
+    idle_block, slot_384 = 8 * 256 * 256, 384 * 256  # tiny model: 256 bytes per position
+    budget = idle_block + slot_384
+    edge = start_edge(target, kv_memory=budget)
+    client = EdgeClient(edge.address)
+    try:
+        first = client.open_stream()
+        assert first.exchange(_open_up([i % 90 + 1 for i in range(300)]), timeout=10).WhichOneof("kind") == "opened"
+        with pytest.raises(grpc.RpcError) as busy:
+            client.open_stream().exchange(_open_up([i % 90 + 1 for i in range(300)]), timeout=10)
+        assert busy.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "KV memory" in busy.value.details()
+        with pytest.raises(grpc.RpcError) as never:
+            client.open_stream().exchange(_open_up([i % 90 + 1 for i in range(450)]), timeout=10)
+        assert never.value.code() == grpc.StatusCode.OUT_OF_RANGE and "never fit" in never.value.details()
+        first.cancel()
+        _settle(edge)
+        with pytest.raises(EdgeRejectedError) as outgrown:  # 300 prompt tokens + 120 new > 384 positions
+            remote_generate(edge.address, draft, [i % 90 + 1 for i in range(300)], 120, busy_after=0.5)
+        assert "KV memory" in outgrown.value.details
+        assert len(outgrown.value.committed_ids) > 340  # what was committed before the stop is kept
+        m = _settle(edge)
+        assert m["kv_peak_bytes"] <= budget and m["kv_bytes"] == idle_block and m["kv_budget_bytes"] == budget
+        result, _ = remote_generate(edge.address, draft, PROMPTS[2], 12)
+        assert result.token_ids == reference(target, PROMPTS[2], 12)
+    finally:
+        client.close()
+        edge.stop()
