@@ -163,3 +163,23 @@ def test_edge_admits_opens_against_its_kv_budget_and_stops_a_session_that_outgro
     finally:
         client.close()
         edge.stop()
+
+
+def test_prometheus_shows_kv_used_and_budget_bytes(pair):
+    import urllib.request
+
+    from gelato.transport.prometheus import start_metrics_server
+
+    target, draft = pair
+    edge = start_edge(target, kv_memory=3 * 2**20)
+    httpd, _ = start_metrics_server(edge.server, 0)
+    try:
+        remote_generate(edge.address, draft, PROMPTS[0], 8)
+        text = urllib.request.urlopen(f"http://127.0.0.1:{httpd.server_port}/metrics", timeout=5).read().decode()
+        values = {line.split()[0]: float(line.split()[1]) for line in text.splitlines() if line and line[0] != "#"}
+        assert values["gelato_edge_kv_budget_bytes"] == 3 * 2**20
+        assert 0 < values["gelato_edge_kv_used_bytes"] <= values["gelato_edge_kv_peak_bytes"] <= 3 * 2**20
+        assert values["gelato_edge_sessions_opened_total"] == values["gelato_edge_sessions_closed_total"] == 1
+    finally:
+        httpd.shutdown()
+        edge.stop()

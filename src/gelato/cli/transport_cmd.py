@@ -85,6 +85,11 @@ def serve(
                                       "rounds of other sessions run between steps"),
     prefill_budget_ms: float = typer.Option(4.0, "--prefill-budget-ms", help="while other sessions are active, "
                                             "prefill steps are sized to take about this long"),
+    kv_memory: Optional[str] = typer.Option(None, "--kv-memory", help="KV cache budget, e.g. 4GiB (default: half "
+                                            "the memory free at start); opens that do not fit are refused "
+                                            "with RESOURCE_EXHAUSTED, which devices retry"),
+    metrics_port: Optional[int] = typer.Option(None, "--metrics-port", help="serve Prometheus metrics on "
+                                               "http://HOST:PORT/metrics", min=1, max=65535),
     max_prompt_tokens: int = typer.Option(8192, "--max-prompt-tokens"),
     max_draft_tokens: int = typer.Option(32, "--max-draft-tokens", help="per round"),
     idle_timeout_s: float = typer.Option(600.0, "--idle-timeout-s", help="close sessions idle this long"),
@@ -107,7 +112,9 @@ def serve(
     _setup_logging(log_level)
     import torch
 
+    from gelato.cli.common import parse_bytes
     from gelato.transport.process import serve as run_server
+    kv_bytes = parse_bytes(kv_memory, "--kv-memory") if kv_memory is not None else None
     if target_dir is None:
         from gelato.cli.common import resolve_pair_dirs
         target_dir = resolve_pair_dirs(None, None)[1]
@@ -120,6 +127,7 @@ def serve(
         typer.echo(f"edge listening on {host}:{bound}", err=False)
         sys.stdout.flush()
 
+    from gelato.models.kv_store import KVMemoryExhausted
     from gelato.models.loading import ModelLoadError
     try:
         run_server(target_dir, host, port, on_started=started, tokenizer_dir=tokenizer_dir, dtype=dtype,
@@ -127,10 +135,10 @@ def serve(
                    tokens=tokens_file, tls_cert=tls_cert, tls_key=tls_key, max_batch=max_batch,
                    batch_window_ms=batch_window_ms, max_sessions=max_sessions, max_prompt_tokens=max_prompt_tokens,
                    max_sessions_per_device=max_sessions_per_device, prefill_chunk=prefill_chunk,
-                   prefill_budget_ms=prefill_budget_ms,
+                   prefill_budget_ms=prefill_budget_ms, kv_memory=kv_bytes, metrics_port=metrics_port,
                    max_draft_tokens=max_draft_tokens, idle_timeout_s=idle_timeout_s,
                    max_message_bytes=max_message_kb * 1024)
-    except (OSError, ValueError, ModelLoadError) as exc:
+    except (OSError, ValueError, ModelLoadError, KVMemoryExhausted) as exc:
         fail(str(exc))
 
 

@@ -98,6 +98,7 @@ class SlotKVStore:
         self.classes = capacity_classes(min(min_capacity, self.max_capacity), self.max_capacity)
         self.budget_bytes = budget_bytes
         self.blocks: list[SlotKVPool] = []
+        self.bytes_used = 0  # bytes_allocated, kept as one int so other threads (metrics) can read it
         self.blocks_made = 0
         self.forward_calls = 0
         self.feed_s = 0.0
@@ -116,7 +117,7 @@ class SlotKVStore:
     # ------------------------------------------------------------------ accounting
     @property
     def bytes_allocated(self) -> int:
-        return sum(b.bytes_allocated for b in self.blocks)
+        return self.bytes_used
 
     @property
     def slots(self) -> int:
@@ -144,6 +145,7 @@ class SlotKVStore:
     def _new_block(self, capacity: int, slots: int) -> SlotKVPool:
         block = SlotKVPool(self.model, self.vocab_size, slots=slots, capacity=capacity, max_capacity=capacity)
         self.blocks.append(block)
+        self.bytes_used += block.bytes_allocated
         self.blocks_made += 1
         self.peak_bytes = max(self.peak_bytes, self.bytes_allocated)
         return block
@@ -169,6 +171,7 @@ class SlotKVStore:
     def _drop_if_empty(self, block: SlotKVPool) -> None:
         if block is not self._base and not block._holders and block in self.blocks:  # noqa: SLF001
             self.blocks.remove(block)
+            self.bytes_used -= block.bytes_allocated
             block.keys.clear()
             block.values.clear()
             _trim_heap()
