@@ -183,3 +183,19 @@ def test_prometheus_shows_kv_used_and_budget_bytes(pair):
     finally:
         httpd.shutdown()
         edge.stop()
+
+
+def test_a_long_prefill_is_not_declared_unreachable(pair):
+    """An open whose prefill outlasts the device's unreachable window still succeeds (the edge acknowledges the
+    stream at once; the device then waits up to open_timeout), and the text is the target's."""
+    target, draft = pair
+    edge = start_edge(target, prefill_chunk=1)
+    try:
+        prompt = [i % 90 + 1 for i in range(450)]
+        t0 = time.monotonic()
+        result, verifier = remote_generate(edge.address, draft, prompt, 6, unreachable_after=0.5, open_timeout=30)
+        assert time.monotonic() - t0 > 0.5  # the prefill (450 one-token steps) did outlast the window
+        assert result.token_ids == reference(target, prompt, 6)
+        assert verifier.stats.opens == 1
+    finally:
+        edge.stop()

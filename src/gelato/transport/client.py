@@ -162,7 +162,10 @@ class RemoteVerifier:
                 stream.cancel()
                 raise EdgeCancelledError("the generation was cancelled", committed, self._prompt_len or 0)
             self._stream = stream
-        down = stream.exchange(pb.StreamUp(open=request), min(self.open_timeout, max(remaining, 1e-3)))
+        # an edge that acknowledged the open is prefilling, not unreachable: it gets open_timeout, however long
+        # the unreachable window has left (a 4,000-token prompt can take longer than that window)
+        down = stream.exchange(pb.StreamUp(open=request), min(self.open_timeout, max(remaining, 1e-3)),
+                               patience=self.open_timeout)
         if down.WhichOneof("kind") != "opened":
             raise TransportError(f"the edge answered open with {down.WhichOneof('kind')}", committed,
                                  self._prompt_len or 0)

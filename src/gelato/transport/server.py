@@ -279,6 +279,7 @@ class EdgeServer:
                 if kind == "open":
                     if session is not None:
                         raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, "this stream already has a session")
+                    await context.send_initial_metadata(())  # "taken": the device waits out a long prefill
                     session = await self._open(up.open, device)
                     await context.write(pb.StreamDown(opened=pb.OpenReply(
                         vocab_size=self.vocab_size, max_draft_tokens=self.config.max_draft_tokens,
