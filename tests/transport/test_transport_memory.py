@@ -199,3 +199,16 @@ def test_a_long_prefill_is_not_declared_unreachable(pair):
         assert verifier.stats.opens == 1
     finally:
         edge.stop()
+
+
+def test_the_documented_minimum_temperature_is_accepted(pair):
+    """0.0001 travels as the float32 9.99999974e-05: it used to be refused as "too small (at least 0.0001)"."""
+    from gelato.decoding.sampling import SamplingParams
+
+    target, draft = pair
+    edge = start_edge(target)
+    try:
+        result, _ = remote_generate(edge.address, draft, PROMPTS[0], 6, params=SamplingParams(temperature=0.0001))
+        assert len(result.token_ids) == 6
+    finally:
+        edge.stop()
