@@ -1,0 +1,70 @@
+"""Issue 19's API hardening: each test failed before its fix."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from api_helpers import MODEL, PROMPT, openai_client, target_only_text
+from gelato.api.backend import Backend, EdgeSettings
+from gelato.api.respond import Limits
+from gelato.api.server import ApiServerThread
+from gelato.api.speculative import Speculation
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "transport"))
+
+
+def test_api_reaches_a_tls_edge(pair, tmp_path):
+    """``api --edge`` over TLS (--edge-tls-ca, --edge-server-name): the API-to-edge hop and its token are no
+    longer plaintext only; the text is the target's."""
+    from test_transport_security import _self_signed
+
+    from gelato.transport.fingerprint import tokenizer_fingerprint
+    from gelato.transport.process import EdgeServerThread
+    from gelato.transport.server import EdgeConfig, EdgeServer
+
+    draft, target, tok = pair
+    cert, key = _self_signed(tmp_path)
+    edge = EdgeServerThread(EdgeServer(target, fingerprint=tokenizer_fingerprint(tok), config=EdgeConfig(
+        tls_cert_chain=cert, tls_private_key=key, grace_s=0.1, tokens={"s3cret": "api"})))
+    edge.start()
+    try:
+        settings = EdgeSettings(edge.address, "s3cret", unreachable_after=5.0, tls=True, tls_ca=cert,
+                                server_name="localhost")
+        backend = Backend(draft, tok, edge=settings, model_name=MODEL)
+        with ApiServerThread(backend, Speculation("static", 4, None, "compact"), Limits()) as srv:
+            text = openai_client(srv.url).completions.create(model=MODEL, prompt=PROMPT, max_tokens=12,
+                                                               temperature=0).choices[0].text
+        assert text == target_only_text(pair, list(tok(PROMPT)["input_ids"]), 12)[0]
+    finally:
+        edge.stop()
+
+
+def _one_line(result, needle):
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and result.output.count("rror") >= 1, result.output
+    assert needle in result.output, result.output
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--edge", "nonsense"], "HOST:PORT"),
+    (["--edge", "127.0.0.1:1", "--edge-tls-ca", "/nonexistent/ca.pem"], "ca.pem"),
+    (["--port", "70000"], "65535"),
+])
+def test_api_bad_arguments_give_one_line(args, needle):
+    from gelato.cli.main import app
+    _one_line(CliRunner().invoke(app, ["api", *args]), needle)
+
+
+def test_api_on_a_busy_port_gives_one_line():
+    import socket
+
+    from gelato.cli.main import app
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        _one_line(CliRunner().invoke(app, ["api", "--port", str(port), "--edge", "127.0.0.1:1"]), "cannot listen")
