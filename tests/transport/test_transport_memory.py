@@ -124,7 +124,10 @@ def test_store_frees_closed_sessions_blocks_and_never_exceeds_its_budget(pair):
     assert refused.value.never_fits
     for s in [long, *shorts]:
         s.reset()
-    assert store.bytes_allocated == idle and store.holders == 0  # memory came back
+    assert store.bytes_allocated > idle and store.holders == 0  # empty blocks are kept a while for reuse ...
+    store.keep_empty_s = 0.0
+    store.trim()
+    assert store.bytes_allocated == idle  # ... then freed: memory came back
     assert store.peak_bytes <= budget
 
 
@@ -157,6 +160,10 @@ def test_edge_admits_opens_against_its_kv_budget_and_stops_a_session_that_outgro
         assert "KV memory" in outgrown.value.details
         assert len(outgrown.value.committed_ids) > 340  # what was committed before the stop is kept
         m = _settle(edge)
+        deadline = time.monotonic() + 10
+        while m["kv_bytes"] > idle_block and time.monotonic() < deadline:  # empty blocks go after 1 s idle
+            time.sleep(0.2)
+            m = edge.metrics()
         assert m["kv_peak_bytes"] <= budget and m["kv_bytes"] == idle_block and m["kv_budget_bytes"] == budget
         result, _ = remote_generate(edge.address, draft, PROMPTS[2], 12)
         assert result.token_ids == reference(target, PROMPTS[2], 12)

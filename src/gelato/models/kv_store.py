@@ -11,8 +11,10 @@ and never shrinks. :class:`SlotKVStore` keeps many small pools instead, each a *
 - more sequences than free slots -> a new block: nothing is copied, no other sequence is disturbed;
 - a sequence that outgrows its class moves to a slot of the next class that fits, copying only its own
   positions (an amortised cost, paid once per class it passes);
-- a block with no sequence left is freed at once (memory returns), except one block of the smallest
-  class, kept as the idle baseline;
+- a block with no sequence left is freed once it has stayed empty ``keep_empty_s`` (1 s: a client looping
+  opens and cancels reuses it instead of zeroing a new one each time), at the next :meth:`trim` (the edge
+  calls it when its model thread is idle) - or at once when its bytes are needed for another class; one
+  block of the smallest class is never freed (the idle baseline);
 - every allocation is checked against ``budget_bytes``: one that would exceed it raises
   :class:`KVMemoryExhausted` and allocates nothing, so the bytes held never exceed the budget.
 
@@ -86,7 +88,7 @@ class SlotKVStore:
 
     def __init__(self, model: torch.nn.Module, vocab_size: int | None = None, *, budget_bytes: int | None = None,
                  min_capacity: int = 256, block_slots: int = 8, block_positions: int = 4096,
-                 max_capacity: int | None = None) -> None:
+                 max_capacity: int | None = None, keep_empty_s: float = 1.0) -> None:
         if min_capacity < 1 or block_slots < 1 or block_positions < 1:
             raise ValueError("min_capacity, block_slots and block_positions must be >= 1")
         self.model = model.eval()
@@ -97,6 +99,8 @@ class SlotKVStore:
         self.max_capacity = int(min(max_capacity or mpe, mpe))
         self.classes = capacity_classes(min(min_capacity, self.max_capacity), self.max_capacity)
         self.budget_bytes = budget_bytes
+        self.keep_empty_s = keep_empty_s
+        self._empty_since: dict[int, float] = {}  # id(block) -> when its last sequence left
         self.blocks: list[SlotKVPool] = []
         self.bytes_used = 0  # bytes_allocated, kept as one int so other threads (metrics) can read it
         self.blocks_made = 0
@@ -155,8 +159,11 @@ class SlotKVStore:
         slots as the budget allows, up to the class's share), else KVMemoryExhausted."""
         for block in self.blocks:
             if block.capacity == capacity and block.free_slots:
+                self._empty_since.pop(id(block), None)
                 return block
         slots = max(1, min(self.block_slots, self.block_positions // capacity))
+        if self.budget_bytes is not None and self.block_bytes(capacity, slots) > self.budget_bytes - self.bytes_allocated:
+            self.trim(force=True)  # empty blocks kept for reuse give their bytes to this class first
         room = None if self.budget_bytes is None else self.budget_bytes - self.bytes_allocated
         while room is not None and slots > 1 and self.block_bytes(capacity, slots) > room:
             slots //= 2
@@ -170,11 +177,25 @@ class SlotKVStore:
 
     def _drop_if_empty(self, block: SlotKVPool) -> None:
         if block is not self._base and not block._holders and block in self.blocks:  # noqa: SLF001
-            self.blocks.remove(block)
-            self.bytes_used -= block.bytes_allocated
-            block.keys.clear()
-            block.values.clear()
+            self._empty_since.setdefault(id(block), time.monotonic())
+            if self.keep_empty_s <= 0:
+                self.trim(force=True)
+
+    def trim(self, force: bool = False) -> int:
+        """Free the blocks empty for ``keep_empty_s`` (every empty one with ``force``); the bytes freed."""
+        now, freed = time.monotonic(), 0
+        for block in list(self.blocks):
+            since = self._empty_since.get(id(block))
+            if since is not None and not block._holders and (force or now - since >= self.keep_empty_s):  # noqa: SLF001
+                self.blocks.remove(block)
+                del self._empty_since[id(block)]
+                self.bytes_used -= block.bytes_allocated
+                freed += block.bytes_allocated
+                block.keys.clear()
+                block.values.clear()
+        if freed:
             _trim_heap()
+        return freed
 
     def release(self, seq: SlotSequence) -> None:
         """Give ``seq``'s slot back (from :meth:`SlotSequence.reset`); a block left empty is freed."""
@@ -184,6 +205,8 @@ class SlotKVStore:
             seq.slot = None
         seq.pool = self._base
         self._drop_if_empty(block)
+        if self._empty_since:
+            self.trim()
 
     def class_for(self, positions: int) -> int:
         if positions > self.max_capacity:

@@ -160,7 +160,8 @@ class EdgeServer:
         self.worker = ModelWorker(self.metrics, max_batch=self.config.max_batch if self.batchable else 1,
                                   window_s=self.config.batch_window_ms / 1000.0,
                                   prefill_chunk=self.config.prefill_chunk,
-                                  prefill_budget_ms=self.config.prefill_budget_ms, others_waiting=self._others_could_send)
+                                  prefill_budget_ms=self.config.prefill_budget_ms, others_waiting=self._others_could_send,
+                                  on_idle=self.pool.trim if self.pool is not None else None)
         self._server: grpc.aio.Server | None = None
         self.port: int | None = None
         self.stopping = False

@@ -91,7 +91,8 @@ class ModelWorker:
 
     def __init__(self, metrics: EdgeMetrics, *, max_batch: int = 8, window_s: float = 0.008,
                  prefill_chunk: int = 256, prefill_budget_ms: float = 4.0,
-                 others_waiting: Callable[[int], bool] | None = None) -> None:
+                 others_waiting: Callable[[int], bool] | None = None, on_idle: Callable[[], object] | None = None,
+                 idle_s: float = 0.5) -> None:
         if max_batch < 1 or prefill_chunk < 1 or prefill_budget_ms <= 0:
             raise ValueError(f"max_batch and prefill_chunk must be >= 1 and prefill_budget_ms > 0, got {max_batch}, "
                              f"{prefill_chunk}, {prefill_budget_ms}")
@@ -101,6 +102,7 @@ class ModelWorker:
         self.prefill_chunk = prefill_chunk
         self.prefill_budget_ms = prefill_budget_ms
         self.others_waiting = others_waiting or (lambda n: True)
+        self.on_idle, self.idle_s = on_idle, idle_s  # run on the model thread after idle_s without work
         self.executor: ThreadPoolExecutor | None = None
         self._rounds: collections.deque[RoundJob] = collections.deque()
         self._prefills: collections.deque[_Prefill] = collections.deque()
@@ -160,7 +162,11 @@ class ModelWorker:
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            await self._wake.wait()
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.idle_s if self.on_idle is not None else None)
+            except TimeoutError:
+                await loop.run_in_executor(self.executor, self.on_idle)  # e.g. free KV blocks left empty
+                continue
             self._wake.clear()
             while self._rounds or self._prefills:
                 if self._rounds:
