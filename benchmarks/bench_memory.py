@@ -96,6 +96,25 @@ def give_up_open(address: str, vocab: int, prompt_len: int, after_s: float, seed
             stream.cancel()
 
 
+def long_session(address: str, vocab: int, prompt_len: int, rounds: int, k: int) -> None:
+    """One session with a ``prompt_len``-token prompt, ``rounds`` rounds, closed; the device waits for the
+    prefill as long as it takes (open_timeout 15 min: this machine's 2 shared cores are slow)."""
+    from bench_edge import RandomDraftProposer
+    from gelato.decoding.engine import speculative_generate
+    from gelato.decoding.sampling import SamplingParams
+    from gelato.policies import StaticPolicy
+    from gelato.transport.client import RemoteVerifier
+    from gelato.transport.fingerprint import synthetic_fingerprint
+
+    rng = random.Random(2)
+    prompt = [rng.randrange(vocab) for _ in range(prompt_len)]
+    with RemoteVerifier(address, SamplingParams(), fingerprint=synthetic_fingerprint(vocab), rpc_timeout=120,
+                        open_timeout=900) as verifier:
+        verifier.open(prompt)
+        speculative_generate(prompt, RandomDraftProposer(vocab, 2), verifier, StaticPolicy(k),
+                             max_new_tokens=rounds * k)
+
+
 def settle(client, timeout: float = 120.0) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -161,11 +180,13 @@ def main(argv=None) -> int:
         log(f"{args.cancelled_opens} cancelled 1,500-token opens: {after_cancel['kv_held_slots']} slots held after, "
             f"KV {after_cancel['kv_bytes'] / 2**20:.0f} MiB ({time.monotonic() - t0:.1f} s)")
         t0 = time.monotonic()
-        _one_device(address, vocab, 8 * args.k, args.k, seed=2, prompt_len=args.long_prompt)
+        long_session(address, vocab, args.long_prompt, 8, args.k)
         log(f"one {args.long_prompt}-token session: {time.monotonic() - t0:.1f} s")
         with ThreadPoolExecutor(16) as pool:
             list(pool.map(lambda i: _one_device(address, vocab, 32, args.k, seed=100 + i), range(16)))
         m = settle(client)
+        time.sleep(2.0)  # emptied KV blocks are kept 1 s for reuse, then freed by the idle model thread
+        m = client.metrics(timeout=10)
         out["rss_after_attacks_bytes"] = after = rss_bytes(proc.pid)
         out["rss_after_over_idle"] = after / idle
         out["kv_bytes_after"] = m["kv_bytes"]
@@ -196,6 +217,8 @@ def main(argv=None) -> int:
         log(f"well-behaved client's round p99: alone {p99(alone):.1f} ms, with four clients looping cancelled 2,000-"
             f"token opens {p99(attacked):.1f} ms = {out['fairness_p99_ratio']:.2f} x")
         m = settle(client)
+        time.sleep(2.0)
+        m = client.metrics(timeout=10)
         out["rss_end_bytes"] = rss_bytes(proc.pid)
         out["rss_end_over_idle"] = out["rss_end_bytes"] / idle
         sampler.stop.set()

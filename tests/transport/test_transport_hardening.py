@@ -165,3 +165,44 @@ def test_device_reports_a_bad_verdict_in_one_line_keeping_the_committed_prefix(p
         assert len(got) >= 2 and got == reference(target, PROMPTS[0], len(got))  # two honest rounds, kept
     finally:
         edge.stop()
+
+
+class _SlowOpenEdge(EdgeServer):
+    """Answers an open 0.5 s late, after its client has given up (the cancellation lands where it is not
+    delivered to the handler, so the reply is written to a vanished client)."""
+
+    async def _open(self, req, device):
+        import asyncio
+        session = await super()._open(req, device)
+        try:
+            await asyncio.sleep(0.5)
+        except asyncio.CancelledError:
+            pass
+        return session
+
+
+def test_a_reply_to_a_vanished_client_is_not_an_internal_error(pair, caplog):
+    import logging
+
+    from edge_helpers import FINGERPRINT
+    from gelato.transport.channel import StreamTimeout
+    from gelato.transport.process import EdgeServerThread
+
+    target, _ = pair
+    edge = EdgeServerThread(_SlowOpenEdge(target, fingerprint=FINGERPRINT, config=EdgeConfig(grace_s=0.1)))
+    edge.start()
+    client = EdgeClient(edge.address)
+    try:
+        with caplog.at_level(logging.ERROR, logger="gelato.transport.server"):
+            with pytest.raises(StreamTimeout):
+                client.open_stream().exchange(pb.StreamUp(open=pb.OpenRequest(
+                    prompt_ids=PROMPTS[0], tokenizer_fingerprint=FINGERPRINT)), 0.1)
+            deadline = time.monotonic() + 5
+            while edge.metrics()["sessions"]["clients_gone"] == 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+        m = edge.metrics()
+        assert m["sessions"]["clients_gone"] == 1 and "INTERNAL" not in m["errors"]
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    finally:
+        client.close()
+        edge.stop()

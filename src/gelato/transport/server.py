@@ -302,8 +302,12 @@ class EdgeServer:
             await self._refuse(context, exc)
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
-        except Exception as exc:  # a bug: report it, keep serving
-            log.exception("Generate failed")
+        except Exception as exc:
+            if context.cancelled() or _is_failed_write(exc):  # the client went away: nothing to answer, no bug
+                log.debug("the client of a Generate stream went away: %s", type(exc).__name__)
+                self.metrics.count("clients_gone")
+                return
+            log.exception("Generate failed")  # a bug: report it, keep serving
             await self._refuse(context, RequestError(grpc.StatusCode.INTERNAL,
                                                      f"the edge failed: {type(exc).__name__}: {exc}"))
         finally:
@@ -380,6 +384,11 @@ class EdgeServer:
 
     async def _metrics(self, req) -> bytes:
         return pb.MetricsReply(json=json.dumps(self.metrics_dict())).SerializeToString()
+
+
+def _is_failed_write(exc: Exception) -> bool:
+    """gRPC's error for a message that could not be sent because the call already ended (a vanished client)."""
+    return type(exc).__name__ == "ExecuteBatchError"
 
 
 def __getattr__(name: str):  # the process helpers moved to gelato.transport.process
