@@ -68,3 +68,57 @@ def test_api_on_a_busy_port_gives_one_line():
         busy.listen(1)
         port = busy.getsockname()[1]
         _one_line(CliRunner().invoke(app, ["api", "--port", str(port), "--edge", "127.0.0.1:1"]), "cannot listen")
+
+
+@pytest.fixture(scope="module")
+def local_server(pair):
+    draft, target, tok = pair
+    backend = Backend(draft, tok, target=target, model_name=MODEL)
+    with ApiServerThread(backend, Speculation("static", 4, None, "compact"), Limits(max_tokens=4096)) as srv:
+        yield srv
+
+
+def _post(server, path: str, body) -> "httpx.Response":
+    import json
+
+    import httpx
+    raw = body if isinstance(body, (bytes, str)) else json.dumps(body)
+    return httpx.post(server.url + path, content=raw, headers={"content-type": "application/json"}, timeout=60)
+
+
+@pytest.mark.parametrize("extra, words", [
+    ({"max_tokens": True}, "max_tokens"),
+    ({"max_tokens": "8"}, "max_tokens"),
+    ({"stream": "yes"}, "stream"),
+    ({"prompt": [True]}, "prompt"),
+    ({"temperature": 1e-5}, "too small"),
+    ({"prompt": "a\udc80b"}, "lone surrogate"),
+    ({"speculative": {"e_bar": float("inf")}}, "finite"),
+])
+def test_bad_client_input_is_a_400_naming_it(local_server, extra, words):
+    """Lax types, a temperature the edge would refuse, a lone surrogate and Infinity: each used to be accepted
+    (and some failed later with a 500); now a 400 naming the field, on a connection that stays usable."""
+    import json
+    body = {"model": MODEL, "prompt": PROMPT, "max_tokens": 4, **extra}
+    r = _post(local_server, "/v1/completions", json.dumps(body, allow_nan=True))
+    assert r.status_code == 400, r.text
+    assert words in r.json()["error"]["message"]
+
+
+def test_deeply_nested_json_and_a_lone_surrogate_in_a_message_are_400s(local_server):
+    r = _post(local_server, "/v1/completions", "[" * 100_000 + "]" * 100_000)
+    assert r.status_code == 400 and "nested too deeply" in r.json()["error"]["message"]
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi \udcff"}], "max_tokens": 4}
+    import json
+    r = _post(local_server, "/v1/chat/completions", json.dumps(body))
+    assert r.status_code == 400 and "messages[0].content" in r.json()["error"]["message"]
+
+
+def test_a_prompt_filling_the_context_says_so(local_server, pair):
+    _, target, tok = pair
+    context = int(target.config.max_position_embeddings)
+    r = _post(local_server, "/v1/completions", {"model": MODEL, "prompt": [i % 1000 + 5 for i in range(context + 40)],
+                                                 "max_tokens": 8})
+    assert r.status_code == 400
+    message = r.json()["error"]["message"]
+    assert "shorten it" in message and "-" not in message.split("tokens")[1]

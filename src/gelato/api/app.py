@@ -142,6 +142,8 @@ async def read_json(request: Request, max_bytes: int):
         return json.loads(b"".join(chunks) or b"null")
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise bad_request(f"the request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise bad_request("the request body is nested too deeply") from None
 
 
 async def generate(request: Request, state: ServerState, chat: bool) -> Response:
