@@ -122,3 +122,40 @@ def test_a_prompt_filling_the_context_says_so(local_server, pair):
     assert r.status_code == 400
     message = r.json()["error"]["message"]
     assert "shorten it" in message and "-" not in message.split("tokens")[1]
+
+
+def test_abandoned_requests_prefills_are_dropped_and_count_until_they_end(pair):
+    """Clients that give up on long prompts at once: the edge opens they started are cancelled (their prefills
+    dropped: no session completes its open), and /health counts them as in flight until their worker is done
+    (they used to be released at once while 40 prefills ran on, unseen by --max-concurrent)."""
+    import time
+
+    import httpx
+
+    from gelato.transport.channel import EdgeClient
+    from gelato.transport.fingerprint import tokenizer_fingerprint
+    from gelato.transport.process import EdgeServerThread
+    from gelato.transport.server import EdgeConfig, EdgeServer
+
+    draft, target, tok = pair
+    edge = EdgeServerThread(EdgeServer(target, fingerprint=tokenizer_fingerprint(tok),
+                                       config=EdgeConfig(prefill_chunk=1, grace_s=0.1)))
+    edge.start()
+    try:
+        backend = Backend(draft, tok, edge=EdgeSettings(edge.address, unreachable_after=30.0), model_name=MODEL)
+        with ApiServerThread(backend, Speculation("static", 4, None, "compact"), Limits(max_concurrent=2)) as srv:
+            body = {"model": MODEL, "prompt": [i % 500 + 10 for i in range(1900)], "max_tokens": 4}
+            for _ in range(4):
+                with pytest.raises(httpx.TimeoutException):
+                    httpx.post(srv.url + "/v1/completions", json=body, timeout=0.3)
+            deadline = time.monotonic() + 60
+            while httpx.get(srv.url + "/health").json()["requests_in_flight"] and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert httpx.get(srv.url + "/health").json()["requests_in_flight"] == 0
+        with EdgeClient(edge.address) as c:
+            deadline = time.monotonic() + 30
+            while (m := c.metrics())["prefilling"] and time.monotonic() < deadline:
+                time.sleep(0.1)
+        assert m["sessions"]["opened"] == 0 and m["prefilling"] == 0 and m["kv_held_slots"] == 0
+    finally:
+        edge.stop()

@@ -54,6 +54,10 @@ class ServerState:
         self.in_flight -= 1
         self.metrics.running.set(self.in_flight)
 
+    def release_after(self, job) -> None:
+        """Release once the job's worker is done with it: abandoned work still counts against max_concurrent."""
+        job.when_finished(self.release)
+
 
 def create_app(backend: Backend, default: Speculation, limits: Limits | None = None) -> FastAPI:
     limits = limits or Limits()
@@ -175,7 +179,7 @@ async def generate(request: Request, state: ServerState, chat: bool) -> Response
         try:
             await pieces.aclose()
         finally:
-            state.release()
+            state.release_after(job)
 
 
 async def _whole(request: Request, pieces, fmt: ResponseFormat, job) -> JSONResponse:
@@ -239,4 +243,4 @@ class _Stream:
         finally:
             if not self._released:
                 self._released = True
-                self.state.release()
+                self.state.release_after(self.job)

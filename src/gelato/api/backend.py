@@ -127,6 +127,9 @@ class Backend:
                                   max_new_tokens=max_new_tokens, token=e.token, rpc_timeout=e.rpc_timeout,
                                   unreachable_after=e.unreachable_after, tls=e.tls, tls_ca=e.tls_ca,
                                   server_name=e.server_name)
+            on_cancel = getattr(cancelled, "on_cancel", None)
+            if on_cancel is not None:  # a client that leaves ends the open (and the edge's prefill) at once
+                on_cancel(session.cancel)
             try:
                 edge_vocab, max_draft = session.open(prompt_ids)
             except BaseException:

@@ -44,6 +44,10 @@ class EdgeSession:
         t = self._remote.stats.timings[-1]
         return t.up_bytes, t.down_bytes
 
+    def cancel(self) -> None:
+        """End the session now, from any thread (the client went away): an open waiting for its prefill ends."""
+        self._remote.cancel()
+
     def close(self) -> None:
         self._remote.close()
         self._client.close()

@@ -189,6 +189,12 @@ class RemoteVerifier:
         if stream is not None:
             stream.cancel()
 
+    def cancel(self) -> None:
+        """End the stream at once, from any thread, without a graceful close (a waiting open or verify raises
+        EdgeCancelledError; the edge drops the session and any prefill). :meth:`close` still frees the rest."""
+        self._cancelled.set()
+        self._drop_stream()
+
     def close(self) -> None:
         """End the stream (the edge frees the session) and the channel if this verifier created it.
         Safe from any thread; a ``verify`` waiting meanwhile raises :class:`EdgeCancelledError`."""
