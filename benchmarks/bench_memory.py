@@ -141,6 +141,7 @@ def main(argv=None) -> int:
     p.add_argument("--long-prompt", type=int, default=4200)
     p.add_argument("--fair-rounds", type=int, default=200)
     p.add_argument("--k", type=int, default=4)
+    p.add_argument("--only-fairness", action="store_true", help="skip the memory sequence (steps 1-2)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     if args.json:
@@ -171,64 +172,9 @@ def main(argv=None) -> int:
         settle(client)
         out["rss_idle_bytes"] = idle = rss_bytes(proc.pid)
         log(f"edge idle RSS {idle / 2**20:.0f} MiB (KV budget {budget / 2**20:.0f} MiB)")
-
-        t0 = time.monotonic()
-        with ThreadPoolExecutor(4) as pool:
-            list(pool.map(lambda i: give_up_open(address, vocab, 1500, 0.05, i), range(args.cancelled_opens)))
-        after_cancel = settle(client)
-        out["held_slots_after_cancelled_opens"] = after_cancel["kv_held_slots"]
-        log(f"{args.cancelled_opens} cancelled 1,500-token opens: {after_cancel['kv_held_slots']} slots held after, "
-            f"KV {after_cancel['kv_bytes'] / 2**20:.0f} MiB ({time.monotonic() - t0:.1f} s)")
-        t0 = time.monotonic()
-        long_session(address, vocab, args.long_prompt, 8, args.k)
-        log(f"one {args.long_prompt}-token session: {time.monotonic() - t0:.1f} s")
-        with ThreadPoolExecutor(16) as pool:
-            list(pool.map(lambda i: _one_device(address, vocab, 32, args.k, seed=100 + i), range(16)))
-        m = settle(client)
-        time.sleep(2.0)  # emptied KV blocks are kept 1 s for reuse, then freed by the idle model thread
-        m = client.metrics(timeout=10)
-        out["rss_after_attacks_bytes"] = after = rss_bytes(proc.pid)
-        out["rss_after_over_idle"] = after / idle
-        out["kv_bytes_after"] = m["kv_bytes"]
-        log(f"all closed: RSS {after / 2**20:.0f} MiB = {after / idle:.3f} x idle; KV {m['kv_bytes'] / 2**20:.0f} MiB, "
-            f"{m['kv_held_slots']} slots held; sessions opened {m['sessions']['opened']}, closed "
-            f"{m['sessions']['closed']}")
-
-        alone = _one_device(address, vocab, args.fair_rounds, args.k, seed=11)
-        halt = threading.Event()
-
-        def attacker(i):
-            n = 0
-            while not halt.is_set():
-                give_up_open(address, vocab, 2000, 0.05, 1000 * i + n)
-                n += 1
-        attackers = [threading.Thread(target=attacker, args=(i,), daemon=True) for i in range(4)]
-        for t in attackers:
-            t.start()
-        time.sleep(0.5)
-        try:
-            attacked = _one_device(address, vocab, args.fair_rounds, args.k, seed=12)
-        finally:
-            halt.set()
-            for t in attackers:
-                t.join(60)
-        out["round_p99_alone_ms"], out["round_p99_attacked_ms"] = p99(alone), p99(attacked)
-        out["fairness_p99_ratio"] = p99(attacked) / p99(alone)
-        log(f"well-behaved client's round p99: alone {p99(alone):.1f} ms, with four clients looping cancelled 2,000-"
-            f"token opens {p99(attacked):.1f} ms = {out['fairness_p99_ratio']:.2f} x")
-        m = settle(client)
-        time.sleep(2.0)
-        m = client.metrics(timeout=10)
-        out["rss_end_bytes"] = rss_bytes(proc.pid)
-        out["rss_end_over_idle"] = out["rss_end_bytes"] / idle
-        sampler.stop.set()
-        sampler.join(5)
-        out["kv_bytes_max_sampled"], out["kv_peak_bytes"] = sampler.max_kv, m["kv_peak_bytes"]
-        out["kv_within_budget"] = m["kv_peak_bytes"] <= budget
-        out["sessions_opened"], out["sessions_closed"] = m["sessions"]["opened"], m["sessions"]["closed"]
-        log(f"end: RSS {out['rss_end_bytes'] / 2**20:.0f} MiB = {out['rss_end_over_idle']:.3f} x idle; KV peak "
-            f"{m['kv_peak_bytes'] / 2**20:.0f} MiB (sampled max {sampler.max_kv / 2**20:.0f} MiB) of the "
-            f"{budget / 2**20:.0f} MiB budget; errors {m['errors']}")
+        if not args.only_fairness:
+            memory_sequence(args, address, vocab, client, proc.pid, idle, out)
+        fairness(args, address, vocab, client, proc.pid, idle, sampler, budget, out)
         client.close()
     finally:
         stop.set()
@@ -237,6 +183,74 @@ def main(argv=None) -> int:
             proc.kill()
     print(json.dumps(out))
     return 0
+
+
+def memory_sequence(args, address, vocab, client, pid, idle, out) -> None:
+    """Step 2: cancelled opens, one long session, sixteen short ones; RSS after, all closed."""
+    from bench_edge import _one_device
+
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda i: give_up_open(address, vocab, 1500, 0.05, i), range(args.cancelled_opens)))
+    after_cancel = settle(client)
+    out["held_slots_after_cancelled_opens"] = after_cancel["kv_held_slots"]
+    log(f"{args.cancelled_opens} cancelled 1,500-token opens: {after_cancel['kv_held_slots']} slots held after, "
+        f"KV {after_cancel['kv_bytes'] / 2**20:.0f} MiB ({time.monotonic() - t0:.1f} s)")
+    t0 = time.monotonic()
+    long_session(address, vocab, args.long_prompt, 8, args.k)
+    log(f"one {args.long_prompt}-token session: {time.monotonic() - t0:.1f} s")
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda i: _one_device(address, vocab, 32, args.k, seed=100 + i), range(16)))
+    m = settle(client)
+    time.sleep(2.0)  # emptied KV blocks are kept 1 s for reuse, then freed by the idle model thread
+    m = client.metrics(timeout=10)
+    out["rss_after_attacks_bytes"] = after = rss_bytes(pid)
+    out["rss_after_over_idle"] = after / idle
+    out["kv_bytes_after"] = m["kv_bytes"]
+    log(f"all closed: RSS {after / 2**20:.0f} MiB = {after / idle:.3f} x idle; KV {m['kv_bytes'] / 2**20:.0f} MiB, "
+        f"{m['kv_held_slots']} slots held; sessions opened {m['sessions']['opened']}, closed "
+        f"{m['sessions']['closed']}")
+
+
+def fairness(args, address, vocab, client, pid, idle, sampler, budget, out) -> None:
+    """Step 3 (and the end figures): a well-behaved client's round p99, alone and under cancelled opens."""
+    from bench_edge import _one_device
+
+    alone = _one_device(address, vocab, args.fair_rounds, args.k, seed=11)
+    halt = threading.Event()
+
+    def attacker(i):
+        n = 0
+        while not halt.is_set():
+            give_up_open(address, vocab, 2000, 0.05, 1000 * i + n)
+            n += 1
+    attackers = [threading.Thread(target=attacker, args=(i,), daemon=True) for i in range(4)]
+    for t in attackers:
+        t.start()
+    time.sleep(0.5)
+    try:
+        attacked = _one_device(address, vocab, args.fair_rounds, args.k, seed=12)
+    finally:
+        halt.set()
+        for t in attackers:
+            t.join(60)
+    out["round_p99_alone_ms"], out["round_p99_attacked_ms"] = p99(alone), p99(attacked)
+    out["fairness_p99_ratio"] = p99(attacked) / p99(alone)
+    log(f"well-behaved client's round p99: alone {p99(alone):.1f} ms, with four clients looping cancelled 2,000-"
+        f"token opens {p99(attacked):.1f} ms = {out['fairness_p99_ratio']:.2f} x")
+    m = settle(client)
+    time.sleep(2.0)
+    m = client.metrics(timeout=10)
+    out["rss_end_bytes"] = rss_bytes(pid)
+    out["rss_end_over_idle"] = out["rss_end_bytes"] / idle
+    sampler.stop.set()
+    sampler.join(5)
+    out["kv_bytes_max_sampled"], out["kv_peak_bytes"] = sampler.max_kv, m["kv_peak_bytes"]
+    out["kv_within_budget"] = m["kv_peak_bytes"] <= budget
+    out["sessions_opened"], out["sessions_closed"] = m["sessions"]["opened"], m["sessions"]["closed"]
+    log(f"end: RSS {out['rss_end_bytes'] / 2**20:.0f} MiB = {out['rss_end_over_idle']:.3f} x idle; KV peak "
+        f"{m['kv_peak_bytes'] / 2**20:.0f} MiB (sampled max {sampler.max_kv / 2**20:.0f} MiB) of the "
+        f"{budget / 2**20:.0f} MiB budget; errors {m['errors']}")
 
 
 if __name__ == "__main__":
