@@ -219,3 +219,21 @@ def test_the_documented_minimum_temperature_is_accepted(pair):
         assert len(result.token_ids) == 6
     finally:
         edge.stop()
+
+
+def test_a_fresh_opens_first_chunk_is_budgeted_while_others_are_active(pair):
+    """A looping attacker's every open used to start with a full ``prefill_chunk`` (no timing of its own yet);
+    now its first chunk is sized from the last chunk the worker timed."""
+    from gelato.models.cached import CachedCausalLM
+    from gelato.transport.stats import EdgeMetrics
+    from gelato.transport.worker import ModelWorker, _Prefill
+
+    target, _ = pair
+    worker = ModelWorker(EdgeMetrics(), prefill_chunk=128, prefill_budget_ms=2.0, others_waiting=lambda n: True)
+    first = _Prefill(CachedCausalLM(target), [i % 90 for i in range(300)], future=None)
+    assert worker.chunk_tokens(first) == 128  # nothing timed yet
+    worker._prefill_step(first)
+    assert worker.last_ms_per_token == first.ms_per_token is not None  # the worker keeps the last timing
+    worker.last_ms_per_token = 0.05  # (a fixed figure, so the check does not depend on this machine's speed)
+    fresh = _Prefill(CachedCausalLM(target), [i % 90 for i in range(300)], future=None)
+    assert worker.chunk_tokens(fresh) == 40  # 2 ms / 0.05 ms per token, not a full 128-token chunk

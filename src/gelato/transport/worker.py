@@ -6,8 +6,8 @@ could still send), then ONE prefill chunk from the next opening session (round-r
 again. So a long prompt delays a round by at most one chunk, however many devices open long prompts at
 once. A chunk is ``prefill_chunk`` tokens when no other session could send a round; otherwise it is
 sized to take about ``prefill_budget_ms``, from the per-token time this prompt's previous chunk took (a
-chunk's cost grows with its position, since it attends over everything before it), and never fewer than
-``MIN_PREFILL_CHUNK`` tokens.
+chunk's cost grows with its position, since it attends over everything before it; a prompt's first
+chunk uses the last chunk of any prompt), and never fewer than ``MIN_PREFILL_CHUNK`` tokens.
 """
 
 from __future__ import annotations
@@ -103,6 +103,7 @@ class ModelWorker:
         self.prefill_budget_ms = prefill_budget_ms
         self.others_waiting = others_waiting or (lambda n: True)
         self.on_idle, self.idle_s = on_idle, idle_s  # run on the model thread after idle_s without work
+        self.last_ms_per_token: float | None = None  # of the last prefill chunk of any prompt
         self.executor: ThreadPoolExecutor | None = None
         self._rounds: collections.deque[RoundJob] = collections.deque()
         self._prefills: collections.deque[_Prefill] = collections.deque()
@@ -207,9 +208,12 @@ class ModelWorker:
 
     def chunk_tokens(self, item: _Prefill) -> int:
         """Tokens of ``item``'s next prefill chunk (see the module docstring)."""
-        if item.ms_per_token is None or not self.others_waiting(0):
+        # a prompt's first chunk is sized from the last chunk of any prompt (an estimate: the later a chunk
+        # sits, the more it costs per token), so a client looping fresh opens cannot make rounds wait full chunks
+        ms_per_token = item.ms_per_token or self.last_ms_per_token
+        if ms_per_token is None or not self.others_waiting(0):
             return self.prefill_chunk
-        fit = int(self.prefill_budget_ms / max(item.ms_per_token, 1e-6))
+        fit = int(self.prefill_budget_ms / max(ms_per_token, 1e-6))
         return max(min(MIN_PREFILL_CHUNK, self.prefill_chunk), min(self.prefill_chunk, fit))
 
     def _prefill_step(self, item: _Prefill) -> bool:
@@ -220,7 +224,7 @@ class ModelWorker:
         end = min(len(item.ids), item.done + self.chunk_tokens(item))
         t0 = time.perf_counter()
         item.lm.feed(item.ids[:end])
-        item.ms_per_token = (time.perf_counter() - t0) * 1e3 / (end - item.done)
+        item.ms_per_token = self.last_ms_per_token = (time.perf_counter() - t0) * 1e3 / (end - item.done)
         item.done = end
         self.metrics.count("prefill_chunks")
         return end >= len(item.ids)
