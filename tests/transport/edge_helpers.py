@@ -85,9 +85,9 @@ class _FaultyStream:
     def __init__(self, stream: EdgeStream, owner: "FaultyClient") -> None:
         self.stream, self.owner = stream, owner
 
-    def exchange(self, up, timeout):
+    def exchange(self, up, timeout, patience=None):
         if up.WhichOneof("kind") != "draft":
-            return self.stream.exchange(up, timeout)
+            return self.stream.exchange(up, timeout, patience)
         self.owner.calls += 1
         action = self.owner.plan.get(self.owner.calls, "")
         if action:

@@ -87,16 +87,19 @@ def test_serve_link_device_end_to_end(pair, model_dirs, tmp_path):
         out = tmp_path / "run.json"
         prompt = "w3 w17 w42 w5 w8"
         result = runner.invoke(app, ["device", "--edge", f"127.0.0.1:{listen}", "--draft", str(draft_dir),
-                                     "--prompt", prompt, "--max-new-tokens", "16", "--policy", "static:3",
+                                     "--prompt", prompt, "--max-new-tokens", "40", "--policy", "static:40",
                                      "--token", "s3cret", "--json", str(out)])
         assert result.exit_code == 0, result.output
         run = json.loads(out.read_text())
-        expected = reference(target, [3, 17, 42, 5, 8], 16)
+        expected = reference(target, [3, 17, 42, 5, 8], 40)
         eos = VOCAB - 1
         if eos in expected:
             expected = expected[: expected.index(eos) + 1]
         assert run["token_ids"] == expected
         assert "network + gRPC" in result.output and run["network"]["rounds"] == run["metrics"]["rounds"]
+        # piped output: the text is one line, not hard-wrapped at 80 columns; static:40 was capped to the
+        # edge's 32 draft tokens per round instead of being refused
+        assert len(run["text"]) > 80 and run["text"] in result.output.splitlines()
         # direct to the edge, with prompt ids and a wrong token: a clear refusal, exit code 1
         bad = runner.invoke(app, ["device", "--edge", f"127.0.0.1:{edge_port}", "--draft", str(draft_dir),
                                   "--prompt-ids", "3,17,42", "--max-new-tokens", "4", "--token", "nope"])
@@ -165,3 +168,38 @@ def test_serve_and_link_bad_arguments_give_one_line(model_dirs, tmp_path):
     _one_clear_line(runner.invoke(app, ["link", "--listen", "0", "--upstream", "nonsense"]), "HOST:PORT")
     listening = runner.invoke(app, ["link", "--listen", "0", "--upstream", "nonsense"])
     assert "listening" not in listening.output
+
+
+def _clear_refusal(result, needle):
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert needle in result.output, result.output
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--max-new-tokens", "-5"], "--max-new-tokens"),
+    (["--seed", "18446744073709551615"], "--seed"),
+    (["--rpc-timeout", "0"], "--rpc-timeout"),
+    (["--unreachable-after", "-1"], "--unreachable-after"),
+    (["--threads", "-1"], "--threads"),
+    (["--json", "/nonexistent/dir/run.json"], "cannot write --json"),
+])
+def test_device_out_of_range_values_give_one_clear_refusal(args, needle):
+    _clear_refusal(CliRunner().invoke(app, DEVICE + args), needle)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["serve", "--port", "70000"], "--port"),
+    (["serve", "--kv-memory", "lots"], "--kv-memory"),
+    (["link", "--listen", "70000", "--upstream", "127.0.0.1:1"], "--listen"),
+    (["link", "--listen", "7000", "--upstream", "127.0.0.1:1", "--report-every", "0"], "--report-every"),
+])
+def test_serve_and_link_out_of_range_values_give_one_clear_refusal(args, needle):
+    _clear_refusal(CliRunner().invoke(app, args), needle)
+
+
+def test_bad_gelato_threads_gives_one_clear_refusal():
+    from gelato.cli.main import app as main_app
+    result = CliRunner().invoke(main_app, ["policies"], env={"GELATO_THREADS": "abc"})
+    _clear_refusal(result, "GELATO_THREADS")

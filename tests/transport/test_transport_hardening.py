@@ -19,7 +19,8 @@ from edge_helpers import PROMPTS, remote_generate, start_edge
 from gelato.models.cached import CachedCausalLM
 from gelato.transport.channel import EdgeClient
 from gelato.transport.errors import EdgeUnavailableError
-from gelato.transport.server import EdgeConfig
+from gelato.transport.server import EdgeConfig, EdgeServer
+from gelato.wire.proto import gelato_pb2 as pb
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -111,3 +112,97 @@ def test_dssd_billing_equals_the_wire():
     billed = verdict_bits(Verdict(accepted=1, token=5), PayloadConfig(mode="dssd", session=0, vocab_size=vocab,
                                                                        dssd_target_support=vocab), 3, n_sent=4) // 8
     assert billed == sent
+
+
+class _LyingEdge(EdgeServer):
+    """A real edge whose third verdict is replaced by ``lie`` (a misbehaving edge, or a tampered plaintext path)."""
+
+    def __init__(self, *args, lie, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.lie, self.rounds_seen = lie, 0
+
+    async def _round(self, session, req):
+        honest = await super()._round(session, req)
+        self.rounds_seen += 1
+        if self.rounds_seen < 3:
+            return honest
+        down = pb.StreamDown.FromString(honest)
+        down.verdict.CopyFrom(self.lie(down.verdict))
+        return down.SerializeToString()
+
+
+def _token(v, t):
+    return pb.VerdictDown(round=v.round, accepted=0, token=t, has_token=True, position=v.position)
+
+
+def _dist(v, ids, probs):
+    return pb.VerdictDown(round=v.round, accepted=0, has_token=False, position=v.position,
+                          target_p=pb.SparseDistribution(ids=ids, probs=probs))
+
+
+@pytest.mark.parametrize("lie, words", [
+    (lambda v: _token(v, 10**6), "outside the vocabulary"),
+    (lambda v: _dist(v, [], []), "invalid target distribution"),
+    (lambda v: _dist(v, list(range(200)), [0.005] * 200), "entries for a vocabulary"),
+    (lambda v: _dist(v, [1, 2], [-1.0, 2.0]), "not one"),
+    (lambda v: _dist(v, [1, 2], [float("nan"), 1.0]), "not one"),
+])
+def test_device_reports_a_bad_verdict_in_one_line_keeping_the_committed_prefix(pair, lie, words):
+    """A verdict token outside the vocabulary, or an empty, oversized or invalid target distribution: the device
+    raises a TransportError naming it, with the tokens committed before (it used to crash in the engine)."""
+    from edge_helpers import FINGERPRINT, reference
+    from gelato.transport.errors import TransportError
+    from gelato.transport.process import EdgeServerThread
+    from gelato.policies import StaticPolicy
+
+    target, draft = pair
+    edge = EdgeServerThread(_LyingEdge(target, fingerprint=FINGERPRINT, config=EdgeConfig(grace_s=0.1), lie=lie))
+    edge.start()
+    try:
+        with pytest.raises(TransportError, match=words) as failed:
+            remote_generate(edge.address, draft, PROMPTS[0], 24, policy=StaticPolicy(1))
+        got = failed.value.generated_ids
+        assert len(got) >= 2 and got == reference(target, PROMPTS[0], len(got))  # two honest rounds, kept
+    finally:
+        edge.stop()
+
+
+class _SlowOpenEdge(EdgeServer):
+    """Answers an open 0.5 s late, after its client has given up (the cancellation lands where it is not
+    delivered to the handler, so the reply is written to a vanished client)."""
+
+    async def _open(self, req, device):
+        import asyncio
+        session = await super()._open(req, device)
+        try:
+            await asyncio.sleep(0.5)
+        except asyncio.CancelledError:
+            pass
+        return session
+
+
+def test_a_reply_to_a_vanished_client_is_not_an_internal_error(pair, caplog):
+    import logging
+
+    from edge_helpers import FINGERPRINT
+    from gelato.transport.channel import StreamTimeout
+    from gelato.transport.process import EdgeServerThread
+
+    target, _ = pair
+    edge = EdgeServerThread(_SlowOpenEdge(target, fingerprint=FINGERPRINT, config=EdgeConfig(grace_s=0.1)))
+    edge.start()
+    client = EdgeClient(edge.address)
+    try:
+        with caplog.at_level(logging.ERROR, logger="gelato.transport.server"):
+            with pytest.raises(StreamTimeout):
+                client.open_stream().exchange(pb.StreamUp(open=pb.OpenRequest(
+                    prompt_ids=PROMPTS[0], tokenizer_fingerprint=FINGERPRINT)), 0.1)
+            deadline = time.monotonic() + 5
+            while edge.metrics()["sessions"]["clients_gone"] == 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+        m = edge.metrics()
+        assert m["sessions"]["clients_gone"] == 1 and "INTERNAL" not in m["errors"]
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    finally:
+        client.close()
+        edge.stop()

@@ -54,6 +54,10 @@ class ServerState:
         self.in_flight -= 1
         self.metrics.running.set(self.in_flight)
 
+    def release_after(self, job) -> None:
+        """Release once the job's worker is done with it: abandoned work still counts against max_concurrent."""
+        job.when_finished(self.release)
+
 
 def create_app(backend: Backend, default: Speculation, limits: Limits | None = None) -> FastAPI:
     limits = limits or Limits()
@@ -142,6 +146,8 @@ async def read_json(request: Request, max_bytes: int):
         return json.loads(b"".join(chunks) or b"null")
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise bad_request(f"the request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise bad_request("the request body is nested too deeply") from None
 
 
 async def generate(request: Request, state: ServerState, chat: bool) -> Response:
@@ -173,7 +179,7 @@ async def generate(request: Request, state: ServerState, chat: bool) -> Response
         try:
             await pieces.aclose()
         finally:
-            state.release()
+            state.release_after(job)
 
 
 async def _whole(request: Request, pieces, fmt: ResponseFormat, job) -> JSONResponse:
@@ -237,4 +243,4 @@ class _Stream:
         finally:
             if not self._released:
                 self._released = True
-                self.state.release()
+                self.state.release_after(self.job)

@@ -76,6 +76,9 @@ class EdgeSettings:
     token: str | None = None
     rpc_timeout: float = 10.0
     unreachable_after: float = 30.0
+    tls: bool = False  # TLS with the system roots, or with tls_ca
+    tls_ca: bytes | None = None  # PEM of the edge's CA
+    server_name: str | None = None  # TLS name to verify, if not the host
 
 
 class Backend:
@@ -122,7 +125,11 @@ class Backend:
             e = self.edge
             session = EdgeSession(e.address, params, fingerprint=self.fingerprint, seed=seed, payload=spec.payload,
                                   max_new_tokens=max_new_tokens, token=e.token, rpc_timeout=e.rpc_timeout,
-                                  unreachable_after=e.unreachable_after)
+                                  unreachable_after=e.unreachable_after, tls=e.tls, tls_ca=e.tls_ca,
+                                  server_name=e.server_name)
+            on_cancel = getattr(cancelled, "on_cancel", None)
+            if on_cancel is not None:  # a client that leaves ends the open (and the edge's prefill) at once
+                on_cancel(session.cancel)
             try:
                 edge_vocab, max_draft = session.open(prompt_ids)
             except BaseException:

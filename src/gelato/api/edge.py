@@ -13,6 +13,7 @@ import torch
 
 from gelato.decoding.sampling import SamplingParams
 from gelato.decoding.types import Draft, Verdict
+from gelato.transport.channel import EdgeClient
 from gelato.transport.client import RemoteVerifier
 from gelato.transport.errors import TransportError
 
@@ -22,11 +23,13 @@ __all__ = ["EdgeSession", "TransportError"]
 class EdgeSession:
     def __init__(self, address: str, params: SamplingParams, *, fingerprint: str, seed: int, payload: str,
                  max_new_tokens: int, token: str | None = None, rpc_timeout: float = 10.0,
-                 unreachable_after: float = 30.0, device_name: str = "gelato-api") -> None:
-        self._remote = RemoteVerifier(address, params, fingerprint=fingerprint, seed=seed, payload=payload,
+                 unreachable_after: float = 30.0, device_name: str = "gelato-api", tls: bool = False,
+                 tls_ca: bytes | None = None, server_name: str | None = None) -> None:
+        self._client = EdgeClient(address, token=token, tls=tls, root_ca=tls_ca, server_name=server_name)
+        self._remote = RemoteVerifier(self._client, params, fingerprint=fingerprint, seed=seed, payload=payload,
                                       device_name=device_name, max_new_tokens=max_new_tokens,
                                       rpc_timeout=rpc_timeout, unreachable_after=unreachable_after,
-                                      generator=torch.Generator().manual_seed(seed + 1), token=token)
+                                      generator=torch.Generator().manual_seed(seed + 1))
 
     def open(self, prompt_ids: Sequence[int]) -> tuple[int, int | None]:
         """Open the session with the prompt; (the edge's vocabulary size, its largest draft per round)."""
@@ -41,5 +44,10 @@ class EdgeSession:
         t = self._remote.stats.timings[-1]
         return t.up_bytes, t.down_bytes
 
+    def cancel(self) -> None:
+        """End the session now, from any thread (the client went away): an open waiting for its prefill ends."""
+        self._remote.cancel()
+
     def close(self) -> None:
         self._remote.close()
+        self._client.close()

@@ -38,6 +38,42 @@ class DoneEvent:
     error: BaseException | None = None
 
 
+class Cancellation:
+    """A cancel flag (call it: is it set?) that also runs callbacks when set, from any thread: an edge open
+    waiting for its prefill is ended at once, not after it."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._callbacks: list[Callable[[], object]] = []
+
+    def __call__(self) -> bool:
+        return self._event.is_set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def on_cancel(self, fn: Callable[[], object]) -> None:
+        """Run ``fn`` when cancelled (now, if already)."""
+        with self._lock:
+            if not self._event.is_set():
+                self._callbacks.append(fn)
+                return
+        fn()
+
+    def set(self) -> None:
+        with self._lock:
+            if self._event.is_set():
+                return
+            self._event.set()
+            callbacks, self._callbacks = self._callbacks, []
+        for fn in callbacks:
+            try:
+                fn()
+            except Exception:  # best effort: the job also checks the flag
+                pass
+
+
 class GenerationJob:
     def __init__(self, make_parts: Callable[[Callable[[], bool]], GenerationParts], prompt_ids: Sequence[int],
                  max_new_tokens: int, eos_token_id: int | None) -> None:
@@ -46,10 +82,12 @@ class GenerationJob:
         self.prompt_ids = list(prompt_ids)
         self.max_new_tokens = max_new_tokens
         self.eos_token_id = eos_token_id
-        self._cancel = threading.Event()
+        self._cancel = Cancellation()
         self._queue: asyncio.Queue = asyncio.Queue()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.finished = threading.Event()
+        self._finish_lock = threading.Lock()
+        self._on_finished: list[Callable[[], object]] = []
 
     def start(self, executor: Executor) -> None:
         self._loop = asyncio.get_running_loop()
@@ -57,6 +95,14 @@ class GenerationJob:
 
     def cancel(self) -> None:
         self._cancel.set()
+
+    def when_finished(self, fn: Callable[[], object]) -> None:
+        """Call ``fn`` on the event loop once the worker thread is done with this job (now, if it is)."""
+        with self._finish_lock:
+            if not self.finished.is_set():
+                self._on_finished.append(fn)
+                return
+        fn()
 
     @property
     def cancelled(self) -> bool:
@@ -76,7 +122,9 @@ class GenerationJob:
     def _run(self) -> None:
         parts = None
         try:
-            parts = self.make_parts(self._cancel.is_set)
+            if self._cancel.is_set():  # abandoned while queued: never open a session or prefill for it
+                raise GenerationCancelled()
+            parts = self.make_parts(self._cancel)
             shadow = list(self.prompt_ids)
 
             def on_round(record: RoundRecord) -> None:
@@ -94,11 +142,15 @@ class GenerationJob:
         except GenerationCancelled:
             self._emit(DoneEvent("cancelled"))
         except BaseException as exc:  # reported to the client as an error event / 5xx
-            self._emit(DoneEvent("error", exc))
+            self._emit(DoneEvent("cancelled") if self._cancel.is_set() else DoneEvent("error", exc))
         finally:
             if parts is not None:
                 try:
                     parts.close()
                 except Exception:  # closing is best effort; the edge expires idle sessions anyway
                     pass
-            self.finished.set()
+            with self._finish_lock:
+                self.finished.set()
+                callbacks, self._on_finished = self._on_finished, []
+            for fn in callbacks:
+                self._loop.call_soon_threadsafe(fn)

@@ -79,7 +79,10 @@ def prepare(req: CompletionRequest | ChatCompletionRequest, backend: Backend, de
                           param=asked_name, code="invalid_value")
     room = backend.context_window - len(ids)
     max_new = asked if asked is not None else min(limits.default_max_tokens, room)
-    if max_new > room or room < 1:
+    if room < 1:
+        raise bad_request(f"this model's context is {backend.context_window} tokens and the {where} alone has "
+                          f"{len(ids)}: shorten it", param=where, code="context_length_exceeded")
+    if max_new > room:
         raise bad_request(f"this model's context is {backend.context_window} tokens; the {where} has {len(ids)} "
                           f"and {max_new} more were asked for", param=where, code="context_length_exceeded")
     try:

@@ -12,6 +12,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gelato.api.errors import APIError, bad_request, unsupported
+from gelato.transport.rounds import MIN_TEMPERATURE
+
+# strict: no lax coercions (``max_tokens: true`` or ``"8"``, ``stream: "yes"``, ``prompt: [true]``);
+# no Infinity or NaN in any number
+_STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 PayloadName = Literal["compact", "paper_topp", "dssd"]
 MAX_STOP_STRINGS = 4
@@ -45,7 +50,7 @@ _IGNORED = frozenset({"user", "metadata", "store", "service_tier", "parallel_too
 class SpeculativeSettings(BaseModel):
     """Per-request speculation; every field left out takes the server's default (its command-line flags)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
     policy: str | None = Field(None, description="a draft-length policy by name (`gelato policies` lists them)")
     num_draft_tokens: int | None = Field(None, ge=1, le=64, description="K for static policies, else the "
                                          "largest draft length")
@@ -54,12 +59,12 @@ class SpeculativeSettings(BaseModel):
 
 
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = _STRICT
     include_usage: bool = False
 
 
 class _Common(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = _STRICT
     model: str
     max_tokens: int | None = Field(None, ge=1)
     temperature: float = Field(1.0, ge=0, le=2)
@@ -71,6 +76,13 @@ class _Common(BaseModel):
     stream_options: StreamOptions | None = None
     ignore_eos: bool = Field(False, description="vLLM's extension: keep generating after the end-of-text token")
     speculative: SpeculativeSettings | None = None
+
+    @field_validator("temperature")
+    @classmethod
+    def _temperature(cls, v):
+        if 0 < v < MIN_TEMPERATURE:
+            raise ValueError(f"{v:g} is too small to sample with (at least {MIN_TEMPERATURE:g}; 0 is greedy)")
+        return v
 
     @field_validator("stop")
     @classmethod
@@ -107,13 +119,13 @@ class CompletionRequest(_Common):
 
 
 class TextPart(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = _STRICT
     type: Literal["text"]
     text: str
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = _STRICT
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[TextPart]
     name: str | None = None
@@ -142,11 +154,28 @@ def parse_request(body: Any, model: type[_Common]) -> _Common:
     if body.get("stream_options") is not None and not body.get("stream"):
         raise bad_request("'stream_options' is only allowed with 'stream': true", param="stream_options")
     _check_messages(body.get("messages"))
+    _check_text(body)
     fields = {k: v for k, v in body.items() if k not in _IGNORED and k not in _UNSUPPORTED}
     try:
         return model.model_validate(fields)
     except ValidationError as exc:
         raise _first_error(exc) from None
+
+
+def _check_text(value: Any, where: str = "") -> None:
+    """400 naming the field that holds a lone surrogate (not text: it cannot be encoded or tokenized)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise bad_request(f"'{where}' is not valid Unicode text (a lone surrogate "
+                              f"{value[exc.start]!r} at character {exc.start})", param=where) from None
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check_text(v, f"{where}.{k}" if where else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_text(v, f"{where}[{i}]")
 
 
 def _why(name: str, value: Any) -> str:

@@ -22,8 +22,26 @@ def _read_keys(path: Path | None, keys: list[str]) -> frozenset[str]:
     return frozenset(found)
 
 
+def _check_address(address: str) -> None:
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        fail(f"--edge takes HOST:PORT of a `gelato serve` edge (port 1-65535), not {address!r}")
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """One clear line now, rather than the HTTP server's log lines and exit status 3 once the models are loaded."""
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the HTTP server binds
+            probe.bind((host, port))
+    except OSError as exc:
+        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+
+
 def api(
-    port: Annotated[int, typer.Option(help="HTTP port.")] = 8000,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="HTTP port.")] = 8000,
     host: Annotated[str, typer.Option(help="Address to bind (0.0.0.0 for every interface).")] = "127.0.0.1",
     edge: Annotated[Optional[str], typer.Option(help="HOST:PORT of a `gelato serve` edge; without it the "
                                                 "target runs in this process.")] = None,
@@ -48,7 +66,12 @@ def api(
                                                          "GELATO_API_KEY).")] = None,
     api_keys_file: Annotated[Optional[Path], typer.Option(help="Accepted bearer keys, one per line.")] = None,
     edge_token: Annotated[Optional[str], typer.Option(envvar="GELATO_TOKEN", help="Bearer token for the edge.")] = None,
-    edge_timeout: Annotated[float, typer.Option(help="Give up on an unreachable edge after this many s.")] = 30.0,
+    edge_timeout: Annotated[float, typer.Option(min=0.001, help="Give up on an unreachable edge after this many s."
+                                                )] = 30.0,
+    edge_tls: Annotated[bool, typer.Option(help="Reach the edge over TLS (system roots, or --edge-tls-ca).")] = False,
+    edge_tls_ca: Annotated[Optional[Path], typer.Option(help="PEM CA certificate of the edge (enables TLS).")] = None,
+    edge_server_name: Annotated[Optional[str], typer.Option(help="TLS name of the edge to verify, if not its "
+                                                            "host.")] = None,
     dtype: str = "float32",
     device: Annotated[str, typer.Option(help="cpu, cuda, or auto.")] = "cpu",
     log_level: str = "info",
@@ -74,7 +97,17 @@ def api(
     else:
         draft_dir, target_dir = resolve_pair_dirs(draft, target)
     keys = _read_keys(api_keys_file, list(api_key or []) + [os.environ.get("GELATO_API_KEY", "")])
-    edge_settings = EdgeSettings(edge, edge_token, unreachable_after=edge_timeout) if edge else None
+    edge_settings = None
+    if edge:
+        from gelato.transport.auth import read_pem
+        _check_address(edge)
+        try:
+            ca = read_pem(edge_tls_ca)
+        except (OSError, ValueError) as exc:
+            fail(str(exc))
+        edge_settings = EdgeSettings(edge, edge_token, unreachable_after=edge_timeout,
+                                     tls=edge_tls or ca is not None, tls_ca=ca, server_name=edge_server_name)
+    _check_port_free(host, port)
     try:
         backend = load_backend(draft_dir, target_dir, edge_settings, system, dtype, device,
                                model_name)

@@ -45,3 +45,18 @@ def sampling_params(temperature: float, top_k: int, top_p: float) -> SamplingPar
 def fail(message: str) -> None:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code=2)
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "m": 10**6, "mb": 10**6, "mib": 2**20,
+               "g": 10**9, "gb": 10**9, "gib": 2**30, "t": 10**12, "tb": 10**12, "tib": 2**40}
+
+
+def parse_bytes(text: str, option: str) -> int:
+    """``"2GiB"``, ``"512MiB"``, ``"1.5G"``, ``"800000000"`` -> bytes (> 0); else one BadParameter line."""
+    import re
+
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", text or "")
+    unit = match.group(2).lower() if match else None
+    if not match or unit not in _SIZE_UNITS or float(match.group(1)) * _SIZE_UNITS[unit] < 1:
+        raise typer.BadParameter(f"{option} takes a size such as 4GiB, 512MiB or 2G, not {text!r}")
+    return int(float(match.group(1)) * _SIZE_UNITS[unit])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 
 import typer
 
@@ -24,7 +23,7 @@ app = typer.Typer(no_args_is_help=True, add_completion=False,
 
 @app.callback()
 def main(threads: int = typer.Option(
-        int(os.environ.get("GELATO_THREADS", "1")), "--threads", min=1,
+        1, "--threads", envvar="GELATO_THREADS", min=1,
         help="torch CPU threads (env GELATO_THREADS). 1 is best for these small models, and robust when other "
              "processes share the cores (multi-threaded matmuls slow down badly under contention).")) -> None:
     import torch

@@ -72,7 +72,8 @@ def serve(
                                               help="Hugging Face model directory of the target "
                                                    "(default: the built-in gsm8k pair's target)"),
     host: str = typer.Option("127.0.0.1", "--host", help="address to bind (0.0.0.0 for every interface)"),
-    port: int = typer.Option(50051, "--port", help="port (0: let the OS pick; the bound port is printed)"),
+    port: int = typer.Option(50051, "--port", min=0, max=65535, help="port (0: let the OS pick; the bound port is "
+                             "printed)"),
     max_batch: int = typer.Option(8, "--max-batch", help="verify up to this many sessions in one forward "
                                   "(1 = unbatched)"),
     batch_window_ms: float = typer.Option(8.0, "--batch-window-ms",
@@ -85,6 +86,11 @@ def serve(
                                       "rounds of other sessions run between steps"),
     prefill_budget_ms: float = typer.Option(4.0, "--prefill-budget-ms", help="while other sessions are active, "
                                             "prefill steps are sized to take about this long"),
+    kv_memory: Optional[str] = typer.Option(None, "--kv-memory", help="KV cache budget, e.g. 4GiB (default: half "
+                                            "the memory free at start); opens that do not fit are refused "
+                                            "with RESOURCE_EXHAUSTED, which devices retry"),
+    metrics_port: Optional[int] = typer.Option(None, "--metrics-port", help="serve Prometheus metrics on "
+                                               "http://HOST:PORT/metrics", min=1, max=65535),
     max_prompt_tokens: int = typer.Option(8192, "--max-prompt-tokens"),
     max_draft_tokens: int = typer.Option(32, "--max-draft-tokens", help="per round"),
     idle_timeout_s: float = typer.Option(600.0, "--idle-timeout-s", help="close sessions idle this long"),
@@ -100,14 +106,16 @@ def serve(
                                              "(drop embedding padding rows)"),
     dtype: str = typer.Option("float32", "--dtype"),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto"),
-    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads"),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch CPU threads"),
     log_level: str = typer.Option("info", "--log-level"),
 ) -> None:
     """Serve a target model to devices (sessions, batched verification, Health and Metrics RPCs)."""
     _setup_logging(log_level)
     import torch
 
+    from gelato.cli.common import parse_bytes
     from gelato.transport.process import serve as run_server
+    kv_bytes = parse_bytes(kv_memory, "--kv-memory") if kv_memory is not None else None
     if target_dir is None:
         from gelato.cli.common import resolve_pair_dirs
         target_dir = resolve_pair_dirs(None, None)[1]
@@ -120,6 +128,7 @@ def serve(
         typer.echo(f"edge listening on {host}:{bound}", err=False)
         sys.stdout.flush()
 
+    from gelato.models.kv_store import KVMemoryExhausted
     from gelato.models.loading import ModelLoadError
     try:
         run_server(target_dir, host, port, on_started=started, tokenizer_dir=tokenizer_dir, dtype=dtype,
@@ -127,10 +136,10 @@ def serve(
                    tokens=tokens_file, tls_cert=tls_cert, tls_key=tls_key, max_batch=max_batch,
                    batch_window_ms=batch_window_ms, max_sessions=max_sessions, max_prompt_tokens=max_prompt_tokens,
                    max_sessions_per_device=max_sessions_per_device, prefill_chunk=prefill_chunk,
-                   prefill_budget_ms=prefill_budget_ms,
+                   prefill_budget_ms=prefill_budget_ms, kv_memory=kv_bytes, metrics_port=metrics_port,
                    max_draft_tokens=max_draft_tokens, idle_timeout_s=idle_timeout_s,
                    max_message_bytes=max_message_kb * 1024)
-    except (OSError, ValueError, ModelLoadError) as exc:
+    except (OSError, ValueError, ModelLoadError, KVMemoryExhausted) as exc:
         fail(str(exc))
 
 
@@ -144,24 +153,25 @@ def device(
     prompt_ids: Optional[str] = typer.Option(None, "--prompt-ids", help="comma-separated token ids instead"),
     raw: bool = typer.Option(False, "--raw", help="send --prompt as is (no chat template)"),
     system: Optional[str] = typer.Option(None, "--system", help="system turn of the chat template"),
-    max_new_tokens: int = typer.Option(64, "--max-new-tokens"),
+    max_new_tokens: int = typer.Option(64, "--max-new-tokens", min=1),
     temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy"),
     top_k: int = typer.Option(0, "--top-k"),
     top_p: float = typer.Option(1.0, "--top-p"),
-    seed: int = typer.Option(0, "--seed", help="seeds the draft's sampling and the edge's verification"),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**63 - 2, help="seeds the draft's sampling and the edge's "
+                             "verification"),
     payload: str = typer.Option("compact", "--payload", help="compact, dssd or paper_topp"),
     token: Optional[str] = typer.Option(None, "--token", envvar="GELATO_TOKEN", help="bearer token"),
     tls: bool = typer.Option(False, "--tls", help="use TLS with the system roots"),
     tls_ca: Optional[Path] = typer.Option(None, "--tls-ca", help="PEM CA certificate of the edge (enables TLS)"),
     server_name: Optional[str] = typer.Option(None, "--server-name", help="TLS name to verify, if not the host"),
-    rpc_timeout: float = typer.Option(10.0, "--rpc-timeout", help="deadline of each Verify call (s)"),
-    unreachable_after: float = typer.Option(30.0, "--unreachable-after", help="give up after the edge has been "
+    rpc_timeout: float = typer.Option(10.0, "--rpc-timeout", min=0.001, help="deadline of each Verify call (s)"),
+    unreachable_after: float = typer.Option(30.0, "--unreachable-after", min=0.0, help="give up after the edge has been "
                                             "unreachable this long (s)"),
     tokenizer_dir: Optional[Path] = typer.Option(None, "--tokenizer-dir", help="default: the draft directory"),
     fingerprint: Optional[str] = typer.Option(None, "--fingerprint", help="override the tokenizer fingerprint "
                                               "(synthetic:N for models without a tokenizer)"),
     dtype: str = typer.Option("float32", "--dtype"),
-    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads"),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch CPU threads"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="write the result and timings here"),
     log_level: str = typer.Option("warning", "--log-level"),
 ) -> None:
@@ -181,7 +191,7 @@ def device(
     from gelato.transport.errors import TransportError
     from gelato.transport.fingerprint import tokenizer_fingerprint
 
-    console = Console(stderr=False)
+    console = Console(stderr=False, soft_wrap=True)  # piped output is not hard-wrapped at 80 columns
     if threads:
         torch.set_num_threads(threads)
     if draft_dir is None:
@@ -189,6 +199,12 @@ def device(
         draft_dir = default_draft_dir()
     if (prompt is None) == (prompt_ids is None):
         fail("give exactly one of --prompt or --prompt-ids")
+    if json_out is not None:  # checked now, not after the whole generation
+        try:
+            with json_out.open("a"):
+                pass
+        except OSError as exc:
+            fail(f"cannot write --json {json_out}: {exc.strerror or exc}")
     from gelato.transport.auth import read_pem
     from gelato.transport.codec import payload_config
     try:
@@ -225,6 +241,9 @@ def device(
     eos = stop_token_id(tokenizer, raw=raw or prompt is None) if tokenizer is not None else None
     try:
         reply = verifier.open(ids)
+        if reply.max_draft_tokens:  # never draft more than the edge accepts (it would refuse the round)
+            from gelato.experiments.runner import BudgetCap
+            chosen = BudgetCap(chosen, int(reply.max_draft_tokens))
         vocab = min(int(draft_model.config.vocab_size), int(reply.vocab_size))
         proposer = DraftModelProposer(CachedCausalLM(draft_model, vocab), params,
                                       torch.Generator().manual_seed(seed))
@@ -280,12 +299,15 @@ def device(
                       f"network figures above cover both runs)")
         extra = {"unpipelined_metrics": pm.to_dict(), "wall_clock_gain": gain}
     if json_out is not None:
-        json_out.write_text(json.dumps({"token_ids": result.token_ids, "text": text, "metrics": m.to_dict(),
-                                        "network": net, "stop_reason": result.stop_reason, **extra}, indent=2))
+        try:
+            json_out.write_text(json.dumps({"token_ids": result.token_ids, "text": text, "metrics": m.to_dict(),
+                                            "network": net, "stop_reason": result.stop_reason, **extra}, indent=2))
+        except OSError as exc:
+            fail(f"cannot write --json {json_out}: {exc.strerror or exc}")
 
 
 def link(
-    listen: int = typer.Option(..., "--listen", help="port the devices connect to"),
+    listen: int = typer.Option(..., "--listen", min=0, max=65535, help="port the devices connect to (0: the OS picks)"),
     upstream: str = typer.Option(..., "--upstream", help="HOST:PORT of the edge"),
     host: str = typer.Option("127.0.0.1", "--host", help="address to listen on"),
     bandwidth_mhz: Optional[float] = typer.Option(1.0, "--bandwidth-mhz", help="channel bandwidth (rate from "
@@ -301,7 +323,7 @@ def link(
     delay_ms: float = typer.Option(0.0, "--delay-ms", help="one-way propagation delay"),
     loss: float = typer.Option(0.0, "--loss", help="probability a burst is lost (drops the connection)"),
     seed: int = typer.Option(0, "--seed", help="seeds fading and loss"),
-    report_every: float = typer.Option(5.0, "--report-every", help="seconds between stats lines"),
+    report_every: float = typer.Option(5.0, "--report-every", min=0.01, help="seconds between stats lines"),
     json_stats: bool = typer.Option(False, "--json-stats", help="stats lines as JSON objects (gelato testbed)"),
     log_level: str = typer.Option("info", "--log-level"),
 ) -> None:

@@ -84,8 +84,9 @@ class _BatchView(Cache):
 class SlotSequence(CachedTokens):
     """One sequence's view of a :class:`SlotKVPool` (the interface of CachedCausalLM)."""
 
-    def __init__(self, pool: SlotKVPool) -> None:
+    def __init__(self, pool: SlotKVPool, store=None) -> None:
         self.pool = pool
+        self.store = store  # a SlotKVStore that places the sequence in its blocks, or None (one pool)
         self.model = pool.model
         self.config = pool.model.config
         self.device = pool.device
@@ -102,13 +103,16 @@ class SlotSequence(CachedTokens):
     def reset(self) -> None:
         """Forget the sequence and give its slot back to the pool (taken again by the next feed)."""
         self._cached_ids = []
-        if self.slot is not None:
+        if self.store is not None:
+            self.store.release(self)
+        elif self.slot is not None:
             self.pool.release(self.slot)
             self.slot = None
 
     def feed(self, ids: Sequence[int], logits_from: int | None = None) -> torch.Tensor:
         """As :meth:`CachedCausalLM.feed`: the cache holds ``ids`` after; logits [len(ids) - logits_from, V]."""
-        return self.pool.feed_batch([self], [ids], [len(ids) - 1 if logits_from is None else logits_from])[0]
+        owner = self.store if self.store is not None else self.pool
+        return owner.feed_batch([self], [ids], [len(ids) - 1 if logits_from is None else logits_from])[0]
 
 
 class SlotKVPool:
@@ -147,6 +151,10 @@ class SlotKVPool:
     @property
     def slots(self) -> int:
         return self.keys[0].shape[0]
+
+    @property
+    def free_slots(self) -> int:
+        return len(self._free)
 
     @property
     def bytes_allocated(self) -> int:

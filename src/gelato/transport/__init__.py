@@ -6,7 +6,9 @@
   :func:`build_edge_server`, :func:`serve` (``gelato serve``)
 - :mod:`~gelato.transport.channel`: :class:`EdgeClient`, :class:`EdgeStream`; :mod:`~gelato.transport.client`:
   :class:`RemoteVerifier` (the engine's Verifier over a stream, with resume, backoff and deadlines)
-- sessions' KV caches are slots of one :class:`gelato.models.slots.SlotKVPool`: a batched round is one forward
+- sessions' KV caches are slots in blocks of a :class:`gelato.models.kv_store.SlotKVStore` inside the
+  ``--kv-memory`` budget: a batched round is one forward per block; :mod:`~gelato.transport.prometheus`:
+  the edge's Prometheus endpoint
 - :mod:`~gelato.transport.link`: :class:`LinkEmulator`, a user-space rate/delay/fading/loss TCP proxy
 - :mod:`~gelato.wire.payload` / :mod:`~gelato.transport.codec`: messages and their sizes
 - :mod:`~gelato.transport.auth`, :mod:`~gelato.transport.errors`, :mod:`~gelato.transport.fingerprint`

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import queue
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -75,29 +76,41 @@ class EdgeStream:
         self._requests: queue.SimpleQueue = queue.SimpleQueue()
         self._replies: queue.SimpleQueue = queue.SimpleQueue()
         self._call = call_factory(iter(self._requests.get, _END), metadata=metadata)
+        self.acknowledged = threading.Event()  # the edge answered the stream's headers: it is alive and working
         self._reader = threading.Thread(target=self._read, name="gelato-stream-reader", daemon=True)
         self._reader.start()
         self.broken: grpc.RpcError | None = None
 
     def _read(self) -> None:
         try:
+            self._call.initial_metadata()  # the edge sends its headers as soon as it takes an open
+            self.acknowledged.set()
             for reply in self._call:
                 self._replies.put(reply)
             self._replies.put(_END)
         except grpc.RpcError as exc:
             self._replies.put(exc)
 
-    def exchange(self, up: pb.StreamUp, timeout: float) -> pb.StreamDown:
-        """Send ``up``, return its reply; raises grpc.RpcError (a StreamTimeout after ``timeout`` s)."""
+    def exchange(self, up: pb.StreamUp, timeout: float, patience: float | None = None) -> pb.StreamDown:
+        """Send ``up``, return its reply; raises grpc.RpcError (a StreamTimeout after ``timeout`` s, or after
+        ``patience`` s if that is longer and the edge acknowledged the stream: it is working, e.g. prefilling)."""
         if self.broken is not None:
             raise self.broken
         self._requests.put(up)
-        try:
-            reply = self._replies.get(timeout=max(timeout, 1e-3))
-        except queue.Empty:
-            self.broken = StreamTimeout(timeout)
-            self.cancel()
-            raise self.broken from None
+        start = time.monotonic()
+        wait = max(timeout, 1e-3)
+        while True:
+            try:
+                reply = self._replies.get(timeout=wait)
+                break
+            except queue.Empty:
+                waited = time.monotonic() - start
+                if patience is not None and waited < patience and self.acknowledged.is_set():
+                    wait = patience - waited
+                    continue
+                self.broken = StreamTimeout(waited)
+                self.cancel()
+                raise self.broken from None
         if reply is _END:
             self.broken = _Ended()
             raise self.broken

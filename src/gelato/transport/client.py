@@ -5,7 +5,9 @@ same round loop as in-process verification. Public API: construct, ``open(prompt
 ``verify(committed, draft) -> Verdict`` (one thread at a time; any thread), ``close()`` (from any thread,
 also while a ``verify`` waits: that call then raises :class:`EdgeCancelledError`). Faults:
 
-- every round waits at most ``rpc_timeout`` for its verdict (``open_timeout`` for open, which prefills);
+- every round waits at most ``rpc_timeout`` for its verdict; an open, which prefills, waits while the edge
+  has acknowledged it (stream headers, sent on arrival) up to ``open_timeout + open_s_per_token x prompt
+  tokens`` (60 s + 20 ms per token), however little of the unreachable window is left;
 - a dropped stream (the edge restarted, the link broke, a reply is late) is resumed on a new stream that
   opens a session with everything committed so far: the output is the same as without the drop;
 - NOT_FOUND (idle expiry) and FAILED_PRECONDITION (the edge disagrees about the position) resynchronise
@@ -98,7 +100,8 @@ class RemoteVerifier:
 
     def __init__(self, client: EdgeClient | str, params: SamplingParams, *, fingerprint: str, seed: int = 0,
                  payload: str | PayloadConfig = "compact", device_name: str = "device", max_new_tokens: int = 0,
-                 rpc_timeout: float = 5.0, open_timeout: float = 60.0, unreachable_after: float = 30.0,
+                 rpc_timeout: float = 5.0, open_timeout: float = 60.0, open_s_per_token: float = 0.02,
+                 unreachable_after: float = 30.0,
                  busy_after: float = 60.0, backoff_s: tuple[float, float] = (0.02, 0.5), max_resyncs: int = 3,
                  generator: torch.Generator | None = None, send_entropies: bool = False,
                  token: str | None = None, report_times: bool = True) -> None:
@@ -117,6 +120,7 @@ class RemoteVerifier:
         self.max_new_tokens = max_new_tokens
         self.rpc_timeout = rpc_timeout
         self.open_timeout = open_timeout
+        self.open_s_per_token = open_s_per_token
         self.unreachable_after = unreachable_after
         self.busy_after = busy_after
         self.backoff_s = backoff_s
@@ -162,7 +166,10 @@ class RemoteVerifier:
                 stream.cancel()
                 raise EdgeCancelledError("the generation was cancelled", committed, self._prompt_len or 0)
             self._stream = stream
-        down = stream.exchange(pb.StreamUp(open=request), min(self.open_timeout, max(remaining, 1e-3)))
+        # an edge that acknowledged the open is prefilling, not unreachable: it gets open_timeout plus
+        # open_s_per_token per prompt token, however little of the unreachable window is left
+        patience = self.open_timeout + self.open_s_per_token * len(committed)
+        down = stream.exchange(pb.StreamUp(open=request), min(patience, max(remaining, 1e-3)), patience=patience)
         if down.WhichOneof("kind") != "opened":
             raise TransportError(f"the edge answered open with {down.WhichOneof('kind')}", committed,
                                  self._prompt_len or 0)
@@ -181,6 +188,12 @@ class RemoteVerifier:
             stream, self._stream = self._stream, None
         if stream is not None:
             stream.cancel()
+
+    def cancel(self) -> None:
+        """End the stream at once, from any thread, without a graceful close (a waiting open or verify raises
+        EdgeCancelledError; the edge drops the session and any prefill). :meth:`close` still frees the rest."""
+        self._cancelled.set()
+        self._drop_stream()
 
     def close(self) -> None:
         """End the stream (the edge frees the session) and the channel if this verifier created it.
@@ -216,7 +229,10 @@ class RemoteVerifier:
         attempts0, reopens0 = self.stats.attempts, self.stats.reopens
         down, up, rpc_ms = self._with_retries(lambda remaining: self._verify_once(committed, draft, remaining))
         reply = down.verdict
-        verdict = decode_verdict(reply, self.vocab_size or 0)
+        try:
+            verdict = decode_verdict(reply, self.vocab_size or 0)
+        except ValueError as exc:  # keep what was committed before it; never a traceback
+            raise TransportError(str(exc), committed, self._prompt_len or 0) from None
         if reply.accepted > len(draft.tokens) or reply.round != self._round:
             raise TransportError(f"edge answered round {reply.round} with {reply.accepted} accepted for round "
                                  f"{self._round} of {len(draft.tokens)} tokens", committed, self._prompt_len)

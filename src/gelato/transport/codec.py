@@ -188,10 +188,21 @@ def encode_verdict(verdict: Verdict, *, round_id: int, position: int, session: i
 
 
 def decode_verdict(msg: pb.VerdictDown, vocab_size: int) -> Verdict:
+    """A verdict from the edge; ValueError (one line) for a token outside the vocabulary or a target
+    distribution that is empty, oversized or not a distribution (a misbehaving edge or a tampered path)."""
     if msg.has_token:
+        if not 0 <= msg.token < vocab_size:
+            raise ValueError(f"the edge sent token {msg.token}, outside the vocabulary (size {vocab_size})")
         return Verdict(accepted=int(msg.accepted), token=int(msg.token))
+    if len(msg.target_p.ids) > vocab_size or len(msg.target_p.probs) > vocab_size:
+        raise ValueError(f"the edge sent a target distribution of {max(len(msg.target_p.ids), len(msg.target_p.probs))}"
+                         f" entries for a vocabulary of {vocab_size}")
     try:
         dist = sparse_from_proto(msg.target_p, vocab_size, "target_p")
     except RequestError as exc:
         raise ValueError(f"the edge sent an invalid target distribution: {exc.message}") from None
+    probs = dist.probs
+    if not bool(torch.isfinite(probs).all()) or bool((probs < 0).any()) or not float(probs.sum()) > 0:
+        raise ValueError("the edge sent a target distribution that is not one (negative, non-finite or all-zero "
+                         "probabilities)")
     return Verdict(accepted=int(msg.accepted), token=-1, residual_p=dist.to_dense(vocab_size))

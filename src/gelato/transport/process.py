@@ -81,12 +81,21 @@ def build_edge_server(target_dir: str | Path, *, tokenizer_dir: str | Path | Non
 
 
 def serve(target_dir: str | Path, host: str = "127.0.0.1", port: int = 50051, *,
-          on_started: Callable[[int], None] | None = None, **kwargs) -> None:
-    """Load the target from ``target_dir`` and serve until interrupted (the ``gelato serve`` command)."""
+          on_started: Callable[[int], None] | None = None, metrics_port: int | None = None, **kwargs) -> None:
+    """Load the target from ``target_dir`` and serve until interrupted (the ``gelato serve`` command); with
+    ``metrics_port``, Prometheus metrics on ``http://host:metrics_port/metrics`` too."""
     server = build_edge_server(target_dir, **kwargs)
 
     async def main() -> None:
         bound = await server.start(host, port)
+        if metrics_port is not None:
+            from gelato.transport.prometheus import start_metrics_server
+            try:
+                start_metrics_server(server, metrics_port, host)
+            except OSError as exc:
+                await server.stop(0)
+                raise OSError(f"could not serve metrics on {host}:{metrics_port}: {exc.strerror or exc}") from None
+            log.info("Prometheus metrics on http://%s:%d/metrics", host, metrics_port)
         if on_started is not None:
             on_started(bound)
         stop = asyncio.Event()

@@ -8,6 +8,7 @@ would outgrow the model's context.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -18,6 +19,8 @@ from gelato.transport.errors import RequestError
 
 # Below this, logits / temperature overflows float32 and no round can ever be verified (0 means greedy).
 MIN_TEMPERATURE = 1e-4
+# ... compared as the wire carries it: a float32, in which the documented minimum 0.0001 reads 9.99999974e-05
+_MIN_TEMPERATURE_WIRE = struct.unpack("f", struct.pack("f", MIN_TEMPERATURE))[0]
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,7 @@ def check_open(prompt: Sequence[int], params: SamplingParams, max_new_tokens: in
     if bad is not None:
         raise _refuse(grpc.StatusCode.INVALID_ARGUMENT,
                       f"prompt_ids[{bad}] = {prompt[bad]} is outside the vocabulary (size {limits.vocab_size})")
-    if 0.0 < params.temperature < MIN_TEMPERATURE:
+    if 0.0 < params.temperature < _MIN_TEMPERATURE_WIRE:
         raise _refuse(grpc.StatusCode.INVALID_ARGUMENT,
                       f"temperature {params.temperature:g} is too small to sample with (at least "
                       f"{MIN_TEMPERATURE:g}; use 0 for greedy decoding)")

@@ -41,7 +41,8 @@ import torch
 from google.protobuf.message import DecodeError
 
 from gelato.models.cached import CachedCausalLM
-from gelato.models.slots import SlotKVPool, SlotSequence, supports_slots
+from gelato.models.kv_store import SlotKVStore, default_kv_budget
+from gelato.models.slots import SlotSequence, supports_slots
 from gelato.transport.auth import TokenAuthenticator, check_key_pair, server_credentials
 from gelato.transport.codec import decode_draft, sampling_from_proto
 from gelato.transport.errors import RequestError
@@ -68,6 +69,7 @@ class EdgeConfig:
     batch_window_ms: float = 8.0  # waits only while other ready sessions could still send
     prefill_chunk: int = 128  # prompt tokens per prefill step between verification rounds (at most)
     prefill_budget_ms: float = 4.0  # while other sessions could send rounds: a chunk's target time
+    kv_memory: int | None = None  # bytes of KV cache at most (None: half the memory free at start)
     max_message_bytes: int = 4 * 1024 * 1024
     keepalive_s: float = 30.0  # ping idle connections this often; drop them after keepalive_timeout_s
     keepalive_timeout_s: float = 10.0
@@ -85,6 +87,8 @@ class EdgeConfig:
                      "max_batch", "prefill_chunk", "max_message_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.kv_memory is not None and self.kv_memory < 1:
+            raise ValueError(f"kv_memory must be >= 1 byte, got {self.kv_memory}")
         if self.batch_window_ms < 0 or self.idle_timeout_s <= 0 or self.prefill_budget_ms <= 0:
             raise ValueError("batch_window_ms must be >= 0, idle_timeout_s and prefill_budget_ms > 0")
         for name in ("keepalive_s", "keepalive_timeout_s", "max_connection_idle_s", "max_connection_age_s"):
@@ -142,16 +146,22 @@ class EdgeServer:
         self.metrics = EdgeMetrics()
         self.auth = TokenAuthenticator(self.config.tokens)
         self._live_caches: weakref.WeakSet[CachedCausalLM | SlotSequence] = weakref.WeakSet()
-        # Sessions' KV caches are slots of one preallocated pool (models/slots.py): batched rounds copy no history.
-        self.pool = (SlotKVPool(self.model, self.vocab_size, slots=min(8, self.config.max_sessions),
-                                max_capacity=min(self.max_context, 1 << 20)) if supports_slots(self.model) else None)
+        # Sessions' KV caches are slots in blocks of a store inside the KV budget (models/kv_store.py): batched
+        # rounds copy no history, a session costs what its context needs, and closed sessions' memory returns.
+        device = next(self.model.parameters()).device
+        self.kv_budget = int(self.config.kv_memory or default_kv_budget(device))
+        self.pool = (SlotKVStore(self.model, self.vocab_size, budget_bytes=self.kv_budget,
+                                 block_slots=min(8, self.config.max_sessions),
+                                 max_capacity=min(self.max_context, 1 << 20)) if supports_slots(self.model) else None)
+        self.pool_context = self.pool.max_capacity if self.pool is not None else self.max_context
         self.batchable = self.pool is not None
         if self.config.max_batch > 1 and not self.batchable:
             log.warning("the model's attention does not fit slot caching: verifying one session at a time")
         self.worker = ModelWorker(self.metrics, max_batch=self.config.max_batch if self.batchable else 1,
                                   window_s=self.config.batch_window_ms / 1000.0,
                                   prefill_chunk=self.config.prefill_chunk,
-                                  prefill_budget_ms=self.config.prefill_budget_ms, others_waiting=self._others_could_send)
+                                  prefill_budget_ms=self.config.prefill_budget_ms, others_waiting=self._others_could_send,
+                                  on_idle=self.pool.trim if self.pool is not None else None)
         self._server: grpc.aio.Server | None = None
         self.port: int | None = None
         self.stopping = False
@@ -201,6 +211,10 @@ class EdgeServer:
     def active_sessions(self) -> int:
         return len(self.store)
 
+    def kv_holders(self) -> int:
+        """Sessions' caches holding KV storage right now (0 when no session is open and nothing leaked)."""
+        return self.pool.holders if self.pool is not None else 0
+
     def cache_tokens(self) -> int:
         """KV cache positions held by every live session cache (open or not yet collected)."""
         return sum(lm.cache_len for lm in list(self._live_caches))
@@ -211,6 +225,9 @@ class EdgeServer:
                  batch_window_ms=self.config.batch_window_ms, prefilling=self.worker.prefilling)
         if self.pool is not None:
             d.update(kv_slots=self.pool.slots, kv_capacity=self.pool.capacity, kv_bytes=self.pool.bytes_allocated,
+                     kv_budget_bytes=self.kv_budget, kv_peak_bytes=self.pool.peak_bytes,
+                     kv_blocks=len(self.pool.blocks), kv_held_slots=self.pool.holders,
+                     kv_migrations=self.pool.migrations,
                      kv_grow_events=self.pool.grow_events, kv_forwards=self.pool.forward_calls,
                      kv_feed_ms=self.pool.feed_s * 1e3, kv_model_ms=self.pool.model_s * 1e3)
         return d
@@ -263,6 +280,7 @@ class EdgeServer:
                 if kind == "open":
                     if session is not None:
                         raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, "this stream already has a session")
+                    await context.send_initial_metadata(())  # "taken": the device waits out a long prefill
                     session = await self._open(up.open, device)
                     await context.write(pb.StreamDown(opened=pb.OpenReply(
                         vocab_size=self.vocab_size, max_draft_tokens=self.config.max_draft_tokens,
@@ -284,8 +302,12 @@ class EdgeServer:
             await self._refuse(context, exc)
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
-        except Exception as exc:  # a bug: report it, keep serving
-            log.exception("Generate failed")
+        except Exception as exc:
+            if context.cancelled() or _is_failed_write(exc):  # the client went away: nothing to answer, no bug
+                log.debug("the client of a Generate stream went away: %s", type(exc).__name__)
+                self.metrics.count("clients_gone")
+                return
+            log.exception("Generate failed")  # a bug: report it, keep serving
             await self._refuse(context, RequestError(grpc.StatusCode.INTERNAL,
                                                      f"the edge failed: {type(exc).__name__}: {exc}"))
         finally:
@@ -311,10 +333,13 @@ class EdgeServer:
                           max_new_tokens=req.max_new_tokens, report_times=req.report_times)
         self.store.add(session)
         try:
-            await self.worker.prefill(lm, prompt[:-1])  # the newest token is fed with the first draft
+            # the newest token is fed with the first draft; the store first reserves room for that round too
+            await self.worker.prefill(lm, prompt[:-1],
+                                      reserve=min(len(prompt) + self.config.max_draft_tokens, self.pool_context))
         except BaseException:
             self._release(session)
             raise
+        session.opened = True
         self.metrics.count("sessions_opened")
         log.debug("opened session %#x for %s (%d prompt tokens)", session.id, session.device_name, len(prompt))
         return session
@@ -323,7 +348,8 @@ class EdgeServer:
         """Forget the session now; its cache is freed on the model thread (never awaited: may run on cancel)."""
         if self.store.remove(session.id) is None:
             return
-        self.metrics.count("sessions_closed")
+        if session.opened:  # an open that failed or was cancelled during prefill was never counted as opened
+            self.metrics.count("sessions_closed")
         if self.worker.executor is not None:
             try:
                 self.worker.executor.submit(session.free)
@@ -358,6 +384,11 @@ class EdgeServer:
 
     async def _metrics(self, req) -> bytes:
         return pb.MetricsReply(json=json.dumps(self.metrics_dict())).SerializeToString()
+
+
+def _is_failed_write(exc: Exception) -> bool:
+    """gRPC's error for a message that could not be sent because the call already ended (a vanished client)."""
+    return type(exc).__name__ == "ExecuteBatchError"
 
 
 def __getattr__(name: str):  # the process helpers moved to gelato.transport.process

@@ -68,6 +68,7 @@ class Session:
     rounds: int = 0
     tokens: int = 0
     closed: bool = False
+    opened: bool = False  # its prompt was prefilled and the open answered
 
     def touch(self) -> None:
         self.last_used = time.monotonic()

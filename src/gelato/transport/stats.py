@@ -65,6 +65,7 @@ class EdgeMetrics:
         self.sessions_opened = 0
         self.sessions_closed = 0
         self.sessions_expired = 0
+        self.clients_gone = 0  # streams whose client vanished before their reply could be written
         self.batches = 0
         self.batch_sizes: Counter[int] = Counter()
         self.errors: Counter[str] = Counter()
@@ -114,7 +115,8 @@ class EdgeMetrics:
             "retries_served": self.retries_served,
             "prefill_chunks": self.prefill_chunks,
             "sessions": {"active": active_sessions, "opened": self.sessions_opened,
-                         "closed": self.sessions_closed, "expired": self.sessions_expired},
+                         "closed": self.sessions_closed, "expired": self.sessions_expired,
+                         "clients_gone": self.clients_gone},
             "cache_tokens": cache_tokens,
             "batches": self.batches,
             "batch_sizes": {str(k): v for k, v in sorted(self.batch_sizes.items())},

@@ -6,8 +6,8 @@ could still send), then ONE prefill chunk from the next opening session (round-r
 again. So a long prompt delays a round by at most one chunk, however many devices open long prompts at
 once. A chunk is ``prefill_chunk`` tokens when no other session could send a round; otherwise it is
 sized to take about ``prefill_budget_ms``, from the per-token time this prompt's previous chunk took (a
-chunk's cost grows with its position, since it attends over everything before it), and never fewer than
-``MIN_PREFILL_CHUNK`` tokens.
+chunk's cost grows with its position, since it attends over everything before it; a prompt's first
+chunk uses the last chunk of any prompt), and never fewer than ``MIN_PREFILL_CHUNK`` tokens.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import torch
 
 from gelato.decoding.rejection import verify_rows
 from gelato.models.cached import CachedCausalLM
+from gelato.models.kv_store import KVMemoryExhausted
 from gelato.models.slots import SlotSequence
 from gelato.transport.codec import DecodedDraft, encode_verdict
 from gelato.transport.errors import RequestError
@@ -64,6 +65,7 @@ class _Prefill:
     lm: CachedCausalLM | SlotSequence
     ids: list[int]
     future: asyncio.Future
+    reserve: int = 0  # positions to hold before the first chunk (prompt + the first round): admission
     done: int = 0
     ms_per_token: float | None = None  # of the previous chunk
 
@@ -89,7 +91,8 @@ class ModelWorker:
 
     def __init__(self, metrics: EdgeMetrics, *, max_batch: int = 8, window_s: float = 0.008,
                  prefill_chunk: int = 256, prefill_budget_ms: float = 4.0,
-                 others_waiting: Callable[[int], bool] | None = None) -> None:
+                 others_waiting: Callable[[int], bool] | None = None, on_idle: Callable[[], object] | None = None,
+                 idle_s: float = 0.5) -> None:
         if max_batch < 1 or prefill_chunk < 1 or prefill_budget_ms <= 0:
             raise ValueError(f"max_batch and prefill_chunk must be >= 1 and prefill_budget_ms > 0, got {max_batch}, "
                              f"{prefill_chunk}, {prefill_budget_ms}")
@@ -99,6 +102,8 @@ class ModelWorker:
         self.prefill_chunk = prefill_chunk
         self.prefill_budget_ms = prefill_budget_ms
         self.others_waiting = others_waiting or (lambda n: True)
+        self.on_idle, self.idle_s = on_idle, idle_s  # run on the model thread after idle_s without work
+        self.last_ms_per_token: float | None = None  # of the last prefill chunk of any prompt
         self.executor: ThreadPoolExecutor | None = None
         self._rounds: collections.deque[RoundJob] = collections.deque()
         self._prefills: collections.deque[_Prefill] = collections.deque()
@@ -140,24 +145,29 @@ class ModelWorker:
         self._wake.set()
         return job.future
 
-    async def prefill(self, lm: CachedCausalLM | SlotSequence, ids: list[int]) -> None:
-        """Fill ``lm``'s cache with ``ids`` in chunks interleaved with other work."""
-        if not ids:
+    async def prefill(self, lm: CachedCausalLM | SlotSequence, ids: list[int], reserve: int = 0) -> None:
+        """Fill ``lm``'s cache with ``ids`` in chunks interleaved with other work; a slot store first reserves
+        ``reserve`` positions (raising KVMemoryExhausted, as a RequestError, when its budget cannot hold them)."""
+        if not ids and not reserve:
             return
-        item = _Prefill(lm, list(ids), asyncio.get_running_loop().create_future())
+        item = _Prefill(lm, list(ids), asyncio.get_running_loop().create_future(), reserve)
         self._prefills.append(item)
         self._wake.set()
         await item.future
 
     @property
     def prefilling(self) -> int:
-        return len(self._prefills)
+        return sum(1 for item in self._prefills if not item.future.done())
 
     # ------------------------------------------------------------------ scheduling
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            await self._wake.wait()
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.idle_s if self.on_idle is not None else None)
+            except TimeoutError:
+                await loop.run_in_executor(self.executor, self.on_idle)  # e.g. free KV blocks left empty
+                continue
             self._wake.clear()
             while self._rounds or self._prefills:
                 if self._rounds:
@@ -168,12 +178,14 @@ class ModelWorker:
                         results = [exc] * len(batch)
                     for job, result in zip(batch, results):
                         _resolve(job.future, result)
+                while self._prefills and self._prefills[0].future.done():  # its stream is gone: the session
+                    self._prefills.popleft()  # was released, and a step now would take a slot nothing frees
                 if self._prefills:
                     item = self._prefills.popleft()
                     try:
                         finished = await loop.run_in_executor(self.executor, self._prefill_step, item)
                     except Exception as exc:
-                        _resolve(item.future, exc)
+                        _resolve(item.future, memory_error(exc))
                         continue
                     if finished:
                         _resolve(item.future, None)
@@ -196,16 +208,23 @@ class ModelWorker:
 
     def chunk_tokens(self, item: _Prefill) -> int:
         """Tokens of ``item``'s next prefill chunk (see the module docstring)."""
-        if item.ms_per_token is None or not self.others_waiting(0):
+        # a prompt's first chunk is sized from the last chunk of any prompt (an estimate: the later a chunk
+        # sits, the more it costs per token), so a client looping fresh opens cannot make rounds wait full chunks
+        ms_per_token = item.ms_per_token or self.last_ms_per_token
+        if ms_per_token is None or not self.others_waiting(0):
             return self.prefill_chunk
-        fit = int(self.prefill_budget_ms / max(item.ms_per_token, 1e-6))
+        fit = int(self.prefill_budget_ms / max(ms_per_token, 1e-6))
         return max(min(MIN_PREFILL_CHUNK, self.prefill_chunk), min(self.prefill_chunk, fit))
 
     def _prefill_step(self, item: _Prefill) -> bool:
+        if item.done == 0 and item.reserve and getattr(item.lm, "store", None) is not None:
+            item.lm.store.reserve(item.lm, item.reserve)
+        if not item.ids:
+            return True
         end = min(len(item.ids), item.done + self.chunk_tokens(item))
         t0 = time.perf_counter()
         item.lm.feed(item.ids[:end])
-        item.ms_per_token = (time.perf_counter() - t0) * 1e3 / (end - item.done)
+        item.ms_per_token = self.last_ms_per_token = (time.perf_counter() - t0) * 1e3 / (end - item.done)
         item.done = end
         self.metrics.count("prefill_chunks")
         return end >= len(item.ids)
@@ -223,10 +242,13 @@ class ModelWorker:
         logits: dict[int, torch.Tensor] = {}
         if len(live) > 1 and all(isinstance(jobs[i].session.lm, SlotSequence) for i in live):
             try:
-                pool = jobs[live[0]].session.lm.pool
-                outs = pool.feed_batch([jobs[i].session.lm for i in live], [jobs[i].ids for i in live],
-                                       [jobs[i].logits_from for i in live])
+                lm = jobs[live[0]].session.lm
+                owner = lm.store if lm.store is not None else lm.pool
+                outs = owner.feed_batch([jobs[i].session.lm for i in live], [jobs[i].ids for i in live],
+                                        [jobs[i].logits_from for i in live])
                 logits = dict(zip(live, outs))
+            except KVMemoryExhausted:
+                pass  # one at a time below: only the sessions that do not fit are stopped
             except Exception:
                 log.exception("batched forward failed; verifying the batch one session at a time")
         for i in live:
@@ -234,7 +256,7 @@ class ModelWorker:
                 try:
                     logits[i] = jobs[i].session.lm.feed(jobs[i].ids, logits_from=jobs[i].logits_from)
                 except Exception as exc:
-                    results[i] = exc
+                    results[i] = memory_error(exc, during="session")
         forward_ms = (time.perf_counter() - t_start) * 1e3
         if live:
             self.metrics.observe_batch(len(live), forward_ms)
@@ -252,6 +274,17 @@ class ModelWorker:
                     results[i] = exc if isinstance(exc, RequestError) else RequestError(
                         grpc.StatusCode.INVALID_ARGUMENT, f"verification failed: {exc}")
         return results
+
+
+def memory_error(exc: Exception, during: str = "open") -> Exception:
+    """A KVMemoryExhausted as the status a device understands; other errors unchanged."""
+    if not isinstance(exc, KVMemoryExhausted):
+        return exc
+    if during == "open" and exc.never_fits:
+        return RequestError(grpc.StatusCode.OUT_OF_RANGE, f"this prompt can never fit the edge's KV memory: {exc}")
+    what = ("this open does not fit the edge's KV memory now" if during == "open" else
+            "the session outgrew the edge's KV memory and was stopped")
+    return RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{what} ({exc}); retry later")
 
 
 def _resolve(future: asyncio.Future | None, result: object) -> None:
