@@ -18,7 +18,7 @@ import torch
 # q~'s support; the verifier uses q~, the distribution the token really came from, so the output stays exactly
 # the target's. It is a draft-side choice: the request's temperature/top-k/top-p keep defining p. Chosen by
 # measurement: docs/results/draft-truncation.md. 0 drafts from the whole q.
-DRAFT_TOP_K = 16
+DRAFT_TOP_K = 24
 
 
 @dataclass(frozen=True)
