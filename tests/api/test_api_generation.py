@@ -26,7 +26,7 @@ MAX_TOKENS = 24
 def server(pair):
     draft, target, tok = pair
     backend = Backend(draft, tok, target=target, system="paper", model_name=MODEL)
-    with ApiServerThread(backend, Speculation("static", 4, None, "compact"), Limits(max_concurrent=4)) as srv:
+    with ApiServerThread(backend, Speculation("static-4", None, None, "compact"), Limits(max_concurrent=4)) as srv:
         yield srv
 
 
@@ -88,7 +88,7 @@ def test_usage_agrees_with_the_round_records(client):
     assert spec["mean_acceptance_length"] == pytest.approx(usage.completion_tokens / len(rounds))
     assert spec["draft_acceptance_rate"] == pytest.approx(spec["num_accepted_tokens"] / spec["num_draft_tokens"])
     assert spec["device_joules"] > 0  # the server runs the paper's system model
-    assert spec["settings"] == {"policy": "static", "num_draft_tokens": 4, "e_bar": None, "payload": "compact"}
+    assert spec["settings"] == {"policy": "static-4", "num_draft_tokens": None, "e_bar": None, "payload": "compact"}
     assert all(r["sent"] <= 4 for r in rounds)
 
 
