@@ -95,3 +95,10 @@ def test_missing_model_directory_via_console_script(tmp_path, pair_dirs):
                            "--target", str(pair_dirs[1]), "--prompt", "w1"], capture_output=True, text=True)
     assert proc.returncode == 2
     assert "directory not found" in proc.stderr and "nope" in proc.stderr
+
+
+def test_version():
+    from gelato import __version__
+
+    result = invoke("--version")
+    assert result.exit_code == 0 and result.stdout.strip() == f"gelato {__version__}"

@@ -40,6 +40,15 @@ def test_run_cli_from_yaml_with_flag_override(tmp_path):
     assert 4.5 < summary["mean_budget"] <= 5.0  # 5 every round except those clipped at an answer's end
 
 
+@pytest.mark.parametrize("policy, payload", [("static-5", "compact"), ("dssd", "dssd")])
+def test_run_cli_defaults_to_the_demos_payload(tmp_path, policy, payload):
+    """`gelato run` bills the same uplink as `gelato demo` (ids only) unless the policy has its own."""
+    result = CliRunner().invoke(app, ["run", "--source", "synthetic", "--policy", policy, "--rounds", "10", "--out",
+                                      str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["config"]["payload"] == (payload if policy == "static-5" else None)
+
+
 @pytest.mark.parametrize("args,message", [
     (["--source", "trace"], "needs a trace file"),
     (["--source", "synthetic", "--policy", "nope"], "unknown policy 'nope'"),
