@@ -32,6 +32,7 @@ def demo(
 
     One greedy generation is recorded as a trace and every policy is replayed from it (exact under
     greedy); two policies also run live and must produce the same tokens."""
+    import sys
     import time
 
     from rich.console import Console
@@ -45,7 +46,7 @@ def demo(
     from gelato.models.chat import decode_text, demo_prompt_ids
     from gelato.system.presets import PAPER
 
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 120)  # piped: lines wide enough for the table
     if payload not in ("compact", "paper_topp"):
         fail(f"--payload must be compact or paper_topp, got {payload!r}")
     if device_profile not in DEVICE_PROFILES:
@@ -90,8 +91,8 @@ def demo(
                            device_profile=device_profile)
     first = outcome.results[DEMO_POLICIES[0]]
     answer = decode_text(tok, first.texts[0][1])
-    console.print(Panel(f"{questions[0].text}\n\n[green]{answer}[/]", title="first question and the target's own "
-                        "answer: every policy produces exactly this text (a 135M model can get sums wrong)",
+    console.print(Panel(f"{questions[0].text}\n\n[green]{answer}[/]", title="the first question and the target's own answer",
+                        subtitle="every policy produces exactly this text (a 135M target can get sums wrong)",
                         expand=False))
     table = Table(title="one row per drafting policy (same text for all; time and energy simulated)")
     columns = {"policy": "policy", "tokens/s": "tokens/s", "J/token": "phone J/token",

@@ -150,7 +150,7 @@ def conclusion(results: dict[str, RunResult], e_bar: float) -> str:
         st = max(statics, key=lambda n: s[n]["tokens_per_second"])
         dt = s[g]["tokens_per_second"] / s[st]["tokens_per_second"] - 1
         de = s[g]["joules_per_token"] / s[st]["joules_per_token"] - 1 if s[st]["joules_per_token"] else 0.0
-        parts.append(f"{g} is {abs(dt):.0%} {'faster' if dt >= 0 else 'slower'} than the best fixed length "
+        parts.append(f"{g} is {abs(dt):.1%} {'faster' if dt >= 0 else 'slower'} than the best fixed length "
                      f"({st}) at {abs(de):.0%} {'less' if de <= 0 else 'more'} phone energy per token")
     if "edge-autoregressive" in s and best != "edge-autoregressive":
         d = s[best]["tokens_per_second"] / s["edge-autoregressive"]["tokens_per_second"] - 1
@@ -182,7 +182,7 @@ def plot_demo(results: dict[str, RunResult], path: Path, subtitle: str) -> Path:
     axes[2].set_xlabel("round")
     axes[2].set_ylabel("draft tokens sent per round (GELATO)")
     if axes[2].get_lines():
-        axes[2].legend(fontsize=8)
+        axes[2].legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14))
     fig.suptitle(f"gelato demo: real tokens, modelled phone/link/edge (paper system model); {subtitle}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
