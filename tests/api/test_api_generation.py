@@ -135,7 +135,9 @@ def test_sampling_is_reproducible_with_a_seed(client):
     assert a.choices[0].text == b.choices[0].text
 
 
-def test_concurrent_requests_each_get_the_reference(pair, client):
+def test_concurrent_requests_each_get_the_reference(pair, server, client):
+    """Concurrent requests each get the target's own text, and the in-process edge verified some of their
+    rounds together in one target forward."""
     prompts = [PROMPT, "Question: Sam has 4 boxes of 6 pens. How many pens?\nAnswer:",
                "Question: A train goes 60 km in 1 hour. How far in 3 hours?\nAnswer:"]
     refs = [target_only_text(pair, list(pair[2](p)["input_ids"]), MAX_TOKENS)[0] for p in prompts]
@@ -143,8 +145,12 @@ def test_concurrent_requests_each_get_the_reference(pair, client):
     def ask(prompt):
         return stream_completion(client, prompt=prompt, max_tokens=MAX_TOKENS, temperature=0)[0]
 
+    edge = server.state.backend.local_edge_address() and server.state.backend._local_edge  # noqa: SLF001
+    before = edge.metrics()["batch_sizes"]
     with ThreadPoolExecutor(3) as pool:
         assert list(pool.map(ask, prompts)) == refs
+    after = edge.metrics()["batch_sizes"]
+    assert any(int(size) > 1 and n > before.get(size, 0) for size, n in after.items()), after
 
 
 def test_models_health_and_metrics(server, client):
