@@ -55,7 +55,7 @@ def main() -> None:
         return time.perf_counter() - t
 
     backend = Backend(draft, tok, target=target, model_name="gsm8k")
-    with ApiServerThread(backend, Speculation("static", 4, None, "compact"),
+    with ApiServerThread(backend, Speculation("static-4", None, None, "compact"),
                          Limits(max_concurrent=max(8, args.concurrency))) as srv:
         client = OpenAI(base_url=srv.url + "/v1", api_key="none", max_retries=0)
         kw = dict(model="gsm8k", prompt=PROMPT, max_tokens=args.max_tokens, temperature=0)

@@ -51,6 +51,21 @@ def test_generate_json_equals_target_only(pair_dirs, extra):
     assert {"mean_acceptance_length", "draft_acceptance_rate", "acceptance_per_position"} <= set(sd_out["metrics"])
 
 
+@pytest.mark.parametrize("policy", [[], ["--policy", "static-4"]])
+def test_generate_streams_the_text_then_its_figures(pair_dirs, policy):
+    """Without --json the text is printed as rounds commit (the same text as --json) and a summary follows:
+    time to first token, tok/s and acceptance; the default policy is GELATO."""
+    draft, target = pair_dirs
+    common = ["generate", "--draft", draft, "--target", target, "--prompt", "w1 w2 w3", "--max-new-tokens", 30,
+              *policy]
+    streamed, ref = invoke(*common), invoke(*common, "--json")
+    assert streamed.exit_code == 0, streamed.output
+    assert streamed.stdout.strip() == json.loads(ref.stdout)["text"].strip() != ""
+    summary = streamed.stderr
+    assert "time to first token" in summary and "tok/s" in summary and "acceptance" in summary
+    assert (policy[-1] if policy else "gelato-improved") in summary
+
+
 def test_generate_sampling_runs_and_is_seeded(pair_dirs):
     draft, target = pair_dirs
     args = ["generate", "--draft", draft, "--target", target, "--prompt", "w5", "--max-new-tokens", 20,
@@ -62,7 +77,10 @@ def test_generate_sampling_runs_and_is_seeded(pair_dirs):
 
 @pytest.mark.parametrize("args,message", [
     (["--prompt", ""], "prompt is empty"),
+    (["--prompt", "   "], "prompt is empty (only spaces)"),
     (["--prompt", "w1", "-k", "0"], "--num-draft-tokens must be >= 1"),
+    (["--prompt", "w1", "--policy", "static:4"], "spelled static-K, e.g. static-4"),
+    (["--prompt", "w1", "--policy", "edge-autoregressive", "-k", "3"], "has no draft length"),
     (["--prompt", "w1", "--top-p", "2"], "top_p must be in (0, 1]"),
 ])
 def test_generate_bad_input(pair_dirs, args, message):
@@ -77,3 +95,10 @@ def test_missing_model_directory_via_console_script(tmp_path, pair_dirs):
                            "--target", str(pair_dirs[1]), "--prompt", "w1"], capture_output=True, text=True)
     assert proc.returncode == 2
     assert "directory not found" in proc.stderr and "nope" in proc.stderr
+
+
+def test_version():
+    from gelato import __version__
+
+    result = invoke("--version")
+    assert result.exit_code == 0 and result.stdout.strip() == f"gelato {__version__}"

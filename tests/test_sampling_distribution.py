@@ -16,7 +16,7 @@ from gelato.models.tiny import tiny_llama
 from gelato.policies import StaticPolicy
 from gelato.decoding.engine import speculative_generate
 from gelato.decoding.proposer import DraftModelProposer, draft_token
-from gelato.decoding.sampling import SamplingParams, processed_probs, sample_from
+from gelato.decoding.sampling import SamplingParams, entropy_nats, processed_probs, sample_from
 from gelato.decoding.types import SparseDist, Verdict
 from gelato.decoding.rejection import residual_distribution, sample_deferred_residual, verify_stochastic
 from gelato.wire.payload import pack_support, topp_support, unpack_support
@@ -76,10 +76,13 @@ def target_probs_table(target_table, params) -> dict[tuple[int, ...], torch.Tens
     return {ctx: processed_probs(logits, params) for ctx, logits in target_table.items()}
 
 
-def sample_two_tokens(draft_table, target_table, params, k, verify, gen) -> tuple[int, int]:
+def sample_two_tokens(draft_table, target_table, params, k, verify, gen, draft_top_k=0,
+                      claim_whole_q=False) -> tuple[int, int]:
     """Run draft/verify rounds with the engine's pure functions until two tokens are generated.
 
-    ``target_table`` maps a continuation to the processed target distribution p after it."""
+    ``target_table`` maps a continuation to the processed target distribution p after it; ``draft_top_k``
+    truncates the draft's proposal to q~. ``claim_whole_q`` is the bug the sparse-proposal test must catch:
+    the token comes from q~ but the verifier is handed the whole q."""
     out: list[int] = []
     while len(out) < 2:
         tokens, qs = [], []
@@ -87,9 +90,9 @@ def sample_two_tokens(draft_table, target_table, params, k, verify, gen) -> tupl
             ctx = tuple(out + tokens)
             if len(ctx) >= 2:
                 break
-            token, q, _ = draft_token(draft_table[ctx], params, gen)
+            token, q, _ = draft_token(draft_table[ctx], params, gen, draft_top_k)
             tokens.append(token)
-            qs.append(SparseDist.from_dense(q))
+            qs.append(SparseDist.from_dense(processed_probs(draft_table[ctx], params) if claim_whole_q else q))
         rows = [target_table[tuple(out + tokens[:i])] for i in range(len(tokens) + 1)]
         verdict = verify(torch.stack(rows), tokens, qs, gen)
         out.extend(tokens[: verdict.accepted] + [verdict.token])
@@ -103,12 +106,14 @@ SETTINGS = {
 }
 
 
-def speculative_pvalue(models, params: SamplingParams, verify) -> float:
+def speculative_pvalue(models, params: SamplingParams, verify, draft_top_k: int = 0,
+                       claim_whole_q: bool = False) -> float:
     """Chi-square p-value of N_SAMPLES speculative two-token samples (K = 2) against exact enumeration."""
     draft_table, target_table = logits_table(models[0]), logits_table(models[1])
     gen = torch.Generator().manual_seed(1234)
     p_table = target_probs_table(target_table, params)
-    samples = [sample_two_tokens(draft_table, p_table, params, 2, verify, gen) for _ in range(N_SAMPLES)]
+    samples = [sample_two_tokens(draft_table, p_table, params, 2, verify, gen, draft_top_k, claim_whole_q)
+               for _ in range(N_SAMPLES)]
     return chi_square_pvalue(samples, exact_two_token_probs(target_table, params))
 
 
@@ -121,6 +126,40 @@ def test_speculative_sampling_matches_target(models, name):
 def test_every_payload_mode_matches_target(models, mode, name):
     """The rules the edge and the device run for each payload mode sample the target's distribution."""
     assert speculative_pvalue(models, SETTINGS[name], PAYLOAD_RULES[mode]) > 1e-3
+
+
+SPARSE_TOP_K = 2  # of VOCAB = 6: the target often wants a token q~ never proposes
+
+
+@pytest.mark.parametrize("mode, name", [("compact", "adversarial"), ("compact", "top-p"), ("compact", "top-k"),
+                                        ("dssd", "adversarial"), ("paper_topp", "adversarial")])
+def test_sparse_proposals_match_target(models, mode, name):
+    """Drafting from the truncated q~ and verifying with q~ samples the target's distribution, whatever the
+    request's own sampling settings (which define p) and the payload mode."""
+    assert speculative_pvalue(models, SETTINGS[name], PAYLOAD_RULES[mode], draft_top_k=SPARSE_TOP_K) > 1e-3
+
+
+def test_sparse_proposals_verified_with_whole_q_fail(models):
+    """Negative control: tokens drawn from q~ but verified against the whole q are biased, and the test sees it."""
+    assert speculative_pvalue(models, SETTINGS["adversarial"], verify_stochastic, draft_top_k=SPARSE_TOP_K,
+                              claim_whole_q=True) < 1e-6
+
+
+def test_draft_token_sends_only_the_truncated_support(models):
+    params = SETTINGS["adversarial"]
+    logits = logits_table(models[0], 1)[()]
+    gen = torch.Generator().manual_seed(0)
+    tokens = set()
+    for _ in range(200):
+        token, q_tilde, entropy = draft_token(logits, params, gen, SPARSE_TOP_K)
+        tokens.add(token)
+        assert SparseDist.from_dense(q_tilde).support_size == SPARSE_TOP_K
+        assert abs(float(q_tilde.sum()) - 1.0) < 1e-6
+    q = processed_probs(logits, params)
+    assert tokens == set(torch.topk(q, SPARSE_TOP_K).indices.tolist())
+    assert entropy == pytest.approx(float(entropy_nats(q)))  # the policies still read the draft's own entropy
+    greedy_token, greedy_q, _ = draft_token(logits, SamplingParams(), gen, SPARSE_TOP_K)
+    assert SparseDist.from_dense(greedy_q).support_size == VOCAB and greedy_token == int(torch.argmax(q))
 
 
 def test_paper_topp_rule_rejects_outside_support(models):
@@ -143,12 +182,13 @@ def test_inverted_ratio_verifier_fails(models, name):
 
 
 def test_engine_end_to_end_sampling_first_token(models):
-    """The full round loop (KV caches, q transport, verification) also samples the target's distribution."""
+    """The full round loop (KV caches, q transport, verification) also samples the target's distribution, with
+    the draft proposing from q~ (top 2 of the request's top 4)."""
     draft_model, target_model = models
     params = SamplingParams(temperature=1.0, top_k=4)
     draft, target = CachedCausalLM(draft_model), CachedCausalLM(target_model)
     device_gen, edge_gen = torch.Generator().manual_seed(5), torch.Generator().manual_seed(6)
-    proposer = DraftModelProposer(draft, params, device_gen)
+    proposer = DraftModelProposer(draft, params, device_gen, draft_top_k=SPARSE_TOP_K)
     from gelato.decoding.verifier import TargetModelVerifier
 
     verifier = TargetModelVerifier(target, params, edge_gen)

@@ -59,7 +59,7 @@ def edge():
 def server(pair, edge):
     draft, _, tok = pair
     backend = Backend(draft, tok, edge=EdgeSettings(edge[1], unreachable_after=1.0), model_name=MODEL)
-    with ApiServerThread(backend, Speculation("static", 4, None, "compact"), Limits()) as srv:
+    with ApiServerThread(backend, Speculation("static-4", None, None, "compact"), Limits()) as srv:
         yield srv
 
 

@@ -23,7 +23,7 @@ def server(pair):
     draft, target, tok = pair
     backend = Backend(draft, tok, target=target, model_name=MODEL)
     limits = Limits(max_tokens=1024, max_concurrent=1, max_body_bytes=64 * 1024, api_keys=frozenset({KEY}))
-    with ApiServerThread(backend, Speculation("static", 4, None, "compact"), limits) as srv:
+    with ApiServerThread(backend, Speculation("static-4", None, None, "compact"), limits) as srv:
         yield srv
 
 

@@ -26,7 +26,7 @@ MAX_TOKENS = 24
 def server(pair):
     draft, target, tok = pair
     backend = Backend(draft, tok, target=target, system="paper", model_name=MODEL)
-    with ApiServerThread(backend, Speculation("static", 4, None, "compact"), Limits(max_concurrent=4)) as srv:
+    with ApiServerThread(backend, Speculation("static-4", None, None, "compact"), Limits(max_concurrent=4)) as srv:
         yield srv
 
 
@@ -88,7 +88,7 @@ def test_usage_agrees_with_the_round_records(client):
     assert spec["mean_acceptance_length"] == pytest.approx(usage.completion_tokens / len(rounds))
     assert spec["draft_acceptance_rate"] == pytest.approx(spec["num_accepted_tokens"] / spec["num_draft_tokens"])
     assert spec["device_joules"] > 0  # the server runs the paper's system model
-    assert spec["settings"] == {"policy": "static", "num_draft_tokens": 4, "e_bar": None, "payload": "compact"}
+    assert spec["settings"] == {"policy": "static-4", "num_draft_tokens": None, "e_bar": None, "payload": "compact"}
     assert all(r["sent"] <= 4 for r in rounds)
 
 
@@ -135,7 +135,9 @@ def test_sampling_is_reproducible_with_a_seed(client):
     assert a.choices[0].text == b.choices[0].text
 
 
-def test_concurrent_requests_each_get_the_reference(pair, client):
+def test_concurrent_requests_each_get_the_reference(pair, server, client):
+    """Concurrent requests each get the target's own text, and the in-process edge verified some of their
+    rounds together in one target forward."""
     prompts = [PROMPT, "Question: Sam has 4 boxes of 6 pens. How many pens?\nAnswer:",
                "Question: A train goes 60 km in 1 hour. How far in 3 hours?\nAnswer:"]
     refs = [target_only_text(pair, list(pair[2](p)["input_ids"]), MAX_TOKENS)[0] for p in prompts]
@@ -143,8 +145,12 @@ def test_concurrent_requests_each_get_the_reference(pair, client):
     def ask(prompt):
         return stream_completion(client, prompt=prompt, max_tokens=MAX_TOKENS, temperature=0)[0]
 
+    edge = server.state.backend.local_edge_address() and server.state.backend._local_edge  # noqa: SLF001
+    before = edge.metrics()["batch_sizes"]
     with ThreadPoolExecutor(3) as pool:
         assert list(pool.map(ask, prompts)) == refs
+    after = edge.metrics()["batch_sizes"]
+    assert any(int(size) > 1 and n > before.get(size, 0) for size, n in after.items()), after
 
 
 def test_models_health_and_metrics(server, client):

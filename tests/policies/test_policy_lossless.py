@@ -60,8 +60,6 @@ def prompts_and_refs(pair):
 
 def build(name: str):
     cfg = {"predictor": PREDICTOR}
-    if name == "static":
-        cfg["k"] = 3
     if name in ("gelato-paper", "gelato-outer-only", "gelato-improved"):
         cfg["init_bits_per_token"] = 20_000.0
     return make_policy(name, **cfg)

@@ -23,7 +23,7 @@ def _draft(n: int) -> Draft:
 
 @pytest.mark.parametrize("name", [n for n in POLICIES if not n.endswith("-pipelined")])
 def test_every_existing_policy_predrafts_nothing(name):
-    policy = make_policy(name, **({"k": 4} if name == "static" else {}), predictor=LinearRoundPredictor())
+    policy = make_policy(name, predictor=LinearRoundPredictor())
     assert policy.predraft(CTX, _draft(4)) == 0
     assert not is_pipelined(policy)
 

@@ -28,7 +28,7 @@ def test_every_expected_name_is_registered():
 
 @pytest.mark.parametrize("name", sorted(POLICIES))
 def test_every_policy_builds_with_a_predictor_and_has_a_payload_mode(name):
-    cfg = {"predictor": PRED, "energy_budget": 1.0, **({"k": 4} if name == "static" else {})}
+    cfg = {"predictor": PRED, "energy_budget": 1.0, }
     p = make_policy(name, **cfg)
     assert isinstance(p, DraftPolicy)
     mode = POLICIES[name].payload_mode
@@ -50,9 +50,12 @@ def test_payload_modes_and_fixed_budgets():
     for k in (5, 7, 9):
         p = make_policy(f"static-{k}")
         assert p.budget(ctx) == k and policy_spec(f"static-{k}").payload_mode is None and p.name == f"static-{k}"
-    assert make_policy("static", k=3).budget(ctx) == 3
-    # any K by name, in the registry's spelling and the device CLI's
-    assert make_policy("static-12").budget(ctx) == 12 and make_policy("static:3").name == "static-3"
+    assert make_policy("static-5", k=3).budget(ctx) == 3  # an explicit K (the API's num_draft_tokens) wins
+    # any K by name, spelled one way: static-K; other spellings are refused with the right one
+    assert make_policy("static-12").budget(ctx) == 12 and make_policy("static-3").name == "static-3"
+    for wrong in ("static:3", "static", "static_3"):
+        with pytest.raises(ValueError, match="spelled static-K"):
+            make_policy(wrong)
     assert make_policy("gelato-improved", predictor=PRED).name == "gelato-improved (ours)"
 
 

@@ -15,7 +15,9 @@ import pytest
 from typer.testing import CliRunner
 
 from edge_helpers import VOCAB, reference
-from gelato.cli.transport_cmd import app, policy_by_name
+from gelato.cli.common import policy_by_name
+from gelato.cli.transport_cmd import app
+from gelato.policies.registry import DEFAULT_POLICY
 
 
 def _save_with_tokenizer(model, path):
@@ -87,7 +89,7 @@ def test_serve_link_device_end_to_end(pair, model_dirs, tmp_path):
         out = tmp_path / "run.json"
         prompt = "w3 w17 w42 w5 w8"
         result = runner.invoke(app, ["device", "--edge", f"127.0.0.1:{listen}", "--draft", str(draft_dir),
-                                     "--prompt", prompt, "--max-new-tokens", "40", "--policy", "static:40",
+                                     "--prompt", prompt, "--max-new-tokens", "40", "--policy", "static-40",
                                      "--token", "s3cret", "--json", str(out)])
         assert result.exit_code == 0, result.output
         run = json.loads(out.read_text())
@@ -97,9 +99,10 @@ def test_serve_link_device_end_to_end(pair, model_dirs, tmp_path):
             expected = expected[: expected.index(eos) + 1]
         assert run["token_ids"] == expected
         assert "network + gRPC" in result.output and run["network"]["rounds"] == run["metrics"]["rounds"]
-        # piped output: the text is one line, not hard-wrapped at 80 columns; static:40 was capped to the
+        # piped output: the text is one line, not hard-wrapped at 80 columns; static-40 was capped to the
         # edge's 32 draft tokens per round instead of being refused
         assert len(run["text"]) > 80 and run["text"] in result.output.splitlines()
+        assert run["policy"] == "static-40"
         # direct to the edge, with prompt ids and a wrong token: a clear refusal, exit code 1
         bad = runner.invoke(app, ["device", "--edge", f"127.0.0.1:{edge_port}", "--draft", str(draft_dir),
                                   "--prompt-ids", "3,17,42", "--max-new-tokens", "4", "--token", "nope"])
@@ -112,7 +115,8 @@ def test_serve_link_device_end_to_end(pair, model_dirs, tmp_path):
 
 
 def test_policy_names_come_from_the_registry():
-    assert policy_by_name("static:5").k == 5 and policy_by_name("static-2").k == 2
+    assert policy_by_name("static-5").k == 5 and policy_by_name("static-2").k == 2
+    assert policy_by_name(DEFAULT_POLICY).name.startswith("gelato-improved")
     assert policy_by_name("gelato-paper").name.startswith("gelato")
     with pytest.raises(ValueError, match="unknown policy"):
         policy_by_name("nonsense")

@@ -6,7 +6,7 @@ Four device threads share the edge (``max_batch=4``), each drawing generations o
 an adversarial draft (an unrelated model, far from the target). One thread's client loses the reply of
 every fifth round after the edge verified it, so its device resumes on a new stream; halfway through, the
 edge is stopped and restarted on the same port, and every device resumes. The chi-square test against
-exact enumeration must pass; the same samples tested against the draft's own two-token distribution must
+exact enumeration must pass, also when the device drafts from the truncated q~ (sparse proposals); the same samples tested against the draft's own two-token distribution must
 fail, which shows the sample size can tell the two apart.
 """
 
@@ -53,7 +53,7 @@ def _start(target, port: int = 0) -> EdgeServerThread:
     return thread
 
 
-def _network_samples(models, payload: str) -> tuple[list[tuple[int, int]], dict]:
+def _network_samples(models, payload: str, draft_top_k: int) -> tuple[list[tuple[int, int]], dict]:
     draft_model, target_model = models
     edge = {"server": _start(target_model)}
     port = edge["server"].port
@@ -67,7 +67,8 @@ def _network_samples(models, payload: str) -> tuple[list[tuple[int, int]], dict]
         try:
             client = (FaultyClient(address, {n: "drop_response" for n in range(5, 10_000, 5)}) if i == 0
                       else EdgeClient(address))
-            proposer = DraftModelProposer(CachedCausalLM(draft_model), PARAMS, torch.Generator().manual_seed(100 + i))
+            proposer = DraftModelProposer(CachedCausalLM(draft_model), PARAMS, torch.Generator().manual_seed(100 + i),
+                                          draft_top_k=draft_top_k)
             for j in range(SAMPLES_PER_DEVICE):
                 verifier = RemoteVerifier(client, PARAMS, fingerprint=FINGERPRINT, seed=i * 1_000_003 + j,
                                           payload=payload, rpc_timeout=5.0, unreachable_after=20.0)
@@ -102,10 +103,12 @@ def _network_samples(models, payload: str) -> tuple[list[tuple[int, int]], dict]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("payload", ["compact", "dssd", "paper_topp"])
-def test_network_sampling_matches_target_with_batching_drops_and_restart(models, payload):
+@pytest.mark.parametrize("payload, draft_top_k", [("compact", 0), ("compact", 2), ("dssd", 2), ("paper_topp", 2),
+                                                   ("paper_topp", 0)])
+def test_network_sampling_matches_target_with_batching_drops_and_restart(models, payload, draft_top_k):
+    """``draft_top_k`` 2 (of 6): sparse proposals, the device drafts from q~ and sends only its support."""
     draft_model, target_model = models
-    samples, stats = _network_samples(models, payload)
+    samples, stats = _network_samples(models, payload, draft_top_k)
     assert len(samples) == DEVICES * SAMPLES_PER_DEVICE
     assert stats["restarted"] and stats["reopens"] >= SAMPLES_PER_DEVICE // 10  # drops and the restart resumed
     assert stats["batched"] > 0  # rounds really were verified in batches

@@ -1,13 +1,19 @@
 """The models behind the server and what each request gets: its own proposer, verifier, policy and clock.
 
-One draft (and, without an edge, one target) per server process. Concurrent requests share the weights
-but never a KV cache: each request wraps the models in its own :class:`CachedCausalLM`, so generations
+One draft (and, without an edge, one target) per server process. Concurrent requests share the draft's
+weights but never a KV cache: each request wraps the draft in its own :class:`CachedCausalLM`, so drafts
 run in parallel threads without a lock (inference-mode forwards do not modify the module).
+
+Without an edge the target is still verified by the edge's code: an in-process :class:`EdgeServer` on
+loopback (started with the first request) holds every request's KV cache as a slot of its pool and
+verifies concurrent requests' rounds in one batched target forward. ``batch=False`` verifies each
+request on its own instead (one target forward per request and round, the reference for the speed-up).
 """
 
 from __future__ import annotations
 
 import random
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +30,8 @@ from gelato.models.cached import CachedCausalLM
 from gelato.models.loading import load_causal_lm, load_pair, load_tokenizer, shared_vocab_size
 from gelato.system.config import SystemConfig
 from gelato.transport.fingerprint import tokenizer_fingerprint
+from gelato.transport.process import EdgeServerThread
+from gelato.transport.server import EdgeConfig, EdgeServer
 from gelato.wire.payload import PayloadConfig, build_draft_up, build_verdict_down
 
 SYSTEMS = {"paper": SystemConfig.paper, "generic": SystemConfig.generic}
@@ -83,7 +91,8 @@ class EdgeSettings:
 
 class Backend:
     def __init__(self, draft: torch.nn.Module, tokenizer, target: torch.nn.Module | None = None,
-                 edge: EdgeSettings | None = None, system: str | None = None, model_name: str = "gelato") -> None:
+                 edge: EdgeSettings | None = None, system: str | None = None, model_name: str = "gelato",
+                 batch: bool = True) -> None:
         if (target is None) == (edge is None):
             raise ValueError("give a target model (in-process verification) or an edge address, not both")
         if system is not None and system not in SYSTEMS:
@@ -95,6 +104,9 @@ class Backend:
         self.system = system
         self.model_name = model_name
         self.fingerprint = tokenizer_fingerprint(tokenizer)
+        self.batch = batch and target is not None  # verify through an in-process edge (see the module docstring)
+        self._local_edge: EdgeServerThread | None = None
+        self._lock = threading.Lock()
         models = [m for m in (draft, target) if m is not None]
         self.context_window = min(int(getattr(m.config, "max_position_embeddings", 0) or 1 << 30) for m in models)
         self.eos_token_id = tokenizer.eos_token_id
@@ -115,14 +127,14 @@ class Backend:
             clock = cfg.model_copy(update={"payload": cfg.payload.model_copy(
                 update={"mode": spec.payload, "greedy": params.greedy})}).build_clock(seed)
         predictor = clock if clock is not None else SystemConfig.paper().build_clock(seed)
-        if self.edge is None:
+        if self.edge is None and not self.batch:
             vocab = shared_vocab_size(self.draft, self.target)
             inner = TargetModelVerifier(CachedCausalLM(self.target, vocab), params,
                                         torch.Generator().manual_seed(seed + 1_000_003))
             verifier = MeteredVerifier(inner, payload, cancelled)
             close, max_draft = (lambda: None), None
         else:
-            e = self.edge
+            e = self.edge or EdgeSettings(self.local_edge_address())
             session = EdgeSession(e.address, params, fingerprint=self.fingerprint, seed=seed, payload=spec.payload,
                                   max_new_tokens=max_new_tokens, token=e.token, rpc_timeout=e.rpc_timeout,
                                   unreachable_after=e.unreachable_after, tls=e.tls, tls_ca=e.tls_ca,
@@ -141,6 +153,25 @@ class Backend:
         proposer = DraftModelProposer(CachedCausalLM(self.draft, vocab), params, device_gen)
         policy = build_policy(spec, predictor, max_draft)
         return GenerationParts(proposer, verifier, policy, clock, close)
+
+
+    def local_edge_address(self) -> str:
+        """The in-process edge's loopback address (started on first use)."""
+        with self._lock:
+            if self._local_edge is None:
+                vocab = shared_vocab_size(self.draft, self.target)
+                server = EdgeServer(self.target, fingerprint=self.fingerprint, vocab_size=vocab,
+                                    config=EdgeConfig(model_name=self.model_name, max_batch=8, batch_window_ms=2.0,
+                                                      grace_s=0.1))
+                self._local_edge = EdgeServerThread(server)
+                self._local_edge.start()
+            return self._local_edge.address
+
+    def close(self) -> None:
+        with self._lock:
+            if self._local_edge is not None:
+                self._local_edge.stop()
+                self._local_edge = None
 
 
 def load_backend(draft_dir: Path, target_dir: Path | None = None, edge: EdgeSettings | None = None,

@@ -107,7 +107,7 @@ async def text_pieces(job: GenerationJob, p: Prepared, backend: Backend, metrics
     """The job's rounds as text; cancels the job when a stop string ends the text or the consumer leaves."""
     detok = IncrementalDetokenizer(backend.tokenizer, p.prompt_ids)
     stops = StopStringMatcher(p.stops)
-    tally = UsageTally(len(p.prompt_ids), p.spec, "measured" if backend.mode == "edge" else "modelled")
+    tally = UsageTally(len(p.prompt_ids), p.spec, "measured" if backend.mode == "edge" or backend.batch else "modelled")
     metrics.prompt_tokens.inc(len(p.prompt_ids))
     last = arrived
     finished = False

@@ -54,6 +54,7 @@ class ApiServerThread:
         self.server.should_exit = True
         self._thread.join(timeout)
         self.state.executor.shutdown(wait=False, cancel_futures=True)
+        self.state.backend.close()
 
     def __enter__(self) -> ApiServerThread:
         return self.start() if self.port is None else self

@@ -1,7 +1,8 @@
 """Per-request speculation: the request's ``speculative`` object over the server's defaults, as objects.
 
-``num_draft_tokens`` is K for the fixed-length policies and the largest draft length for the adaptive
-ones (their own ``g_max`` / ``k_max`` where they have one, else a cap on the budget); ``e_bar`` is the
+``num_draft_tokens`` overrides K for the fixed-length policies and is the largest draft length for the
+adaptive ones (their own ``g_max`` / ``k_max`` where they have one, else a cap on the budget); None keeps the
+policy's own (K of ``static-K``, GELATO's ``g_max``). ``e_bar`` is the
 GELATO policies' device energy budget per round and is refused for policies without one.
 """
 
@@ -28,7 +29,7 @@ class Speculation:
     """Resolved settings of one request."""
 
     policy: str
-    num_draft_tokens: int
+    num_draft_tokens: int | None
     e_bar: float | None
     payload: str
 
@@ -41,8 +42,10 @@ def resolve(request: SpeculativeSettings | None, default: Speculation) -> Specul
     """The request's settings where given, the server's elsewhere; 400 naming the field if invalid."""
     r = request or SpeculativeSettings()
     policy = r.policy if r.policy is not None else default.policy
-    if policy not in POLICIES:
-        raise bad_request(f"unknown policy {policy!r}; known: {', '.join(POLICIES)}", param="speculative.policy")
+    try:
+        policy_spec(policy)
+    except ValueError as exc:
+        raise bad_request(str(exc), param="speculative.policy") from None
     e_bar = None
     if policy in _HAS_E_BAR:  # the request's, else the server's, else the policy's own default
         e_bar = next(x for x in (r.e_bar, default.e_bar, _DEFAULT_E_BAR[policy]) if x is not None)
@@ -57,7 +60,7 @@ def build_policy(spec: Speculation, predictor, max_draft_tokens: int | None = No
     """A fresh policy object for one request (policies keep per-generation state)."""
     cfg: dict = {"predictor": predictor}
     arg = policy_spec(spec.policy).length_arg
-    if arg is not None:
+    if arg is not None and spec.num_draft_tokens is not None:
         cfg[arg] = spec.num_draft_tokens
     if spec.e_bar is not None:
         cfg["e_bar"] = spec.e_bar

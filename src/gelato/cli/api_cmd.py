@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from gelato.cli.common import fail, resolve_pair_dirs
+from gelato.cli.common import check_port_free, fail, resolve_pair_dirs
+from gelato.policies.registry import DEFAULT_POLICY
 
 
 def _read_keys(path: Path | None, keys: list[str]) -> frozenset[str]:
@@ -50,9 +51,11 @@ def api(
                                                    "unused with --edge).")] = None,
     model_name: Annotated[Optional[str], typer.Option(help="The model id clients ask for (default: the pair's "
                                                       "name).")] = None,
-    policy: Annotated[str, typer.Option(help="Default draft-length policy (`gelato policies`).")] = "static",
-    num_draft_tokens: Annotated[int, typer.Option("--num-draft-tokens", "-k", min=1, max=64,
-                                                  help="Default K (largest draft for adaptive policies).")] = 4,
+    policy: Annotated[str, typer.Option(help="Default draft-length policy (`gelato policies`), e.g. static-4.")
+                      ] = DEFAULT_POLICY,
+    num_draft_tokens: Annotated[Optional[int], typer.Option("--num-draft-tokens", "-k", min=1, max=64,
+                                                            help="Largest draft per round (default: the policy's "
+                                                                 "own: K of static-K, 15 for GELATO).")] = None,
     e_bar: Annotated[Optional[float], typer.Option(help="Default device energy budget per round, J (GELATO "
                                                    "policies).")] = None,
     payload: Annotated[str, typer.Option(help="Default payload: compact, paper_topp or dssd.")] = "compact",
@@ -82,16 +85,19 @@ def api(
     from gelato.api.server import serve
     from gelato.api.speculative import Speculation
     from gelato.models.loading import ModelLoadError, VocabularyMismatchError
-    from gelato.policies.registry import POLICIES
+    from gelato.policies.registry import policy_spec
 
-    if policy not in POLICIES:
-        fail(f"unknown policy {policy!r}; known: {', '.join(POLICIES)}")
+    try:
+        policy_spec(policy)
+    except ValueError as exc:
+        fail(str(exc))
     if payload not in ("compact", "paper_topp", "dssd"):
         fail(f"unknown payload {payload!r}; choose compact, paper_topp or dssd")
     if system is not None and system not in SYSTEMS:
         fail(f"unknown system model {system!r}; choose {' or '.join(SYSTEMS)}")
     if e_bar is not None and e_bar <= 0:
         fail(f"--e-bar must be > 0, got {e_bar}")
+    check_port_free(host, port)
     if edge is not None:  # the target lives on the edge
         draft_dir, target_dir = (draft, None) if draft is not None else (resolve_pair_dirs(None, None)[0], None)
     else:
@@ -116,5 +122,5 @@ def api(
     limits = Limits(max_tokens=max_tokens, default_max_tokens=min(default_max_tokens, max_tokens),
                     max_concurrent=max_concurrent, max_body_bytes=max_body_kb * 1024, api_keys=keys)
     typer.echo(f"gelato api: model {backend.model_name!r}, verifier {edge or 'in process'}, "
-               f"policy {policy} K={num_draft_tokens}, on http://{host}:{port}/v1", err=True)
+               f"policy {policy}{f' K<={num_draft_tokens}' if num_draft_tokens else ''}, on http://{host}:{port}/v1", err=True)
     serve(backend, Speculation(policy, num_draft_tokens, e_bar, payload), limits, host, port, log_level)

@@ -42,6 +42,35 @@ def sampling_params(temperature: float, top_k: int, top_p: float) -> SamplingPar
         raise typer.BadParameter(str(exc)) from None
 
 
+def policy_by_name(name: str, num_draft_tokens: int | None = None):
+    """A registered policy (``gelato policies`` lists them; ``static-K`` for any K); ``num_draft_tokens``
+    overrides its (largest) draft length. Policies that plan with a system model get the paper's modelled
+    device and link as their predictor. ValueError for an unknown name or a policy without a draft length."""
+    from gelato.policies.registry import make_policy, policy_spec
+    from gelato.system.config import SystemConfig
+
+    cfg = {}
+    if num_draft_tokens is not None:
+        arg = policy_spec(name).length_arg
+        if arg is None:
+            raise ValueError(f"policy {name!r} has no draft length to set with --num-draft-tokens")
+        cfg[arg] = num_draft_tokens
+    return make_policy(name, predictor=SystemConfig.paper().build_clock(), **cfg)
+
+
+def check_port_free(host: str, port: int) -> None:
+    """One ``error:`` line now if ``host:port`` cannot be bound, before any model loads (port 0 always can)."""
+    import socket
+
+    if port == 0:
+        return
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.bind((host, port))
+    except OSError as exc:
+        fail(f"could not bind {host}:{port}: {exc.strerror or exc}")
+
+
 def fail(message: str) -> None:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code=2)

@@ -24,24 +24,33 @@ def demo(
     payload: Annotated[str, typer.Option(help="Uplink of the policies without their own: compact (token ids, "
                                                "what gelato sends under greedy) or paper_topp (the paper's "
                                                "top-p probabilities).")] = "compact",
+    device_profile: Annotated[str, typer.Option(help="What the simulated phone is charged for drafting: "
+                                                "phone-own-draft (the paper's phone running this draft) or paper "
+                                                "(the paper's Qwen2.5-0.5B draft).")] = "phone-own-draft",
 ) -> None:
-    """GELATO vs static SD vs edge-only decoding on the default pair, with the paper's system model.
+    """GELATO vs fixed draft lengths vs no drafting on the default pair, with the paper's system model.
 
     One greedy generation is recorded as a trace and every policy is replayed from it (exact under
     greedy); two policies also run live and must produce the same tokens."""
+    import sys
+    import time
+
     from rich.console import Console
     from rich.panel import Panel
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from gelato.experiments.demo import DEMO_POLICIES, run_demo
+    from gelato.experiments.demo import DEMO_POLICIES, DEVICE_PROFILES, LIVE_CHECK_POLICIES, conclusion, run_demo
     from gelato.experiments.workloads import load_gsm8k
     from gelato.models import load_pair, shared_vocab_size
     from gelato.models.chat import decode_text, demo_prompt_ids
+    from gelato.system.presets import PAPER
 
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 120)  # piped: lines wide enough for the table
     if payload not in ("compact", "paper_topp"):
         fail(f"--payload must be compact or paper_topp, got {payload!r}")
+    if device_profile not in DEVICE_PROFILES:
+        fail(f"--device-profile must be {' or '.join(DEVICE_PROFILES)}, got {device_profile!r}")
     draft_dir, target_dir = resolve_pair_dirs(draft, target)
     try:
         d, t, tok = load_pair(draft_dir, target_dir)
@@ -49,26 +58,47 @@ def demo(
         prompt_ids = [(q.id, demo_prompt_ids(tok, q.text)) for q in questions]
     except Exception as exc:  # noqa: BLE001 - loader messages name the problem
         fail(str(exc))
-    console.print(f"[bold]gelato demo[/]: target {Path(str(target_dir)).name} (draft {sum(p.numel() for p in d.parameters())/1e6:.1f}M, "
-                  f"target {sum(p.numel() for p in t.parameters())/1e6:.1f}M params), {len(prompt_ids)} GSM8K "
-                  f"questions x {max_new_tokens} tokens, paper system model at {bandwidth_mhz:g} MHz, "
-                  f"T_V {t_verify_ms:g} ms, E_bar {e_bar:g} J/round, {payload} uplink")
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed} steps"),
-                  TimeElapsedColumn(), console=console, transient=True) as progress:
-        task = progress.add_task("", total=None)
+    n_draft, n_target = (sum(p.numel() for p in m.parameters()) / 1e6 for m in (d, t))
+    uplink = "token ids only" if payload == "compact" else "the paper's top-p probabilities"
+    console.print(f"[bold]gelato demo[/]: {len(prompt_ids)} GSM8K questions x up to {max_new_tokens} tokens; a "
+                  f"{n_draft:.1f}M-parameter draft on a phone proposes tokens, the {n_target:.0f}M target "
+                  f"({Path(str(target_dir)).name}) on an edge server checks them.\n"
+                  f"[bold]real[/] (measured): every token, from the real draft and target; the sizes of the real "
+                  f"uplink messages ({uplink}).\n"
+                  f"[bold]simulated[/] (modelled): the phone ({DEVICE_PROFILES[device_profile]}: "
+                  f"{PAPER.flops_per_s / 1e9:.0f} GFLOP/s at {PAPER.compute_w:g} W), a {bandwidth_mhz:g} MHz "
+                  f"radio uplink with fading, an edge that takes {t_verify_ms:g} ms per check, and a phone energy "
+                  f"budget of {e_bar:g} J per round that GELATO keeps to.")
+    stages = ["greedy trace (one generation)"] + [f"{n} (replay)" for n in DEMO_POLICIES] + \
+             [f"{n} (live, lossless check)" for n in LIVE_CHECK_POLICIES]
+    done = {"i": 0, "t": time.perf_counter()}
+    piped = not console.is_terminal
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True, disable=piped) as progress:
+        task = progress.add_task("starting", total=len(stages))
 
         def start(name: str) -> None:
-            progress.reset(task, description=f"running {name}")
+            if done["i"]:
+                progress.advance(task)
+            done["i"] += 1
+            progress.update(task, description=f"[{done['i']}/{len(stages)}] {name}")
+            if piped:
+                console.print(f"[{done['i']}/{len(stages)}] {name} ... ({time.perf_counter() - done['t']:.0f} s "
+                              "so far)", highlight=False)
 
         outcome = run_demo(d, t, tok, prompt_ids, out, DEMO_POLICIES, bandwidth_mhz, t_verify_ms, e_bar,
-                           max_new_tokens, seed, shared_vocab_size(d, t),
-                           on_round=lambda r: progress.advance(task), on_policy=start, payload=payload)
+                           max_new_tokens, seed, shared_vocab_size(d, t), on_policy=start, payload=payload,
+                           device_profile=device_profile)
     first = outcome.results[DEMO_POLICIES[0]]
     answer = decode_text(tok, first.texts[0][1])
-    console.print(Panel(f"{questions[0].text}\n\n[green]{answer}[/]", title="first question and the target's "
-                        "answer (identical for every policy)", expand=False))
-    table = Table(title="modelled device-edge decoding (paper system model)")
-    for col in ("policy", "tok/s", "J/tok", "accept len", "E/round J", "E<=E_bar", "up B/tok"):
+    console.print(Panel(f"{questions[0].text}\n\n[green]{answer}[/]", title="the first question and the target's own answer",
+                        subtitle="every policy produces exactly this text (a 135M target can get sums wrong)",
+                        expand=False))
+    table = Table(title="one row per drafting policy (same text for all; time and energy simulated)")
+    columns = {"policy": "policy", "tokens/s": "tokens/s", "J/token": "phone J/token",
+               "tokens/round": "tokens/round", "J/round": "phone J/round", "budget": "within budget",
+               "uplink": "uplink B/token"}
+    for col in columns.values():
         table.add_column(col, justify="left" if col == "policy" else "right", no_wrap=col == "policy")
     for name, r in outcome.results.items():
         s = r.summary
@@ -76,6 +106,14 @@ def demo(
                       f"{s['mean_acceptance_length']:.2f}", f"{s['mean_round_energy']:.3f}",
                       "yes" if s["energy_constraint_met"] else "no", f"{s['uplink_bytes_per_token']:.0f}")
     console.print(table)
+    console.print("[dim]policy: gelato-* pick each round's draft length (GELATO: an energy queue plus the draft's "
+                  "confidence); static-K always drafts K tokens; dssd drafts 7 and gets the target's distribution "
+                  "back at a rejection; edge-autoregressive drafts nothing, the edge generates every token.\n"
+                  "tokens/s (modelled): answer tokens per simulated second. phone J/token, phone J/round "
+                  "(modelled): simulated phone energy for drafting and sending. tokens/round (measured): tokens "
+                  "each check commits, from the real models. within budget: mean phone J/round <= "
+                  f"{e_bar:g} J. uplink B/token: bytes of the real messages per answer token.[/]")
+    console.print(f"[bold]conclusion[/]: {conclusion(outcome.results, e_bar)}")
     console.print(f"lossless check ({' and '.join(outcome.live_checked)} run live on the models produced exactly "
                   f"the target's tokens): {'[green]passed[/]' if outcome.lossless else '[red]FAILED[/]'}; "
                   f"live rounds equal the replayed ones: {'yes' if outcome.replay_matches_live else 'no'}")

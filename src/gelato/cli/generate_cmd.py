@@ -1,14 +1,19 @@
-"""``gelato generate``: speculative decoding (or the target alone) on a local draft/target pair."""
+"""``gelato generate``: speculative decoding (or the target alone) on a local draft/target pair.
+
+Text is printed as each round commits it; then time to first token, tok/s and acceptance (measured on this
+machine, in process: no link is modelled here). ``--json`` prints one JSON object at the end instead.
+"""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import sys
+import time
 from typing import Annotated, Optional
 
 import typer
 
-from gelato.cli.common import encode_or_fail, fail, resolve_pair_dirs, sampling_params
+from gelato.cli.common import encode_or_fail, fail, policy_by_name, resolve_pair_dirs, sampling_params
 
 
 def generate(
@@ -22,7 +27,11 @@ def generate(
     temperature: Annotated[float, typer.Option(help="0 = greedy.")] = 0.0,
     top_k: Annotated[int, typer.Option(help="0 = off.")] = 0,
     top_p: Annotated[float, typer.Option(help="1 = off.")] = 1.0,
-    num_draft_tokens: Annotated[int, typer.Option("--num-draft-tokens", "-k", help="Draft length K.")] = 4,
+    policy: Annotated[Optional[str], typer.Option(help="Draft-length policy (`gelato policies`): gelato-improved "
+                                                  "(the default), static-4, ...")] = None,
+    num_draft_tokens: Annotated[Optional[int], typer.Option("--num-draft-tokens", "-k",
+                                                            help="Largest draft per round (default: the "
+                                                                 "policy's own).")] = None,
     seed: int = 0,
     target_only: Annotated[bool, typer.Option(help="Decode with the target alone (the reference).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
@@ -31,17 +40,23 @@ def generate(
 ) -> None:
     """Generate text with speculative decoding; the output equals the target's own."""
     from gelato.models import ModelLoadError, VocabularyMismatchError, load_pair, shared_vocab_size
-    from gelato.policies import StaticPolicy
     from gelato.decoding.pipeline import generate_speculative, generate_target_only
+    from gelato.policies.registry import DEFAULT_POLICY
 
     params = sampling_params(temperature, top_k, top_p)
-    if num_draft_tokens < 1:
+    policy = policy or DEFAULT_POLICY
+    if num_draft_tokens is not None and num_draft_tokens < 1:
         fail(f"--num-draft-tokens must be >= 1, got {num_draft_tokens}")
+    try:
+        chosen = policy_by_name(policy, num_draft_tokens)
+    except (ValueError, TypeError) as exc:
+        fail(str(exc))
     draft_dir, target_dir = resolve_pair_dirs(draft, target)
     try:
         draft_model, target_model, tokenizer = load_pair(draft_dir, target_dir, dtype, device)
     except (ModelLoadError, VocabularyMismatchError, ValueError) as exc:
         fail(str(exc))
+    from gelato.api.text import IncrementalDetokenizer
     from gelato.models.chat import decode_text, stop_token_id
 
     prompt_ids = encode_or_fail(tokenizer, prompt, raw=raw, system=system)
@@ -50,14 +65,36 @@ def generate(
     if target_only:
         result = generate_target_only(target_model, prompt_ids, params, max_new_tokens, stop, seed, vocab)
     else:
-        result = generate_speculative(draft_model, target_model, prompt_ids, params,
-                                      StaticPolicy(num_draft_tokens), max_new_tokens, stop, seed, vocab_size=vocab)
+        stream = not as_json
+        detok = IncrementalDetokenizer(tokenizer, prompt_ids)
+        first: list[float] = []
+        t0 = time.perf_counter()
+        if stream and raw:
+            typer.echo(prompt, nl=False)
+
+        def on_tokens(ids: list[int]) -> None:
+            if not first:
+                first.append(time.perf_counter() - t0)
+            if stream:
+                sys.stdout.write("".join(detok.add(t) for t in ids))
+                sys.stdout.flush()
+
+        result = generate_speculative(draft_model, target_model, prompt_ids, params, chosen, max_new_tokens, stop,
+                                      seed, vocab_size=vocab, on_tokens=on_tokens)
     text = decode_text(tokenizer, result.token_ids)
     if as_json:
         typer.echo(json.dumps({"text": text, "token_ids": result.token_ids, "stop_reason": result.stop_reason,
                                "metrics": result.metrics.to_dict()}))
         return
-    typer.echo(text if not raw else prompt + text)
     m = result.metrics
-    typer.secho(f"\n[{m.generated_tokens} tokens, {m.rounds} rounds, mean acceptance length "
-                f"{m.mean_acceptance_length:.2f}, {m.tokens_per_second:.1f} tok/s]", fg=typer.colors.BLUE, err=True)
+    if target_only:
+        typer.echo(text if not raw else prompt + text)
+        typer.secho(f"\n[target only: {m.generated_tokens} tokens, {m.tokens_per_second:.1f} tok/s (measured, "
+                    f"in process)]", fg=typer.colors.BLUE, err=True)
+        return
+    typer.echo("")
+    ttft = f"{first[0] * 1e3:.0f} ms" if first else "-"
+    typer.secho(f"[{policy}: {m.generated_tokens} tokens in {m.rounds} rounds; time to first token {ttft}, "
+                f"{m.tokens_per_second:.1f} tok/s, acceptance {m.draft_acceptance_rate:.2f} ({m.accepted} of "
+                f"{m.sent} drafted tokens), {m.mean_acceptance_length:.2f} tokens/round; measured in process, no "
+                f"link]", fg=typer.colors.BLUE, err=True)

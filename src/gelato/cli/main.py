@@ -21,11 +21,21 @@ app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="gelato: device-edge speculative decoding with energy-aware draft-length control.")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from gelato import __version__
+
+        typer.echo(f"gelato {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def main(threads: int = typer.Option(
         1, "--threads", envvar="GELATO_THREADS", min=1,
         help="torch CPU threads (env GELATO_THREADS). 1 is best for these small models, and robust when other "
-             "processes share the cores (multi-threaded matmuls slow down badly under contention).")) -> None:
+             "processes share the cores (multi-threaded matmuls slow down badly under contention)."),
+         version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                      help="Print the version and exit.")) -> None:
     import torch
 
     torch.set_num_threads(threads)

@@ -22,7 +22,9 @@ def run(
     bandwidth_mhz: Annotated[Optional[float], typer.Option(help="Uplink bandwidth, MHz.")] = None,
     t_verify_ms: Annotated[Optional[float], typer.Option(help="Verification time (paper system), ms.")] = None,
     system: Annotated[Optional[str], typer.Option(help="paper | generic")] = None,
-    payload: Annotated[Optional[str], typer.Option(help="compact | paper_topp | dssd")] = None,
+    payload: Annotated[Optional[str], typer.Option(help="compact | paper_topp | dssd (default: the policy's own, "
+                                                        "else compact, as `gelato demo`; a --config file's "
+                                                        "default is RunConfig's)")] = None,
     framing: Annotated[Optional[str], typer.Option(help="none | grpc: also charge each message's measured "
                                                         "gRPC framing (40 bytes) on the link")] = None,
     e_bar: Annotated[Optional[float], typer.Option(help="Device energy budget per round, J.")] = None,
@@ -46,6 +48,15 @@ def run(
             **{k: v for k, v in overrides.items() if v is not None})
     except (ValidationError, ValueError, FileNotFoundError) as exc:
         fail(f"invalid run configuration: {exc}")
+    from gelato.policies.registry import policy_spec
+    from gelato.wire.payload import PayloadMode
+
+    try:
+        own_payload = policy_spec(cfg.policy).payload_mode
+    except ValueError as exc:
+        fail(str(exc))
+    if config is None and payload is None and own_payload is None:  # the same uplink as `gelato demo`
+        cfg = cfg.model_copy(update={"payload": PayloadMode.COMPACT})
     console = Console(stderr=True)
     try:
         with Progress(console=console, transient=True) as progress:
@@ -59,7 +70,8 @@ def run(
         return
     from rich.table import Table
 
-    table = Table(title=f"{cfg.name}: {cfg.policy}, {cfg.source}, {cfg.system} system, {cfg.bandwidth_mhz} MHz")
+    table = Table(title=f"{cfg.name}: {cfg.policy}, {cfg.source}, {cfg.system} system, {cfg.bandwidth_mhz} MHz, "
+                        f"{cfg.payload_mode().value} payload")
     table.add_column("metric")
     table.add_column("value", justify="right")
     split = s["joules_per_token_split"]

@@ -58,19 +58,11 @@ def parse_prompt_ids(text: str) -> list[int]:
     return ids
 
 
-def policy_by_name(name: str):
-    """A registered policy (``gelato policies`` lists them; ``static-K`` / ``static:K`` for any K). Policies
-    that plan with a system model get the paper's modelled device and link as their predictor."""
-    from gelato.policies.registry import make_policy
-    from gelato.system.config import SystemConfig
-
-    return make_policy(name.lower(), predictor=SystemConfig.paper().build_clock())
-
-
 def serve(
     target_dir: Optional[Path] = typer.Option(None, "--target", "--target-dir",
                                               help="Hugging Face model directory of the target "
-                                                   "(default: the built-in gsm8k pair's target)"),
+                                                   "(default: the default pair's target, SmolLM2-135M-Instruct; "
+                                                   "GELATO_PAIR=gsm8k: the fast test pair's)"),
     host: str = typer.Option("127.0.0.1", "--host", help="address to bind (0.0.0.0 for every interface)"),
     port: int = typer.Option(50051, "--port", min=0, max=65535, help="port (0: let the OS pick; the bound port is "
                              "printed)"),
@@ -113,9 +105,10 @@ def serve(
     _setup_logging(log_level)
     import torch
 
-    from gelato.cli.common import parse_bytes
+    from gelato.cli.common import check_port_free, parse_bytes
     from gelato.transport.process import serve as run_server
     kv_bytes = parse_bytes(kv_memory, "--kv-memory") if kv_memory is not None else None
+    check_port_free(host, port)
     if target_dir is None:
         from gelato.cli.common import resolve_pair_dirs
         target_dir = resolve_pair_dirs(None, None)[1]
@@ -148,7 +141,8 @@ def device(
     draft_dir: Optional[Path] = typer.Option(None, "--draft", "--draft-dir",
                                              help="Hugging Face model directory of the draft "
                                                   "(default: the default pair's draft)"),
-    policy: str = typer.Option("static:4", "--policy", help="static:K, gelato-paper, gelato-improved, ..."),
+    policy: Optional[str] = typer.Option(None, "--policy", help="draft-length policy: gelato-improved (the "
+                                         "default), gelato-paper, static-K, ... (`gelato policies`)"),
     prompt: Optional[str] = typer.Option(None, "--prompt", help="prompt text (needs a tokenizer)"),
     prompt_ids: Optional[str] = typer.Option(None, "--prompt-ids", help="comma-separated token ids instead"),
     raw: bool = typer.Option(False, "--raw", help="send --prompt as is (no chat template)"),
@@ -190,6 +184,10 @@ def device(
     from gelato.transport.client import RemoteVerifier
     from gelato.transport.errors import TransportError
     from gelato.transport.fingerprint import tokenizer_fingerprint
+    from gelato.cli.common import policy_by_name
+    from gelato.policies.registry import DEFAULT_POLICY
+
+    policy = policy or DEFAULT_POLICY
 
     console = Console(stderr=False, soft_wrap=True)  # piped output is not hard-wrapped at 80 columns
     if threads:
@@ -301,7 +299,8 @@ def device(
     if json_out is not None:
         try:
             json_out.write_text(json.dumps({"token_ids": result.token_ids, "text": text, "metrics": m.to_dict(),
-                                            "network": net, "stop_reason": result.stop_reason, **extra}, indent=2))
+                                            "network": net, "stop_reason": result.stop_reason, "policy": policy,
+                                            **extra}, indent=2))
         except OSError as exc:
             fail(f"cannot write --json {json_out}: {exc.strerror or exc}")
 

@@ -94,8 +94,11 @@ def generation_result(committed: Sequence[int], prompt_len: int, rounds: list[Ro
 def speculative_generate(prompt_ids: Sequence[int], proposer: Proposer, verifier: Verifier, policy: DraftPolicy,
                          max_new_tokens: int, eos_token_id: int | None = None, clock: RoundClock | None = None,
                          round_offset: int = 0, on_round: Callable[[RoundRecord], None] | None = None,
-                         max_rounds: int | None = None) -> GenerationResult:
-    """Generate up to ``max_new_tokens`` after ``prompt_ids`` by draft-verify rounds (at most ``max_rounds``)."""
+                         max_rounds: int | None = None,
+                         on_tokens: Callable[[list[int]], None] | None = None) -> GenerationResult:
+    """Generate up to ``max_new_tokens`` after ``prompt_ids`` by draft-verify rounds (at most ``max_rounds``).
+
+    ``on_tokens`` receives each round's committed ids as soon as they are committed (streaming)."""
     check_generation_args(prompt_ids, max_new_tokens)
     committed = list(prompt_ids)
     prompt_len = len(committed)
@@ -116,7 +119,9 @@ def speculative_generate(prompt_ids: Sequence[int], proposer: Proposer, verifier
         verdict = verifier.verify(committed, draft)
         t3 = time.perf_counter()
         start = len(committed)
-        _, hit_eos = commit_round(committed, draft, verdict, prompt_len, max_new_tokens, eos_token_id)
+        new, hit_eos = commit_round(committed, draft, verdict, prompt_len, max_new_tokens, eos_token_id)
+        if on_tokens is not None:
+            on_tokens(new)
         proposer.rollback(len(committed))
         record = RoundRecord(index=ctx.index, start=start, budget=budget, drafted=draft.n_computed,
                              sent=len(draft.tokens), accepted=verdict.accepted, token=verdict.token,

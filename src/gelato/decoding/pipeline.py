@@ -22,12 +22,12 @@ def device_and_edge_generators(seed: int) -> tuple[torch.Generator, torch.Genera
 def generate_speculative(draft: torch.nn.Module, target: torch.nn.Module, prompt_ids: Sequence[int],
                          params: SamplingParams, policy: DraftPolicy, max_new_tokens: int,
                          eos_token_id: int | None = None, seed: int = 0, clock: RoundClock | None = None,
-                         vocab_size: int | None = None, on_round=None) -> GenerationResult:
+                         vocab_size: int | None = None, on_round=None, on_tokens=None) -> GenerationResult:
     device_gen, edge_gen = device_and_edge_generators(seed)
     proposer = DraftModelProposer(CachedCausalLM(draft, vocab_size), params, device_gen)
     verifier = TargetModelVerifier(CachedCausalLM(target, vocab_size), params, edge_gen)
     return speculative_generate(prompt_ids, proposer, verifier, policy, max_new_tokens, eos_token_id, clock,
-                                on_round=on_round)
+                                on_round=on_round, on_tokens=on_tokens)
 
 
 def generate_target_only(target: torch.nn.Module, prompt_ids: Sequence[int], params: SamplingParams,

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import torch
 
 from gelato.models.cached import CachedCausalLM
-from gelato.decoding.sampling import SamplingParams, choose_token, entropy_nats, processed_probs
+from gelato.decoding.sampling import (DRAFT_TOP_K, SamplingParams, choose_token, entropy_nats, processed_probs,
+                                      proposal_probs)
 from gelato.decoding.types import Draft, DraftStep, SparseDist, StopDecision
 
 KeepDrafting = Callable[[DraftStep], StopDecision]
@@ -18,11 +19,18 @@ def always_continue(step: DraftStep) -> StopDecision:
     return StopDecision.CONTINUE
 
 
-def draft_token(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None):
-    """Pure step: (token, q, entropy of q) from one row of draft logits."""
+def draft_token(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None,
+                draft_top_k: int = DRAFT_TOP_K):
+    """Pure step: (token, the distribution it was drawn from, entropy of q) from one row of draft logits.
+
+    Under sampling the token is drawn from q~ = :func:`proposal_probs` (q's ``draft_top_k`` most likely
+    entries, renormalised), which is returned: it is what the payload sends and the verifier uses. Greedy
+    decoding returns the whole q (its argmax is in every q~). The entropy is always q's, the draft's
+    uncertainty the policies read."""
     q = processed_probs(logits, params)
-    token = choose_token(q, params, generator)
-    return token, q, float(entropy_nats(q))
+    proposal = q if params.greedy else proposal_probs(q, draft_top_k)
+    token = choose_token(proposal, params, generator)
+    return token, proposal, float(entropy_nats(q))
 
 
 @dataclass(frozen=True)
@@ -33,7 +41,7 @@ class DraftedToken:
     entropy: float
     token_prob: float
     max_prob: float
-    q: SparseDist | None = None  # the processed q it was drawn from (None for replayed/synthetic drafts)
+    q: SparseDist | None = None  # what it was drawn from: q~ under sampling (None for replayed/synthetic drafts)
     topp_support: int | None = None  # replayed drafts: top-p support size of q at the payload's threshold
 
 
@@ -74,15 +82,17 @@ def draft_loop(next_token: Callable[[int, list[int]], DraftedToken], budget: int
 class DraftModelProposer:
     """Drafts with a live model whose KV cache persists across rounds (cropped by common prefix)."""
 
-    def __init__(self, model: CachedCausalLM, params: SamplingParams, generator: torch.Generator | None = None):
+    def __init__(self, model: CachedCausalLM, params: SamplingParams, generator: torch.Generator | None = None,
+                 draft_top_k: int = DRAFT_TOP_K):
         self.model = model
         self.params = params
         self.generator = generator
+        self.draft_top_k = draft_top_k  # sampling draws from q~ (see draft_token); 0: the whole q
 
     def draft_next(self, committed: Sequence[int], sent: Sequence[int]) -> DraftedToken:
         """One drafted token after ``committed + sent`` (the cache keeps their common prefix)."""
         logits = self.model.feed(list(committed) + list(sent))[-1]
-        token, q, entropy = draft_token(logits, self.params, self.generator)
+        token, q, entropy = draft_token(logits, self.params, self.generator, self.draft_top_k)
         return DraftedToken(token, entropy, float(q[token]), float(q.max()), SparseDist.from_dense(q))
 
     def propose(self, committed: Sequence[int], budget: int, keep_drafting: KeepDrafting = always_continue) -> Draft:

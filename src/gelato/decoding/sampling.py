@@ -13,6 +13,13 @@ from dataclasses import dataclass
 
 import torch
 
+# Sparse draft proposals (docs/design-decisions.md, "Sparse draft proposals"): under sampling the device draws
+# each draft token from q~, the DRAFT_TOP_K most likely entries of its processed q renormalised, and sends only
+# q~'s support; the verifier uses q~, the distribution the token really came from, so the output stays exactly
+# the target's. It is a draft-side choice: the request's temperature/top-k/top-p keep defining p. Chosen by
+# measurement: docs/results/draft-truncation.md. 0 drafts from the whole q.
+DRAFT_TOP_K = 24
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -55,6 +62,17 @@ def processed_probs(logits: torch.Tensor, params: SamplingParams) -> torch.Tenso
         probs = probs.masked_fill(drop, 0.0)
         probs = probs / probs.sum(dim=-1, keepdim=True)
     return probs
+
+
+def proposal_probs(q: torch.Tensor, draft_top_k: int = DRAFT_TOP_K) -> torch.Tensor:
+    """q~: the ``draft_top_k`` most likely entries of the 1-D distribution ``q``, renormalised (``q`` itself
+    when ``draft_top_k`` is 0 or q has no more entries than that)."""
+    if draft_top_k < 0:
+        raise ValueError(f"draft top-k must be >= 0 (0 drafts from the whole q), got {draft_top_k}")
+    if not draft_top_k or int((q > 0).sum()) <= draft_top_k:
+        return q
+    values, ids = torch.topk(q, draft_top_k)
+    return torch.zeros_like(q).index_put_((ids,), values / values.sum())
 
 
 def entropy_nats(probs: torch.Tensor) -> torch.Tensor:

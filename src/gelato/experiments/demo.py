@@ -4,7 +4,8 @@ Real models produce every token. Greedy decoding is exact under trace replay, so
 once: it records a greedy trace (the target's answer and the draft's rollout of the largest draft any
 policy asks for at every position) and replays every policy from it. Two policies also run live on the
 real models, and their tokens must equal the trace's (the lossless check). The paper's system model
-(Table I device, Rayleigh uplink, constant verification time) charges time and device energy.
+(Table I device, Rayleigh uplink, constant verification time) charges time and device energy; the device
+profile (:data:`DEVICE_PROFILES`) says which draft the device is charged for.
 """
 
 from __future__ import annotations
@@ -21,8 +22,17 @@ from gelato.experiments.trace import Trace, TraceProposer, TraceVerifier
 from gelato.experiments.trace_fast import record_trace_fast
 from gelato.models.chat import stop_token_id
 from gelato.policies.registry import make_policy, policy_spec
+from gelato.system.compute import ModelDims
+from gelato.system.config import ComputeSpec
+from gelato.system.presets import PAPER
 
-DEMO_POLICIES = ("gelato-improved", "gelato-paper", "static-5", "static-7", "static-9", "dssd", "edge-autoregressive")
+DEMO_POLICIES = ("gelato-improved", "gelato-paper", "static-1", "static-2", "static-5", "static-9", "dssd",
+                 "edge-autoregressive")
+# What the simulated device is charged for drafting: the paper's Table I phone (its FLOP/s and power) running
+# the draft the demo really uses, or running the paper's Qwen2.5-0.5B draft (the paper's own charging).
+DEVICE_PROFILES = {"phone-own-draft": "the paper's phone (Table I) running this draft",
+                   "paper": "the paper's phone (Table I) charged for its Qwen2.5-0.5B draft"}
+DEFAULT_DEVICE_PROFILE = "phone-own-draft"
 LIVE_CHECK_POLICIES = ("gelato-improved", "static-5")
 DEMO_K_MAX = 15  # GELATO's g_max: the largest draft any demo policy asks for (static-9 asks 9)
 
@@ -48,11 +58,17 @@ def replay_sessions(trace: Trace, payload_top_p: float | None = None) -> Iterato
                       trace.header.get("eos_token_id"), pt.prompt_id)
 
 
-def _run(name: str, sessions, cfg_kw: dict, e_bar: float, seed: int, on_round, cap: int | None) -> RunResult:
+def _run(name: str, sessions, cfg_kw: dict, e_bar: float, seed: int, on_round, cap: int | None,
+         draft_dims: ModelDims | None = None) -> RunResult:
     cfg = RunConfig(source="live", policy=name, **cfg_kw)
     if policy_spec(name).payload_mode is not None:  # DSSD and edge-only decoding keep their own payload
         cfg = cfg.model_copy(update={"payload": None})
-    clock = cfg.system_config().build_clock(seed)
+    system = cfg.system_config()
+    if draft_dims is not None:  # charge the draft really used (device profile phone-own-draft)
+        dims = (draft_dims.n_layers, draft_dims.d_model, draft_dims.d_ff)
+        system = system.model_copy(update={"draft": ComputeSpec(kind="flops", dims=dims,
+                                                                flops_per_s=PAPER.flops_per_s)})
+    clock = system.build_clock(seed)
     policy = make_policy(name, predictor=clock, energy_budget=e_bar)
     if cap is not None:
         policy = BudgetCap(policy, cap)
@@ -64,11 +80,16 @@ def run_demo(draft, target, tokenizer, prompts: Sequence[tuple[str, list[int]]],
              e_bar: float = 1.2, max_new_tokens: int = 128, seed: int = 0, vocab_size: int | None = None,
              on_round: Callable | None = None, on_policy: Callable[[str], None] | None = None,
              live_check: Sequence[str] = LIVE_CHECK_POLICIES, live_check_prompts: int = 1,
-             k_max: int = DEMO_K_MAX, payload: str | None = "compact") -> DemoOutcome:
+             k_max: int = DEMO_K_MAX, payload: str | None = "compact",
+             device_profile: str = DEFAULT_DEVICE_PROFILE) -> DemoOutcome:
     """Record one greedy trace, replay every policy from it, check ``live_check`` policies live.
 
     ``payload``: the uplink of policies without one of their own (``compact``: token ids only, what gelato
-    sends under greedy decoding; ``paper_topp``: the paper's top-p probabilities; None: the system default)."""
+    sends under greedy decoding; ``paper_topp``: the paper's top-p probabilities; None: the system default).
+    ``device_profile``: a key of :data:`DEVICE_PROFILES`."""
+    if device_profile not in DEVICE_PROFILES:
+        raise ValueError(f"unknown device profile {device_profile!r}; choose {' or '.join(DEVICE_PROFILES)}")
+    draft_dims = ModelDims.from_config(draft.config) if device_profile == "phone-own-draft" else None
     out_dir.mkdir(parents=True, exist_ok=True)
     stop = stop_token_id(tokenizer)
     if on_policy is not None:
@@ -84,7 +105,7 @@ def run_demo(draft, target, tokenizer, prompts: Sequence[tuple[str, list[int]]],
         if on_policy is not None:
             on_policy(f"{name} (replay)")
         payload_top_p = RunConfig(source="live", policy=name, **cfg_kw).payload_top_p
-        result = _run(name, replay_sessions(trace, payload_top_p), cfg_kw, e_bar, seed, on_round, k_max)
+        result = _run(name, replay_sessions(trace, payload_top_p), cfg_kw, e_bar, seed, on_round, k_max, draft_dims)
         result.write(out_dir, name)
         results[name] = result
     reference = [pt.target_tokens.tolist() for pt in trace.prompts[:live_check_prompts]]
@@ -94,7 +115,7 @@ def run_demo(draft, target, tokenizer, prompts: Sequence[tuple[str, list[int]]],
             on_policy(f"{name} (live, lossless check)")
         sessions = live_sessions(draft, target, prompts[:live_check_prompts], SamplingParams(), max_new_tokens, stop,
                                  seed, vocab_size, cycle=False)
-        live = _run(name, sessions, cfg_kw, e_bar, seed, on_round, None)
+        live = _run(name, sessions, cfg_kw, e_bar, seed, on_round, None, draft_dims)
         lossless &= [ids for _, ids in live.texts] == reference
         if name in results:
             replayed = results[name].rows[:len(live.rows)]
@@ -108,12 +129,36 @@ def run_demo(draft, target, tokenizer, prompts: Sequence[tuple[str, list[int]]],
         writer.writeheader()
         for r in results.values():
             writer.writerow(r.summary)
-    figure = plot_demo(results, out_dir / "demo.png", bandwidth_mhz)
+    figure = plot_demo(results, out_dir / "demo.png", f"{bandwidth_mhz:g} MHz uplink, {payload or 'default'} "
+                       f"payload, device profile {device_profile}")
     return DemoOutcome(results, lossless, figure, table_csv, trace, tuple(live_check),
                        replay_ok if live_check else None)
 
 
-def plot_demo(results: dict[str, RunResult], path: Path, bandwidth_mhz: float) -> Path:
+def conclusion(results: dict[str, RunResult], e_bar: float) -> str:
+    """One sentence computed from the numbers: the fastest policy within the energy budget, how the GELATO
+    variants compare with the best fixed draft length, and with no drafting at all."""
+    s = {n: r.summary for n, r in results.items()}
+    within = [n for n in s if s[n]["energy_constraint_met"]] or list(s)
+    best = max(within, key=lambda n: s[n]["tokens_per_second"])
+    parts = [f"fastest within the {e_bar:g} J/round budget: {best} ({s[best]['tokens_per_second']:.2f} tok/s, "
+             f"{s[best]['joules_per_token']:.3f} J/token)"]
+    statics = [n for n in within if n.startswith("static-")]
+    gelato = [n for n in s if n.startswith("gelato")]
+    if statics and gelato:
+        g = max(gelato, key=lambda n: s[n]["tokens_per_second"])
+        st = max(statics, key=lambda n: s[n]["tokens_per_second"])
+        dt = s[g]["tokens_per_second"] / s[st]["tokens_per_second"] - 1
+        de = s[g]["joules_per_token"] / s[st]["joules_per_token"] - 1 if s[st]["joules_per_token"] else 0.0
+        parts.append(f"{g} is {abs(dt):.1%} {'faster' if dt >= 0 else 'slower'} than the best fixed length "
+                     f"({st}) at {abs(de):.0%} {'less' if de <= 0 else 'more'} phone energy per token")
+    if "edge-autoregressive" in s and best != "edge-autoregressive":
+        d = s[best]["tokens_per_second"] / s["edge-autoregressive"]["tokens_per_second"] - 1
+        parts.append(f"{d:+.0%} tokens/s over no drafting (edge-autoregressive)")
+    return "; ".join(parts) + "."
+
+
+def plot_demo(results: dict[str, RunResult], path: Path, subtitle: str) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -123,21 +168,22 @@ def plot_demo(results: dict[str, RunResult], path: Path, bandwidth_mhz: float) -
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
     colors = ["tab:green" if n.startswith("gelato") else "tab:gray" for n in names]
     axes[0].bar(names, [results[n].summary["tokens_per_second"] for n in names], color=colors)
-    axes[0].set_ylabel("tokens/s (modelled)")
+    axes[0].set_ylabel("tokens/s (modelled clock)")
     axes[1].bar(names, [results[n].summary["joules_per_token"] for n in names], color=colors)
-    axes[1].set_ylabel("device J/token")
+    axes[1].set_ylabel("phone J/token (modelled)")
     for ax in axes[:2]:
         ax.tick_params(axis="x", rotation=25)
     for n in names:
         rows = results[n].rows
         if rows and "policy_queue" in rows[0]:
             peak_q = max(r["policy_queue"] for r in rows)
-            axes[2].plot([r["sent"] for r in rows], lw=1, label=f"{n}: tokens sent (max Q {peak_q:.2f} J)")
+            axes[2].plot([r["sent"] for r in rows], lw=1,
+                         label=f"{n} (energy-deficit queue peak {peak_q:.2f} J; 0: never over budget)")
     axes[2].set_xlabel("round")
-    axes[2].set_ylabel("draft tokens sent per round")
+    axes[2].set_ylabel("draft tokens sent per round (GELATO)")
     if axes[2].get_lines():
-        axes[2].legend(fontsize=8)
-    fig.suptitle(f"gelato demo: paper system model, {bandwidth_mhz:g} MHz uplink")
+        axes[2].legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14))
+    fig.suptitle(f"gelato demo: real tokens, modelled phone/link/edge (paper system model); {subtitle}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

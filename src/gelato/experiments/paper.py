@@ -110,7 +110,7 @@ def extra_baselines() -> list[Variant]:
     """Every other registered policy (edge-only decoding, transformers' schedules, early exits, goodput)."""
     from gelato.policies.registry import POLICIES
 
-    handled = {"static", "static-5", "static-7", "static-9", "dssd", *GELATO_POLICIES}
+    handled = {"static-5", "static-7", "static-9", "dssd", *GELATO_POLICIES}
     return [Variant(name, name, GELATO_TOP_P, (), "baseline") for name in POLICIES if name not in handled]
 
 

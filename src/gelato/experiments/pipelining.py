@@ -47,7 +47,7 @@ def paper_points(bandwidths: Sequence[float] = (1, 5, 10), t_verifies: Sequence[
 def unpipelined_policies() -> list[str]:
     from gelato.policies.registry import POLICIES
 
-    return [n for n in POLICIES if n != "static" and n not in PIPELINED]
+    return [n for n in POLICIES if n not in PIPELINED]
 
 
 def _one(job: tuple) -> dict:

@@ -32,8 +32,9 @@ def encode_prompt(tokenizer, text: str, raw: bool = False, system: str | None = 
     ``raw`` sends ``text`` as is (with the tokenizer's usual special tokens); ``system`` replaces the
     template's default system turn. Raises :class:`EmptyPromptError` for an empty prompt.
     """
-    if not text:
-        raise EmptyPromptError("the prompt is empty: give --prompt with some text")
+    if not text.strip():
+        raise EmptyPromptError("the prompt is empty" + (" (only spaces)" if text else "") +
+                               ": give --prompt with some text")
     if system and (raw or not has_chat_template(tokenizer)):
         raise ValueError("--system needs a tokenizer with a chat template and no --raw")
     if raw or not has_chat_template(tokenizer):

@@ -26,8 +26,12 @@ from gelato.policies.hf import hf_confidence, hf_heuristic
 from gelato.policies.pipelined import GelatoImprovedPipelinedPolicy, StaticPipelinedPolicy
 from gelato.policies.static import DSSDPolicy, EdgeAutoregressivePolicy, StaticPolicy
 
-# "static-K" for any K >= 1 (static-5/7/9 are listed); "static:K" is the same policy, as the device CLI spells it.
-_STATIC_NAME = re.compile(r"static[-:](\d+)")
+# "static-K" for any K >= 1 (static-5/7/9 are listed): the one spelling of static SD's name.
+_STATIC_NAME = re.compile(r"static-(\d+)")
+
+# The policy `generate`, `device` and `api` use unless told otherwise (README, "Results": GELATO keeps drafts
+# short where acceptance is low and wins on time and device energy in the modelled clock).
+DEFAULT_POLICY = "gelato-improved"
 
 
 @dataclass(frozen=True)
@@ -49,7 +53,6 @@ def _gelato(factory: Callable[..., DraftPolicy], summary: str) -> PolicySpec:
 
 
 POLICIES: dict[str, PolicySpec] = {
-    "static": PolicySpec(lambda k, **cfg: StaticPolicy(k=k, **cfg), "static SD, K=k (required); also static-K"),
     "static-5": _static(5),
     "static-7": _static(7),
     "static-9": _static(9),
@@ -79,13 +82,15 @@ POLICIES: dict[str, PolicySpec] = {
 
 
 def policy_spec(name: str) -> PolicySpec:
-    """The registry entry for ``name`` (``static-K`` / ``static:K`` for any K); ValueError naming the known ones."""
+    """The registry entry for ``name`` (``static-K`` for any K >= 1); ValueError naming the known ones."""
     if name in POLICIES:
         return POLICIES[name]
     static = _STATIC_NAME.fullmatch(name)
     if static:
         return _static(int(static.group(1)))
-    raise ValueError(f"unknown policy {name!r}; known: static-K, {', '.join(POLICIES)}")
+    hint = f" (policy names are spelled static-K, e.g. static-{m.group(1) or 4})" if (
+        m := re.fullmatch(r"static[\W_]*(\d*)", name, re.IGNORECASE)) else ""
+    raise ValueError(f"unknown policy {name!r}{hint}; known: static-K, {', '.join(POLICIES)}")
 
 
 def make_policy(name: str, predictor: Any = None, energy_budget: float | None = None, **cfg: Any) -> DraftPolicy:
