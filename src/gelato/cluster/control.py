@@ -174,12 +174,16 @@ def up(spec: ClusterSpec, address: str | None = None, num_cpus: float | None = N
 
 def connect() -> dict:
     """Join the running cluster as a driver (for status); returns its state."""
-    require_ray()
     state = read_state()
+    if state and state.get("auth_mode"):  # before Ray is imported: it reads the mode once
+        os.environ.setdefault("RAY_AUTH_MODE", state["auth_mode"])
+    require_ray()
     if not state or not _alive(int(state.get("pid", 0))):
         raise ClusterError("no gelato cluster is up (run `gelato cluster up`)")
-    import ray
+    import logging
 
+    import ray
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)
     if not ray.is_initialized():
         try:
             ray.init(address=state["gcs_address"], log_to_driver=False, configure_logging=False,

@@ -40,7 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     except ClusterError as exc:
         record(error=str(exc))
         return 2
-    record(ready=True, gcs_address=cluster.gcs_address or args.address, port=spec.port,
+    # Ray's token auth (on by default for a new local cluster, token in ~/.ray/auth_token): drivers of
+    # `gelato cluster status` must ask for it too
+    record(ready=True, gcs_address=cluster.gcs_address or args.address, auth_mode=os.environ.get("RAY_AUTH_MODE"),
+           port=spec.port,
            metrics_port=spec.metrics_port, replicas=spec.replicas)
     print(f"gelato cluster up: gRPC ingress on port {spec.port}, metrics on {spec.metrics_port}", flush=True)
     stop.wait()
