@@ -14,6 +14,12 @@ import urllib.request
 
 import pytest
 
+from gelato.cluster.app import INGRESS_MODES  # noqa: E402
+
+# CI runs the default ingress (Serve's HAProxy); GELATO_TEST_INGRESS=proxy runs the same tests through Serve's
+# gRPC proxy actor.
+INGRESS = os.environ.get("GELATO_TEST_INGRESS", "haproxy")
+os.environ.update(INGRESS_MODES[INGRESS])  # before Ray Serve is imported: it reads them once
 pytest.importorskip("ray.serve", reason="Ray Serve is not installed: pip install -e '.[cluster]'")
 
 import grpc  # noqa: E402
@@ -39,6 +45,8 @@ QUESTIONS = ["Tom has 3 apples and buys 5 more. How many apples does he have?",
              "Sara reads 20 pages a day. How many pages does she read in 6 days?",
              "A train travels 60 km in one hour. How far does it go in 3 hours?"]
 NEW_TOKENS = 64
+TOKEN = "cluster-test-token"  # bearer tokens are checked in the replicas
+AUTH = (("authorization", f"Bearer {TOKEN}"),)
 
 
 def _free_port() -> int:
@@ -63,12 +71,14 @@ def models(fast_pair):
 @pytest.fixture(scope="module")
 def cluster(models):
     spec = ClusterSpec(target_dir=str(models["target_dir"]), replicas=2, port=_free_port(),
-                       metrics_port=_free_port(), max_sessions=4, health_check_period_s=1.0)
+                       metrics_port=_free_port(), max_sessions=4, health_check_period_s=1.0, ingress=INGRESS,
+                       edge={"tokens": {TOKEN: "tester"}})
     with LocalCluster(spec, num_cpus=2) as running:
         yield running
 
 
 def _device(cluster, models, i: int, on_round=None, **kwargs):
+    kwargs.setdefault("token", TOKEN)
     verifier = RemoteVerifier(f"127.0.0.1:{cluster.spec.port}", GREEDY, fingerprint=models["fingerprint"],
                               rpc_timeout=10.0, unreachable_after=60.0, device_name=f"device-{i}", **kwargs)
     proposer = DraftModelProposer(CachedCausalLM(models["draft"]), GREEDY)
@@ -134,7 +144,7 @@ def test_full_cluster_answers_resource_exhausted(cluster, models):
     """2 replicas x 4 sessions open; the 9th stream is refused with RESOURCE_EXHAUSTED (the device backs off)."""
     from gelato.wire.proto import gelato_pb2 as pb
 
-    client = EdgeClient(f"127.0.0.1:{cluster.spec.port}")
+    client = EdgeClient(f"127.0.0.1:{cluster.spec.port}", token=TOKEN)
     open_up = pb.StreamUp(open=pb.OpenRequest(prompt_ids=models["prompts"][0],
                                               tokenizer_fingerprint=models["fingerprint"], max_new_tokens=8))
     streams = []
@@ -163,12 +173,12 @@ def test_replicas_report_sessions_and_prometheus_metrics_by_replica(cluster, mod
     assert len(rounds) == 2 and sum(rounds) >= result.metrics.rounds
 
 
-def test_bad_bytes_and_unknown_token_keep_the_edges_statuses(cluster, models):
+def test_bad_bytes_keep_the_edges_statuses(cluster, models):
     """Raw bytes reach the replica's edge: undecodable messages get INVALID_ARGUMENT, as on a single edge."""
     channel = grpc.insecure_channel(f"127.0.0.1:{cluster.spec.port}")
     call = channel.stream_stream("/gelato.v1.Edge/Generate")
     with pytest.raises(grpc.RpcError) as info:
-        list(call(iter([b"\xff\xff\xff"]), timeout=30))
+        list(call(iter([b"\xff\xff\xff"]), timeout=30, metadata=AUTH))
     channel.close()
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "malformed StreamUp" in info.value.details()
@@ -177,7 +187,8 @@ def test_bad_bytes_and_unknown_token_keep_the_edges_statuses(cluster, models):
 def test_port_in_use_is_one_line(cluster, models):
     assert port_in_use(cluster.spec.port)
     from gelato.cluster.app import ClusterError
-    spec = ClusterSpec(target_dir=str(models["target_dir"]), port=cluster.spec.port, metrics_port=_free_port())
+    spec = ClusterSpec(target_dir=str(models["target_dir"]), port=cluster.spec.port, metrics_port=_free_port(),
+                       ingress=INGRESS)
     with pytest.raises(ClusterError, match=f"port {cluster.spec.port} is in use"):
         LocalCluster(spec).start()
 
@@ -188,3 +199,15 @@ def test_rejected_refusal_reaches_the_device_with_its_status(cluster, models):
         _device(cluster, {**models, "fingerprint": "sha256:wrong"}, 1)
     assert info.value.code == grpc.StatusCode.FAILED_PRECONDITION
     assert "fingerprint mismatch" in info.value.details
+
+
+def test_bearer_tokens_are_checked_in_the_replica(cluster, models):
+    for token in (None, "not-a-token"):
+        with pytest.raises(EdgeRejectedError) as info:
+            _device(cluster, models, 2, token=token)
+        assert info.value.code == grpc.StatusCode.UNAUTHENTICATED
+    client = EdgeClient(f"127.0.0.1:{cluster.spec.port}", token=TOKEN)
+    try:
+        assert client.health().status == "SERVING"
+    finally:
+        client.close()

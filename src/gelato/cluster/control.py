@@ -23,6 +23,20 @@ from gelato.cluster.app import APP, ClusterError, ClusterSpec
 EXTRA = "pip install -e '.[cluster]'"
 
 
+def select_ingress(mode: str) -> None:
+    """Set Serve's ingress flags for ``mode`` (``INGRESS_MODES``); they must be set before Ray Serve is imported."""
+    from gelato.cluster.app import INGRESS_MODES
+
+    flags = INGRESS_MODES[mode]
+    if "ray.serve" in sys.modules and any(os.environ.get(k, "0") != v for k, v in flags.items()):
+        raise ClusterError(f"the {mode!r} ingress must be chosen before Ray Serve is imported in this process "
+                           f"(set {' '.join(f'{k}={v}' for k, v in flags.items())})")
+    os.environ.update(flags)
+    # a replica being stopped keeps serving this long so a load balancer can notice (Serve's default 30 s);
+    # HAProxy here is reconfigured by Serve itself
+    os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "3")
+
+
 def require_ray() -> None:
     """ClusterError naming the extra when Ray Serve cannot be imported."""
     try:
@@ -64,6 +78,7 @@ class LocalCluster:
         self._started_ray = False
 
     def start(self, timeout_s: float = 300.0) -> LocalCluster:
+        select_ingress(self.spec.ingress)
         require_ray()
         for name, port in (("gRPC ingress", self.spec.port), ("metrics", self.spec.metrics_port)):
             if port_in_use(port):
