@@ -87,9 +87,11 @@ def cluster_run(target_dir: str, vocab: int, replicas: int, args) -> dict:
     from gelato.cluster.control import LocalCluster
     from gelato.transport.fingerprint import synthetic_fingerprint
 
+    ingress = {"proxy": "proxy", "haproxy": "haproxy", "direct-ingress": "direct"}[args.mode]
     spec = ClusterSpec(target_dir=target_dir, replicas=replicas, port=_free_port(), metrics_port=_free_port(),
-                       max_sessions=32, edge={"fingerprint": synthetic_fingerprint(vocab), "vocab_size": vocab,
-                                              "max_batch": args.max_batch, "batch_window_ms": args.window_ms})
+                       ingress=ingress, max_sessions=32,
+                       edge={"fingerprint": synthetic_fingerprint(vocab), "vocab_size": vocab,
+                             "max_batch": args.max_batch, "batch_window_ms": args.window_ms})
     t0 = time.perf_counter()
     with LocalCluster(spec, num_cpus=2) as cluster:
         port = cluster.spec.port
@@ -115,16 +117,12 @@ def main(argv=None) -> int:
     ap.add_argument("--max-batch", type=int, default=32)
     ap.add_argument("--window-ms", type=float, default=8.0)
     ap.add_argument("--replicas", default="1,2")
-    ap.add_argument("--mode", choices=["proxy", "direct-ingress", "haproxy"], default="proxy",
-                    help="proxy: Serve's gRPC proxy (the default deployment); direct-ingress: the replica's own "
+    ap.add_argument("--mode", choices=["proxy", "direct-ingress", "haproxy"], default="haproxy",
+                    help="haproxy (gelato cluster's default) or proxy: Serve's gRPC proxy actor; direct-ingress: the replica's own "
                          "gRPC port, no proxy (one replica); haproxy: Serve's HAProxy ingress to direct-ingress replicas")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
-    if args.mode != "proxy":  # read by Ray Serve at import, here and in every Ray worker (they inherit it)
-        os.environ["RAY_SERVE_ENABLE_DIRECT_INGRESS"] = "1"
-    if args.mode == "haproxy":
-        os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
     args.target_dir = args.draft_dir = None
     args.edge_threads = 1
     target, _, vocab = build_models(args)

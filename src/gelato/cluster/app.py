@@ -23,7 +23,9 @@ DEPLOYMENT = "edge"
 # own gRPC server ("direct ingress"); proxy (+1.26 ms): Serve's Python proxy actor relays every message,
 # the replica pulling each one from it with a Ray call.
 INGRESS_MODES = {"proxy": {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "0", "RAY_SERVE_ENABLE_HA_PROXY": "0"},
-                 "haproxy": {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"}}
+                 "haproxy": {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"},
+                 # no ingress at all: each replica's own gRPC port (40000 upwards); for measuring one replica
+                 "direct": {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1", "RAY_SERVE_ENABLE_HA_PROXY": "0"}}
 UNARY_HEADROOM = 4  # Health/Metrics calls also count as Serve requests on a replica
 
 
