@@ -7,8 +7,9 @@ of 8 devices on 1 and 2 replicas (synthetic drafts; the same random Llama and de
 
 Each configuration is measured in the same way: ``measure_overhead`` (one device, 200 rounds: device round
 time minus the edge's model time) and ``run_devices`` (8 devices x 60 rounds, common start to last verdict).
-Every run measures a direct edge first (same model and devices), so the ingress's extra cost is a
-difference within one run. ``--mode direct-ingress``: Serve starts no proxy; each replica serves gRPC on its
+Every run keeps a direct edge up (same model and devices) beside the cluster; the ingress's extra cost per
+round is the median of paired differences over alternating blocks (direct, ingress, direct, ...), so the
+shared machine's load hits both sides alike. ``--mode direct-ingress``: Serve starts no proxy; each replica serves gRPC on its
 own port (40000 upwards), which the devices use directly (one replica). ``--mode haproxy``: Serve's HAProxy
 ingress on ``--port`` forwards each stream to a replica's own gRPC server. CPU seconds of the edge, the
 replicas, Serve's proxy and HAProxy over the 8-device run give rounds per CPU second of each part.
@@ -20,6 +21,7 @@ import argparse
 import json
 import os
 import socket
+import statistics
 import sys
 import tempfile
 import time
@@ -82,7 +84,23 @@ def measure(port: int, vocab: int, args, label: str, cpu_of: dict[str, list[int]
     return {"overhead_ms_per_round": overhead, "overhead_split_ms": split, "devices": loaded}
 
 
-def cluster_run(target_dir: str, vocab: int, replicas: int, args) -> dict:
+def paired_overhead(direct_port: int, ingress_port: int, vocab: int, args) -> dict:
+    """Overhead per round through the ingress minus through the direct edge, measured in alternating blocks
+    (``--blocks`` x ``--block-rounds`` rounds each way) so that the shared machine's load hits both alike:
+    the median of the blocks' differences, and each side's median block."""
+    direct, ingress = [], []
+    for _ in range(args.blocks):
+        for port, out in ((direct_port, direct), (ingress_port, ingress)):
+            stats = bench_edge._one_device(f"127.0.0.1:{port}", vocab, args.block_rounds, args.k)
+            ts = stats.timings[2:]
+            out.append(statistics.fmean(t.total_ms - t.forward_ms for t in ts))
+    diffs = [i - d for d, i in zip(direct, ingress)]
+    return {"extra_ms_per_round_median": statistics.median(diffs), "extra_ms_per_round_blocks": diffs,
+            "direct_ms_per_round_median": statistics.median(direct),
+            "ingress_ms_per_round_median": statistics.median(ingress)}
+
+
+def cluster_run(target_dir: str, vocab: int, replicas: int, args, direct_port: int) -> dict:
     from gelato.cluster.app import ClusterSpec
     from gelato.cluster.control import LocalCluster
     from gelato.transport.fingerprint import synthetic_fingerprint
@@ -93,15 +111,21 @@ def cluster_run(target_dir: str, vocab: int, replicas: int, args) -> dict:
                        edge={"fingerprint": synthetic_fingerprint(vocab), "vocab_size": vocab,
                              "max_batch": args.max_batch, "batch_window_ms": args.window_ms})
     t0 = time.perf_counter()
+    label = f"{args.mode}, {replicas} replica(s)"
     with LocalCluster(spec, num_cpus=2) as cluster:
         port = cluster.spec.port
         if args.mode == "direct-ingress":  # no proxy: the replica's own gRPC server
             port = next(p for p in range(40000, 40064) if _edge_answers(p))
         started = time.perf_counter() - t0
-        cpu_of = {"replicas": _pids("ray::ServeReplica:gelato:edge"), "proxy": _pids("ray::ProxyActor"),
+        bench_edge._one_device(f"127.0.0.1:{port}", vocab, 5, args.k)  # warm-up
+        paired = paired_overhead(direct_port, port, vocab, args)
+        print(f"{label}: ingress extra {paired['extra_ms_per_round_median']:.3f} ms/round (median of {args.blocks} "
+              f"paired blocks; direct {paired['direct_ms_per_round_median']:.3f}, ingress "
+              f"{paired['ingress_ms_per_round_median']:.3f})", file=sys.stderr)
+        cpu_of = {"replicas": _pids("ray::ServeReplica:gelato:edge"), "proxy": _pids("ProxyActor"),
                   "haproxy": _pids("haproxy")}
-        result = measure(port, vocab, args, f"{args.mode}, {replicas} replica(s)", cpu_of)
-    result["startup_s"] = started
+        result = measure(port, vocab, args, label, cpu_of)
+    result.update(paired=paired, startup_s=started)
     return result
 
 
@@ -114,6 +138,8 @@ def main(argv=None) -> int:
     ap.add_argument("--devices", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=60)
     ap.add_argument("--single-rounds", type=int, default=200)
+    ap.add_argument("--blocks", type=int, default=10, help="paired overhead blocks (direct, ingress, direct, ...)")
+    ap.add_argument("--block-rounds", type=int, default=40)
     ap.add_argument("--max-batch", type=int, default=32)
     ap.add_argument("--window-ms", type=float, default=8.0)
     ap.add_argument("--replicas", default="1,2")
@@ -130,16 +156,14 @@ def main(argv=None) -> int:
                     "k": args.k, "cores": os.cpu_count(), "mode": args.mode}
     with tempfile.TemporaryDirectory() as tmp:
         target.save_pretrained(tmp)
-        args.target_dir = tmp  # the direct edge: same model, same devices, same run
+        args.target_dir = tmp  # the direct edge: same model, same devices; kept up for the paired blocks
         with EdgeProcess(args, max_batch=args.max_batch, batch_window_ms=args.window_ms) as edge:
             report["direct_edge"] = measure(edge.port, vocab, args, "direct edge", {"edge": [edge.proc.pid]})
-        args.target_dir = None
-        for n in [int(x) for x in args.replicas.split(",")]:
-            report[f"cluster_{n}"] = cluster_run(tmp, vocab, n, args)
-    base = report.get("direct_edge", {}).get("overhead_ms_per_round")
-    if base is not None:
-        report["ingress_extra_ms_per_round"] = {k: v["overhead_ms_per_round"] - base for k, v in report.items()
-                                                if k.startswith("cluster_")}
+            args.target_dir = None
+            for n in [int(x) for x in args.replicas.split(",")]:
+                report[f"cluster_{n}"] = cluster_run(tmp, vocab, n, args, edge.port)
+    report["ingress_extra_ms_per_round"] = {k: v["paired"]["extra_ms_per_round_median"] for k, v in report.items()
+                                            if k.startswith("cluster_")}
     text = json.dumps(report, indent=2)
     if args.out:
         args.out.write_text(text + "\n")
