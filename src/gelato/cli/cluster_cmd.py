@@ -32,7 +32,7 @@ def up(
     target_sessions: Optional[float] = typer.Option(None, "--target-sessions", help="autoscaling target of open "
                                                     "sessions per replica (default 3/4 of --max-sessions)"),
     ingress: str = typer.Option("haproxy", "--ingress", help="haproxy: Serve's HAProxy to each replica's own gRPC "
-                                "server (+0.3 ms a round); proxy: Serve's gRPC proxy actor (+1.3 ms)"),
+                                "server (+0.3 ms a round); proxy: Serve's gRPC proxy actor (+1.3-2.9 ms)"),
     replica_cpus: float = typer.Option(1.0, "--replica-cpus", help="Ray CPUs reserved per replica"),
     num_cpus: Optional[float] = typer.Option(None, "--num-cpus", help="CPUs of the local Ray (default: all)"),
     address: Optional[str] = typer.Option(None, "--address", help="join this Ray cluster instead of starting one"),

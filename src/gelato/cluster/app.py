@@ -19,8 +19,8 @@ from gelato.cluster.ingress import SERVICER_FUNCTION
 APP = "gelato"
 DEPLOYMENT = "edge"
 # Serve reads these flags once, at import, in every Ray process (workers inherit the driver's environment).
-# haproxy (measured +0.25-0.34 ms a round over a direct edge): HAProxy pins each HTTP/2 stream to one replica's
-# own gRPC server ("direct ingress"); proxy (+1.26 ms): Serve's Python proxy actor relays every message,
+# haproxy (measured +0.25-0.35 ms a round over a direct edge, +1.7 under heavy load): HAProxy pins each HTTP/2
+# stream to one replica's own gRPC server ("direct ingress"); proxy (+1.3-2.9 ms): Serve's Python proxy actor relays every message,
 # the replica pulling each one from it with a Ray call.
 INGRESS_MODES = {"proxy": {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "0", "RAY_SERVE_ENABLE_HA_PROXY": "0"},
                  "haproxy": {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"},
@@ -173,9 +173,8 @@ def cluster_status(timeout_s: float = 10.0) -> dict:
     replicas = replica_statuses(timeout_s)
     for r in replicas:
         r.pop("metrics", None)
-    grpc_port = getattr(getattr(status, "proxies", None), "grpc_port", None)
     return {"application": str(app.status).rsplit(".", 1)[-1],
             "deployment": str(dep.status).rsplit(".", 1)[-1] if dep else "MISSING",
             "replica_states": {str(k).rsplit(".", 1)[-1]: int(v) for k, v in (dep.replica_states.items() if dep else [])},
             "replicas": replicas, "sessions": sum(r["sessions"] for r in replicas),
-            "capacity": sum(r["max_sessions"] for r in replicas), **({"grpc_port": grpc_port} if grpc_port else {})}
+            "capacity": sum(r["max_sessions"] for r in replicas)}

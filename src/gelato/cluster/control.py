@@ -218,7 +218,7 @@ def status(timeout_s: float = 10.0) -> dict:
         result = cluster_status(timeout_s)
     finally:
         ray.shutdown()  # this driver only; the cluster keeps running
-    result.update(grpc_port=state["port"], metrics_url=f"http://127.0.0.1:{state['metrics_port']}/metrics",
+    result.update(ingress=state.get("ingress"), grpc_port=state["port"], metrics_url=f"http://127.0.0.1:{state['metrics_port']}/metrics",
                   head_pid=state["pid"])
     return result
 

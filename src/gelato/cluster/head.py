@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     # `gelato cluster status` must ask for it too
     record(ready=True, gcs_address=cluster.gcs_address or args.address, auth_mode=os.environ.get("RAY_AUTH_MODE"),
            port=spec.port,
-           metrics_port=spec.metrics_port, replicas=spec.replicas)
+           metrics_port=spec.metrics_port, replicas=spec.replicas, ingress=spec.ingress)
     print(f"gelato cluster up: gRPC ingress on port {spec.port}, metrics on {spec.metrics_port}", flush=True)
     stop.wait()
     cluster.stop()
