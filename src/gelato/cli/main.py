@@ -7,6 +7,7 @@ import typer
 
 from gelato.cli.api_cmd import api
 from gelato.cli.bench_cmd import app as bench_app
+from gelato.cli.cluster_cmd import app as cluster_app
 from gelato.cli.demo_cmd import demo
 from gelato.cli.generate_cmd import generate
 from gelato.cli.models_cmd import app as models_app
@@ -54,6 +55,7 @@ app.command()(device)
 app.command()(link)
 app.command()(api)
 app.command()(testbed)
+app.add_typer(cluster_app, name="cluster", help="Many edge replicas behind one gRPC ingress (Ray Serve; extra .[cluster]).")
 
 if __name__ == "__main__":
     app()

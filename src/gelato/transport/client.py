@@ -10,8 +10,9 @@ also while a ``verify`` waits: that call then raises :class:`EdgeCancelledError`
   tokens`` (60 s + 20 ms per token), however little of the unreachable window is left;
 - a dropped stream (the edge restarted, the link broke, a reply is late) is resumed on a new stream that
   opens a session with everything committed so far: the output is the same as without the drop;
-- NOT_FOUND (idle expiry) and FAILED_PRECONDITION (the edge disagrees about the position) resynchronise
-  the same way; RESOURCE_EXHAUSTED (edge or quota full) is retried with backoff for ``busy_after`` s;
+- NOT_FOUND (idle expiry), FAILED_PRECONDITION (the edge disagrees about the position) and INTERNAL (an
+  edge bug, or the cluster replica holding the stream died) resynchronise the same way, at most
+  ``max_resyncs`` times a round (INTERNAL after a backoff); RESOURCE_EXHAUSTED (edge or quota full) is retried with backoff for ``busy_after`` s;
 - if the edge stays unreachable for ``unreachable_after`` seconds, counted from the round's first
   attempt, :class:`EdgeUnavailableError` is raised carrying the tokens committed so far; a TLS handshake
   failure raises :class:`EdgeTLSError` at once; any other refusal raises :class:`EdgeRejectedError`.
@@ -44,7 +45,10 @@ __all__ = ["EdgeClient", "RemoteStats", "RemoteVerifier", "RoundTiming"]
 log = logging.getLogger("gelato.transport.client")
 
 TRANSIENT = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED})
-RESYNC = frozenset({grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION})
+# INTERNAL: an edge bug, or (behind an ingress such as gelato cluster's Ray Serve) the replica holding the
+# stream died; both end the stream, and a resume on a new one (at most max_resyncs times) loses nothing.
+LOST = grpc.StatusCode.INTERNAL
+RESYNC = frozenset({grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION, LOST})
 BUSY = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
@@ -336,5 +340,9 @@ class RemoteVerifier:
                 if resync and code in RESYNC and resyncs < self.max_resyncs:
                     resyncs += 1
                     log.info("edge answered %s (%s): resuming on a new stream", code.name, details)
+                    if code == LOST:  # the edge process behind an ingress died: give the ingress time to notice
+                        self.stats.retries += 1
+                        time.sleep(delay)
+                        delay = min(delay * 2, self.backoff_s[1])
                     continue
                 raise EdgeRejectedError(code, details, committed, self._prompt_len or 0) from None

@@ -191,6 +191,22 @@ class EdgeServer:
                  cfg.batch_window_ms, "on" if self.auth.enabled else "off", "on" if cfg.tls_cert_chain else "off")
         return bound
 
+    def start_hosted(self) -> None:
+        """Run the model worker without binding a port: a host that owns the gRPC ingress (a Ray Serve replica,
+        ``gelato.cluster``) feeds :meth:`generate`, :meth:`health` and :meth:`metrics_json` itself. Call on the
+        event loop that will run them."""
+        if self.worker.executor is None:
+            self.worker.start()
+            log.info("edge hosted (%s, batch<=%d, auth %s)", self.config.model_name, self.worker.max_batch,
+                     "on" if self.auth.enabled else "off")
+
+    async def generate(self, context) -> None:
+        """One ``Generate`` stream over any context with grpc.aio's ``read``/``write``/``abort``/``invocation_metadata``."""
+        await self._generate(None, context)
+
+    async def health(self) -> bytes:
+        return await self._health(None)
+
     async def stop(self, grace: float | None = None) -> None:
         self.stopping = True
         if self._server is not None:
