@@ -144,21 +144,31 @@ def test_full_cluster_answers_resource_exhausted(cluster, models):
     """2 replicas x 4 sessions open; the 9th stream is refused with RESOURCE_EXHAUSTED (the device backs off)."""
     from gelato.wire.proto import gelato_pb2 as pb
 
-    client = EdgeClient(f"127.0.0.1:{cluster.spec.port}", token=TOKEN)
     open_up = pb.StreamUp(open=pb.OpenRequest(prompt_ids=models["prompts"][0],
                                               tokenizer_fingerprint=models["fingerprint"], max_new_tokens=8))
-    streams = []
+    streams, clients = [], []
     try:
-        for _ in range(8):
-            streams.append(client.open_stream())
-            assert streams[-1].exchange(open_up, 30.0).WhichOneof("kind") == "opened"
+        refused = 0
+        while len(streams) < 8:  # a stream routed to a full replica is refused and retried, as a device does
+            clients.append(EdgeClient(f"127.0.0.1:{cluster.spec.port}", token=TOKEN))  # one connection a device
+            stream = clients[-1].open_stream()
+            try:
+                assert stream.exchange(open_up, 30.0).WhichOneof("kind") == "opened"
+            except grpc.RpcError as exc:
+                assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                refused += 1
+                assert refused <= 16, "the cluster kept refusing opens while it had free sessions"
+                continue
+            streams.append(stream)
         assert sorted(r["sessions"] for r in replica_statuses()) == [4, 4]
+        clients.append(EdgeClient(f"127.0.0.1:{cluster.spec.port}", token=TOKEN))
         with pytest.raises(grpc.RpcError) as info:
-            client.open_stream().exchange(open_up, 30.0)
+            clients[-1].open_stream().exchange(open_up, 30.0)
     finally:
         for s in streams:
             s.cancel()
-        client.close()
+        for c in clients:
+            c.close()
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 

@@ -49,6 +49,14 @@ class _StreamContext:
     def invocation_metadata(self):
         return self._grpc_context.invocation_metadata() if self._grpc_context is not None else ()
 
+    async def send_initial_metadata(self, metadata) -> None:
+        """The edge's early "taken" acknowledgement; Serve's context sends its headers itself (a no-op here)."""
+
+    def cancelled(self) -> bool:
+        """Whether the device went away; Serve's context does not say, so a failed write tells the edge."""
+        probe = getattr(self._grpc_context, "cancelled", None)
+        return bool(probe()) if callable(probe) else False
+
     async def read(self):
         try:
             return await self._requests.__anext__()
