@@ -35,7 +35,7 @@ def test_api_reaches_a_tls_edge(pair, tmp_path):
         settings = EdgeSettings(edge.address, "s3cret", unreachable_after=5.0, tls=True, tls_ca=cert,
                                 server_name="localhost")
         backend = Backend(draft, tok, edge=settings, model_name=MODEL)
-        with ApiServerThread(backend, Speculation("static", 4, None, "compact"), Limits()) as srv:
+        with ApiServerThread(backend, Speculation("static-4", None, None, "compact"), Limits()) as srv:
             text = openai_client(srv.url).completions.create(model=MODEL, prompt=PROMPT, max_tokens=12,
                                                                temperature=0).choices[0].text
         assert text == target_only_text(pair, list(tok(PROMPT)["input_ids"]), 12)[0]
@@ -67,14 +67,14 @@ def test_api_on_a_busy_port_gives_one_line():
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)
         port = busy.getsockname()[1]
-        _one_line(CliRunner().invoke(app, ["api", "--port", str(port), "--edge", "127.0.0.1:1"]), "cannot listen")
+        _one_line(CliRunner().invoke(app, ["api", "--port", str(port), "--edge", "127.0.0.1:1"]), "could not bind")
 
 
 @pytest.fixture(scope="module")
 def local_server(pair):
     draft, target, tok = pair
     backend = Backend(draft, tok, target=target, model_name=MODEL)
-    with ApiServerThread(backend, Speculation("static", 4, None, "compact"), Limits(max_tokens=4096)) as srv:
+    with ApiServerThread(backend, Speculation("static-4", None, None, "compact"), Limits(max_tokens=4096)) as srv:
         yield srv
 
 
@@ -143,7 +143,7 @@ def test_abandoned_requests_prefills_are_dropped_and_count_until_they_end(pair):
     edge.start()
     try:
         backend = Backend(draft, tok, edge=EdgeSettings(edge.address, unreachable_after=30.0), model_name=MODEL)
-        with ApiServerThread(backend, Speculation("static", 4, None, "compact"), Limits(max_concurrent=2)) as srv:
+        with ApiServerThread(backend, Speculation("static-4", None, None, "compact"), Limits(max_concurrent=2)) as srv:
             body = {"model": MODEL, "prompt": [i % 500 + 10 for i in range(1900)], "max_tokens": 4}
             for _ in range(4):
                 with pytest.raises(httpx.TimeoutException):

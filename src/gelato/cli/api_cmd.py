@@ -29,18 +29,6 @@ def _check_address(address: str) -> None:
         fail(f"--edge takes HOST:PORT of a `gelato serve` edge (port 1-65535), not {address!r}")
 
 
-def _check_port_free(host: str, port: int) -> None:
-    """One clear line now, rather than the HTTP server's log lines and exit status 3 once the models are loaded."""
-    import socket
-
-    try:
-        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the HTTP server binds
-            probe.bind((host, port))
-    except OSError as exc:
-        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
-
-
 def api(
     port: Annotated[int, typer.Option(min=0, max=65535, help="HTTP port.")] = 8000,
     host: Annotated[str, typer.Option(help="Address to bind (0.0.0.0 for every interface).")] = "127.0.0.1",
@@ -113,7 +101,6 @@ def api(
             fail(str(exc))
         edge_settings = EdgeSettings(edge, edge_token, unreachable_after=edge_timeout,
                                      tls=edge_tls or ca is not None, tls_ca=ca, server_name=edge_server_name)
-    _check_port_free(host, port)
     try:
         backend = load_backend(draft_dir, target_dir, edge_settings, system, dtype, device,
                                model_name)

@@ -66,6 +66,7 @@ def check_port_free(host: str, port: int) -> None:
         return
     try:
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind: TIME_WAIT is no conflict
             s.bind((host, port))
     except OSError as exc:
         fail(f"could not bind {host}:{port}: {exc.strerror or exc}")
