@@ -68,11 +68,15 @@ def test_testbed_json_shape_and_lossless_output(result, fast_pair):
 def test_testbed_bytes_at_the_link_are_the_protocols_and_budget_flags_agree(result):
     pols = result["policies"]
     # every round costs exactly its protobuf message plus the gRPC framing at the link: what is left is the
-    # session's (connection setup, open, close), about the same for every policy over the same prompts; HTTP/2
-    # control frames (pings, settings) and an open resumed on a loaded machine make it vary a little
+    # session's (connection setup, open, close), the same for every policy over the same prompts; a policy
+    # whose device reopened or retried a stream (a loaded machine) sent its opens again, so more
+    clean = [p["measured"] for p in pols.values() if not p["measured"]["reopens"] and not p["measured"]["retries"]]
+    assert clean
     for direction in ("up", "down"):
-        session = [p["measured"][f"session_bytes_{direction}"] for p in pols.values()]
-        assert min(session) > 0 and max(session) <= 2 * min(session), session
+        session = {m[f"session_bytes_{direction}"] for m in clean}
+        assert len(session) == 1 and min(session) > 0, session
+        for p in pols.values():
+            assert p["measured"][f"session_bytes_{direction}"] >= min(session)
     for name, p in pols.items():
         m, o = p["measured"], p["modelled"]
         assert m["link_bytes_up"] > m["protocol_bytes_up"] > 0

@@ -17,17 +17,17 @@ WORKLOADS = ("gsm8k", "chat", "spec-bench", "humaneval")
 
 
 def workload_prompt_ids(tok, workload: str, n: int, data_dir) -> list[list[int]]:
-    """The first ``n`` prompts of ``workload``, each as one chat turn (as is on a model without a template)."""
-    from gelato.experiments.workloads import load_gsm8k, load_humaneval, load_spec_bench
-    from gelato.models.chat import demo_prompt_ids
-
+    """The first ``n`` prompts of ``workload``, encoded as every live run encodes them
+    (:func:`gelato.experiments.execute.load_prompt_ids`); ``chat`` is the teacher data's held-out queries."""
     if workload == "chat":
         from gelato.zoo.teacher import load_teacher, teacher_dir
 
         return [s.prompt.tolist() for s in load_teacher(teacher_dir(data_dir))[1][:n]]
-    texts = {"gsm8k": lambda: load_gsm8k("test", data_dir, limit=n), "humaneval": lambda: load_humaneval(data_dir, n),
-             "spec-bench": lambda: load_spec_bench(data_dir)[:n]}[workload]()
-    return [demo_prompt_ids(tok, p.text) for p in texts]
+    from gelato.experiments.config import RunConfig
+    from gelato.experiments.execute import load_prompt_ids
+
+    cfg = RunConfig(source="live", workload=workload, prompts=n, data_dir=data_dir)
+    return [ids for _, ids in load_prompt_ids(cfg, tok)][:n]  # spec-bench counts per category: keep n
 
 
 @app.command("engine")

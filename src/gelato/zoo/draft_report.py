@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gelato.experiments.bench_engine import forward_seconds
 from gelato.zoo.teacher import acceptance_lengths
 
 EVAL_SETS = ("gsm8k_test", "queries_held_out", "spec_bench", "humaneval")
@@ -36,14 +37,15 @@ HUMANEVAL_PROMPTS = 30  # the first 30 of the 164 (CPU time)
 
 
 def eval_prompts(tokenizer, data_dir=None) -> dict[str, list[tuple[str, list[int]]]]:
-    """The prompts of the three sets whose target answers are generated here (chat turns)."""
-    from gelato.experiments.workloads import load_gsm8k, load_humaneval, load_spec_bench
-    from gelato.models.chat import encode_prompt
+    """The prompts of the three sets whose target answers are generated here, encoded as every live run
+    encodes them (:func:`gelato.experiments.execute.load_prompt_ids`: one chat turn each)."""
+    from gelato.experiments.config import RunConfig
+    from gelato.experiments.execute import load_prompt_ids
 
-    sets = {"gsm8k_test": load_gsm8k("test", data_dir, 100),
-            "spec_bench": load_spec_bench(data_dir, limit=SPEC_BENCH_PER_CATEGORY),
-            "humaneval": load_humaneval(data_dir, HUMANEVAL_PROMPTS)}
-    return {name: [(p.id, encode_prompt(tokenizer, p.text)) for p in prompts] for name, prompts in sets.items()}
+    sizes = {"gsm8k_test": ("gsm8k", 100), "spec_bench": ("spec-bench", SPEC_BENCH_PER_CATEGORY),
+             "humaneval": ("humaneval", HUMANEVAL_PROMPTS)}
+    return {name: load_prompt_ids(RunConfig(source="live", workload=w, prompts=n, data_dir=data_dir), tokenizer)
+            for name, (w, n) in sizes.items()}
 
 
 def eval_paths(target, tokenizer, work: Path, max_new_tokens: int, data_dir=None,
@@ -138,3 +140,10 @@ def score_paths(drafts: dict, target, paths: list[tuple[list[int], list[int]]], 
                      "mean_draft_entropy": round(float(h.mean()), 3), "positions": int(len(agree)),
                      "prompts": len(paths), "_entropies": h, "_agreement": agree}
     return out
+
+
+def cost_ratio(draft, target, context: list[int], steps: int = 16) -> dict:
+    """c = one draft decode step / one target decode step after ``context``, timed side by side."""
+    t = forward_seconds(target, context, steps)
+    d = forward_seconds(draft, context, steps)
+    return {"draft_step_ms": round(d * 1e3, 2), "target_step_ms": round(t * 1e3, 2), "c": round(d / t, 4)}

@@ -95,8 +95,7 @@ def _evaluate(target, tok, out: Path, work: Path, eval_tokens: int, compare: Pat
     import numpy as np
 
     from gelato.models import load_causal_lm
-    from gelato.zoo.draft_eval import cost_ratio
-    from gelato.zoo.draft_report import eval_paths, score_paths
+    from gelato.zoo.draft_report import cost_ratio, eval_paths, score_paths
     from gelato.zoo.evaluate import entropy_table
 
     drafts = {"draft": load_causal_lm(out / "draft")}
