@@ -10,10 +10,10 @@ from transformers import PreTrainedTokenizerFast
 from gelato.models import CachedCausalLM, ModelLoadError, VocabularyMismatchError, load_causal_lm, load_pair
 from gelato.models.tiny import tiny_llama
 from gelato.policies import StaticPolicy
-from gelato.decoding.engine import speculative_generate
-from gelato.decoding.proposer import DraftModelProposer
+from gelato.generation import generate
+from gelato.generation import DraftModelProposer
 from gelato.decoding.sampling import SamplingParams
-from gelato.decoding.verifier import TargetModelVerifier
+from gelato.generation import TargetModelVerifier
 
 
 def save_model_dir(path, vocab: dict[str, int], seed: int):
@@ -69,7 +69,7 @@ def engine(tiny_target):
 def test_empty_prompt(tiny_target):
     proposer, verifier = engine(tiny_target)
     with pytest.raises(ValueError, match="prompt is empty"):
-        speculative_generate([], proposer, verifier, StaticPolicy(2), 5)
+        generate([], proposer, verifier, StaticPolicy(2), 5)
 
 
 @pytest.mark.parametrize("k", [0, -3])
@@ -81,4 +81,4 @@ def test_k_below_one(k):
 def test_out_of_vocabulary_prompt(tiny_target):
     proposer, verifier = engine(tiny_target)
     with pytest.raises(ValueError, match="outside the model's vocabulary of 64"):
-        speculative_generate([1, 999], proposer, verifier, StaticPolicy(2), 5)
+        generate([1, 999], proposer, verifier, StaticPolicy(2), 5)

@@ -6,10 +6,10 @@ import torch
 
 from gelato.models import CachedCausalLM
 from gelato.policies import StaticPolicy
-from gelato.decoding.engine import speculative_generate
-from gelato.decoding.proposer import DraftModelProposer
+from gelato.generation import generate
+from gelato.generation import DraftModelProposer
 from gelato.decoding.sampling import SamplingParams
-from gelato.decoding.verifier import TargetModelVerifier
+from gelato.generation import TargetModelVerifier
 
 
 def test_tokens_processed_linear_in_generated(tiny_target, tiny_drafts):
@@ -18,7 +18,7 @@ def test_tokens_processed_linear_in_generated(tiny_target, tiny_drafts):
         for params in (SamplingParams(), SamplingParams(temperature=1.0, top_k=8)):
             draft, target = CachedCausalLM(tiny_drafts[pair]), CachedCausalLM(tiny_target)
             gen = torch.Generator().manual_seed(0)
-            res = speculative_generate(prompt, DraftModelProposer(draft, params, gen),
+            res = generate(prompt, DraftModelProposer(draft, params, gen),
                                        TargetModelVerifier(target, params, gen), StaticPolicy(4), 120)
             m = res.metrics
             # Target: prompt once, then per round the newest committed token plus the draft.

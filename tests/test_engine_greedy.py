@@ -8,11 +8,12 @@ import pytest
 
 from gelato.models import CachedCausalLM
 from gelato.policies import StaticPolicy
-from gelato.decoding.engine import speculative_generate, target_only_generate
-from gelato.decoding.proposer import DraftModelProposer
+from gelato.generation import generate
+from gelato.generation.loop import target_only_generate
+from gelato.generation import DraftModelProposer
 from gelato.decoding.sampling import SamplingParams
 from gelato.decoding.types import DraftStep, StopDecision
-from gelato.decoding.verifier import TargetModelVerifier
+from gelato.generation import TargetModelVerifier
 from tests.conftest import random_prompts
 
 GREEDY = SamplingParams()
@@ -32,7 +33,7 @@ def references(tiny_target):
 
 def run_sd(draft_model, target_model, prompt, policy, max_new=MAX_NEW):
     draft, target = CachedCausalLM(draft_model), CachedCausalLM(target_model)
-    return speculative_generate(prompt, DraftModelProposer(draft, GREEDY), TargetModelVerifier(target, GREEDY),
+    return generate(prompt, DraftModelProposer(draft, GREEDY), TargetModelVerifier(target, GREEDY),
                                 policy, max_new)
 
 
@@ -100,7 +101,7 @@ def test_eos_stops_generation(tiny_target, tiny_drafts, references):
     prompt, ref = PROMPTS[0], references[0]
     eos = ref[7]
     expected = ref[: ref.index(eos) + 1]
-    result = speculative_generate(prompt, DraftModelProposer(CachedCausalLM(tiny_drafts["noisy"]), GREEDY),
+    result = generate(prompt, DraftModelProposer(CachedCausalLM(tiny_drafts["noisy"]), GREEDY),
                                   TargetModelVerifier(CachedCausalLM(tiny_target), GREEDY), StaticPolicy(4),
                                   MAX_NEW, eos_token_id=eos)
     assert result.token_ids == expected and result.stop_reason == "eos"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from gelato.decoding.pipeline import generate_speculative, generate_target_only
+from gelato.generation import generate_speculative, generate_target_only
 from gelato.decoding.sampling import SamplingParams, processed_probs
 from gelato.experiments.trace import record_trace
 from gelato.experiments.trace_fast import record_trace_fast

@@ -1,5 +1,5 @@
-"""The pipelined round loop: lossless (greedy equality, also with verification in a thread), the same rounds
-as the plain loop when nothing is drafted ahead, and pre-drafts that really become the next draft."""
+"""Drafting ahead in the round loop: lossless (greedy equality, also with verification in a thread), the plain
+rounds when nothing is drafted ahead, and pre-drafts that really become the next draft."""
 
 from __future__ import annotations
 
@@ -7,12 +7,10 @@ import random
 
 import pytest
 
-from gelato.decoding.engine import speculative_generate, target_only_generate
-from gelato.decoding.pipelined import ConcurrentVerifier, pipelined_generate
-from gelato.decoding.proposer import DraftModelProposer
 from gelato.decoding.sampling import SamplingParams
 from gelato.decoding.types import DraftStep, StopDecision
-from gelato.decoding.verifier import TargetModelVerifier
+from gelato.generation import DraftModelProposer, TargetModelVerifier, generate
+from gelato.generation.loop import target_only_generate
 from gelato.experiments.runner import run_policy, synthetic_sessions
 from gelato.models import CachedCausalLM
 from gelato.policies import StaticPolicy
@@ -24,20 +22,25 @@ PROMPTS = random_prompts(20, seed=5)
 MAX_NEW = 24
 
 
-class AheadPolicy(StaticPolicy):
-    """Static K, pre-drafting ``depth`` tokens, with an optional random stop hook."""
+class RandomStops(StaticPolicy):
+    """Static K with an optional random stop hook; never drafts ahead (the default ``predraft``)."""
 
-    pipelined = True
-
-    def __init__(self, k: int, depth: int, seed: int | None = None) -> None:
+    def __init__(self, k: int, seed: int | None = None) -> None:
         super().__init__(k)
-        self.depth = depth
         self.rng = random.Random(seed) if seed is not None else None
 
     def keep_drafting(self, step: DraftStep) -> StopDecision:
         if self.rng is None:
             return StopDecision.CONTINUE
         return self.rng.choice([StopDecision.CONTINUE] * 3 + [StopDecision.STOP_AFTER, StopDecision.STOP_BEFORE])
+
+
+class AheadPolicy(RandomStops):
+    """Static K, pre-drafting ``depth`` tokens, with an optional random stop hook."""
+
+    def __init__(self, k: int, depth: int, seed: int | None = None) -> None:
+        super().__init__(k, seed)
+        self.depth = depth
 
     def predraft(self, ctx, draft) -> int:
         return self.depth
@@ -56,10 +59,7 @@ def references(tiny_target):
 def run(draft_model, target_model, prompt, policy, threaded: bool = False):
     proposer = DraftModelProposer(CachedCausalLM(draft_model), GREEDY)
     verifier = TargetModelVerifier(CachedCausalLM(target_model), GREEDY)
-    if not threaded:
-        return pipelined_generate(prompt, proposer, verifier, policy, MAX_NEW)
-    with ConcurrentVerifier(verifier) as concurrent:
-        return pipelined_generate(prompt, proposer, concurrent, policy, MAX_NEW)
+    return generate(prompt, proposer, verifier, policy, MAX_NEW, background_verify=threaded)
 
 
 @pytest.mark.parametrize("pair", ["unrelated", "noisy", "copy"])
@@ -93,20 +93,23 @@ def test_copy_draft_reuses_every_predraft(tiny_target, references):
     assert middle and all(r.carried == min(3, r.budget) for r in middle)
 
 
-def test_depth_zero_gives_the_plain_loop_rounds():
-    """Nothing drafted ahead: the same rounds, charges and output as speculative_generate."""
-    def once(loop):
+@pytest.mark.parametrize("background", [False, True])
+def test_depth_zero_gives_the_plain_rounds(background):
+    """Asked to draft 0 ahead: the same rounds, charges and output as a policy that never drafts ahead, and no
+    round records a pre-draft, whether verification may run in the background or not."""
+    def once(policy, background_verify):
         clock = SystemConfig.paper(bandwidth_mhz=5, payload_mode="compact").build_clock(2)
         rows = []
-        policy = AheadPolicy(5, 0, seed=4)
         for session in synthetic_sessions(seed=1):
-            gen = loop(session.prompt_ids, session.proposer, session.verifier, policy, 64, clock=clock,
-                       max_rounds=40)
-            rows.append((gen.token_ids, [r.charge for r in gen.rounds]))
+            gen = generate(session.prompt_ids, session.proposer, session.verifier, policy, 64, clock=clock,
+                           max_rounds=40, background_verify=background_verify)
+            rows.append((gen.token_ids, [(r.tokens, r.predrafted, r.carried, r.charge) for r in gen.rounds]))
             if len(rows) == 3:
                 return rows
 
-    assert once(pipelined_generate) == once(speculative_generate)
+    ahead = once(AheadPolicy(5, 0, seed=4), background)
+    assert ahead == once(RandomStops(5, seed=4), False)
+    assert all(p == c == 0 for _, rounds in ahead for _, p, c, _ in rounds)
 
 
 def test_synthetic_predrafts_are_used_about_as_often_as_a_full_accept_and_a_match():

@@ -12,10 +12,10 @@ import numpy as np
 import torch
 from scipy.stats import chisquare
 
-from gelato.decoding.pipelined import pipelined_generate
-from gelato.decoding.proposer import DraftModelProposer
+from gelato.generation import generate
+from gelato.generation import DraftModelProposer
 from gelato.decoding.sampling import SamplingParams, processed_probs
-from gelato.decoding.verifier import TargetModelVerifier
+from gelato.generation import TargetModelVerifier
 from gelato.models import CachedCausalLM
 from gelato.models.tiny import tiny_llama
 from gelato.policies import StaticPolicy
@@ -65,7 +65,7 @@ def test_pipelined_sampling_matches_target_three_tokens():
         draft.reset()
         target.reset()
         # 4 tokens, so that the round after a 2-token first round may still send one (the carried x_3)
-        result = pipelined_generate(PROMPT, proposer, verifier, OneAheadTwo(), max_new_tokens=4)
+        result = generate(PROMPT, proposer, verifier, OneAheadTwo(), max_new_tokens=4)
         a, b, c = result.token_ids[:3]
         counts[(a * VOCAB + b) * VOCAB + c] += 1
         carried_rounds += any(r.carried for r in result.rounds)

@@ -14,8 +14,9 @@ import torch
 from gelato.models import CachedCausalLM
 from gelato.models.tiny import tiny_llama
 from gelato.policies import StaticPolicy
-from gelato.decoding.engine import speculative_generate
-from gelato.decoding.proposer import DraftModelProposer, draft_token
+from gelato.generation import generate
+from gelato.generation import DraftModelProposer
+from gelato.decoding.proposer import draft_token
 from gelato.decoding.sampling import SamplingParams, entropy_nats, processed_probs, sample_from
 from gelato.decoding.types import SparseDist, Verdict
 from gelato.decoding.rejection import residual_distribution, sample_deferred_residual, verify_stochastic
@@ -189,14 +190,14 @@ def test_engine_end_to_end_sampling_first_token(models):
     draft, target = CachedCausalLM(draft_model), CachedCausalLM(target_model)
     device_gen, edge_gen = torch.Generator().manual_seed(5), torch.Generator().manual_seed(6)
     proposer = DraftModelProposer(draft, params, device_gen, draft_top_k=SPARSE_TOP_K)
-    from gelato.decoding.verifier import TargetModelVerifier
+    from gelato.generation import TargetModelVerifier
 
     verifier = TargetModelVerifier(target, params, edge_gen)
     samples = []
     for _ in range(4000):
         draft.reset()
         target.reset()
-        ids = speculative_generate(PROMPT, proposer, verifier, StaticPolicy(3), max_new_tokens=2).token_ids
+        ids = generate(PROMPT, proposer, verifier, StaticPolicy(3), max_new_tokens=2).token_ids
         samples.append((ids[0], ids[1]))
     expected = exact_two_token_probs(logits_table(target_model), params)
     assert chi_square_pvalue(samples, expected) > 1e-3

@@ -34,7 +34,7 @@ def result():
 def test_testbed_json_shape_and_lossless_output(result, fast_pair):
     import torch
 
-    from gelato.decoding.engine import target_only_generate
+    from gelato.generation.loop import target_only_generate
     from gelato.decoding.sampling import SamplingParams
     from gelato.experiments.testbed.run import workload_prompts
     from gelato.models.cached import CachedCausalLM

@@ -8,8 +8,8 @@ import pytest
 from gelato.experiments.synthetic import SyntheticProposer, SyntheticSource, SyntheticVerifier
 from gelato.experiments.trace import Trace, TraceProposer, TraceVerifier, record_trace
 from gelato.policies import StaticPolicy
-from gelato.decoding.engine import speculative_generate
-from gelato.decoding.pipeline import generate_speculative
+from gelato.generation import generate
+from gelato.generation import generate_speculative
 from gelato.decoding.sampling import SamplingParams
 from gelato.decoding.types import DraftStep, StopDecision
 from tests.conftest import random_prompts
@@ -47,7 +47,7 @@ def test_replay_equals_live(tiny_target, tiny_drafts, trace, policy):
     early_stops = 0
     for prompt, pt in zip(PROMPTS, trace.prompts):
         live = generate_speculative(tiny_drafts["noisy"], tiny_target, prompt, SamplingParams(), policy, MAX_NEW)
-        replay = speculative_generate(prompt, TraceProposer(pt), TraceVerifier(pt), policy, MAX_NEW)
+        replay = generate(prompt, TraceProposer(pt), TraceVerifier(pt), policy, MAX_NEW)
         assert replay.token_ids == live.token_ids == pt.target_tokens.tolist()
         assert round_tuples(replay) == round_tuples(live)
         assert np.allclose([h for r in replay.rounds for h in r.entropies],
@@ -72,6 +72,6 @@ def test_budget_beyond_trace_is_rejected(trace):
 
 def test_synthetic_source_mean_acceptance():
     source = SyntheticSource(seed=3)
-    result = speculative_generate([0], SyntheticProposer(source), SyntheticVerifier(source), StaticPolicy(1), 20000)
+    result = generate([0], SyntheticProposer(source), SyntheticVerifier(source), StaticPolicy(1), 20000)
     rate = result.metrics.draft_acceptance_rate
     assert abs(rate - 0.9) < 0.01

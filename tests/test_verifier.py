@@ -7,7 +7,7 @@ import torch
 
 from gelato.decoding.sampling import SamplingParams, entropy_nats, processed_probs
 from gelato.decoding.types import SparseDist
-from gelato.decoding.verifier import residual_distribution, verify_greedy, verify_stochastic
+from gelato.decoding.rejection import residual_distribution, verify_greedy, verify_stochastic
 
 
 def sparse(dense):

@@ -15,11 +15,12 @@ from gelato.models import CachedCausalLM, load_pair, pairs
 from gelato.zoo.evaluate import entropy_table, fit_exp_decay, round_observations
 from gelato.zoo.train import TokenStream
 from gelato.policies import StaticPolicy
-from gelato.decoding.engine import speculative_generate, target_only_generate
-from gelato.decoding.proposer import DraftModelProposer
+from gelato.generation import generate
+from gelato.generation.loop import target_only_generate
+from gelato.generation import DraftModelProposer
 from gelato.decoding.sampling import SamplingParams
 from gelato.decoding.types import RoundRecord
-from gelato.decoding.verifier import TargetModelVerifier
+from gelato.generation import TargetModelVerifier
 
 
 def check_report(report: dict, ks=(2, 4, 8)) -> None:
@@ -144,7 +145,7 @@ def _lossless(draft, target, tok, texts, k, max_new):
     for text in texts:
         ids = tok(text, add_special_tokens=False)["input_ids"]
         ref = target_only_generate(CachedCausalLM(target, vocab), ids, params, max_new, tok.eos_token_id)
-        sd = speculative_generate(ids, DraftModelProposer(CachedCausalLM(draft, vocab), params),
+        sd = generate(ids, DraftModelProposer(CachedCausalLM(draft, vocab), params),
                                   TargetModelVerifier(CachedCausalLM(target, vocab), params), StaticPolicy(k),
                                   max_new, eos_token_id=tok.eos_token_id)
         assert sd.token_ids == ref.token_ids

@@ -25,7 +25,7 @@ def load_test_pair():
 
 def target_only_text(pair, prompt_ids: list[int], max_tokens: int) -> tuple[str, int]:
     """The reference: greedy decoding with the target alone; (text, number of tokens)."""
-    from gelato.decoding.pipeline import generate_target_only
+    from gelato.generation import generate_target_only
     from gelato.decoding.sampling import SamplingParams
     from gelato.models.loading import shared_vocab_size
 

@@ -206,3 +206,19 @@ def test_a_client_leaving_a_whole_request_cancels_it(server):
     while (server.state.in_flight or cancelled() == before) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert server.state.in_flight == 0 and cancelled() == before + 1
+
+
+@pytest.mark.parametrize("policy", ["static-5-pipelined", "gelato-improved-pipelined"])
+def test_pipelined_policies_draft_ahead_through_the_api(pair, client, policy):
+    """The API runs the one round loop: a pipelined policy drafts ahead while a round is verified (usage and
+    the round chunks count the pre-drafted tokens) and the text is still the target's."""
+    reference, n = target_only_text(pair, list(pair[2](PROMPT)["input_ids"]), MAX_TOKENS)
+    text, rounds, usage = stream_completion(client, prompt=PROMPT, max_tokens=MAX_TOKENS, temperature=0,
+                                            extra_body={"speculative": {"policy": policy}})
+    assert text == reference
+    spec = usage.speculative
+    assert spec["settings"]["policy"] == policy
+    assert spec["num_predrafted_tokens"] > 0
+    assert spec["num_predrafted_tokens"] == sum(r["predrafted"] for r in rounds)
+    assert spec["num_carried_draft_tokens"] == sum(r["carried"] for r in rounds)
+    assert spec["num_carried_draft_tokens"] <= spec["num_predrafted_tokens"]

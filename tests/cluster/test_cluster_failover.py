@@ -27,8 +27,9 @@ import torch  # noqa: E402
 
 from gelato.cluster.app import ClusterSpec, replica_statuses  # noqa: E402
 from gelato.cluster.control import LocalCluster, port_in_use  # noqa: E402
-from gelato.decoding.engine import speculative_generate, target_only_generate  # noqa: E402
-from gelato.decoding.proposer import DraftModelProposer  # noqa: E402
+from gelato.generation import generate
+from gelato.generation.loop import target_only_generate
+from gelato.generation import DraftModelProposer
 from gelato.decoding.sampling import SamplingParams  # noqa: E402
 from gelato.models.cached import CachedCausalLM  # noqa: E402
 from gelato.models.loading import load_causal_lm, load_tokenizer  # noqa: E402
@@ -83,7 +84,7 @@ def _device(cluster, models, i: int, on_round=None, **kwargs):
                               rpc_timeout=10.0, unreachable_after=60.0, device_name=f"device-{i}", **kwargs)
     proposer = DraftModelProposer(CachedCausalLM(models["draft"]), GREEDY)
     try:
-        return speculative_generate(models["prompts"][i], proposer, verifier, StaticPolicy(4), NEW_TOKENS,
+        return generate(models["prompts"][i], proposer, verifier, StaticPolicy(4), NEW_TOKENS,
                                     on_round=on_round), verifier
     finally:
         verifier.close()

@@ -15,7 +15,7 @@ from gelato.policies import (
 )
 from gelato.decoding.policy import RoundContext
 from gelato.policies.common import expected_tokens_const, expected_tokens_positions
-from gelato.decoding.types import RoundRecord
+from gelato.decoding.types import RoundRecord, RoundCharge
 
 PRED = LinearRoundPredictor(t_fixed=0.1, t_token=0.015, e_token=0.18, p_up=0.2, rate_bps=10e6)
 
@@ -95,7 +95,7 @@ def test_slower_link_never_gives_a_longer_budget():
 
 def round_record(k: int, e: float, sent: int = 3, bits: float = 60_000.0) -> RoundRecord:
     return RoundRecord(index=k, start=100, budget=sent, drafted=sent, sent=sent, accepted=1, token=0,
-                       entropies=[0.2] * sent, charge={"t_round": 0.2, "e_round": e, "bits_up": bits})
+                       entropies=[0.2] * sent, charge=RoundCharge(t_round=0.2, e_round=e, bits_up=bits))
 
 
 def test_queue_follows_the_recursion_exactly():

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from gelato.policies import AdaptiveGoodputPolicy, LinearRoundPredictor
 from gelato.decoding.policy import RoundContext
 from gelato.policies.common import expected_tokens_positions
-from gelato.decoding.types import PhaseTimes, RoundRecord
+from gelato.decoding.types import PhaseTimes, RoundRecord, RoundCharge
 
 CTX = RoundContext(index=0, generated=0, context_len=20, max_budget=100)
 
@@ -49,19 +51,17 @@ def test_acceptance_ema_per_position_and_shorter_k_when_drafts_fail():
 def test_time_fit_from_the_clock_charge():
     p = AdaptiveGoodputPolicy(prior_acceptance=0.95)
     for d in (1, 3, 5, 2, 4):
-        p.observe(rec(d, d, charge={"t_round": 0.1 + 0.05 * d}))  # expensive drafts: 0.05 s vs 0.1 s fixed
+        p.observe(rec(d, d, charge=RoundCharge(t_round=0.1 + 0.05 * d)))  # expensive drafts: 0.05 s vs 0.1 s fixed
     a, b = p.time_fit.coef()
     assert a == pytest.approx(0.1) and b == pytest.approx(0.05)
     assert p.budget(CTX) == brute(p.acceptance, lambda k: 0.1 + 0.05 * k)
 
 
-def test_time_fit_from_wall_times_filled_after_observe():
-    """The round loop writes record.wall after observe(); the policy reads it at the next budget()."""
+def test_time_fit_from_wall_times_without_a_clock():
+    """Without a modelled charge the policy fits the round's measured wall time."""
     p = AdaptiveGoodputPolicy()
     for d in (1, 4, 2, 6):
-        r = rec(d, 0)
-        p.observe(r)
-        r.wall = PhaseTimes(draft=0.01 * d, verify=0.03, other=0.0)
+        p.observe(dataclasses.replace(rec(d, 0), wall=PhaseTimes(draft=0.01 * d, verify=0.03, other=0.0)))
         p.budget(CTX)
     a, b = p.time_fit.coef()
     assert a == pytest.approx(0.03) and b == pytest.approx(0.01)

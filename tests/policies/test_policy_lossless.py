@@ -15,10 +15,11 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from gelato.models import CachedCausalLM
 from gelato.policies import POLICIES, LinearRoundPredictor, make_policy
-from gelato.decoding.engine import speculative_generate, target_only_generate
-from gelato.decoding.proposer import DraftModelProposer
+from gelato.generation import generate
+from gelato.generation.loop import target_only_generate
+from gelato.generation import DraftModelProposer
 from gelato.decoding.sampling import SamplingParams
-from gelato.decoding.verifier import TargetModelVerifier
+from gelato.generation import TargetModelVerifier
 
 GREEDY = SamplingParams()
 MAX_NEW = 40
@@ -72,7 +73,7 @@ def test_greedy_output_equals_target_only(pair, prompts_and_refs, name):
     policy = build(name)  # one policy across prompts: its state carries over as in a real run
     sent = drafted = rounds = 0
     for prompt, ref in zip(prompts, refs):
-        result = speculative_generate(prompt, DraftModelProposer(CachedCausalLM(draft), GREEDY),
+        result = generate(prompt, DraftModelProposer(CachedCausalLM(draft), GREEDY),
                                       TargetModelVerifier(CachedCausalLM(target), GREEDY), policy, MAX_NEW)
         assert result.token_ids == ref, f"{name}: output differs from target-only decoding for {prompt}"
         assert isinstance(policy.state(), dict)
@@ -93,7 +94,7 @@ def test_the_pair_has_partial_acceptance_and_spread_entropies(pair, prompts_and_
     accepted = sent = 0
     entropies = []
     for prompt in prompts:
-        r = speculative_generate(prompt, DraftModelProposer(CachedCausalLM(draft), GREEDY),
+        r = generate(prompt, DraftModelProposer(CachedCausalLM(draft), GREEDY),
                                  TargetModelVerifier(CachedCausalLM(target), GREEDY), make_policy("static-5"),
                                  MAX_NEW)
         accepted += r.metrics.accepted

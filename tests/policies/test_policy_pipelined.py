@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 
 from gelato.decoding.types import Draft
-from gelato.experiments.runner import is_pipelined, run_policy, synthetic_sessions
+from gelato.experiments.runner import run_policy, synthetic_sessions
 from gelato.decoding.policy import RoundContext
 from gelato.policies.pipelined import best_predraft_depth, predraft_value, wait_and_token_cost
 from gelato.policies.predictor import LinearRoundPredictor
-from gelato.policies.registry import POLICIES, make_policy
+from gelato.policies.registry import POLICIES, make_policy, policy_spec
 from gelato.system.config import SystemConfig
 
 CTX = RoundContext(index=0, generated=0, context_len=100, max_budget=200)
@@ -25,13 +25,13 @@ def _draft(n: int) -> Draft:
 def test_every_existing_policy_predrafts_nothing(name):
     policy = make_policy(name, predictor=LinearRoundPredictor())
     assert policy.predraft(CTX, _draft(4)) == 0
-    assert not is_pipelined(policy)
+    assert policy_spec(name).drafts_ahead_of is None
 
 
 @pytest.mark.parametrize("name", ["gelato-improved-pipelined", "static-5-pipelined"])
 def test_pipelined_policies_are_registered_by_name(name):
-    policy = make_policy(name, predictor=LinearRoundPredictor())
-    assert is_pipelined(policy)
+    assert make_policy(name, predictor=LinearRoundPredictor()).name.startswith(name)
+    assert policy_spec(name).drafts_ahead_of == name.removesuffix("-pipelined")
 
 
 def test_wait_and_token_cost_from_a_linear_predictor():

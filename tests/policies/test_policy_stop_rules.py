@@ -20,7 +20,7 @@ from gelato.policies import (
     hf_heuristic,
 )
 from gelato.decoding.policy import RoundContext
-from gelato.decoding.types import DraftStep, RoundRecord, StopDecision
+from gelato.decoding.types import DraftStep, RoundRecord, StopDecision, RoundCharge
 
 C, S, A = StopDecision.CONTINUE, StopDecision.STOP_BEFORE, StopDecision.STOP_AFTER
 CTX = RoundContext(index=0, generated=0, context_len=10, max_budget=100)
@@ -223,7 +223,7 @@ def test_improved_learns_acceptance_from_outcomes():
     assert run_entropies(p, entropies, link) == [C] * 5
     for _ in range(300):
         p.observe(record(sent=3, accepted=2, entropies=[0.05, 0.05, 0.8],
-                         charge={"t_round": 0.2, "e_round": 0.5, "bits_up": 60_000.0}))
+                         charge=RoundCharge(t_round=0.2, e_round=0.5, bits_up=60_000.0)))
     assert p.map(0.8) < 0.1
     assert p.map(0.05) > 0.9
     decisions = run_entropies(p, entropies, link)

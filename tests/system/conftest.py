@@ -9,9 +9,9 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from gelato.models.cached import CachedCausalLM
-from gelato.decoding.proposer import DraftModelProposer
+from gelato.generation import DraftModelProposer
 from gelato.decoding.sampling import SamplingParams
-from gelato.decoding.verifier import TargetModelVerifier
+from gelato.generation import TargetModelVerifier
 
 VOCAB = 64
 

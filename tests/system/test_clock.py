@@ -5,7 +5,7 @@ import pytest
 
 from gelato.decoding.policy import DraftPolicy, RoundContext
 from gelato.policies.static import StaticPolicy
-from gelato.decoding.engine import speculative_generate
+from gelato.generation import generate
 from gelato.decoding.sampling import SamplingParams
 from gelato.decoding.types import DraftStep, StopDecision
 from gelato.system.channel import ChannelConfig, ChannelState, PathLoss
@@ -24,12 +24,12 @@ PROMPT = [1, 5, 9, 13, 2, 7]
 
 def run(pair, make_spec, clock, params=GREEDY, policy=None, n=24, seed=0, on_round=None):
     proposer, verifier = make_spec(*pair, params, seed=seed)
-    return speculative_generate(PROMPT, proposer, verifier, policy or StaticPolicy(4), n, clock=clock,
+    return generate(PROMPT, proposer, verifier, policy or StaticPolicy(4), n, clock=clock,
                                 on_round=on_round)
 
 
 def charges(result):
-    return [r.charge for r in result.rounds]
+    return [r.charge.as_dict() for r in result.rounds]
 
 
 @pytest.mark.parametrize("factory,params", [
@@ -54,7 +54,7 @@ def test_charge_by_hand_paper_mode(tiny_pair, make_spec_pair):
     res = run(tiny_pair, make_spec_pair, clock)
     rate = clock.channel.mean_state().uplink_bps
     for r in res.rounds:
-        ch = r.charge
+        ch = r.charge.as_dict()
         d, dff, L, g = 896, 4864, r.start, r.drafted
         F = 24 * g * (8 * d * d + 4 * (L + g / 2) * d + 4 * d * dff)
         assert ch["t_draft"] == pytest.approx(F / 40e9, rel=1e-12)
@@ -78,10 +78,10 @@ def test_ledger_and_cumulative_totals(tiny_pair, make_spec_pair, tmp_path):
     assert len(rounds) == len(res.rounds)
     for term in ("draft", "uplink", "downlink", "idle", "edge"):
         assert totals[term] == sum(getattr(e, term) for e in rounds)
-    assert totals["device"] == sum(r.charge["e_round"] for r in res.rounds)
+    assert totals["device"] == sum(r.charge.e_round for r in res.rounds)
     assert clock.cum_energy == pytest.approx(totals["device"])
-    assert res.rounds[-1].charge["cum_energy"] == clock.cum_energy
-    assert clock.cum_time == pytest.approx(sum(r.charge["t_round"] for r in res.rounds))
+    assert res.rounds[-1].charge.cum_energy == clock.cum_energy
+    assert clock.cum_time == pytest.approx(sum(r.charge.t_round for r in res.rounds))
     assert clock.cum_tokens == sum(r.accepted + 1 for r in res.rounds)
     assert totals["idle"] > 0 and totals["downlink"] > 0  # generic mode bills all four device terms
     s = summarize_charged_rounds(clock.rows, clock.cum_tokens)  # the one modelled summariser, on the clock's rows
@@ -90,7 +90,7 @@ def test_ledger_and_cumulative_totals(tiny_pair, make_spec_pair, tmp_path):
     path = clock.rounds_jsonl(tmp_path / "rounds.jsonl")
     lines = [json.loads(x) for x in path.read_text().splitlines()]
     assert len(lines) == len(res.rounds)
-    assert lines[0]["sent"] == res.rounds[0].sent and lines[0]["entropies"] == pytest.approx(res.rounds[0].entropies)
+    assert lines[0]["sent"] == res.rounds[0].sent and lines[0]["entropies"] == pytest.approx(res.rounds[0].entropies, abs=1e-5)
     assert set(CHARGE_KEYS) <= set(lines[-1])
 
 
@@ -115,7 +115,7 @@ def test_predict_agrees_with_charge(near_pair, make_spec_pair, factory):
     for (snap, ctx), r in zip(policy.snapshots, res.rounds):
         if r.sent != 3 or r.drafted != 3:
             continue
-        ch = r.charge
+        ch = r.charge.as_dict()
         t, e = snap.predict(3, ctx.link, ctx.context_len, ch["bits_up"] / 3, ch["bits_down"])
         assert t == pytest.approx(ch["t_round"], rel=1e-12)
         assert e == pytest.approx(ch["e_round"], rel=1e-12)
@@ -138,8 +138,8 @@ def test_discarded_token_is_billed(tiny_pair, make_spec_pair):
         if r.budget < 3:
             continue
         assert (r.drafted, r.sent) == (3, 2)
-        assert r.charge["t_draft"] == pytest.approx(draft_seconds(model, 3, r.start, 0))
-        assert r.charge["t_draft"] > draft_seconds(model, 2, r.start, 0)
+        assert r.charge.t_draft == pytest.approx(draft_seconds(model, 3, r.start, 0))
+        assert r.charge.t_draft > draft_seconds(model, 2, r.start, 0)
 
 
 @pytest.mark.parametrize("kind", ["same", "near", "random"])
@@ -154,11 +154,11 @@ def test_sequential_pending_matches_real_draft_forwards(tiny_pair, near_pair, ma
         fed.append(proposer.model.tokens_processed - last[0])
         last[0] = proposer.model.tokens_processed
 
-    res = speculative_generate(PROMPT, proposer, verifier, StaticPolicy(3), 40, clock=clock, on_round=on_round)
+    res = generate(PROMPT, proposer, verifier, StaticPolicy(3), 40, clock=clock, on_round=on_round)
     for r, n_fed in list(zip(res.rounds, fed))[1:]:  # round 0 includes the (unbilled) prompt prefill
         if r.drafted:
-            assert r.charge["n_pending"] + r.drafted - 1 == n_fed
-    pendings = {r.charge["n_pending"] for r in res.rounds[1:] if r.drafted}
+            assert r.charge.n_pending + r.drafted - 1 == n_fed
+    pendings = {r.charge.n_pending for r in res.rounds[1:] if r.drafted}
     assert pendings == {"same": {2}, "near": {1, 2}, "random": {1}}[kind]
 
 
@@ -181,10 +181,10 @@ def test_dssd_bills_receive_energy_on_rejections(tiny_pair, make_spec_pair):
     full = [r for r in res.rounds if r.accepted == r.sent]
     assert rejected, "tiny random pair should reject some drafts"
     for r in rejected:
-        assert r.charge["bits_down"] > 2000 * 8
-        assert r.charge["e_downlink"] == pytest.approx(dbm_to_w(19) * r.charge["t_downlink"])
+        assert r.charge.bits_down > 2000 * 8
+        assert r.charge.e_downlink == pytest.approx(dbm_to_w(19) * r.charge.t_downlink)
     for r in full:
-        assert r.charge["bits_down"] < 400
+        assert r.charge.bits_down < 400
 
 
 def test_trace_channel_drives_the_clock(tiny_pair, make_spec_pair, tmp_path):
@@ -193,10 +193,10 @@ def test_trace_channel_drives_the_clock(tiny_pair, make_spec_pair, tmp_path):
     clock = ModelledClock(channel=ChannelConfig(trace_path=path), payload=PayloadConfig(),
                           device_power=DevicePower())
     res = run(tiny_pair, make_spec_pair, clock, n=10)
-    rates = [r.charge["rate_up_bps"] for r in res.rounds]
+    rates = [r.charge.rate_up_bps for r in res.rounds]
     assert rates[:3] == [1e5, 2e5, 1e5][: len(rates[:3])]
     for r in res.rounds:
-        assert r.charge["t_uplink"] == pytest.approx(r.charge["bits_up"] / r.charge["rate_up_bps"])
+        assert r.charge.t_uplink == pytest.approx(r.charge.bits_up / r.charge.rate_up_bps)
 
 
 def test_predict_defaults_and_validation():

@@ -14,7 +14,7 @@ def _round(clock, n=4):
                   max_probs=[0.9] * n, budget=n, n_computed=n, start=20)
     record = RoundRecord(index=0, start=20, budget=n, drafted=n, sent=n, accepted=2, token=7, entropies=[0.5] * n)
     clock.begin_round()
-    return clock.charge(record, draft, Verdict(accepted=2, token=7))
+    return clock.charge(record, draft, Verdict(accepted=2, token=7)).as_dict()
 
 
 def test_fixed_rates_and_delay_add_to_time_not_energy():

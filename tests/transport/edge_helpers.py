@@ -12,8 +12,9 @@ import torch
 from gelato.models.cached import CachedCausalLM
 from gelato.models.tiny import noisy_copy, tiny_llama
 from gelato.policies import StaticPolicy
-from gelato.decoding.engine import GenerationResult, speculative_generate, target_only_generate
-from gelato.decoding.proposer import DraftModelProposer
+from gelato.generation.loop import GenerationResult, target_only_generate
+from gelato.generation import generate
+from gelato.generation import DraftModelProposer
 from gelato.decoding.sampling import SamplingParams
 from gelato.transport.channel import EdgeClient, EdgeStream
 from gelato.transport.client import RemoteVerifier
@@ -57,7 +58,7 @@ def remote_generate(address, draft, prompt: Sequence[int], n: int, policy=None, 
     verifier = verifier or remote_verifier(address, params, **kwargs)
     proposer = DraftModelProposer(CachedCausalLM(draft), params, draft_generator)
     try:
-        result = speculative_generate(prompt, proposer, verifier, policy or StaticPolicy(4), n, on_round=on_round)
+        result = generate(prompt, proposer, verifier, policy or StaticPolicy(4), n, on_round=on_round)
     finally:
         verifier.close()
     return result, verifier

@@ -20,8 +20,8 @@ import torch
 
 from distribution_helpers import PROMPT, VOCAB, chi_square_pvalue, exact_two_token_probs, logits_table
 from edge_helpers import FaultyClient
-from gelato.decoding.engine import speculative_generate
-from gelato.decoding.proposer import DraftModelProposer
+from gelato.generation import generate
+from gelato.generation import DraftModelProposer
 from gelato.decoding.sampling import SamplingParams
 from gelato.models.cached import CachedCausalLM
 from gelato.models.tiny import tiny_llama
@@ -73,7 +73,7 @@ def _network_samples(models, payload: str, draft_top_k: int) -> tuple[list[tuple
                 verifier = RemoteVerifier(client, PARAMS, fingerprint=FINGERPRINT, seed=i * 1_000_003 + j,
                                           payload=payload, rpc_timeout=5.0, unreachable_after=20.0)
                 try:
-                    ids = speculative_generate(PROMPT, proposer, verifier, StaticPolicy(2), max_new_tokens=2).token_ids
+                    ids = generate(PROMPT, proposer, verifier, StaticPolicy(2), max_new_tokens=2).token_ids
                 finally:
                     verifier.close()
                 with lock:

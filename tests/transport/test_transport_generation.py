@@ -11,13 +11,12 @@ from gelato.models.cached import CachedCausalLM
 from gelato.policies import StaticPolicy
 from gelato.policies.gelato_paper import GelatoPaperPolicy
 from gelato.policies.predictor import LinearRoundPredictor
-from gelato.decoding.engine import speculative_generate
-from gelato.decoding.proposer import DraftModelProposer
+from gelato.generation import generate
+from gelato.generation import DraftModelProposer
 from gelato.decoding.sampling import SamplingParams
-from gelato.decoding.verifier import TargetModelVerifier
 from gelato.transport.client import RemoteVerifier
 from gelato.transport.errors import EdgeRejectedError
-from gelato.decoding.pipeline import generate_speculative
+from gelato.generation import generate_speculative
 
 N = 24
 
@@ -92,7 +91,7 @@ def test_fingerprint_mismatch_names_both(pair, edge):
     _, draft = pair
     verifier = RemoteVerifier(edge.address, GREEDY, fingerprint="sha256:deadbeef")
     with pytest.raises(EdgeRejectedError) as info:
-        speculative_generate(PROMPTS[0], DraftModelProposer(CachedCausalLM(draft), GREEDY), verifier,
+        generate(PROMPTS[0], DraftModelProposer(CachedCausalLM(draft), GREEDY), verifier,
                              StaticPolicy(2), 4)
     verifier.close()
     assert info.value.code == grpc.StatusCode.FAILED_PRECONDITION

@@ -24,7 +24,7 @@ from gelato.api.backend import Backend
 from gelato.api.errors import APIError, bad_request
 from gelato.api.formats import ResponseFormat, round_info, sse
 from gelato.api.metrics import CONTENT_TYPE_LATEST, ApiMetrics
-from gelato.api.respond import Finish, Limits, Piece, Prepared, prepare, start_job, text_pieces
+from gelato.api.respond import Finish, Limits, Piece, prepare, start_job, text_pieces
 from gelato.api.schemas import ChatCompletionRequest, CompletionRequest, parse_request
 from gelato.api.speculative import Speculation
 

@@ -22,11 +22,9 @@ import torch
 
 from gelato.api.edge import EdgeSession
 from gelato.api.speculative import Speculation, build_policy
-from gelato.decoding.proposer import DraftModelProposer
 from gelato.decoding.sampling import SamplingParams
 from gelato.decoding.types import Draft, Verdict
-from gelato.decoding.verifier import TargetModelVerifier
-from gelato.models.cached import CachedCausalLM
+from gelato.generation import DraftModelProposer, draft_proposer, target_verifier
 from gelato.models.loading import load_causal_lm, load_pair, load_tokenizer, shared_vocab_size
 from gelato.system.config import SystemConfig
 from gelato.transport.fingerprint import tokenizer_fingerprint
@@ -42,8 +40,8 @@ class GenerationCancelled(Exception):
 
 
 class MeteredVerifier:
-    """Wraps a verifier: stops before a round once cancelled, keeps the round's draft and verdict, and
-    the sizes of its messages (measured on an edge, else those of the messages the wire would carry)."""
+    """Wraps a verifier: stops before a round once cancelled, and keeps the sizes of each round's messages
+    (measured on an edge, else those of the messages the wire would carry), in round order."""
 
     def __init__(self, inner, payload: PayloadConfig, cancelled: Callable[[], bool],
                  measured: Callable[[], tuple[int, int]] | None = None) -> None:
@@ -51,8 +49,7 @@ class MeteredVerifier:
         self.payload = payload
         self.cancelled = cancelled
         self.measured = measured
-        self.rounds = 0
-        self.last: tuple[Draft, Verdict, int, int] | None = None  # draft, verdict, up bytes, down bytes
+        self.round_bytes: list[tuple[int, int]] = []  # (uplink, downlink) bytes per verified round
 
     def verify(self, committed: Sequence[int], draft: Draft) -> Verdict:
         if self.cancelled():
@@ -61,11 +58,11 @@ class MeteredVerifier:
         if self.measured is not None:
             up, down = self.measured()
         else:
-            up = build_draft_up(draft, self.payload, self.rounds).ByteSize()
-            down = build_verdict_down(verdict, self.payload, self.rounds, len(committed) + verdict.accepted + 1,
+            index = len(self.round_bytes)
+            up = build_draft_up(draft, self.payload, index).ByteSize()
+            down = build_verdict_down(verdict, self.payload, index, len(committed) + verdict.accepted + 1,
                                       len(draft.tokens)).ByteSize()
-        self.rounds += 1
-        self.last = (draft, verdict, up, down)
+        self.round_bytes.append((up, down))
         return verdict
 
 
@@ -119,7 +116,6 @@ class Backend:
               max_new_tokens: int, cancelled: Callable[[], bool]) -> GenerationParts:
         """Fresh per-request state. Blocking (an edge session opens here): call it from the worker thread."""
         seed = random.randrange(2**31) if seed is None else seed
-        device_gen = torch.Generator().manual_seed(seed)
         payload = PayloadConfig(mode=spec.payload, greedy=params.greedy)
         clock = None
         if self.system is not None:
@@ -129,9 +125,7 @@ class Backend:
         predictor = clock if clock is not None else SystemConfig.paper().build_clock(seed)
         if self.edge is None and not self.batch:
             vocab = shared_vocab_size(self.draft, self.target)
-            inner = TargetModelVerifier(CachedCausalLM(self.target, vocab), params,
-                                        torch.Generator().manual_seed(seed + 1_000_003))
-            verifier = MeteredVerifier(inner, payload, cancelled)
+            verifier = MeteredVerifier(target_verifier(self.target, params, seed, vocab), payload, cancelled)
             close, max_draft = (lambda: None), None
         else:
             e = self.edge or EdgeSettings(self.local_edge_address())
@@ -150,7 +144,7 @@ class Backend:
             vocab = min(int(self.draft.config.vocab_size), edge_vocab)
             verifier = MeteredVerifier(session, payload, cancelled, session.last_round_bytes)
             close = session.close
-        proposer = DraftModelProposer(CachedCausalLM(self.draft, vocab), params, device_gen)
+        proposer = draft_proposer(self.draft, params, seed, vocab)
         policy = build_policy(spec, predictor, max_draft)
         return GenerationParts(proposer, verifier, policy, clock, close)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 
 from gelato.decoding.sampling import SamplingParams
 from gelato.decoding.types import Draft, Verdict
@@ -28,8 +27,7 @@ class EdgeSession:
         self._client = EdgeClient(address, token=token, tls=tls, root_ca=tls_ca, server_name=server_name)
         self._remote = RemoteVerifier(self._client, params, fingerprint=fingerprint, seed=seed, payload=payload,
                                       device_name=device_name, max_new_tokens=max_new_tokens,
-                                      rpc_timeout=rpc_timeout, unreachable_after=unreachable_after,
-                                      generator=torch.Generator().manual_seed(seed + 1))
+                                      rpc_timeout=rpc_timeout, unreachable_after=unreachable_after)
 
     def open(self, prompt_ids: Sequence[int]) -> tuple[int, int | None]:
         """Open the session with the prompt; (the edge's vocabulary size, its largest draft per round)."""

@@ -17,7 +17,7 @@ def round_info(event: RoundEvent, tokens: int) -> dict:
     """What one round did; carried by its stream chunk (an extension field, ignored by other clients)."""
     r = event.record
     return {"index": r.index, "budget": r.budget, "drafted": r.drafted, "sent": r.sent, "accepted": r.accepted,
-            "tokens": tokens, "uplink_bytes": event.up_bytes, "downlink_bytes": event.down_bytes}
+            "predrafted": r.predrafted, "carried": r.carried, "tokens": tokens, "uplink_bytes": event.up_bytes, "downlink_bytes": event.down_bytes}
 
 
 class ResponseFormat:

@@ -1,6 +1,7 @@
 """One request's generation: the synchronous round loop in a worker thread, its rounds as async events.
 
-The worker runs :func:`speculative_generate` and hands each committed round to the event loop (an
+The worker runs the round loop (:func:`gelato.generation.generate`, drafting ahead for the pipelined
+policies) and hands each committed round's record to the event loop (an
 ``asyncio.Queue`` fed through ``call_soon_threadsafe``). :meth:`GenerationJob.cancel` makes the next
 round raise :class:`GenerationCancelled` inside the loop; the verifier (an edge session) is closed in a
 ``finally`` whatever happened.
@@ -16,16 +17,15 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 
 from gelato.api.backend import GenerationCancelled, GenerationParts
-from gelato.decoding.engine import commit_round, speculative_generate
+from gelato.generation import generate
 from gelato.decoding.types import RoundRecord
 
 
 @dataclass(frozen=True)
 class RoundEvent:
-    """A committed round: its record, the ids it committed (after EOS / length cuts), its message bytes."""
+    """A committed round: its record (``record.tokens``: the ids it committed), its message bytes."""
 
     record: RoundRecord
-    tokens: list[int]
     up_bytes: int
     down_bytes: int
     joules: float | None  # modelled device energy of the round (None without a system model)
@@ -125,19 +125,16 @@ class GenerationJob:
             if self._cancel.is_set():  # abandoned while queued: never open a session or prefill for it
                 raise GenerationCancelled()
             parts = self.make_parts(self._cancel)
-            shadow = list(self.prompt_ids)
 
             def on_round(record: RoundRecord) -> None:
-                draft, verdict, up, down = parts.verifier.last
-                new, _ = commit_round(shadow, draft, verdict, len(self.prompt_ids), self.max_new_tokens,
-                                      self.eos_token_id)
-                joules = record.charge["e_round"] if record.charge else None
-                self._emit(RoundEvent(record, new, up, down, joules, time.perf_counter()))
+                up, down = parts.verifier.round_bytes[record.index]
+                joules = record.charge.e_round if record.charge is not None else None
+                self._emit(RoundEvent(record, up, down, joules, time.perf_counter()))
                 if self._cancel.is_set():
                     raise GenerationCancelled()
 
-            result = speculative_generate(self.prompt_ids, parts.proposer, parts.verifier, parts.policy,
-                                          self.max_new_tokens, self.eos_token_id, parts.clock, on_round=on_round)
+            result = generate(self.prompt_ids, parts.proposer, parts.verifier, parts.policy, self.max_new_tokens,
+                              self.eos_token_id, parts.clock, background_verify=True, on_round=on_round)
             self._emit(DoneEvent(result.stop_reason))
         except GenerationCancelled:
             self._emit(DoneEvent("cancelled"))

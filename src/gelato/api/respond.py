@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from gelato.api.backend import Backend
 from gelato.models.chat import encode_messages
 from gelato.api.errors import APIError, bad_request
-from gelato.api.generation import DoneEvent, GenerationJob, RoundEvent
+from gelato.api.generation import GenerationJob, RoundEvent
 from gelato.api.metrics import ApiMetrics
 from gelato.api.schemas import ChatCompletionRequest, CompletionRequest
 from gelato.api.speculative import Speculation, resolve
@@ -115,7 +115,7 @@ async def text_pieces(job: GenerationJob, p: Prepared, backend: Backend, metrics
         async for event in job.events():
             if isinstance(event, RoundEvent):
                 text, counted = "", 0
-                for token in event.tokens:
+                for token in event.record.tokens:
                     counted += 1
                     text += stops.feed(detok.add(token))
                     if stops.stopped:

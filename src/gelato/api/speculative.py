@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from gelato.api.errors import bad_request
 from gelato.api.schemas import SpeculativeSettings
-from gelato.experiments.runner import BudgetCap
+from gelato.policies.cap import BudgetCap
 from gelato.decoding.policy import DraftPolicy
 from gelato.policies.gelato_improved import GelatoImprovedConfig
 from gelato.policies.gelato_paper import GelatoConfig

@@ -3,6 +3,8 @@
 Speculative counters use vLLM's names where it has one (``num_drafts``, ``num_draft_tokens``,
 ``num_accepted_tokens``, ``num_accepted_tokens_per_pos``, ``mean_acceptance_length``,
 ``draft_acceptance_rate``); ``mean_acceptance_length`` is committed tokens per round (accepted + 1).
+Drafting ahead (the pipelined policies): ``num_predrafted_tokens`` were drafted while a round was being
+verified, ``num_carried_draft_tokens`` of them became the head of the next round's draft.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ class UsageTally:
         self.computed = 0
         self.accepted = 0
         self.committed = 0
+        self.predrafted = 0
+        self.carried = 0
         self.per_pos_accepted: list[int] = []
         self.per_pos_reached: list[int] = []
         self.up_bytes = 0
@@ -38,7 +42,9 @@ class UsageTally:
         self.sent += r.sent
         self.computed += r.drafted
         self.accepted += r.accepted
-        self.committed += len(event.tokens)
+        self.committed += len(r.tokens)
+        self.predrafted += r.predrafted
+        self.carried += r.carried
         while len(self.per_pos_reached) < r.sent:
             self.per_pos_reached.append(0)
             self.per_pos_accepted.append(0)
@@ -56,6 +62,8 @@ class UsageTally:
             "num_drafts": self.num_drafts,
             "num_draft_tokens": self.sent,
             "num_computed_draft_tokens": self.computed,
+            "num_predrafted_tokens": self.predrafted,
+            "num_carried_draft_tokens": self.carried,
             "num_accepted_tokens": self.accepted,
             "num_accepted_tokens_per_pos": list(self.per_pos_accepted),
             "acceptance_rate_per_pos": [a / n if n else 0.0 for a, n in zip(self.per_pos_accepted,

@@ -40,7 +40,7 @@ def generate(
 ) -> None:
     """Generate text with speculative decoding; the output equals the target's own."""
     from gelato.models import ModelLoadError, VocabularyMismatchError, load_pair, shared_vocab_size
-    from gelato.decoding.pipeline import generate_speculative, generate_target_only
+    from gelato.generation import generate_speculative, generate_target_only
     from gelato.policies.registry import DEFAULT_POLICY
 
     params = sampling_params(temperature, top_k, top_p)
@@ -72,15 +72,15 @@ def generate(
         if stream and raw:
             typer.echo(prompt, nl=False)
 
-        def on_tokens(ids: list[int]) -> None:
+        def on_round(record) -> None:
             if not first:
                 first.append(time.perf_counter() - t0)
             if stream:
-                sys.stdout.write("".join(detok.add(t) for t in ids))
+                sys.stdout.write("".join(detok.add(t) for t in record.tokens))
                 sys.stdout.flush()
 
         result = generate_speculative(draft_model, target_model, prompt_ids, params, chosen, max_new_tokens, stop,
-                                      seed, vocab_size=vocab, on_tokens=on_tokens)
+                                      seed, vocab_size=vocab, on_round=on_round)
     text = decode_text(tokenizer, result.token_ids)
     if as_json:
         typer.echo(json.dumps({"text": text, "token_ids": result.token_ids, "stop_reason": result.stop_reason,

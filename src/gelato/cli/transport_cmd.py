@@ -175,10 +175,10 @@ def device(
     from rich.console import Console
     from rich.table import Table
 
-    from gelato.models.cached import CachedCausalLM
     from gelato.models.loading import ModelLoadError, load_causal_lm, load_tokenizer
-    from gelato.decoding.engine import speculative_generate
-    from gelato.decoding.proposer import DraftModelProposer
+    from gelato.generation import draft_proposer, generate
+    from gelato.policies.cap import capped
+    from gelato.policies.registry import policy_spec
     from gelato.decoding.sampling import SamplingParams
     from gelato.transport.channel import EdgeClient
     from gelato.transport.client import RemoteVerifier
@@ -234,28 +234,22 @@ def device(
     client = EdgeClient(edge, token=token, tls=tls, root_ca=root_ca, server_name=server_name)
     verifier = RemoteVerifier(client, params, fingerprint=fingerprint, seed=seed, payload=payload_cfg,
                               device_name=os.uname().nodename, max_new_tokens=max_new_tokens,
-                              rpc_timeout=rpc_timeout, unreachable_after=unreachable_after,
-                              generator=torch.Generator().manual_seed(seed + 1))
+                              rpc_timeout=rpc_timeout, unreachable_after=unreachable_after)
     eos = stop_token_id(tokenizer, raw=raw or prompt is None) if tokenizer is not None else None
     try:
         reply = verifier.open(ids)
-        if reply.max_draft_tokens:  # never draft more than the edge accepts (it would refuse the round)
-            from gelato.experiments.runner import BudgetCap
-            chosen = BudgetCap(chosen, int(reply.max_draft_tokens))
+        cap = int(reply.max_draft_tokens) or None  # never draft more than the edge accepts (it would refuse)
+        chosen = capped(chosen, cap)
         vocab = min(int(draft_model.config.vocab_size), int(reply.vocab_size))
-        proposer = DraftModelProposer(CachedCausalLM(draft_model, vocab), params,
-                                      torch.Generator().manual_seed(seed))
+        proposer = draft_proposer(draft_model, params, seed, vocab)
         plain = None
-        if getattr(chosen, "pipelined", False):  # draft ahead while the request is out; compare with no pipelining
-            from gelato.decoding.pipelined import ConcurrentVerifier, pipelined_generate
-            plain = speculative_generate(ids, proposer, verifier, policy_by_name(policy.removesuffix("-pipelined")),
-                                         max_new_tokens, eos_token_id=eos)
+        unpipelined = policy_spec(policy).drafts_ahead_of
+        if unpipelined is not None:  # draft ahead while the request is out; compare with the same policy without
+            plain = generate(ids, proposer, verifier, capped(policy_by_name(unpipelined), cap), max_new_tokens,
+                             eos_token_id=eos)
             verifier.open(ids)
             proposer.model.reset()
-            with ConcurrentVerifier(verifier) as concurrent:
-                result = pipelined_generate(ids, proposer, concurrent, chosen, max_new_tokens, eos_token_id=eos)
-        else:
-            result = speculative_generate(ids, proposer, verifier, chosen, max_new_tokens, eos_token_id=eos)
+        result = generate(ids, proposer, verifier, chosen, max_new_tokens, eos_token_id=eos, background_verify=True)
     except TransportError as exc:
         console.print(f"[red]error:[/red] {exc}")
         if exc.generated_ids:

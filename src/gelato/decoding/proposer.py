@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import torch
 
-from gelato.models.cached import CachedCausalLM
 from gelato.decoding.sampling import (DRAFT_TOP_K, SamplingParams, choose_token, entropy_nats, processed_probs,
                                       proposal_probs)
 from gelato.decoding.types import Draft, DraftStep, SparseDist, StopDecision
@@ -79,26 +79,32 @@ def draft_loop(next_token: Callable[[int, list[int]], DraftedToken], budget: int
                  start=start, topp_support=supports if all(x is not None for x in supports) and supports else None)
 
 
-class DraftModelProposer:
-    """Drafts with a live model whose KV cache persists across rounds (cropped by common prefix)."""
+class Proposer(ABC):
+    """Drafts tokens for the round loop. ``draft_next`` is the one step a proposer must give; the rest have
+    defaults a proposer may override (a replayed trace bounds ``reach``; the synthetic source pre-drafts its
+    own way)."""
 
-    def __init__(self, model: CachedCausalLM, params: SamplingParams, generator: torch.Generator | None = None,
-                 draft_top_k: int = DRAFT_TOP_K):
-        self.model = model
-        self.params = params
-        self.generator = generator
-        self.draft_top_k = draft_top_k  # sampling draws from q~ (see draft_token); 0: the whole q
+    reach: int | None = None  # most tokens one round can look ahead (draft + pre-draft); None: no bound
 
+    @abstractmethod
     def draft_next(self, committed: Sequence[int], sent: Sequence[int]) -> DraftedToken:
-        """One drafted token after ``committed + sent`` (the cache keeps their common prefix)."""
-        logits = self.model.feed(list(committed) + list(sent))[-1]
-        token, q, entropy = draft_token(logits, self.params, self.generator, self.draft_top_k)
-        return DraftedToken(token, entropy, float(q[token]), float(q.max()), SparseDist.from_dense(q))
+        """One drafted token after ``committed + sent``."""
 
     def propose(self, committed: Sequence[int], budget: int, keep_drafting: KeepDrafting = always_continue) -> Draft:
+        """Up to ``budget`` tokens after ``committed``, asking ``keep_drafting`` after each."""
         ids = list(committed)
         return draft_loop(lambda position, sent: self.draft_next(ids, sent), budget, keep_drafting, start=len(ids))
 
+    def predraft(self, committed: Sequence[int], sent: Sequence[int], depth: int,
+                 stop: Callable[[], bool] | None = None) -> list[DraftedToken]:
+        """Up to ``depth`` tokens after ``committed + sent``, as if every sent token will be accepted;
+        stops early once ``stop()`` is true (the verdict is back)."""
+        ahead: list[DraftedToken] = []
+        for _ in range(depth):
+            if ahead and stop is not None and stop():
+                break
+            ahead.append(self.draft_next(committed, list(sent) + [t.token for t in ahead]))
+        return ahead
+
     def rollback(self, committed_len: int) -> None:
-        """Keep only cache positions that belong to the committed sequence (all but its newest token)."""
-        self.model.truncate(max(0, committed_len - 1))
+        """Forget drafted state past the first ``committed_len`` tokens (default: nothing kept)."""

@@ -98,7 +98,7 @@ def sample_deferred_residual(verdict: Verdict, q: Sequence[SparseDist] | None,
         raise ValueError("a deferred residual needs the draft's q at the rejected position")
     q_dense = q[verdict.accepted].to_dense(verdict.residual_p.shape[-1])
     return Verdict(accepted=verdict.accepted,
-                   token=sample_from(residual_distribution(verdict.residual_p, q_dense), generator))
+                   token=sample_from(residual_distribution(verdict.residual_p, q_dense), generator), deferred=True)
 
 
 def verify_rows(target_logits: torch.Tensor, draft_tokens: Sequence[int], q: Sequence[SparseDist] | None,

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 
@@ -87,11 +88,42 @@ class Verdict:
 
     accepted: int
     token: int
-    # Dense target distribution at the first rejected position (DSSD variant only).
+    # Dense target distribution at the first rejected position (DSSD: the device samples the residual).
     residual_p: torch.Tensor | None = None
+    # The residual was deferred to the device (DSSD): the edge learns ``token`` next round. Set whenever
+    # ``residual_p`` is, and kept once the device has sampled ``token`` from it.
+    deferred: bool = False
+
+    def __post_init__(self) -> None:
+        if self.residual_p is not None and not self.deferred:
+            object.__setattr__(self, "deferred", True)
 
 
-@dataclass
+@dataclass(frozen=True)
+class RoundCommit:
+    """What a round commits, by the one rule every party applies (the loop, the edge, the device's record of
+    the edge, the modelled clock): the accepted draft tokens, then the round's own token, which the edge
+    holds at once unless its residual was deferred to the device (DSSD); then it learns it next round."""
+
+    ids: list[int]
+    deferred: bool
+
+    @staticmethod
+    def of(sent: Sequence[int], verdict: Verdict) -> "RoundCommit":
+        return RoundCommit(list(sent[: verdict.accepted]) + [verdict.token], verdict.deferred)
+
+    @property
+    def edge_ids(self) -> list[int]:
+        """The ids the edge commits this round."""
+        return self.ids[:-1] if self.deferred else list(self.ids)
+
+    @property
+    def pending(self) -> list[int]:
+        """The ids the edge learns at the start of the next round."""
+        return self.ids[-1:] if self.deferred else []
+
+
+@dataclass(frozen=True)
 class PhaseTimes:
     """Wall-clock seconds spent in each phase of a round (measured)."""
 
@@ -100,23 +132,91 @@ class PhaseTimes:
     other: float = 0.0
 
 
-@dataclass
+@dataclass(frozen=True)
+class RoundCharge:
+    """What a clock charged for one round: time (s), device and edge energy (J), bits, and the link.
+
+    Modelled by :class:`gelato.system.clock.ModelledClock` (docs/design-decisions.md, "The round and the
+    system model"); every field is a number so a round's log line is ``RoundRecord.as_row()``.
+    """
+
+    # time, s: t_round = t_draft + max(wait, t_predraft), wait = t_uplink + t_propagation + t_verify + t_downlink
+    t_draft: float = 0.0
+    t_uplink: float = 0.0
+    t_propagation: float = 0.0
+    t_verify: float = 0.0
+    t_downlink: float = 0.0
+    t_round: float = 0.0
+    # device energy, J: e_round = e_draft + e_uplink + e_downlink + e_idle (e_edge is the edge's, apart)
+    e_draft: float = 0.0
+    e_uplink: float = 0.0
+    e_downlink: float = 0.0
+    e_idle: float = 0.0
+    e_round: float = 0.0
+    e_edge: float = 0.0
+    # drafting ahead during the wait (0 without): its time, the part the round pays for, its energy
+    t_predraft: float = 0.0
+    t_predraft_exposed: float = 0.0
+    e_predraft: float = 0.0
+    # the messages and the channel state they crossed
+    bits_up: float = 0.0
+    bits_down: float = 0.0
+    gain: float = 0.0
+    snr_db: float = 0.0
+    rate_up_bps: float = 0.0
+    rate_down_bps: float = 0.0
+    channel_index: int = 0
+    fading: float = 1.0
+    # where the round stood: committed tokens, draft-cache tokens the first forward fed, running totals
+    context_len: int = 0
+    n_pending: int = 0
+    cum_tokens: int = 0
+    cum_time: float = 0.0
+    cum_energy: float = 0.0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+CHARGE_KEYS = tuple(f.name for f in fields(RoundCharge))
+
+
+@dataclass(frozen=True)
 class RoundRecord:
-    """Everything known about a finished round; one JSONL line in experiment logs."""
+    """Everything known about a finished round; ``as_row()`` is its line in every round log.
+
+    Vocabulary (vLLM's): of the ``sent`` draft tokens the first ``accepted`` match the target; the round
+    then adds one token of the target's own (``token``: the recovered token after a rejection, the bonus
+    token when all were accepted), so it commits ``tokens`` = accepted draft tokens + ``token``, cut at EOS
+    or the length limit.
+    """
 
     index: int
-    start: int
-    budget: int
-    drafted: int  # computed draft tokens
+    start: int  # committed tokens (prompt + generated) when the round began
+    budget: int  # most tokens the policy allowed this round
+    drafted: int  # computed draft tokens (sent or not)
     sent: int
     accepted: int
     token: int
     entropies: list[float]
+    tokens: list[int] = field(default_factory=list)  # the ids this round committed
     wall: PhaseTimes = field(default_factory=PhaseTimes)
-    charge: dict | None = None  # modelled time/energy terms from the clock, if any
-    predrafted: int = 0  # tokens drafted ahead while this round's verdict was in flight (pipelined loop)
+    charge: RoundCharge | None = None  # what the clock charged, if the loop had one
+    predrafted: int = 0  # tokens drafted ahead while this round's verdict was in flight
     carried: int = 0  # tokens of this round's draft that came from the previous round's pre-draft
+    predraft_used: bool = False  # the pre-draft became the head of the next round's draft
 
     @property
     def new_tokens(self) -> int:
         return self.accepted + 1
+
+    def as_row(self, **extra) -> dict:
+        """The round's log line: its fields, the charge's terms and ``extra`` (e.g. the policy's state)."""
+        row = {"index": self.index, "start": self.start, "budget": self.budget, "drafted": self.drafted,
+               "sent": self.sent, "accepted": self.accepted, "token": self.token,
+               "entropies": [round(h, 5) for h in self.entropies], "predrafted": self.predrafted,
+               "carried": self.carried, "predraft_used": self.predraft_used}
+        if self.charge is not None:
+            row.update(self.charge.as_dict())
+        row.update(extra)
+        return row

@@ -7,7 +7,7 @@ regime; ``acceptance_fit`` gives the least-squares ``c``, the 0.1-nat bins and t
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 

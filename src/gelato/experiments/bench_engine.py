@@ -15,7 +15,7 @@ import torch
 
 from gelato.models.cached import CachedCausalLM
 from gelato.policies.static import StaticPolicy
-from gelato.decoding.pipeline import generate_speculative, generate_target_only
+from gelato.generation import generate_speculative, generate_target_only
 from gelato.decoding.sampling import SamplingParams
 
 GREEDY = SamplingParams()

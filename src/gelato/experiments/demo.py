@@ -17,7 +17,8 @@ from pathlib import Path
 
 from gelato.decoding.sampling import SamplingParams
 from gelato.experiments.config import RunConfig
-from gelato.experiments.runner import BudgetCap, RunResult, Session, live_sessions, run_policy
+from gelato.policies.cap import BudgetCap
+from gelato.experiments.runner import RunResult, Session, live_sessions, run_policy
 from gelato.experiments.trace import Trace, TraceProposer, TraceVerifier
 from gelato.experiments.trace_fast import record_trace_fast
 from gelato.models.chat import stop_token_id

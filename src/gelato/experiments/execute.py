@@ -6,7 +6,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from gelato.experiments.config import RunConfig
-from gelato.experiments.runner import (BudgetCap, RunResult, Session, live_sessions, run_policy, synthetic_sessions,
+from gelato.policies.cap import BudgetCap
+from gelato.experiments.runner import (RunResult, Session, live_sessions, run_policy, synthetic_sessions,
                                        trace_sessions)
 from gelato.experiments.trace import Trace
 from gelato.decoding.sampling import SamplingParams

@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from gelato.experiments.config import RunConfig
-from gelato.experiments.runner import BudgetCap, Session, run_policy, synthetic_sessions, trace_sessions
+from gelato.policies.cap import BudgetCap
+from gelato.experiments.runner import Session, run_policy, synthetic_sessions, trace_sessions
 from gelato.experiments.trace import Trace
 from gelato.policies.registry import make_policy
 from gelato.system.config import ComputeSpec, SystemConfig

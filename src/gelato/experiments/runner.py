@@ -15,15 +15,11 @@ from pathlib import Path
 
 from gelato.experiments.synthetic import SyntheticProposer, SyntheticSource, SyntheticVerifier
 from gelato.experiments.trace import Trace, TraceProposer, TraceVerifier
-from gelato.models.cached import CachedCausalLM
 from gelato.decoding.policy import DraftPolicy
-from gelato.decoding.engine import Proposer, RoundClock, Verifier, speculative_generate
-from gelato.decoding.pipelined import pipelined_generate
-from gelato.decoding.pipeline import device_and_edge_generators
-from gelato.decoding.proposer import DraftModelProposer
+from gelato.decoding.proposer import Proposer
 from gelato.decoding.sampling import SamplingParams
 from gelato.decoding.types import RoundRecord
-from gelato.decoding.verifier import TargetModelVerifier
+from gelato.generation import RoundClock, Verifier, generate, local_pair
 from gelato.system.summary import summarize_charged_rounds
 
 
@@ -58,37 +54,9 @@ def live_sessions(draft, target, prompts: Sequence[tuple[str, Sequence[int]]], p
                   max_new_tokens: int, eos_token_id: int | None, seed: int = 0,
                   vocab_size: int | None = None, cycle: bool = True) -> Iterator[Session]:
     """Real models; one KV cache pair reused (re-synced per prompt by the common-prefix crop)."""
-    device_gen, edge_gen = device_and_edge_generators(seed)
-    proposer = DraftModelProposer(CachedCausalLM(draft, vocab_size), params, device_gen)
-    verifier = TargetModelVerifier(CachedCausalLM(target, vocab_size), params, edge_gen)
+    proposer, verifier = local_pair(draft, target, params, seed, vocab_size)
     for pid, ids in (itertools.cycle(prompts) if cycle else prompts):
         yield Session(list(ids), proposer, verifier, max_new_tokens, eos_token_id, pid)
-
-
-class BudgetCap:
-    """Clips a policy's budget to ``cap`` (the paper's ``g_max`` = 15, also a trace's ``k_max``); everything
-    else is the wrapped policy's. Only policies that can ask for more are affected: transformers' schedules
-    (hf-confidence asks for 20, hf-heuristic grows by 2 after a fully accepted round)."""
-
-    def __init__(self, policy, cap: int) -> None:
-        self.policy = policy
-        self.cap = cap
-        self.name = getattr(policy, "name", type(policy).__name__)
-
-    def budget(self, ctx):
-        return min(self.cap, self.policy.budget(ctx))
-
-    def keep_drafting(self, step):
-        return self.policy.keep_drafting(step)
-
-    def observe(self, record) -> None:
-        self.policy.observe(record)
-
-    def state(self) -> dict:
-        return self.policy.state()
-
-    def __getattr__(self, item: str):
-        return getattr(self.__dict__["policy"], item)
 
 
 @dataclass
@@ -117,28 +85,18 @@ def run_policy(policy: DraftPolicy, clock: RoundClock, sessions: Iterable[Sessio
     tokens = 0
 
     def record_row(record: RoundRecord) -> None:
-        row = {"index": record.index, "start": record.start, "budget": record.budget, "drafted": record.drafted,
-               "sent": record.sent, "accepted": record.accepted, "entropies": [round(h, 5) for h in record.entropies],
-               "predrafted": record.predrafted, "carried": record.carried,
-               **(record.charge or {}), **{f"policy_{k}": v for k, v in policy.state().items()}}
-        result.rows.append(row)
+        result.rows.append(record.as_row(**{f"policy_{k}": v for k, v in policy.state().items()}))
         if on_round is not None:
             on_round(record)
 
-    loop = pipelined_generate if is_pipelined(policy) else speculative_generate
     for session in sessions:
         if len(result.rows) >= rounds:
             break
-        gen = loop(session.prompt_ids, session.proposer, session.verifier, policy, session.max_new_tokens,
-                   session.eos_token_id, clock, round_offset=len(result.rows), on_round=record_row,
-                   max_rounds=rounds - len(result.rows))
+        gen = generate(session.prompt_ids, session.proposer, session.verifier, policy, session.max_new_tokens,
+                       session.eos_token_id, clock, round_offset=len(result.rows), on_round=record_row,
+                       max_rounds=rounds - len(result.rows))
         tokens += len(gen.token_ids)
         result.texts.append((session.prompt_id, gen.token_ids))
     result.summary = {"policy": result.policy, **summarize_charged_rounds(result.rows, tokens, e_bar)}
     return result
-
-
-def is_pipelined(policy) -> bool:
-    """Policies that draft ahead while verifying (``pipelined = True``) run in the pipelined round loop."""
-    return bool(getattr(policy, "pipelined", False))
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gelato.decoding.proposer import DraftedToken, KeepDrafting, always_continue, draft_loop
+from gelato.decoding.proposer import DraftedToken, Proposer
 from gelato.decoding.types import Draft, Verdict
 
 QWEN_VOCAB = 151_936
@@ -81,12 +81,9 @@ class SyntheticSource:
         return DraftedToken(int(self.rng.integers(r.vocab_size)), entropy, top1, top1, topp_support=support)
 
 
-class SyntheticProposer:
+class SyntheticProposer(Proposer):
     def __init__(self, source: SyntheticSource):
         self.source = source
-
-    def propose(self, committed: Sequence[int], budget: int, keep_drafting: KeepDrafting = always_continue) -> Draft:
-        return draft_loop(lambda j, sent: self.source.draw_token(), budget, keep_drafting, start=len(committed))
 
     def draft_next(self, committed: Sequence[int], sent: Sequence[int]) -> DraftedToken:
         return self.source.draw_token()
@@ -97,9 +94,6 @@ class SyntheticProposer:
         tokens = [self.source.draw_token() for _ in range(depth)]
         self.source.lookahead = tokens[0] if tokens else None
         return tokens
-
-    def rollback(self, committed_len: int) -> None:
-        pass
 
 
 class SyntheticVerifier:

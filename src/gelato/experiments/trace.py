@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from gelato.models.cached import CachedCausalLM
-from gelato.decoding.engine import target_only_generate
-from gelato.decoding.proposer import DraftedToken, KeepDrafting, always_continue, draft_loop
+from gelato.generation.loop import target_only_generate
+from gelato.decoding.proposer import DraftedToken, KeepDrafting, Proposer, always_continue, draft_loop
 from gelato.decoding.sampling import SamplingParams, entropy_nats, processed_probs
 from gelato.decoding.types import Draft, Verdict
 
@@ -140,7 +140,7 @@ def record_trace(draft_model, target_model, prompts: Sequence[tuple[str, Sequenc
     return trace
 
 
-class TraceProposer:
+class TraceProposer(Proposer):
     """Replays the recorded draft rollouts; ``top_p`` picks which support sizes drafts carry."""
 
     def __init__(self, prompt: PromptTrace, top_p: float | None = None, top_ps: Sequence[float] = DEFAULT_TOP_PS):
@@ -158,15 +158,15 @@ class TraceProposer:
         return draft_loop(lambda j, sent: self._token(s, j), budget, keep_drafting, start=len(committed))
 
     @property
-    def k_max(self) -> int:
+    def reach(self) -> int:
         """Longest rollout recorded: no round (draft plus pre-draft) can look further ahead."""
         return int(self.prompt.draft_tokens.shape[1])
 
     def draft_next(self, committed: Sequence[int], sent: Sequence[int]) -> DraftedToken:
         """The recorded greedy rollout after ``committed``, at offset ``len(sent)``."""
         j = len(sent)
-        if j >= self.k_max:
-            raise ValueError(f"draft position {j} exceeds the trace's k_max {self.k_max}")
+        if j >= self.reach:
+            raise ValueError(f"draft position {j} exceeds the trace's k_max {self.reach}")
         return self._token(len(committed) - self.prompt_len, j)
 
     def _token(self, s: int, j: int) -> DraftedToken:
@@ -174,9 +174,6 @@ class TraceProposer:
         support = None if self.support_row is None else int(p.topp_support[self.support_row, s, j])
         return DraftedToken(int(p.draft_tokens[s, j]), float(p.entropies[s, j]), float(p.token_probs[s, j]),
                             float(p.max_probs[s, j]), topp_support=support)
-
-    def rollback(self, committed_len: int) -> None:
-        pass
 
 
 class TraceVerifier:

@@ -51,16 +51,10 @@ class LeakyBucket:
 
 
 def charged(record: RoundRecord, key: str) -> float | None:
-    """A finite number from ``record.charge`` or None (no modelled clock, or the key is missing)."""
-    if not record.charge:
+    """A finite term of ``record.charge`` (a :class:`RoundCharge` field) or None without a clock."""
+    if record.charge is None:
         return None
-    value = record.charge.get(key)
-    if value is None:
-        return None
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
+    value = float(getattr(record.charge, key))
     return value if math.isfinite(value) else None
 
 

@@ -73,7 +73,6 @@ class AdaptiveGoodputPolicy(DraftPolicy):
         self.bits_per_token = init_bits_per_token
         self._bits_seen = 0
         self.time_fit = _LinearTimeFit()
-        self._pending: RoundRecord | None = None  # wall times are filled in after observe()
         self.last_budget = 0
         self.last_goodput: float | None = None
 
@@ -85,7 +84,6 @@ class AdaptiveGoodputPolicy(DraftPolicy):
         return 1.0 + self.cost_ratio * k
 
     def budget(self, ctx: RoundContext) -> int:
-        self._absorb_wall()
         fit = self.time_fit.coef() if self.predictor is None else None
         best_k, best, en, p = 1, -1.0, 1.0, 1.0
         for k in range(1, self.k_max + 1):
@@ -105,19 +103,11 @@ class AdaptiveGoodputPolicy(DraftPolicy):
         if bpt is not None:
             self._bits_seen += 1
             self.bits_per_token += (bpt - self.bits_per_token) / min(self._bits_seen, 100)
-        t = charged(record, "t_round")
-        if t is not None:
+        t = charged(record, "t_round")  # the modelled round time, else the measured wall time
+        if t is None:
+            t = record.wall.draft + record.wall.verify + record.wall.other
+        if t > 0:
             self.time_fit.add(record.drafted, t)
-        else:
-            self._pending = record  # its wall times are written by the round loop after observe()
-
-    def _absorb_wall(self) -> None:
-        rec, self._pending = self._pending, None
-        if rec is None:
-            return
-        total = rec.wall.draft + rec.wall.verify + rec.wall.other
-        if total > 0:
-            self.time_fit.add(rec.drafted, total)
 
     def state(self) -> dict:
         return {"policy": self.name, "budget": self.last_budget, "goodput": self.last_goodput,

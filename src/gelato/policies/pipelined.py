@@ -71,7 +71,6 @@ class StaticPipelinedPolicy(StaticPolicy):
     predicted wait when a predictor is given). Source: PipeSD / PicoSpec-style pipelined drafting (no
     energy budget), on Leviathan et al.'s static speculative decoding."""
 
-    pipelined = True
 
     def __init__(self, k: int = 5, predictor: Any = None, depth: int | None = None,
                  init_bits_per_token: float = 8.0) -> None:
@@ -108,7 +107,6 @@ class GelatoImprovedPipelinedPolicy(GelatoImprovedPolicy):
     Source: this project, built on GELATO (arXiv 2605.10124) and pipelined drafting (PipeSD, PicoSpec)."""
 
     name = "gelato-improved-pipelined (ours)"
-    pipelined = True
 
     def __init__(self, predictor: Any = None, config: Any = None, max_predraft: int | None = None,
                  **overrides: Any) -> None:
@@ -142,9 +140,8 @@ class GelatoImprovedPipelinedPolicy(GelatoImprovedPolicy):
         super().observe(record)
         self.sent.update(record.sent)
         if record.predrafted:
-            used = bool(record.charge.get("predraft_used")) if record.charge else False
-            self.used_rate.update(float(used))
-            self.pre["used"] = used
+            self.used_rate.update(float(record.predraft_used))
+            self.pre["used"] = record.predraft_used
 
     def state(self) -> dict:
         return {**super().state(), "predraft": self.pre["depth"], "predraft_p_use": self.pre["p_use"],

@@ -42,6 +42,7 @@ class PolicySpec:
     payload_mode: str | None = None  # the payload the policy implies (a PayloadMode value); None: the run's
     uses_energy_budget: bool = False  # True: takes e_bar=... (the run's energy budget unless cfg sets one)
     length_arg: str | None = "k"  # the constructor argument that sets the (largest) draft length, if any
+    drafts_ahead_of: str | None = None  # the policy this one runs with drafting ahead (for comparisons)
 
 
 def _static(k: int) -> PolicySpec:
@@ -75,9 +76,11 @@ POLICIES: dict[str, PolicySpec] = {
                                    length_arg="k_max"),
     "static-5-pipelined": PolicySpec(lambda **cfg: StaticPipelinedPolicy(k=cfg.pop("k", 5), **cfg),
                                      "static SD, K=5, always drafts K+1 ahead while verifying (what fits in the "
-                                     "wait)", True),
-    "gelato-improved-pipelined": _gelato(GelatoImprovedPipelinedPolicy, "gelato-improved (ours) drafting ahead "
-                                         "while verifying, depth priced by the energy queue (predictor required)"),
+                                     "wait)", True, drafts_ahead_of="static-5"),
+    "gelato-improved-pipelined": PolicySpec(GelatoImprovedPipelinedPolicy, "gelato-improved (ours) drafting ahead "
+                                            "while verifying, depth priced by the energy queue (predictor required)",
+                                            uses_predictor=True, uses_energy_budget=True, length_arg="g_max",
+                                            drafts_ahead_of="gelato-improved"),
 }
 
 

@@ -27,7 +27,9 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from gelato.decoding.types import Draft, RoundRecord, Verdict
+from dataclasses import replace
+
+from gelato.decoding.types import CHARGE_KEYS, Draft, RoundCharge, RoundCommit, RoundRecord, Verdict
 from gelato.system.channel import Channel, ChannelConfig, ChannelState, make_channel
 from gelato.system.compute import (QWEN25_0_5B, ComputeModel, ConstantCompute, FlopsCompute, draft_seconds,
                                    verify_seconds)
@@ -38,9 +40,7 @@ from gelato.wire.payload import PayloadConfig, PayloadMode, build_draft_up, buil
 
 Accounting = Literal["paper", "sequential"]
 
-CHARGE_KEYS = ("t_draft", "t_uplink", "t_verify", "t_downlink", "t_round", "e_draft", "e_uplink", "e_downlink",
-               "e_idle", "e_round", "e_edge", "bits_up", "bits_down", "gain", "snr_db", "rate_up_bps",
-               "rate_down_bps", "cum_tokens", "cum_time", "cum_energy")
+__all__ = ["CHARGE_KEYS", "ModelledClock", "overlap_timeline"]
 
 
 class ModelledClock:
@@ -82,7 +82,7 @@ class ModelledClock:
             self.seed = seed
         self.channel.reset(self.seed)
         self.ledger.reset()
-        self.rows: list[dict] = []
+        self.records: list[RoundRecord] = []  # every charged round, with its charge
         self.cum_tokens = 0
         self.cum_time = 0.0
         self.cum_energy = 0.0
@@ -109,7 +109,12 @@ class ModelledClock:
 
     @property
     def mean_bits_down(self) -> float | None:
-        return self.cum_bits_down / len(self.rows) if self.rows else None
+        return self.cum_bits_down / len(self.records) if self.records else None
+
+    @property
+    def rows(self) -> list[dict]:
+        """The charged rounds as log lines (``RoundRecord.as_row``)."""
+        return [r.as_row() for r in self.records]
 
     # --- RoundClock -----------------------------------------------------------------------------------
 
@@ -120,7 +125,7 @@ class ModelledClock:
         self._state = self.channel.next_state()
         return self._state
 
-    def charge(self, record: RoundRecord, draft: Draft, verdict: Verdict, predrafted: int = 0) -> dict:
+    def charge(self, record: RoundRecord, draft: Draft, verdict: Verdict, predrafted: int = 0) -> RoundCharge:
         """Bill a round. Pipelined drafting: ``draft.n_carried`` of its tokens were pre-drafted (and billed)
         in the previous round; ``predrafted`` tokens were drafted ahead during this round's wait (energy in
         full, time overlapped with uplink, verification and downlink: :func:`overlap_timeline`)."""
@@ -139,8 +144,6 @@ class ModelledClock:
                                  self.payload.header_bits_down)
         t_verify = verify_seconds(self.verify_compute, n_sent, L)
         terms = self._terms(state, t_draft, bits_up, t_verify, bits_down, t_predraft)
-        if predrafted or n_carried:
-            terms.update(predrafted=predrafted, carried=n_carried)
         self.ledger.charge(record.index, terms["e_draft"], terms["e_uplink"], terms["e_downlink"], terms["e_idle"],
                            terms["e_edge"])
         self.cum_tokens += verdict.accepted + 1
@@ -155,13 +158,11 @@ class ModelledClock:
             self._pending += 1
         else:
             self._pending = 2 if verdict.accepted >= n_computed else 1
-        self._pending_ids = [record.token] if verdict.residual_p is not None and record.token >= 0 else []
-        charge = {**terms, "cum_tokens": self.cum_tokens, "cum_time": self.cum_time,
-                  "cum_energy": self.cum_energy, "context_len": L, "n_pending": n_pending,
-                  "channel_index": state.index, "fading": state.fading}
-        self.rows.append({"index": record.index, "start": record.start, "budget": record.budget,
-                          "drafted": record.drafted, "sent": record.sent, "accepted": record.accepted,
-                          "token": record.token, "entropies": list(record.entropies), **charge})
+        self._pending_ids = RoundCommit.of(draft.tokens, verdict).pending
+        charge = RoundCharge(**terms, cum_tokens=self.cum_tokens, cum_time=self.cum_time,
+                             cum_energy=self.cum_energy, context_len=L, n_pending=n_pending,
+                             channel_index=state.index, fading=state.fading)
+        self.records.append(replace(record, charge=charge))
         return charge
 
     # --- prediction -----------------------------------------------------------------------------------
@@ -182,7 +183,7 @@ class ModelledClock:
             bits_down = self.mean_bits_down
         if bits_down is None:
             bits_down = message_bits(build_verdict_down(Verdict(accepted=g, token=self.payload.max_id), self.payload,
-                                                        len(self.rows), context_len + g + 1, g),
+                                                        len(self.records), context_len + g + 1, g),
                                      self.payload.header_bits_down)
         t_verify = verify_seconds(self.verify_compute, g, context_len)
         return self._terms(link, t_draft, g * bits_per_token, t_verify, bits_down)

@@ -1,6 +1,6 @@
 """The device side: :class:`RemoteVerifier`, the engine's Verifier over one ``Generate`` stream per generation.
 
-``speculative_generate(prompt, DraftModelProposer(...), RemoteVerifier(...), policy, ...)`` runs the
+``generate(prompt, DraftModelProposer(...), RemoteVerifier(...), policy, ...)`` runs the
 same round loop as in-process verification. Public API: construct, ``open(prompt_ids)`` (optional),
 ``verify(committed, draft) -> Verdict`` (one thread at a time; any thread), ``close()`` (from any thread,
 also while a ``verify`` waits: that call then raises :class:`EdgeCancelledError`). Faults:
@@ -36,7 +36,7 @@ from gelato.transport.channel import EdgeClient, EdgeStream, is_tls_failure, loo
 from gelato.transport.codec import decode_verdict, encode_draft, payload_config, sampling_to_proto
 from gelato.transport.errors import (EdgeCancelledError, EdgeRejectedError, EdgeTLSError, EdgeUnavailableError,
                                      TransportError)
-from gelato.transport.sessions import verification_seed
+from gelato.decoding.seeds import residual_generator, verification_seed
 from gelato.wire.payload import PayloadConfig
 from gelato.wire.proto import gelato_pb2 as pb
 
@@ -129,7 +129,8 @@ class RemoteVerifier:
         self.busy_after = busy_after
         self.backoff_s = backoff_s
         self.max_resyncs = max_resyncs
-        self.generator = generator
+        # the device's DSSD residual stream: the seed rule's unless given
+        self.generator = generator if generator is not None else residual_generator(seed)
         self.report_times = report_times
         self.stats = RemoteStats()
         self.vocab_size: int | None = None

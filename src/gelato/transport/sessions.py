@@ -18,38 +18,6 @@ from gelato.models.cached import CachedCausalLM
 from gelato.decoding.sampling import SamplingParams
 from gelato.transport.errors import RequestError
 
-_MASK64 = (1 << 64) - 1
-
-
-def splitmix64(x: int) -> int:
-    x = (x + 0x9E3779B97F4A7C15) & _MASK64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return x ^ (x >> 31)
-
-
-def session_seed(seed: int, position: int) -> int:
-    """Seed of a resumed session's verification RNG: the generation's seed mixed with the resume position.
-
-    A session reopened mid-generation (``position`` = tokens committed so far) gets a fresh stream,
-    never a replay of the numbers that already decided earlier rounds.
-    """
-    return splitmix64(splitmix64(seed & _MASK64) ^ position) & ((1 << 63) - 1)
-
-
-def verification_seed(seed: int, prompt_len: int, position: int) -> int:
-    """What the device sends as ``SamplingSettings.seed`` (the edge seeds its verification RNG with it).
-
-    At the first open it is the seed in-process generation gives its verifier for ``seed``
-    (:func:`gelato.decoding.pipeline.device_and_edge_generators`), so the same ``--seed`` gives the same
-    text locally and remotely (unbatched, compact payload, no resumes); a resume gets a fresh stream.
-    """
-    if position == prompt_len:
-        from gelato.decoding.pipeline import device_and_edge_generators
-        return device_and_edge_generators(seed)[1].initial_seed()
-    return session_seed(seed, position)
-
-
 @dataclass
 class Session:
     id: int

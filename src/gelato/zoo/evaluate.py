@@ -17,10 +17,11 @@ import torch.nn.functional as F
 
 from gelato.models.cached import CachedCausalLM
 from gelato.policies.static import StaticPolicy
-from gelato.decoding.engine import speculative_generate, target_only_generate
-from gelato.decoding.proposer import DraftModelProposer
+from gelato.generation import generate
+from gelato.generation.loop import target_only_generate
+from gelato.generation import DraftModelProposer
 from gelato.decoding.sampling import SamplingParams
-from gelato.decoding.verifier import TargetModelVerifier
+from gelato.generation import TargetModelVerifier
 
 BIN_WIDTH = 0.1  # nats
 
@@ -139,7 +140,7 @@ def engine_eval(draft, target, tokenizer, prompt_ids: Sequence[Sequence[int]], k
                 for ids in prompt_ids:
                     d_lm.reset()
                     t_lm.reset()
-                    res = speculative_generate(ids, DraftModelProposer(d_lm, params, gen),
+                    res = generate(ids, DraftModelProposer(d_lm, params, gen),
                                                TargetModelVerifier(t_lm, params, gen), StaticPolicy(k),
                                                max_new_tokens, eos_token_id=eos)
                     m = res.metrics
@@ -171,7 +172,7 @@ def samples(draft, target, tokenizer, texts: Sequence[str], max_new_tokens: int)
         ref = target_only_generate(t_lm, ids, params, max_new_tokens, tokenizer.eos_token_id)
         d_lm.reset()
         t_lm.reset()
-        sd = speculative_generate(ids, DraftModelProposer(d_lm, params), TargetModelVerifier(t_lm, params),
+        sd = generate(ids, DraftModelProposer(d_lm, params), TargetModelVerifier(t_lm, params),
                                   StaticPolicy(4), max_new_tokens, eos_token_id=tokenizer.eos_token_id)
         out.append({"prompt": text, "target_greedy": tokenizer.decode(ref.token_ids, skip_special_tokens=True),
                     "speculative_equals_target": sd.token_ids == ref.token_ids})

@@ -4,7 +4,7 @@ It loads the draft, calibrates its forward cost (on its own pinned core), prints
 JSON command per stdin line and answers one ``@@{json}`` line each:
 
 * ``{"policy": NAME, "edge": HOST:PORT}``: run the workload through the real round loop (the engine's
-  ``speculative_generate`` or ``pipelined_generate`` over a :class:`RemoteVerifier`), measuring wall time,
+  ``gelato.generation.generate`` over a :class:`RemoteVerifier`), measuring wall time,
   time to first token, CPU-seconds of this process and every round's phases; every round is recorded;
 * ``{"model": true}``: fit the edge's verify cost to the forward times the edge reported in every round of
   every policy, scale the draft's calibrated profile to the measured draft time, and charge each policy's
@@ -24,12 +24,9 @@ from types import SimpleNamespace
 
 import torch
 
-from gelato.decoding.engine import speculative_generate
-from gelato.decoding.pipelined import ConcurrentVerifier, pipelined_generate
-from gelato.decoding.proposer import DraftModelProposer
+from gelato.generation import draft_proposer, generate
 from gelato.decoding.sampling import SamplingParams
 from gelato.experiments.testbed.presets import power_profile
-from gelato.models.cached import CachedCausalLM
 from gelato.models.loading import load_causal_lm
 from gelato.policies.registry import make_policy, policy_spec
 from gelato.system.channel import ChannelConfig
@@ -56,11 +53,10 @@ class Recorder:
         self._generated = ctx.generated
         return None
 
-    def charge(self, record, draft, verdict, predrafted: int = 0) -> dict:
+    def charge(self, record, draft, verdict, predrafted: int = 0) -> None:
         if not self.keep_q:
             draft = dataclasses.replace(draft, q=None)
         self.rounds.append((self._generated, record, draft, verdict, predrafted))
-        return {}
 
 
 def live_payload(policy: str, params: SamplingParams) -> PayloadConfig:
@@ -99,25 +95,18 @@ class DeviceWorker:
             seed = spec["seed"] + i
             client = EdgeClient(edge)
             verifier = RemoteVerifier(client, params, fingerprint=spec["fingerprint"], seed=seed, payload=payload,
-                                      device_name="testbed", max_new_tokens=spec["max_new_tokens"], rpc_timeout=60.0,
-                                      generator=torch.Generator().manual_seed(seed + 1))
+                                      device_name="testbed", max_new_tokens=spec["max_new_tokens"], rpc_timeout=60.0)
             recorder = Recorder(keep_q=not params.greedy or payload.mode != "compact")
             try:
                 t0 = time.perf_counter()
                 reply = verifier.open(prompt["ids"])
                 t_open = time.perf_counter() - t0
                 vocab = min(int(self.model.config.vocab_size), int(reply.vocab_size))
-                proposer = DraftModelProposer(CachedCausalLM(self.model, vocab), params,
-                                              torch.Generator().manual_seed(seed))
+                proposer = draft_proposer(self.model, params, seed, vocab)
                 first: list[float] = []
                 on_round = (lambda r: first.append(time.perf_counter() - t0) if not first else None)
-                if getattr(policy, "pipelined", False):
-                    with ConcurrentVerifier(verifier) as concurrent:
-                        result = pipelined_generate(prompt["ids"], proposer, concurrent, policy, spec["max_new_tokens"],
-                                                    eos_token_id=spec["eos"], clock=recorder, on_round=on_round)
-                else:
-                    result = speculative_generate(prompt["ids"], proposer, verifier, policy, spec["max_new_tokens"],
-                                                  eos_token_id=spec["eos"], clock=recorder, on_round=on_round)
+                result = generate(prompt["ids"], proposer, verifier, policy, spec["max_new_tokens"],
+                                  eos_token_id=spec["eos"], clock=recorder, background_verify=True, on_round=on_round)
             finally:
                 verifier.close()
                 client.close()
@@ -188,16 +177,14 @@ class DeviceWorker:
             clock = self.clock(run["payload"], own_scale, run["edge_samples"])
             per_prompt = []
             for rec in run["recorders"]:
-                t0, e0, n0 = clock.cum_time, clock.cum_energy, len(clock.rows)
+                t0, e0, n0 = clock.cum_time, clock.cum_energy, len(clock.records)
                 first = None
                 for generated, record, draft, verdict, predrafted in rec.rounds:
                     clock.begin_round(SimpleNamespace(generated=generated))
-                    charge = (clock.charge(record, draft, verdict, predrafted=predrafted) if predrafted or draft.n_carried
-                              else clock.charge(record, draft, verdict))
-                    first = charge["t_round"] if first is None else first
-                rows = clock.rows[n0:]
+                    charge = clock.charge(record, draft, verdict, predrafted=predrafted)
+                    first = charge.t_round if first is None else first
                 per_prompt.append({"time_s": clock.cum_time - t0, "energy_j": clock.cum_energy - e0,
-                                   "first_round_s": first or 0.0, "rows": len(rows)})
+                                   "first_round_s": first or 0.0, "rows": len(clock.records) - n0})
             rows = clock.rows
             total = lambda key: float(sum(r.get(key, 0.0) for r in rows))  # noqa: E731
             out["policies"][name] = {"draft_scale": own_scale, "verify_profile": self.verify_profile(
