@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from gelato.cli.common import fail, resolve_pair_dirs
+from gelato.constants import E_BAR_J
 
 
 def demo(
@@ -15,7 +16,7 @@ def demo(
     max_new_tokens: Annotated[int, typer.Option(min=1)] = 96,
     bandwidth_mhz: Annotated[float, typer.Option(help="Uplink bandwidth, MHz.")] = 1.0,
     t_verify_ms: Annotated[float, typer.Option(help="Edge verification time, ms.")] = 100.0,
-    e_bar: Annotated[float, typer.Option(help="Device energy budget per round, J.")] = 1.2,
+    e_bar: Annotated[float, typer.Option(help="Device energy budget per round, J.")] = E_BAR_J,
     draft: Annotated[Optional[str], typer.Option(help="Draft directory or hub id (default: the default pair).")] = None,
     target: Annotated[Optional[str], typer.Option(help="Target directory or hub id.")] = None,
     data_dir: Annotated[Optional[Path], typer.Option(help="Directory with gsm8k_test.jsonl.")] = None,

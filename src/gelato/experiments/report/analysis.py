@@ -9,9 +9,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from gelato.constants import BUDGET_TOLERANCE, E_BAR_J, within_energy_budget
 from gelato.experiments.paper import (
-    E_BAR,
-    ENERGY_TOLERANCE,
     IMPROVED_TARGET_PCT,
     PAPER_REPORTED,
     SWEEPS,
@@ -32,9 +31,9 @@ def source_title(key: str) -> str:
     return SOURCE_TITLES.get(key, key)
 
 
-def within_budget(row: dict, e_bar: float = E_BAR, tolerance: float = ENERGY_TOLERANCE) -> bool:
+def within_budget(row: dict, e_bar: float = E_BAR_J, tolerance: float = BUDGET_TOLERANCE) -> bool:
     """The run's (median) mean round energy is at most E_bar (1 + tolerance)."""
-    return float(row["mean_round_energy"]) <= e_bar * (1 + tolerance)
+    return within_energy_budget(row["mean_round_energy"], e_bar, tolerance)
 
 
 def x_of(r: dict, sweep: Sweep) -> float:
@@ -69,7 +68,7 @@ GAIN_COLUMNS = ("source", "sweep", "bandwidth_mhz", "t_verify_ms", "gelato", "ba
 
 
 def gains(summary: Sequence[dict], gelato: Sequence[str] = GELATO_COMPARED, seed_records: Sequence[dict] | None = None,
-          e_bar: float = E_BAR) -> list[dict]:
+          e_bar: float = E_BAR_J) -> list[dict]:
     """GELATO's gain over EACH baseline at each point, from the medians across seeds.
 
     ``tp_gain_pct = 100 (tokens/s_G / tokens/s_B - 1)`` (positive: GELATO faster), ``jpt_gain_pct = 100
@@ -126,7 +125,7 @@ def gains(summary: Sequence[dict], gelato: Sequence[str] = GELATO_COMPARED, seed
                     "jpt_gain_pct": pct_gain(float(gr["joules_per_token"]), float(b["joules_per_token"])),
                     "jpt_gain_pct_seed_min": min(paired_e) if paired_e else None,
                     "jpt_gain_pct_seed_max": max(paired_e) if paired_e else None,
-                    "baseline_energy_ok": float(b["mean_round_energy"]) <= e_bar * (1 + ENERGY_TOLERANCE),
+                    "baseline_energy_ok": within_budget(b, e_bar),
                     "tp_rank_paper": mark("tp", "paper"), "jpt_rank_paper": mark("jpt", "paper"),
                     "tp_rank_all": mark("tp", "all"), "jpt_rank_all": mark("jpt", "all"),
                     "paper_tp_gain_pct": reported[0], "paper_jpt_gain_pct": reported[1]})
@@ -140,8 +139,8 @@ IVP_COLUMNS = ("source", "sweep", "bandwidth_mhz", "t_verify_ms", "tp_paper", "t
                "best_in_budget_gain_pct")
 
 
-def improved_vs_paper(summary: Sequence[dict], seed_records: Sequence[dict] | None = None, e_bar: float = E_BAR,
-                      tolerance: float = ENERGY_TOLERANCE, target_pct: float = IMPROVED_TARGET_PCT,
+def improved_vs_paper(summary: Sequence[dict], seed_records: Sequence[dict] | None = None, e_bar: float = E_BAR_J,
+                      tolerance: float = BUDGET_TOLERANCE, target_pct: float = IMPROVED_TARGET_PCT,
                       paper_label: str = "gelato-paper", improved_label: str = "gelato-improved") -> list[dict]:
     """gelato-improved against gelato-paper at the same energy budget E_bar, per point.
 
@@ -165,8 +164,8 @@ def improved_vs_paper(summary: Sequence[dict], seed_records: Sequence[dict] | No
             if a is not None and b is not None:
                 paired.append(pct_gain(float(a["tokens_per_second"]), float(b["tokens_per_second"])))
         gain = pct_gain(float(i["tokens_per_second"]), float(p["tokens_per_second"]))
-        e_ok = float(i["mean_round_energy"]) <= e_bar * (1 + tolerance)
-        in_budget = [r for r in rows.values() if float(r["mean_round_energy"]) <= e_bar * (1 + tolerance)]
+        e_ok = within_budget(i, e_bar, tolerance)
+        in_budget = [r for r in rows.values() if within_budget(r, e_bar, tolerance)]
         best = max(in_budget, key=lambda r: float(r["tokens_per_second"]), default=None)
         out.append({
             "source": key[0], "sweep": key[1], "bandwidth_mhz": key[2], "t_verify_ms": key[3],
@@ -193,7 +192,7 @@ class SourceResults:
     with new ones)."""
 
     artifacts: SourceArtifacts
-    e_bar: float = E_BAR
+    e_bar: float = E_BAR_J
     gains: dict[str, list[dict]] = field(default_factory=dict)
     ivp: dict[str, list[dict]] = field(default_factory=dict)
 
