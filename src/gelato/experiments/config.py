@@ -12,7 +12,8 @@ from gelato.constants import E_BAR_J
 from gelato.policies.registry import policy_spec
 from gelato.system.config import SystemConfig
 from gelato.system.units import MHZ
-from gelato.wire.payload import FRAMING_BYTES, PayloadMode
+from gelato.decoding.payload_modes import PayloadMode
+from gelato.wire.payload import FRAMING_BYTES
 
 SourceKind = Literal["synthetic", "trace", "live"]
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gelato.constants import E_BAR_J, G_MAX
+from gelato.decoding.payload_modes import PayloadMode
 from gelato.decoding.sampling import SamplingParams
 from gelato.experiments.config import RunConfig
 from gelato.experiments.runner import BudgetCap, RunResult, Session, live_sessions, run_policy
@@ -81,7 +82,7 @@ def run_demo(draft, target, tokenizer, prompts: Sequence[tuple[str, list[int]]],
              e_bar: float = E_BAR_J, max_new_tokens: int = 128, seed: int = 0, vocab_size: int | None = None,
              on_round: Callable | None = None, on_policy: Callable[[str], None] | None = None,
              live_check: Sequence[str] = LIVE_CHECK_POLICIES, live_check_prompts: int = 1,
-             k_max: int = DEMO_K_MAX, payload: str | None = "compact",
+             k_max: int = DEMO_K_MAX, payload: PayloadMode | None = PayloadMode.COMPACT,
              device_profile: str = DEFAULT_DEVICE_PROFILE) -> DemoOutcome:
     """Record one greedy trace, replay every policy from it, check ``live_check`` policies live.
 

@@ -17,6 +17,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from gelato.decoding.payload_modes import PayloadMode
 from gelato.experiments.config import RunConfig
 from gelato.experiments.execute import execute
 
@@ -55,7 +56,7 @@ def _one(job: tuple) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    cfg = RunConfig(source=source, trace=trace, policy=policy, payload="compact", bandwidth_mhz=point.bandwidth_mhz,
+    cfg = RunConfig(source=source, trace=trace, policy=policy, payload=PayloadMode.COMPACT, bandwidth_mhz=point.bandwidth_mhz,
                     t_verify_ms=point.t_verify_ms, seed=seed, rounds=rounds, e_bar=e_bar)
     s = execute(cfg, write=False).summary
     return {"source": source, "bandwidth_mhz": point.bandwidth_mhz, "t_verify_ms": point.t_verify_ms,

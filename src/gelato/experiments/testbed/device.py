@@ -27,6 +27,7 @@ import torch
 from gelato.decoding.engine import speculative_generate
 from gelato.decoding.pipelined import ConcurrentVerifier, pipelined_generate
 from gelato.decoding.proposer import DraftModelProposer
+from gelato.decoding.payload_modes import PAYLOAD_CHOICES, PayloadMode
 from gelato.decoding.sampling import SamplingParams
 from gelato.experiments.testbed.presets import power_profile
 from gelato.models.cached import CachedCausalLM
@@ -38,7 +39,7 @@ from gelato.system.compute import MeasuredProfile, calibrate_profile, draft_seco
 from gelato.system.config import SystemConfig
 from gelato.transport.channel import EdgeClient
 from gelato.transport.client import RemoteVerifier
-from gelato.transport.codec import PAYLOAD_MODES, payload_config
+from gelato.transport.codec import payload_config
 from gelato.wire.payload import GRPC_FRAMING_BYTES, PayloadConfig
 
 MEASURED_PLANNER = "@measured"  # policy-name suffix: plan with the testbed's measured costs, not the paper's
@@ -66,7 +67,7 @@ class Recorder:
 def live_payload(policy: str, params: SamplingParams) -> PayloadConfig:
     """The payload a live session of ``policy`` sends (its registry mode where the wire has it, else compact)."""
     mode = policy_spec(policy.removesuffix(MEASURED_PLANNER)).payload_mode
-    return payload_config(mode if mode in PAYLOAD_MODES else "compact", params)
+    return payload_config(mode if mode in PAYLOAD_CHOICES else PayloadMode.COMPACT, params)
 
 
 class DeviceWorker:
@@ -101,7 +102,7 @@ class DeviceWorker:
             verifier = RemoteVerifier(client, params, fingerprint=spec["fingerprint"], seed=seed, payload=payload,
                                       device_name="testbed", max_new_tokens=spec["max_new_tokens"], rpc_timeout=60.0,
                                       generator=torch.Generator().manual_seed(seed + 1))
-            recorder = Recorder(keep_q=not params.greedy or payload.mode != "compact")
+            recorder = Recorder(keep_q=not params.greedy or payload.mode != PayloadMode.COMPACT)
             try:
                 t0 = time.perf_counter()
                 reply = verifier.open(prompt["ids"])
