@@ -127,7 +127,8 @@ def fig4(source: SourceOpt = "synthetic", trace: TraceOpt = None, charging: Char
          bandwidth_mhz: Annotated[float, typer.Option(help="Uplink bandwidth, MHz (10: the queue moves).")] = 10.0,
          t_verify_ms: Annotated[float, typer.Option(help="Verification time, ms.")] = 100.0) -> None:
     """Chosen budget and queue Q over the rounds for gelato-paper at V = 10 and V = 100 (and gelato-improved)."""
-    from gelato.experiments.paper import Point, V_VALUES
+    from gelato.experiments.paper import V_VALUES
+    from gelato.experiments.sweep import Point
     from gelato.experiments.report import produce_fig4
 
     src = _source(source, trace, charging, draft)
@@ -172,7 +173,8 @@ def run_all(
     fig4_bandwidth_mhz: Annotated[float, typer.Option(help="Fig. 4 bandwidth, MHz.")] = 10.0,
 ) -> None:
     """Every preset (fig4, fig5ab, fig5cd, fig2, gains, gelato-improved vs gelato-paper) and the report."""
-    from gelato.experiments.paper import Point, V_VALUES
+    from gelato.experiments.paper import V_VALUES
+    from gelato.experiments.sweep import Point
     from gelato.experiments.report import ARTIFACT_DIR, produce_fig2, produce_fig4, write_report
 
     source = source or ("both" if trace is not None else "synthetic")

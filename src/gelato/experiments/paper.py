@@ -32,6 +32,7 @@ from typing import Any, Literal
 from gelato.constants import E_BAR_J, G_MAX, V, within_energy_budget
 from gelato.experiments.config import RunConfig
 from gelato.experiments.runner import BudgetCap, Session, run_policy, synthetic_sessions, trace_sessions
+from gelato.experiments.sweep import Point, run_sweep
 from gelato.experiments.trace import Trace
 from gelato.policies.registry import make_policy
 from gelato.system.config import ComputeSpec, SystemConfig
@@ -125,15 +126,6 @@ def calibrated_paper_variant(rho0: float, c: float, V: float = V) -> Variant:
 
 # ---------------------------------------------------------------------------------------------------
 # Sweeps
-
-
-@dataclass(frozen=True)
-class Point:
-    bandwidth_mhz: float
-    t_verify_ms: float
-
-    def label(self) -> str:
-        return f"{self.bandwidth_mhz:g} MHz, {self.t_verify_ms:g} ms"
 
 
 @dataclass(frozen=True)
@@ -271,20 +263,20 @@ def run_variant(source: PaperSource, variant: Variant, point: Point, seed: int, 
     return record
 
 
-def run_sweep(sweep: Sweep, source: PaperSource, variants: Sequence[Variant], seeds: Sequence[int],
-              rounds: int = PAPER.rounds, e_bar: float = E_BAR_J,
-              on_run: Callable[[str], None] | None = None) -> list[dict]:
-    """Every (point, variant, seed) of ``sweep``, in a plain loop; one record per run."""
-    records = []
-    for point in sweep.points:
-        for variant in variants:
-            for seed in seeds:
-                rec = run_variant(source, variant, point, seed, rounds, e_bar)
-                rec["sweep"] = sweep.name
-                records.append(rec)
-                if on_run is not None:
-                    on_run(f"{sweep.name} {source.key} {point.label()} {variant.label} seed {seed}")
-    return records
+def sweep_runs(sweep: Sweep, source: PaperSource, variants: Sequence[Variant], seeds: Sequence[int],
+               rounds: int = PAPER.rounds, e_bar: float = E_BAR_J,
+               on_run: Callable[[str], None] | None = None) -> list[dict]:
+    """Every (point, variant, seed) of ``sweep`` through the shared :func:`~gelato.experiments.sweep.run_sweep`;
+    one record per run, tagged with the sweep's name."""
+    def tagged(variant: Variant, point: Point, seed: int) -> dict:
+        return {**run_variant(source, variant, point, seed, rounds, e_bar), "sweep": sweep.name}
+
+    def progress(rec: dict) -> None:
+        if on_run is not None:
+            on_run(f"{sweep.name} {source.key} {Point(rec['bandwidth_mhz'], rec['t_verify_ms']).label()} "
+                   f"{rec['variant']} seed {rec['seed']}")
+
+    return run_sweep(tagged, sweep.points, variants, seeds, progress=progress)
 
 
 def aggregate(records: Iterable[dict], metrics: Sequence[str] = SUMMARY_METRICS) -> list[dict]:

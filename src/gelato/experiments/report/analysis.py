@@ -17,6 +17,7 @@ from gelato.experiments.paper import (
     Sweep,
 )
 from gelato.experiments.report.artifacts import SourceArtifacts
+from gelato.experiments.sweep import best_within_budget, relative_gain
 from gelato.system.presets import PAPER
 
 SOURCE_ORDER = ("synthetic", "trace-paper", "trace-own-pair")
@@ -42,8 +43,9 @@ def x_of(r: dict, sweep: Sweep) -> float:
 
 
 def pct_gain(new: float, old: float) -> float:
-    """``100 (new / old - 1)``; NaN when ``old`` is not positive."""
-    return 100.0 * (new / old - 1.0) if old > 0 else math.nan
+    """``100 (new / old - 1)``, the percent of :func:`~gelato.experiments.sweep.relative_gain`; NaN when ``old`` is
+    not positive."""
+    return 100.0 * relative_gain(new, old)
 
 
 def point_key(r: dict) -> tuple:
@@ -165,8 +167,7 @@ def improved_vs_paper(summary: Sequence[dict], seed_records: Sequence[dict] | No
                 paired.append(pct_gain(float(a["tokens_per_second"]), float(b["tokens_per_second"])))
         gain = pct_gain(float(i["tokens_per_second"]), float(p["tokens_per_second"]))
         e_ok = within_budget(i, e_bar, tolerance)
-        in_budget = [r for r in rows.values() if within_budget(r, e_bar, tolerance)]
-        best = max(in_budget, key=lambda r: float(r["tokens_per_second"]), default=None)
+        best = best_within_budget(rows.values(), e_bar, tolerance)
         out.append({
             "source": key[0], "sweep": key[1], "bandwidth_mhz": key[2], "t_verify_ms": key[3],
             "tp_paper": p["tokens_per_second"], "tp_improved": i["tokens_per_second"], "tp_gain_pct": gain,

@@ -18,11 +18,11 @@ from gelato.experiments.paper import (
     IMPROVED_TARGET_PCT,
     PAPER_RANGES,
     SWEEPS,
-    Point,
     Sweep,
     aggregate,
 )
 from gelato.experiments.report.analysis import GELATO_COMPARED, source_title, x_of
+from gelato.experiments.sweep import Point
 
 
 def fmt_pct(x: Any, digits: int = 1) -> str:

@@ -18,12 +18,11 @@ from gelato.experiments.paper import (
     PAPER_REPORTED_NOTES,
     SWEEPS,
     PaperSource,
-    Point,
     Sweep,
     Variant,
     aggregate,
     run_fig4,
-    run_sweep,
+    sweep_runs,
 )
 from gelato.experiments.report.analysis import (
     GAIN_COLUMNS,
@@ -51,6 +50,7 @@ from gelato.experiments.report.markdown import (
     section_sweep,
 )
 from gelato.experiments.report.narrative import differences, findings_table
+from gelato.experiments.sweep import Point
 from gelato.system.presets import PAPER
 
 
@@ -69,7 +69,7 @@ def produce_sweep(out: str | Path, sweep: Sweep, source: PaperSource, variants: 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    records = run_sweep(sweep, source, variants, seeds, rounds, e_bar, on_run)
+    records = sweep_runs(sweep, source, variants, seeds, rounds, e_bar, on_run)
     summary = aggregate(records)
     gain_rows = gains(summary, seed_records=records, e_bar=e_bar)
     stem = f"{sweep.name}_{source.key}"
