@@ -263,12 +263,12 @@ def pair_vs_paper(trace: SourceResults | None, syn: SourceResults | None,
 
 def _draft_flops_text(draft: str | None) -> str:
     try:
-        from gelato.system.compute import QWEN25_0_5B, ModelDims
+        from gelato.system.compute import QWEN25_0_5B, ModelDims, forward_flops
 
         dims = ModelDims.from_config(draft)
 
         def per_token(d: ModelDims, L: int = PAPER.prompt_context) -> float:
-            return d.n_layers * (8 * d.d_model ** 2 + 4 * (L + 0.5) * d.d_model + 4 * d.d_model * d.d_ff)
+            return forward_flops(d, 1, L)
 
         return (f" ({dims.n_layers} layers, d = {dims.d_model}, d_ff = {dims.d_ff}: "
                 f"{per_token(dims) / 1e6:.2f} MFLOP per token at L = 100 against "
