@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from gelato.constants import E_BAR_J, G_MAX, V, within_energy_budget
+from gelato.decoding.payload_modes import PayloadMode
 from gelato.experiments.config import RunConfig
 from gelato.experiments.runner import BudgetCap, Session, run_policy, synthetic_sessions, trace_sessions
 from gelato.experiments.sweep import Point, run_sweep
@@ -230,7 +231,7 @@ class PaperSource:
             return system
         vocab = _vocab_size(self.draft_dir)
         payload_update: dict[str, Any] = {"b_index": max(1, math.ceil(math.log2(vocab))), "vocab_size": vocab}
-        if system.payload.mode == "dssd":
+        if system.payload.mode == PayloadMode.DSSD:
             payload_update["dssd_target_support"] = vocab
         return system.model_copy(update={
             "name": "paper-own-pair",

@@ -1,6 +1,6 @@
 """Draft-ahead results: the pipelined controller against every unpipelined policy and static-5-pipelined.
 
-At the paper's settings (paper system, ids-only ``compact`` payload, E_bar = ``E_BAR_J`` = 1.2 J/round): bandwidth
+At the paper's settings (paper system, ids-only ``compact`` payload, E_bar = ``gelato.constants.E_BAR_J`` J/round): bandwidth
 {1, 5, 10} MHz at T_V = 100 ms and T_V {60, 80, 120, 140} ms at 5 MHz, on the synthetic regime and on a
 greedy trace; the median over seeds of throughput, J/token and mean round energy per policy. Writes
 ``pipelining.csv`` (medians), ``pipelining_seeds.csv`` (every run), ``pipelining.png`` and
