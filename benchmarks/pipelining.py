@@ -16,7 +16,9 @@ import json
 import sys
 from pathlib import Path
 
-from gelato.experiments.pipelining import PIPELINED, paper_points, run_sweep, timed, unpipelined_policies, write_results
+from gelato.constants import E_BAR_J
+from gelato.experiments.pipelining import (PIPELINED, paper_points, sweep_runs, timed, unpipelined_policies,
+                                          write_results)
 
 
 def read_seed_rows(path: Path) -> list[dict]:
@@ -44,7 +46,7 @@ def main() -> None:
     ap.add_argument("--trace-label", default="trace", help="source name of the trace rows (e.g. trace-smollm2)")
     ap.add_argument("--merge", action="store_true",
                     help="keep the rows of other sources already in --out/pipelining_seeds.csv")
-    ap.add_argument("--e-bar", type=float, default=1.2)
+    ap.add_argument("--e-bar", type=float, default=E_BAR_J)
     ap.add_argument("--out", type=Path, default=Path("docs/results/pipelining"))
     args = ap.parse_args()
     if not args.no_trace and not args.trace.exists():
@@ -58,10 +60,10 @@ def main() -> None:
             print(f"{done[0]} runs", file=sys.stderr, flush=True)
 
     def sweep() -> list[dict]:
-        rows = [] if args.no_synthetic else run_sweep("synthetic", paper_points(), policies, args.seeds, args.rounds,
+        rows = [] if args.no_synthetic else sweep_runs("synthetic", paper_points(), policies, args.seeds, args.rounds,
                                                       e_bar=args.e_bar, jobs=args.jobs, progress=tick)
         if not args.no_trace:
-            traced = run_sweep("trace", paper_points(), policies, args.trace_seeds or args.seeds, args.rounds,
+            traced = sweep_runs("trace", paper_points(), policies, args.trace_seeds or args.seeds, args.rounds,
                                trace=args.trace, e_bar=args.e_bar, jobs=args.jobs, progress=tick)
             rows += [{**r, "source": args.trace_label} for r in traced]
         return rows

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import pytest
 
-from gelato.experiments.bench_engine import analytic_speedup, expected_tokens, fit_acceptance, run_engine_bench
+from gelato.experiments.bench_engine import analytic_speedup, fit_acceptance, run_engine_bench
+from gelato.policies.common import expected_tokens_const
 from gelato.models.tiny import noisy_copy, tiny_llama
 from tests.conftest import random_prompts
 
 
 @pytest.mark.parametrize("a,k", [(0.0, 4), (0.5, 4), (0.786, 4), (0.95, 8)])
 def test_fit_acceptance_inverts_expected_tokens(a, k):
-    assert fit_acceptance(expected_tokens(a, k), k) == pytest.approx(a, abs=1e-6)
+    assert fit_acceptance(expected_tokens_const(a, k), k) == pytest.approx(a, abs=1e-6)
 
 
 def test_analytic_speedup_matches_leviathan_formula():
     a, k, c = 0.8, 4, 0.1
     assert analytic_speedup(a, k, c) == pytest.approx((1 - a ** 5) / ((1 - a) * (1 + 4 * 0.1)))
-    assert expected_tokens(1.0, 3) == 4.0
+    assert expected_tokens_const(1.0, 3) == 4.0
 
 
 def test_small_run_reports_identical_outputs():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from gelato.constants import E_BAR_J
 from gelato.experiments.report.analysis import SourceResults
 from gelato.experiments.report.artifacts import SourceArtifacts
 from gelato.experiments.report.narrative import (
@@ -13,7 +14,6 @@ from gelato.experiments.report.narrative import (
     v_effect,
 )
 
-E_BAR = 1.2
 
 
 def row(variant: str, group: str, tps: float, jpt: float, energy: float, source: str = "synthetic", **extra) -> dict:
@@ -31,7 +31,7 @@ def synthetic(worst_tps: float, best_tps: float, gelato_energy: float = 0.8, sta
             row("static-7@0.99998", "paper-baseline", worst_tps, 0.30, static_energy, source),
             row("static-5@0.99995", "paper-baseline", best_tps, 0.21, static_energy, source),
             row("dssd", "paper-baseline", (worst_tps + best_tps) / 2, 0.25, 0.9, source, uplink=20.0)]
-    return SourceResults(SourceArtifacts(source, summary={"fig5ab": rows}, seeds={"fig5ab": None}), E_BAR)
+    return SourceResults(SourceArtifacts(source, summary={"fig5ab": rows}, seeds={"fig5ab": None}), E_BAR_J)
 
 
 def test_headline_sentence_follows_the_spread_between_worst_and_best_baseline():
@@ -45,23 +45,23 @@ def test_headline_sentence_follows_the_spread_between_worst_and_best_baseline():
 
 
 def test_budget_sentences_follow_the_energies():
-    assert "`static-7@0.99998`" in budget_breakers(synthetic(12.0, 19.8, static_energy=1.5), E_BAR)
-    assert budget_breakers(synthetic(12.0, 19.8, static_energy=1.0), E_BAR) is None
-    assert "does not bind" in slack_budget(synthetic(12.0, 19.8, gelato_energy=0.5), E_BAR)
-    assert slack_budget(synthetic(12.0, 19.8, gelato_energy=1.15), E_BAR) is None
+    assert "`static-7@0.99998`" in budget_breakers(synthetic(12.0, 19.8, static_energy=1.5), E_BAR_J)
+    assert budget_breakers(synthetic(12.0, 19.8, static_energy=1.0), E_BAR_J) is None
+    assert "does not bind" in slack_budget(synthetic(12.0, 19.8, gelato_energy=0.5), E_BAR_J)
+    assert slack_budget(synthetic(12.0, 19.8, gelato_energy=1.15), E_BAR_J) is None
 
 
 def test_own_pair_sentence_follows_slack_and_fastest_policy():
     own = synthetic(12.0, 19.8, gelato_energy=0.01, source="trace-own-pair")
     own.summary["fig5ab"].append(row("static-7@0.99995", "paper-baseline", 10.0, 0.3, 0.5, "trace-own-pair",
                                      uplink=20_000.0))
-    text = own_pair_charging(own, E_BAR)
+    text = own_pair_charging(own, E_BAR_J)
     assert "the energy constraint is slack" in text
     assert "`gelato-improved` at 1 of 1 points" in text and "matters as much as the payload format" in text
     own.summary["fig5ab"][4]["tokens_per_second"] = 30.0  # dssd becomes the fastest
-    assert "payload format matters more than the draft-length controller" in own_pair_charging(own, E_BAR)
+    assert "payload format matters more than the draft-length controller" in own_pair_charging(own, E_BAR_J)
     over = synthetic(12.0, 19.8, gelato_energy=2.0, source="trace-own-pair")
-    assert "binds at some points" in own_pair_charging(over, E_BAR)
+    assert "binds at some points" in own_pair_charging(over, E_BAR_J)
 
 
 def test_v_sentence_follows_the_throughput_change():
@@ -75,14 +75,14 @@ def test_v_sentence_follows_the_throughput_change():
         traj = [{"variant": v, "round": 0, "budget": 5, "queue_at_budget": 0.5, "seed": 0}
                 for v in ("gelato-paper V=10", "gelato-paper V=100")]
         meta = {"runs": {"fig4": {"bandwidth_mhz": 5.0}}}
-        return SourceResults(SourceArtifacts("synthetic", meta, fig4_traj=traj, fig4_seeds=seeds), E_BAR)
+        return SourceResults(SourceArtifacts("synthetic", meta, fig4_traj=traj, fig4_seeds=seeds), E_BAR_J)
 
-    assert "V changes little" in v_effect(fig4(20.5), E_BAR)
-    changed = v_effect(fig4(24.0), E_BAR)
+    assert "V changes little" in v_effect(fig4(20.5), E_BAR_J)
+    changed = v_effect(fig4(24.0), E_BAR_J)
     assert "V changes the choice" in changed and "+20.0%" in changed
 
 
 def test_differences_only_states_what_the_data_supports():
-    paragraphs = differences([synthetic(12.0, 19.8)], [], E_BAR)
+    paragraphs = differences([synthetic(12.0, 19.8)], [], E_BAR_J)
     assert any(p.startswith("**Headline gains depend") for p in paragraphs)
     assert not any("Own-pair" in p for p in paragraphs)  # no own-pair source, no own-pair conclusion

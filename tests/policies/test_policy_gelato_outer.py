@@ -13,6 +13,7 @@ from gelato.policies import (
     GelatoPaperPolicy,
     LinearRoundPredictor,
 )
+from gelato.constants import E_BAR_J
 from gelato.decoding.policy import RoundContext
 from gelato.policies.common import expected_tokens_const, expected_tokens_positions
 from gelato.decoding.types import RoundRecord, RoundCharge
@@ -100,14 +101,14 @@ def round_record(k: int, e: float, sent: int = 3, bits: float = 60_000.0) -> Rou
 
 def test_queue_follows_the_recursion_exactly():
     rng = random.Random(3)
-    p = GelatoPaperPolicy(PRED, e_bar=1.2)
+    p = GelatoPaperPolicy(PRED, e_bar=E_BAR_J)
     q = 0.0
     assert p.queue == 0.0  # Q_1 = 0
     for k in range(200):
         e = rng.uniform(0.0, 2.5)
         p.budget(ctx())
         p.observe(round_record(k, e))
-        q = max(0.0, q + e - 1.2)
+        q = max(0.0, q + e - E_BAR_J)
         assert p.queue == pytest.approx(q, abs=1e-9)
         assert p.state()["queue"] == pytest.approx(q, abs=1e-9)
 

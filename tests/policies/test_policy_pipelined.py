@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from gelato.constants import E_BAR_J
 from gelato.decoding.types import Draft
 from gelato.experiments.runner import run_policy, synthetic_sessions
 from gelato.decoding.policy import RoundContext
@@ -72,8 +73,8 @@ def test_static_pipelined_caps_its_depth_to_the_wait():
 def test_energy_priced_controller_stays_within_e_bar_and_beats_its_unpipelined_self():
     def go(name):
         clock = SystemConfig.paper(bandwidth_mhz=5, t_verify_s=0.1, payload_mode="compact").build_clock(1)
-        return run_policy(make_policy(name, predictor=clock, e_bar=1.2), clock, synthetic_sessions(seed=1), 600,
-                          e_bar=1.2).summary
+        return run_policy(make_policy(name, predictor=clock, e_bar=E_BAR_J), clock, synthetic_sessions(seed=1), 600,
+                          e_bar=E_BAR_J).summary
 
     piped, plain = go("gelato-improved-pipelined"), go("gelato-improved")
     assert piped["energy_constraint_met"], piped["mean_round_energy"]

@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from gelato import constants
 from gelato.policies import (
     AdaEDLPolicy,
     GelatoImprovedPolicy,
@@ -52,9 +53,9 @@ def record(sent: int, accepted: int, entropies=None, charge=None, drafted=None) 
 
 def test_bucket_threshold_is_paper_value():
     cfg = GelatoPaperPolicy(LinearRoundPredictor()).config
-    assert cfg.h_th == pytest.approx(-math.log(0.9) / 0.35)
+    assert cfg.h_th == pytest.approx(-math.log(constants.RHO0) / constants.C)
     assert cfg.h_th == pytest.approx(0.301, abs=1e-3)
-    assert cfg.bucket_limit == pytest.approx(1.2 * cfg.h_th)
+    assert cfg.bucket_limit == pytest.approx(constants.BUCKET_FACTOR * cfg.h_th)
 
 
 def test_bucket_overflow_stops_before_the_token():

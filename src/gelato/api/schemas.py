@@ -12,13 +12,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gelato.api.errors import APIError, bad_request, unsupported
+from gelato.decoding.payload_modes import PAYLOAD_CHOICES
 from gelato.transport.rounds import MIN_TEMPERATURE
 
 # strict: no lax coercions (``max_tokens: true`` or ``"8"``, ``stream: "yes"``, ``prompt: [true]``);
 # no Infinity or NaN in any number
 _STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
-PayloadName = Literal["compact", "paper_topp", "dssd"]
+# the drafting payload modes of gelato.decoding.payload_modes, as JSON strings (strict mode takes no Enum)
+PayloadName = Literal[PAYLOAD_CHOICES]  # type: ignore[valid-type]
 MAX_STOP_STRINGS = 4
 
 # field -> predicate that is true when the value asks for something this server does not do

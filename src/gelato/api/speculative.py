@@ -11,16 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gelato.api.errors import bad_request
+from gelato.constants import E_BAR_J
 from gelato.api.schemas import SpeculativeSettings
 from gelato.policies.cap import BudgetCap
 from gelato.decoding.policy import DraftPolicy
-from gelato.policies.gelato_improved import GelatoImprovedConfig
-from gelato.policies.gelato_paper import GelatoConfig
 from gelato.policies.registry import POLICIES, make_policy, policy_spec
 
 # the GELATO family's own default energy budget per round (the paper's Table I value)
-_DEFAULT_E_BAR = {name: (GelatoImprovedConfig() if "improved" in name else GelatoConfig()).e_bar
-                  for name, spec in POLICIES.items() if spec.uses_energy_budget}
+_DEFAULT_E_BAR = {name: E_BAR_J for name, spec in POLICIES.items() if spec.uses_energy_budget}
 _HAS_E_BAR = frozenset(_DEFAULT_E_BAR)
 
 

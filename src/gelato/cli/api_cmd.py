@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from gelato.cli.common import check_port_free, fail, resolve_pair_dirs
+from gelato.decoding.payload_modes import PayloadMode, choices_help, payload_mode
 from gelato.policies.registry import DEFAULT_POLICY
 
 
@@ -46,7 +47,7 @@ def api(
                                                                  "own: K of static-K, 15 for GELATO).")] = None,
     e_bar: Annotated[Optional[float], typer.Option(help="Default device energy budget per round, J (GELATO "
                                                    "policies).")] = None,
-    payload: Annotated[str, typer.Option(help="Default payload: compact, paper_topp or dssd.")] = "compact",
+    payload: Annotated[str, typer.Option(help=f"Default payload: {choices_help()}.")] = PayloadMode.COMPACT.value,
     system: Annotated[Optional[str], typer.Option(help="System model for modelled device joules: paper or "
                                                   "generic (default: none).")] = None,
     max_tokens: Annotated[int, typer.Option(min=1, help="Largest max_tokens a request may ask for.")] = 1024,
@@ -79,8 +80,10 @@ def api(
         policy_spec(policy)
     except ValueError as exc:
         fail(str(exc))
-    if payload not in ("compact", "paper_topp", "dssd"):
-        fail(f"unknown payload {payload!r}; choose compact, paper_topp or dssd")
+    try:
+        payload = payload_mode(payload)
+    except ValueError as exc:
+        fail(str(exc))
     if system is not None and system not in SYSTEMS:
         fail(f"unknown system model {system!r}; choose {' or '.join(SYSTEMS)}")
     if e_bar is not None and e_bar <= 0:

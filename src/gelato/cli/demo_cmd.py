@@ -8,6 +8,11 @@ from typing import Annotated, Optional
 import typer
 
 from gelato.cli.common import fail, resolve_pair_dirs
+from gelato.constants import E_BAR_J
+from gelato.decoding.payload_modes import PayloadMode, payload_mode
+
+# what `gelato demo` may send up: the greedy ids or the paper's top-p payload (dssd is the dssd policy's own)
+DEMO_PAYLOADS = (PayloadMode.COMPACT.value, PayloadMode.PAPER_TOPP.value)
 
 
 def demo(
@@ -15,7 +20,7 @@ def demo(
     max_new_tokens: Annotated[int, typer.Option(min=1)] = 96,
     bandwidth_mhz: Annotated[float, typer.Option(help="Uplink bandwidth, MHz.")] = 1.0,
     t_verify_ms: Annotated[float, typer.Option(help="Edge verification time, ms.")] = 100.0,
-    e_bar: Annotated[float, typer.Option(help="Device energy budget per round, J.")] = 1.2,
+    e_bar: Annotated[float, typer.Option(help="Device energy budget per round, J.")] = E_BAR_J,
     draft: Annotated[Optional[str], typer.Option(help="Draft directory or hub id (default: the default pair).")] = None,
     target: Annotated[Optional[str], typer.Option(help="Target directory or hub id.")] = None,
     data_dir: Annotated[Optional[Path], typer.Option(help="Directory with gsm8k_test.jsonl.")] = None,
@@ -23,7 +28,7 @@ def demo(
     seed: int = 0,
     payload: Annotated[str, typer.Option(help="Uplink of the policies without their own: compact (token ids, "
                                                "what gelato sends under greedy) or paper_topp (the paper's "
-                                               "top-p probabilities).")] = "compact",
+                                               "top-p probabilities).")] = PayloadMode.COMPACT.value,
     device_profile: Annotated[str, typer.Option(help="What the simulated phone is charged for drafting: "
                                                 "phone-own-draft (the paper's phone running this draft) or paper "
                                                 "(the paper's Qwen2.5-0.5B draft).")] = "phone-own-draft",
@@ -47,8 +52,10 @@ def demo(
     from gelato.system.presets import PAPER
 
     console = Console(width=None if sys.stdout.isatty() else 120)  # piped: lines wide enough for the table
-    if payload not in ("compact", "paper_topp"):
-        fail(f"--payload must be compact or paper_topp, got {payload!r}")
+    try:
+        payload = payload_mode(payload, DEMO_PAYLOADS)
+    except ValueError as exc:
+        fail(str(exc))
     if device_profile not in DEVICE_PROFILES:
         fail(f"--device-profile must be {' or '.join(DEVICE_PROFILES)}, got {device_profile!r}")
     draft_dir, target_dir = resolve_pair_dirs(draft, target)
@@ -59,7 +66,7 @@ def demo(
     except Exception as exc:  # noqa: BLE001 - loader messages name the problem
         fail(str(exc))
     n_draft, n_target = (sum(p.numel() for p in m.parameters()) / 1e6 for m in (d, t))
-    uplink = "token ids only" if payload == "compact" else "the paper's top-p probabilities"
+    uplink = "token ids only" if payload is PayloadMode.COMPACT else "the paper's top-p probabilities"
     console.print(f"[bold]gelato demo[/]: {len(prompt_ids)} GSM8K questions x up to {max_new_tokens} tokens; a "
                   f"{n_draft:.1f}M-parameter draft on a phone proposes tokens, the {n_target:.0f}M target "
                   f"({Path(str(target_dir)).name}) on an edge server checks them.\n"

@@ -15,13 +15,14 @@ from typing import Annotated, Optional
 import typer
 
 from gelato.cli.common import fail
+from gelato.constants import E_BAR_J, G_MAX, V
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="Reproduce the GELATO paper's figures (fig2, fig4, fig5ab, fig5cd) and write the report.")
 
 SourceOpt = Annotated[str, typer.Option("--source", help="synthetic (the paper's regime) | trace (a recorded pair)")]
 TraceOpt = Annotated[Optional[Path], typer.Option("--trace", help="Greedy trace (.npz) from `gelato trace record "
-                                                  "--k-max 15`; needed for --source trace and fig2.")]
+                                                  f"--k-max {G_MAX}`; needed for --source trace and fig2.")]
 ChargingOpt = Annotated[str, typer.Option("--charging", help="trace only: paper (the paper's system) | own-pair "
                                           "(the pair's own draft FLOPs and vocabulary)")]
 DraftOpt = Annotated[Optional[Path], typer.Option("--draft", help="Draft model dir for own-pair charging "
@@ -29,7 +30,7 @@ DraftOpt = Annotated[Optional[Path], typer.Option("--draft", help="Draft model d
 SeedsOpt = Annotated[int, typer.Option("--seeds", min=1, help="Seeds per point (0..N-1); medians are reported.")]
 RoundsOpt = Annotated[int, typer.Option("--rounds", min=1, help="Rounds per run.")]
 OutOpt = Annotated[Path, typer.Option("--out", help="Output directory.")]
-EBarOpt = Annotated[float, typer.Option("--e-bar", min=0.001, help="Energy budget per round, J (the paper's 1.2).")]
+EBarOpt = Annotated[float, typer.Option("--e-bar", min=0.001, help=f"Energy budget per round, J (the paper's {E_BAR_J:g}).")]
 VOpt = Annotated[float, typer.Option("--v", help="V of gelato-paper and its ablations.")]
 ExtraOpt = Annotated[bool, typer.Option("--extra/--no-extra", help="Also run every other registered baseline.")]
 
@@ -47,7 +48,7 @@ def _source(source: str, trace: Path | None, charging: str = "paper", draft: Pat
     if charging not in ("paper", "own-pair"):
         fail(f"--charging must be paper or own-pair, got {charging!r}")
     if source == "trace" and trace is None:
-        fail("--source trace needs --trace FILE (record one: gelato trace record --out FILE --k-max 15)")
+        fail(f"--source trace needs --trace FILE (record one: gelato trace record --out FILE --k-max {G_MAX})")
     try:
         return PaperSource(kind=source, charging=charging if source == "trace" else "paper",
                            trace_path=trace if source == "trace" else None, draft_dir=draft)
@@ -105,7 +106,7 @@ def _run_sweep(name: str, src, seeds: int, rounds: int, out: Path, e_bar: float,
 def _sweep_command(name: str):
     def command(source: SourceOpt = "synthetic", trace: TraceOpt = None, charging: ChargingOpt = "paper",
                 draft: DraftOpt = None, seeds: SeedsOpt = 5, rounds: RoundsOpt = 1000,
-                out: OutOpt = Path("runs/paper"), e_bar: EBarOpt = 1.2, v: VOpt = 100.0,
+                out: OutOpt = Path("runs/paper"), e_bar: EBarOpt = E_BAR_J, v: VOpt = V,
                 extra: ExtraOpt = True) -> None:
         src = _source(source, trace, charging, draft)
         _echo_paths(_run_sweep(name, src, seeds, rounds, out, e_bar, v, extra))
@@ -122,11 +123,12 @@ app.command("fig5cd", help="Throughput and J/token against T_V {60, 80, 100, 120
 @app.command("fig4")
 def fig4(source: SourceOpt = "synthetic", trace: TraceOpt = None, charging: ChargingOpt = "paper",
          draft: DraftOpt = None, seeds: SeedsOpt = 5, rounds: RoundsOpt = 1000, out: OutOpt = Path("runs/paper"),
-         e_bar: EBarOpt = 1.2,
+         e_bar: EBarOpt = E_BAR_J,
          bandwidth_mhz: Annotated[float, typer.Option(help="Uplink bandwidth, MHz (10: the queue moves).")] = 10.0,
          t_verify_ms: Annotated[float, typer.Option(help="Verification time, ms.")] = 100.0) -> None:
     """Chosen budget and queue Q over the rounds for gelato-paper at V = 10 and V = 100 (and gelato-improved)."""
-    from gelato.experiments.paper import Point, V_VALUES
+    from gelato.experiments.paper import V_VALUES
+    from gelato.experiments.sweep import Point
     from gelato.experiments.report import produce_fig4
 
     src = _source(source, trace, charging, draft)
@@ -145,7 +147,7 @@ def fig2(trace: TraceOpt = None, out: OutOpt = Path("runs/paper")) -> None:
 
 
 @app.command("report")
-def report(out: OutOpt = Path("docs/results"), e_bar: EBarOpt = 1.2,
+def report(out: OutOpt = Path("docs/results"), e_bar: EBarOpt = E_BAR_J,
            redraw: Annotated[bool, typer.Option("--replot/--no-replot", help="Also redraw the figures and "
                                                 "section files from the CSVs.")] = False) -> None:
     """Rebuild OUT/paper-reproduction.md from the artifacts already in OUT/paper-reproduction/ (no runs)."""
@@ -167,11 +169,12 @@ def run_all(
     charging: Annotated[str, typer.Option("--charging", help="trace charging modes, comma separated")] =
     "paper,own-pair",
     draft: DraftOpt = None, seeds: SeedsOpt = 5, rounds: RoundsOpt = 1000, out: OutOpt = Path("docs/results"),
-    e_bar: EBarOpt = 1.2, v: VOpt = 100.0, extra: ExtraOpt = True,
+    e_bar: EBarOpt = E_BAR_J, v: VOpt = V, extra: ExtraOpt = True,
     fig4_bandwidth_mhz: Annotated[float, typer.Option(help="Fig. 4 bandwidth, MHz.")] = 10.0,
 ) -> None:
     """Every preset (fig4, fig5ab, fig5cd, fig2, gains, gelato-improved vs gelato-paper) and the report."""
-    from gelato.experiments.paper import Point, V_VALUES
+    from gelato.experiments.paper import V_VALUES
+    from gelato.experiments.sweep import Point
     from gelato.experiments.report import ARTIFACT_DIR, produce_fig2, produce_fig4, write_report
 
     source = source or ("both" if trace is not None else "synthetic")

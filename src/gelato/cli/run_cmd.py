@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from gelato.cli.common import fail, resolve_pair_dirs
+from gelato.decoding.payload_modes import PayloadMode, choices_help
 
 trace_app = typer.Typer(no_args_is_help=True)
 
@@ -22,7 +23,7 @@ def run(
     bandwidth_mhz: Annotated[Optional[float], typer.Option(help="Uplink bandwidth, MHz.")] = None,
     t_verify_ms: Annotated[Optional[float], typer.Option(help="Verification time (paper system), ms.")] = None,
     system: Annotated[Optional[str], typer.Option(help="paper | generic")] = None,
-    payload: Annotated[Optional[str], typer.Option(help="compact | paper_topp | dssd (default: the policy's own, "
+    payload: Annotated[Optional[str], typer.Option(help=f"{choices_help()} (default: the policy's own, "
                                                         "else compact, as `gelato demo`; a --config file's "
                                                         "default is RunConfig's)")] = None,
     framing: Annotated[Optional[str], typer.Option(help="none | grpc: also charge each message's measured "
@@ -49,8 +50,6 @@ def run(
     except (ValidationError, ValueError, FileNotFoundError) as exc:
         fail(f"invalid run configuration: {exc}")
     from gelato.policies.registry import policy_spec
-    from gelato.wire.payload import PayloadMode
-
     try:
         own_payload = policy_spec(cfg.policy).payload_mode
     except ValueError as exc:

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from gelato.constants import E_BAR_J, G_MAX
 from gelato.system.channel import ChannelConfig, PathLoss, WirelessChannel
 from gelato.system.compute import QWEN25_0_5B, FlopsCompute, forward_flops
 from gelato.system.config import SystemConfig
@@ -69,7 +70,7 @@ def show(bandwidth_mhz: list[float] = typer.Option([1.0, 10.0], "--bandwidth-mhz
                      "paper-mode constants" if paper else "generic distance")
     settings.add_row("fading", "Rayleigh, power gain ~ Exp(1), i.i.d. per round", "system model")
     if paper:
-        settings.add_row("T_V, E_bar, g_max", f"{PAPER.t_verify_s * 1e3:g} ms, {PAPER.e_bar_j:g} J, {PAPER.g_max}",
+        settings.add_row("T_V, E_bar, g_max", f"{PAPER.t_verify_s * 1e3:g} ms, {E_BAR_J:g} J, {G_MAX}",
                          "paper Table I")
         settings.add_row("b_index, b_prob", f"{PAPER.b_index}, {PAPER.b_prob} bits", "paper-mode constants")
     console.print(settings)

@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 
 from gelato.cli.common import fail
+from gelato.constants import E_BAR_J
 
 
 def testbed(
@@ -28,7 +29,7 @@ def testbed(
     top_k: int = typer.Option(0, "--top-k"),
     top_p: float = typer.Option(1.0, "--top-p"),
     seed: int = typer.Option(0, "--seed"),
-    e_bar: float = typer.Option(1.2, "--e-bar", help="device energy budget per round, J"),
+    e_bar: float = typer.Option(E_BAR_J, "--e-bar", help="device energy budget per round, J"),
     power: str = typer.Option("snapdragon-8-gen-3-phone", "--power-profile",
                               help="snapdragon-8-gen-3-phone, jetson-orin-nano-8gb-15w or paper-table-1"),
     edge: Optional[str] = typer.Option(None, "--edge", help="HOST:PORT of a running edge (default: start one)"),

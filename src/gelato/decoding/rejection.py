@@ -21,11 +21,9 @@ from collections.abc import Sequence
 
 import torch
 
+from gelato.decoding.payload_modes import PAYLOAD_CHOICES, PayloadMode
 from gelato.decoding.sampling import SamplingParams, processed_probs, sample_from
 from gelato.decoding.types import SparseDist, Verdict
-
-RULES = ("compact", "dssd", "paper_topp")
-
 
 def check_rows(rows: torch.Tensor, draft_tokens: Sequence[int]) -> None:
     """``rows``: (len(draft_tokens) + 1, vocab). Raises ValueError on a wrong row count or ids outside it."""
@@ -103,18 +101,18 @@ def sample_deferred_residual(verdict: Verdict, q: Sequence[SparseDist] | None,
 
 def verify_rows(target_logits: torch.Tensor, draft_tokens: Sequence[int], q: Sequence[SparseDist] | None,
                 params: SamplingParams, generator: torch.Generator | None = None,
-                rule: str = "compact") -> Verdict:
-    """The verdict of one round under ``params`` and the payload ``rule`` (one of :data:`RULES`).
+                rule: PayloadMode | str = PayloadMode.COMPACT) -> Verdict:
+    """The verdict of one round under ``params`` and the payload ``rule`` (a drafting :class:`PayloadMode`, one of ``PAYLOAD_CHOICES``).
 
     ``target_logits``: (len(draft_tokens) + 1, vocab) raw target logits; ``q``: what the verifier knows
     of each drafted token's q (unused when greedy).
     """
-    if rule not in RULES:
-        raise ValueError(f"unknown verification rule {rule!r}; choose one of {RULES}")
+    if rule not in PAYLOAD_CHOICES:
+        raise ValueError(f"unknown verification rule {str(rule)!r}; choose one of {PAYLOAD_CHOICES}")
     if params.greedy:
         return verify_greedy(target_logits, draft_tokens)
     if q is None:
         raise ValueError("a sampled draft must carry its q distributions")
     p = processed_probs(target_logits, params)
-    return verify_stochastic(p, draft_tokens, q, generator, defer_residual=rule == "dssd",
-                             q_truncated=rule == "paper_topp")
+    return verify_stochastic(p, draft_tokens, q, generator, defer_residual=rule == PayloadMode.DSSD,
+                             q_truncated=rule == PayloadMode.PAPER_TOPP)

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gelato.constants import RHO0
 from gelato.experiments.synthetic import SyntheticRegime, SyntheticSource
 from gelato.experiments.trace import Trace
-from gelato.system.presets import PAPER
 
 
 def trace_acceptance_samples(trace: Trace) -> tuple[np.ndarray, np.ndarray]:
@@ -107,7 +107,7 @@ class AcceptanceFit:
     @property
     def h_th(self) -> float:
         """``phi^-1(rho0)`` with this fit's c and the paper's rho0 = 0.9."""
-        return -math.log(PAPER.rho0) / self.c if self.c > 0 else math.inf
+        return -math.log(RHO0) / self.c if self.c > 0 else math.inf
 
 
 def acceptance_fit(name: str, h: np.ndarray, accepted: np.ndarray, width: float = 0.1) -> AcceptanceFit:

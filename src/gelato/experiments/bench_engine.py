@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from gelato.models.cached import CachedCausalLM
+from gelato.policies.common import expected_tokens_const
 from gelato.policies.static import StaticPolicy
 from gelato.generation import generate_speculative, generate_target_only
 from gelato.decoding.sampling import SamplingParams
@@ -44,21 +45,17 @@ class EngineBenchResult:
     refined_bound: float  # the bound with the measured verify cost: EN / (verify_cost_ratio + K c)
 
 
-def expected_tokens(a: float, k: int) -> float:
-    return float(k + 1) if a >= 1.0 else (1 - a ** (k + 1)) / (1 - a)
-
-
 def fit_acceptance(tokens_per_round: float, k: int) -> float:
-    """Invert expected_tokens by bisection (it is increasing in a)."""
+    """Invert :func:`~gelato.policies.common.expected_tokens_const` by bisection (it is increasing in a)."""
     lo, hi = 0.0, 1.0
     for _ in range(60):
         mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if expected_tokens(mid, k) < tokens_per_round else (lo, mid)
+        lo, hi = (mid, hi) if expected_tokens_const(mid, k) < tokens_per_round else (lo, mid)
     return (lo + hi) / 2
 
 
 def analytic_speedup(a: float, k: int, c: float) -> float:
-    return expected_tokens(a, k) / (1 + k * c)
+    return expected_tokens_const(a, k) / (1 + k * c)
 
 
 @torch.inference_mode()
@@ -151,7 +148,7 @@ def run_engine_bench(draft, target, prompts: Sequence[Sequence[int]], k: int = 4
                              draft_acceptance_rate=accepted / sent if sent else 0.0, fitted_acceptance=a,
                              cost_ratio=c, analytic_speedup=bound, fraction_of_bound=speedup / bound,
                              outputs_identical=identical, time_split=split, verify_cost_ratio=verify_ratio,
-                             refined_bound=expected_tokens(a, k) / (verify_ratio + k * c))
+                             refined_bound=expected_tokens_const(a, k) / (verify_ratio + k * c))
 
 
 def as_dict(result: EngineBenchResult) -> dict:

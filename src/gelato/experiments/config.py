@@ -8,10 +8,12 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from gelato.constants import E_BAR_J
 from gelato.policies.registry import policy_spec
 from gelato.system.config import SystemConfig
 from gelato.system.units import MHZ
-from gelato.wire.payload import FRAMING_BYTES, PayloadMode
+from gelato.decoding.payload_modes import PayloadMode
+from gelato.wire.payload import FRAMING_BYTES
 
 SourceKind = Literal["synthetic", "trace", "live"]
 
@@ -44,7 +46,7 @@ class RunConfig(BaseModel):
     payload_top_p: float = Field(0.99995, gt=0, le=1)
     framing: Literal["none", "grpc"] = Field("none", description="also charge each message's framing on the "
                                              "link: grpc = the bytes measured on a gelato stream (40 per message)")
-    e_bar: float = Field(1.2, gt=0, description="device energy budget per round, J")
+    e_bar: float = Field(E_BAR_J, gt=0, description="device energy budget per round, J")
     dssd_target_support: int | None = Field(None, ge=1, description="DSSD: entries of the target distribution "
                                             "sent down at a rejection (default: the whole vocabulary, dense)")
     out: Path | None = None

@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from gelato.constants import E_BAR_J, G_MAX
+from gelato.decoding.payload_modes import PayloadMode
 from gelato.decoding.sampling import SamplingParams
 from gelato.experiments.config import RunConfig
 from gelato.policies.cap import BudgetCap
@@ -35,7 +37,7 @@ DEVICE_PROFILES = {"phone-own-draft": "the paper's phone (Table I) running this 
                    "paper": "the paper's phone (Table I) charged for its Qwen2.5-0.5B draft"}
 DEFAULT_DEVICE_PROFILE = "phone-own-draft"
 LIVE_CHECK_POLICIES = ("gelato-improved", "static-5")
-DEMO_K_MAX = 15  # GELATO's g_max: the largest draft any demo policy asks for (static-9 asks 9)
+DEMO_K_MAX = G_MAX  # GELATO's g_max: the largest draft any demo policy asks for (static-9 asks 9)
 
 
 @dataclass
@@ -78,10 +80,10 @@ def _run(name: str, sessions, cfg_kw: dict, e_bar: float, seed: int, on_round, c
 
 def run_demo(draft, target, tokenizer, prompts: Sequence[tuple[str, list[int]]], out_dir: Path,
              policies: Sequence[str] = DEMO_POLICIES, bandwidth_mhz: float = 1.0, t_verify_ms: float = 100.0,
-             e_bar: float = 1.2, max_new_tokens: int = 128, seed: int = 0, vocab_size: int | None = None,
+             e_bar: float = E_BAR_J, max_new_tokens: int = 128, seed: int = 0, vocab_size: int | None = None,
              on_round: Callable | None = None, on_policy: Callable[[str], None] | None = None,
              live_check: Sequence[str] = LIVE_CHECK_POLICIES, live_check_prompts: int = 1,
-             k_max: int = DEMO_K_MAX, payload: str | None = "compact",
+             k_max: int = DEMO_K_MAX, payload: PayloadMode | None = PayloadMode.COMPACT,
              device_profile: str = DEFAULT_DEVICE_PROFILE) -> DemoOutcome:
     """Record one greedy trace, replay every policy from it, check ``live_check`` policies live.
 

@@ -29,9 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from gelato.constants import E_BAR_J, G_MAX, V, within_energy_budget
+from gelato.decoding.payload_modes import PayloadMode
 from gelato.experiments.config import RunConfig
 from gelato.policies.cap import BudgetCap
 from gelato.experiments.runner import Session, run_policy, synthetic_sessions, trace_sessions
+from gelato.experiments.sweep import Point, run_sweep
 from gelato.experiments.trace import Trace
 from gelato.policies.registry import make_policy
 from gelato.system.config import ComputeSpec, SystemConfig
@@ -46,10 +49,7 @@ FIG5AB_T_VERIFY_MS = PAPER.t_verify_s * 1000
 FIG5CD_BANDWIDTH_MHZ = float(PAPER.sweep_bandwidth_mhz)
 TOP_PS: tuple[float, ...] = tuple(PAPER.top_p)
 GELATO_TOP_P = PAPER.top_p[0]
-E_BAR = PAPER.e_bar_j
-V_DEFAULT = PAPER.v
 V_VALUES: tuple[float, ...] = tuple(float(v) for v in PAPER.v_values)
-ENERGY_TOLERANCE = 0.02  # a run meets the budget when its mean round energy is <= E_bar * (1 + tolerance)
 # gelato-improved's target: >= +15% throughput over gelato-paper at equal energy (docs/design-decisions.md,
 # "Beyond the paper")
 IMPROVED_TARGET_PCT = 15.0
@@ -91,7 +91,7 @@ class Variant:
         return dict(self.args)
 
 
-def gelato_variants(V: float = V_DEFAULT) -> list[Variant]:
+def gelato_variants(V: float = V) -> list[Variant]:
     """GELATO and its ablations at their own payload choice (top-p 0.99995)."""
     out = []
     for name in GELATO_POLICIES:
@@ -115,11 +115,11 @@ def extra_baselines() -> list[Variant]:
     return [Variant(name, name, GELATO_TOP_P, (), "baseline") for name in POLICIES if name not in handled]
 
 
-def default_variants(V: float = V_DEFAULT, extra: bool = True) -> list[Variant]:
+def default_variants(V: float = V, extra: bool = True) -> list[Variant]:
     return gelato_variants(V) + paper_baselines() + (extra_baselines() if extra else [])
 
 
-def calibrated_paper_variant(rho0: float, c: float, V: float = V_DEFAULT) -> Variant:
+def calibrated_paper_variant(rho0: float, c: float, V: float = V) -> Variant:
     """gelato-paper planning with a pair's measured acceptance and fitted entropy map instead of 0.9 / 0.35."""
     rho0 = min(0.99, max(0.01, float(rho0)))
     return Variant("gelato-paper-fitted", "gelato-paper", GELATO_TOP_P,
@@ -128,15 +128,6 @@ def calibrated_paper_variant(rho0: float, c: float, V: float = V_DEFAULT) -> Var
 
 # ---------------------------------------------------------------------------------------------------
 # Sweeps
-
-
-@dataclass(frozen=True)
-class Point:
-    bandwidth_mhz: float
-    t_verify_ms: float
-
-    def label(self) -> str:
-        return f"{self.bandwidth_mhz:g} MHz, {self.t_verify_ms:g} ms"
 
 
 @dataclass(frozen=True)
@@ -201,9 +192,9 @@ class PaperSource:
             missing = [p for p in TOP_PS if p not in self.trace.header.get("top_ps", [])]
             if missing:
                 raise ValueError(f"the trace has no top-p supports at {missing}; record it with the default top-ps")
-            if self.trace.k_max < PAPER.g_max:
-                raise ValueError(f"the trace's k_max is {self.trace.k_max}; the sweeps need {PAPER.g_max} "
-                                 f"(record with --k-max {PAPER.g_max})")
+            if self.trace.k_max < G_MAX:
+                raise ValueError(f"the trace's k_max is {self.trace.k_max}; the sweeps need {G_MAX} "
+                                 f"(record with --k-max {G_MAX})")
         if self.charging == "own-pair":
             if self.draft_dir is None and self.trace is not None and self.trace.header.get("draft"):
                 self.draft_dir = Path(self.trace.header["draft"])
@@ -241,7 +232,7 @@ class PaperSource:
             return system
         vocab = _vocab_size(self.draft_dir)
         payload_update: dict[str, Any] = {"b_index": max(1, math.ceil(math.log2(vocab))), "vocab_size": vocab}
-        if system.payload.mode == "dssd":
+        if system.payload.mode == PayloadMode.DSSD:
             payload_update["dssd_target_support"] = vocab
         return system.model_copy(update={
             "name": "paper-own-pair",
@@ -257,37 +248,37 @@ SUMMARY_METRICS = ("tokens_per_second", "joules_per_token", "mean_round_energy",
 
 
 def run_variant(source: PaperSource, variant: Variant, point: Point, seed: int, rounds: int = PAPER.rounds,
-                e_bar: float = E_BAR, keep_rows: bool = False) -> dict:
+                e_bar: float = E_BAR_J, keep_rows: bool = False) -> dict:
     """One run: a flat record of the run's summary metrics (plus ``rows`` when ``keep_rows``)."""
     clock = source.system_config(variant, point).build_clock(seed)
     policy = BudgetCap(make_policy(variant.policy, predictor=clock, energy_budget=e_bar, **variant.policy_args),
-                       PAPER.g_max)
+                       G_MAX)
     result = run_policy(policy, clock, source.sessions(variant.top_p, seed), rounds, e_bar)
     s = result.summary
     record = {"source": source.key, "bandwidth_mhz": point.bandwidth_mhz, "t_verify_ms": point.t_verify_ms,
               "variant": variant.label, "policy": variant.policy, "group": variant.group, "top_p": variant.top_p,
               "seed": seed, "rounds": s["rounds"], "tokens": s["tokens"],
               **{m: float(s[m]) for m in SUMMARY_METRICS},
-              "energy_ok": bool(s["mean_round_energy"] <= e_bar * (1 + ENERGY_TOLERANCE))}
+              "energy_ok": within_energy_budget(s["mean_round_energy"], e_bar)}
     if keep_rows:
         record["rows"] = result.rows
     return record
 
 
-def run_sweep(sweep: Sweep, source: PaperSource, variants: Sequence[Variant], seeds: Sequence[int],
-              rounds: int = PAPER.rounds, e_bar: float = E_BAR,
-              on_run: Callable[[str], None] | None = None) -> list[dict]:
-    """Every (point, variant, seed) of ``sweep``, in a plain loop; one record per run."""
-    records = []
-    for point in sweep.points:
-        for variant in variants:
-            for seed in seeds:
-                rec = run_variant(source, variant, point, seed, rounds, e_bar)
-                rec["sweep"] = sweep.name
-                records.append(rec)
-                if on_run is not None:
-                    on_run(f"{sweep.name} {source.key} {point.label()} {variant.label} seed {seed}")
-    return records
+def sweep_runs(sweep: Sweep, source: PaperSource, variants: Sequence[Variant], seeds: Sequence[int],
+               rounds: int = PAPER.rounds, e_bar: float = E_BAR_J,
+               on_run: Callable[[str], None] | None = None) -> list[dict]:
+    """Every (point, variant, seed) of ``sweep`` through the shared :func:`~gelato.experiments.sweep.run_sweep`;
+    one record per run, tagged with the sweep's name."""
+    def tagged(variant: Variant, point: Point, seed: int) -> dict:
+        return {**run_variant(source, variant, point, seed, rounds, e_bar), "sweep": sweep.name}
+
+    def progress(rec: dict) -> None:
+        if on_run is not None:
+            on_run(f"{sweep.name} {source.key} {Point(rec['bandwidth_mhz'], rec['t_verify_ms']).label()} "
+                   f"{rec['variant']} seed {rec['seed']}")
+
+    return run_sweep(tagged, sweep.points, variants, seeds, progress=progress)
 
 
 def aggregate(records: Iterable[dict], metrics: Sequence[str] = SUMMARY_METRICS) -> list[dict]:
@@ -322,7 +313,7 @@ FIG4_COLUMNS = ("source", "variant", "V", "seed", "round", "budget", "queue_at_b
 
 
 def run_fig4(source: PaperSource, point: Point, seeds: Sequence[int], rounds: int = PAPER.rounds,
-             e_bar: float = E_BAR, v_values: Sequence[float] = V_VALUES, with_improved: bool = True,
+             e_bar: float = E_BAR_J, v_values: Sequence[float] = V_VALUES, with_improved: bool = True,
              on_run: Callable[[str], None] | None = None) -> tuple[list[dict], list[dict]]:
     """gelato-paper at each V (and gelato-improved for reference): per-round trajectories of the FIRST seed
     and per-seed summary records of every seed."""

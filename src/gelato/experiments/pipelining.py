@@ -1,6 +1,6 @@
 """Draft-ahead results: the pipelined controller against every unpipelined policy and static-5-pipelined.
 
-At the paper's settings (paper system, ids-only ``compact`` payload, E_bar = 1.2 J/round): bandwidth
+At the paper's settings (paper system, ids-only ``compact`` payload, E_bar = ``gelato.constants.E_BAR_J`` J/round): bandwidth
 {1, 5, 10} MHz at T_V = 100 ms and T_V {60, 80, 120, 140} ms at 5 MHz, on the synthetic regime and on a
 greedy trace; the median over seeds of throughput, J/token and mean round energy per policy. Writes
 ``pipelining.csv`` (medians), ``pipelining_seeds.csv`` (every run), ``pipelining.png`` and
@@ -10,30 +10,21 @@ greedy trace; the median over seeds of throughput, J/token and mean round energy
 from __future__ import annotations
 
 import csv
+import functools
 import statistics
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
+from gelato.constants import E_BAR_J, within_energy_budget
+from gelato.decoding.payload_modes import PayloadMode
 from gelato.experiments.config import RunConfig
 from gelato.experiments.execute import execute
+from gelato.experiments.sweep import Point, best_within_budget, relative_gain, run_sweep
 
 OURS = "gelato-improved-pipelined"
 STATIC_PIPELINED = "static-5-pipelined"
 PIPELINED = (OURS, STATIC_PIPELINED)
-TOLERANCE = 0.02  # "within E_bar": mean round energy <= E_bar (1 + 2%), as the runner's summary
-
-
-@dataclass(frozen=True)
-class Point:
-    bandwidth_mhz: float
-    t_verify_ms: float
-
-    @property
-    def label(self) -> str:
-        return f"{self.bandwidth_mhz:g} MHz, {self.t_verify_ms:g} ms"
 
 
 def paper_points(bandwidths: Sequence[float] = (1, 5, 10), t_verifies: Sequence[float] = (60, 80, 100, 120, 140)
@@ -50,13 +41,15 @@ def unpipelined_policies() -> list[str]:
     return [n for n in POLICIES if n not in PIPELINED]
 
 
-def _one(job: tuple) -> dict:
-    source, trace, point, policy, seed, rounds, e_bar = job
+def run_one(policy: str, point: Point, seed: int, *, source: str, trace: Path | None, rounds: int,
+            e_bar: float) -> dict:
+    """One run of ``policy`` at ``point`` (the ``run`` of :func:`gelato.experiments.sweep.run_sweep`)."""
     import torch
 
     torch.set_num_threads(1)
-    cfg = RunConfig(source=source, trace=trace, policy=policy, payload="compact", bandwidth_mhz=point.bandwidth_mhz,
-                    t_verify_ms=point.t_verify_ms, seed=seed, rounds=rounds, e_bar=e_bar)
+    cfg = RunConfig(source=source, trace=trace, policy=policy, payload=PayloadMode.COMPACT,
+                    bandwidth_mhz=point.bandwidth_mhz, t_verify_ms=point.t_verify_ms, seed=seed, rounds=rounds,
+                    e_bar=e_bar)
     s = execute(cfg, write=False).summary
     return {"source": source, "bandwidth_mhz": point.bandwidth_mhz, "t_verify_ms": point.t_verify_ms,
             "policy": policy, "seed": seed, "tokens_per_second": s["tokens_per_second"],
@@ -65,24 +58,12 @@ def _one(job: tuple) -> dict:
             "rounds": s["rounds"]}
 
 
-def run_sweep(source: str, points: Iterable[Point], policies: Sequence[str], seeds: int, rounds: int,
-              trace: Path | None = None, e_bar: float = 1.2, jobs: int = 1,
-              progress: Callable[[dict], None] | None = None) -> list[dict]:
-    """Every (point, policy, seed) run; rows as :func:`_one` returns them."""
-    work = [(source, trace, p, pol, seed, rounds, e_bar) for p in points for pol in policies for seed in range(seeds)]
-    rows: list[dict] = []
-    if jobs <= 1:
-        for job in work:
-            rows.append(_one(job))
-            if progress:
-                progress(rows[-1])
-        return rows
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
-        for row in pool.map(_one, work):
-            rows.append(row)
-            if progress:
-                progress(row)
-    return rows
+def sweep_runs(source: str, points: Iterable[Point], policies: Sequence[str], seeds: int, rounds: int,
+               trace: Path | None = None, e_bar: float = E_BAR_J, jobs: int = 1,
+               progress: Callable[[dict], None] | None = None) -> list[dict]:
+    """Every (point, policy, seed) run of one source, through the shared :func:`~gelato.experiments.sweep.run_sweep`."""
+    run = functools.partial(run_one, source=source, trace=trace, rounds=rounds, e_bar=e_bar)
+    return run_sweep(run, points, policies, range(seeds), jobs=jobs, progress=progress)
 
 
 def medians(rows: Sequence[dict], e_bar: float) -> list[dict]:
@@ -96,11 +77,11 @@ def medians(rows: Sequence[dict], e_bar: float) -> list[dict]:
                                                                "mean_round_energy")}
         used = sum(r["predraft_used_rounds"] for r in rs) / max(1, sum(r["rounds"] for r in rs))
         out.append({"source": source, "bandwidth_mhz": bw, "t_verify_ms": tv, "policy": pol, "seeds": len(rs), **m,
-                    "predraft_used_share": used, "within_e_bar": m["mean_round_energy"] <= e_bar * (1 + TOLERANCE)})
+                    "predraft_used_share": used, "within_e_bar": within_energy_budget(m["mean_round_energy"], e_bar)})
     return out
 
 
-def gains(med: Sequence[dict]) -> list[dict]:
+def gains(med: Sequence[dict], e_bar: float) -> list[dict]:
     """Per (source, point): ours, the best unpipelined policy within E_bar, static-5-pipelined, and the gains."""
     by: dict[tuple, dict[str, dict]] = {}
     for r in med:
@@ -108,8 +89,7 @@ def gains(med: Sequence[dict]) -> list[dict]:
     out = []
     for (source, bw, tv), pols in by.items():
         ours, stp = pols.get(OURS), pols.get(STATIC_PIPELINED)
-        cands = [r for n, r in pols.items() if n not in PIPELINED and r["within_e_bar"]]
-        best = max(cands, key=lambda r: r["tokens_per_second"]) if cands else None
+        best = best_within_budget([r for n, r in pols.items() if n not in PIPELINED], e_bar)
         row = {"source": source, "bandwidth_mhz": bw, "t_verify_ms": tv}
         if ours:
             row.update(ours_tps=ours["tokens_per_second"], ours_jpt=ours["joules_per_token"],
@@ -117,12 +97,12 @@ def gains(med: Sequence[dict]) -> list[dict]:
         if best and ours:
             row.update(best_unpipelined=best["policy"], best_tps=best["tokens_per_second"],
                        best_jpt=best["joules_per_token"],
-                       gain_vs_best=ours["tokens_per_second"] / best["tokens_per_second"] - 1)
+                       gain_vs_best=relative_gain(ours["tokens_per_second"], best["tokens_per_second"]))
         if stp and ours:
             row.update(static_pipelined_tps=stp["tokens_per_second"], static_pipelined_jpt=stp["joules_per_token"],
                        static_pipelined_energy=stp["mean_round_energy"],
                        static_pipelined_within=stp["within_e_bar"],
-                       gain_vs_static_pipelined=ours["tokens_per_second"] / stp["tokens_per_second"] - 1)
+                       gain_vs_static_pipelined=relative_gain(ours["tokens_per_second"], stp["tokens_per_second"]))
         out.append(row)
     return out
 
@@ -209,7 +189,7 @@ def markdown(med: Sequence[dict], gain_rows: Sequence[dict], meta: dict) -> str:
 def write_results(rows: Sequence[dict], out: Path, meta: dict) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     med = medians(rows, meta["e_bar"])
-    g = gains(med)
+    g = gains(med, meta["e_bar"])
     paths = {"seeds": write_csv(rows, out / "pipelining_seeds.csv"), "csv": write_csv(med, out / "pipelining.csv"),
              "gains": write_csv(g, out / "pipelining_gains.csv"), "png": plot(med, out / "pipelining.png")}
     md = out.parent / "pipelining.md" if out.name == "pipelining" else out / "pipelining.md"

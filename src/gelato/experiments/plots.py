@@ -11,9 +11,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from gelato.constants import C, E_BAR_J, G_MAX, RHO0  # noqa: E402
 from gelato.experiments.acceptance import AcceptanceFit  # noqa: E402
 from gelato.experiments.paper import PAPER_RANGES, Sweep  # noqa: E402
-from gelato.system.presets import PAPER  # noqa: E402
 
 _GELATO_STYLE = {
     "gelato-paper": dict(color="tab:red", lw=2.4, marker="o"),
@@ -98,7 +98,7 @@ def plot_sweep(rows: Sequence[dict], sweep: Sweep, path: str | Path, title: str 
     return path
 
 
-def plot_fig4(trajectories: Sequence[dict], path: str | Path, title: str = "", e_bar: float = PAPER.e_bar_j) -> Path:
+def plot_fig4(trajectories: Sequence[dict], path: str | Path, title: str = "", e_bar: float = E_BAR_J) -> Path:
     """Chosen budget (top) and virtual queue Q_k (bottom) per round, one line per variant (first seed)."""
     fig, axes = plt.subplots(2, 1, figsize=(11, 6.5), sharex=True)
     labels = list(dict.fromkeys(r["variant"] for r in trajectories))
@@ -111,7 +111,7 @@ def plot_fig4(trajectories: Sequence[dict], path: str | Path, title: str = "", e
         q = [float(r["queue_at_budget"]) if r["queue_at_budget"] not in ("", None) else math.nan for r in rows]
         axes[1].plot(xs, q, label=label, **st)
     axes[0].set_ylabel("chosen budget g_ref")
-    axes[0].set_ylim(0, PAPER.g_max + 1)
+    axes[0].set_ylim(0, G_MAX + 1)
     axes[1].set_ylabel(f"virtual queue Q_k (J; E_bar = {e_bar:g} J/round)")
     axes[1].set_xlabel("round k")
     for ax in axes:
@@ -139,9 +139,9 @@ def plot_fig2(fits: Sequence[AcceptanceFit], path: str | Path, title: str = "") 
         sizes = [8 + 60 * math.sqrt(b["count"] / max(1, f.n)) * 4 for b in f.bins]
         ax.scatter(xs, ys, s=sizes, color=color, alpha=0.6, label=f"{f.name}: binned (0.1 nats, n = {f.n})")
         ax.plot(grid, np.exp(-f.c * grid), color=color, lw=1.6, label=f"{f.name}: fit exp(-{f.c:.3f} H)")
-    ax.plot(grid, np.exp(-PAPER.phi_slope * grid), color="tab:red", lw=2, ls="--",
-            label=f"paper: exp(-{PAPER.phi_slope} H)")
-    ax.axhline(PAPER.rho0, color="0.5", lw=0.8, ls=":", label=f"rho0 = {PAPER.rho0}")
+    ax.plot(grid, np.exp(-C * grid), color="tab:red", lw=2, ls="--",
+            label=f"paper: exp(-{C} H)")
+    ax.axhline(RHO0, color="0.5", lw=0.8, ls=":", label=f"rho0 = {RHO0}")
     ax.set_xlabel("draft entropy H of the first drafted token (nats)")
     ax.set_ylabel("acceptance rate")
     ax.set_ylim(-0.02, 1.02)

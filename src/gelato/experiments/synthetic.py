@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gelato.constants import C, RHO0
 from gelato.decoding.proposer import DraftedToken, Proposer
 from gelato.decoding.types import Draft, Verdict
 
@@ -27,8 +28,8 @@ QWEN_VOCAB = 151_936
 
 @dataclass(frozen=True)
 class SyntheticRegime:
-    c: float = 0.35  # phi(H) = exp(-c H)
-    rho0: float = 0.9  # mean acceptance
+    c: float = C  # phi(H) = exp(-c H)
+    rho0: float = RHO0  # mean acceptance
     entropy_sigma: float = 0.25
     support_mean: float = 5000.0  # at top_p = 0.99995
     support_sigma: float = 1.5

@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from gelato.constants import C, E_BAR_J, G_MAX, RHO0
 from gelato.decoding.policy import DraftPolicy, RoundContext
 from gelato.policies.common import RunningMean, acceptance_outcomes, charged
 from gelato.policies.estimators import EntropyAcceptanceMap, PayloadModel
@@ -63,15 +64,15 @@ from gelato.decoding.types import DraftStep, RoundRecord, StopDecision
 class GelatoImprovedConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    e_bar: float = Field(1.2, gt=0, description="long-term device energy budget per round, J")
-    g_max: int = Field(15, ge=1, description="largest draft length")
+    e_bar: float = Field(E_BAR_J, gt=0, description="long-term device energy budget per round, J")
+    g_max: int = Field(G_MAX, ge=1, description="largest draft length")
     price_step: float = Field(0.05, gt=0, description="dual step: per round the energy price moves by "
                               "price_step * lambda_0 * (E_k - E_target) / E_bar, lambda_0 = tokens per joule")
     energy_margin: float = Field(0.01, ge=0, lt=0.5, description="the price steers to E_target = E_bar (1 - margin)")
     min_price: float = Field(0.0, ge=0, description="floor of the energy price, in units of lambda_0 (0: energy "
                              "is free while the budget is slack)")
-    rho0: float = Field(0.9, gt=0, lt=1, description="prior per-position acceptance (paper's rho0)")
-    c: float = Field(0.35, gt=0, description="prior map phi(H) = exp(-c H) (paper's fit)")
+    rho0: float = Field(RHO0, gt=0, lt=1, description="prior per-position acceptance (paper's rho0)")
+    c: float = Field(C, gt=0, description="prior map phi(H) = exp(-c H) (paper's fit)")
     prior_weight: float = Field(3.0, gt=0, description="pseudo-observations of the prior map per bin")
     map_memory: float = Field(3000.0, ge=10, description="forgetting horizon of the map, in verified tokens")
     position_alpha: float = Field(0.05, gt=0, le=1, description="EMA weight of per-position acceptance")

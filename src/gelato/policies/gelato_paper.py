@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from gelato.constants import BUCKET_FACTOR, C, E_BAR_J, G_MAX, RHO0, V
 from gelato.decoding.policy import DraftPolicy, RoundContext
 from gelato.policies.common import (
     LeakyBucket,
@@ -38,12 +39,12 @@ class GelatoConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    V: float = Field(100.0, gt=0, description="Lyapunov trade-off weight of throughput against the queue")
-    e_bar: float = Field(1.2, gt=0, description="long-term device energy budget per round, J")
-    rho0: float = Field(0.9, gt=0, lt=1, description="nominal per-token acceptance")
-    c: float = Field(0.35, gt=0, description="entropy-acceptance map phi(H) = exp(-c H), H in nats")
-    bucket_factor: float = Field(1.2, gt=0, description="bucket limit in units of H_th")
-    g_max: int = Field(15, ge=1, description="largest draft length")
+    V: float = Field(V, gt=0, description="Lyapunov trade-off weight of throughput against the queue")
+    e_bar: float = Field(E_BAR_J, gt=0, description="long-term device energy budget per round, J")
+    rho0: float = Field(RHO0, gt=0, lt=1, description="nominal per-token acceptance")
+    c: float = Field(C, gt=0, description="entropy-acceptance map phi(H) = exp(-c H), H in nats")
+    bucket_factor: float = Field(BUCKET_FACTOR, gt=0, description="bucket limit in units of H_th")
+    g_max: int = Field(G_MAX, ge=1, description="largest draft length")
     init_bits_per_token: float = Field(
         250_000.0, gt=0, description="uplink bits per token before any round is observed "
         "(paper mode: mean top-p support 5000 x (32 + 18) bits)")

@@ -6,7 +6,7 @@ bits_per_token) -> (seconds, joules)``, e.g. the modelled clock) and ``energy_bu
 energy budget per round, J, given as ``e_bar`` to the GELATO variants unless ``cfg`` sets its own).
 
 Each entry also carries the payload its policy implies (``payload_mode``: a value of
-``gelato.wire.payload.PayloadMode``, or None for the run's own setting), so a runner picks the clock's
+``gelato.decoding.payload_modes.PayloadMode``, or None for the run's own setting), so a runner picks the clock's
 payload without building the policy.
 """
 
@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from gelato.decoding.payload_modes import PayloadMode
 from gelato.decoding.policy import DraftPolicy
 from gelato.policies.early_exit import AdaEDLPolicy, PMinPolicy, SVIPPolicy
 from gelato.policies.gelato_improved import GelatoImprovedPolicy
@@ -39,7 +40,7 @@ class PolicySpec:
     factory: Callable[..., DraftPolicy]
     summary: str
     uses_predictor: bool = False  # True: takes predictor=... (required where the summary says so)
-    payload_mode: str | None = None  # the payload the policy implies (a PayloadMode value); None: the run's
+    payload_mode: PayloadMode | None = None  # the payload the policy implies; None: the run's
     uses_energy_budget: bool = False  # True: takes e_bar=... (the run's energy budget unless cfg sets one)
     length_arg: str | None = "k"  # the constructor argument that sets the (largest) draft length, if any
     drafts_ahead_of: str | None = None  # the policy this one runs with drafting ahead (for comparisons)
@@ -57,9 +58,10 @@ POLICIES: dict[str, PolicySpec] = {
     "static-5": _static(5),
     "static-7": _static(7),
     "static-9": _static(9),
-    "dssd": PolicySpec(DSSDPolicy, "DSSD, static K=7, q(x) up and p down at a rejection", payload_mode="dssd"),
+    "dssd": PolicySpec(DSSDPolicy, "DSSD, static K=7, q(x) up and p down at a rejection",
+                       payload_mode=PayloadMode.DSSD),
     "edge-autoregressive": PolicySpec(EdgeAutoregressivePolicy, "no draft: the edge decodes 1 token/round",
-                                      payload_mode="edge_ar", length_arg=None),
+                                      payload_mode=PayloadMode.EDGE_AR, length_arg=None),
     "gelato-paper": _gelato(GelatoPaperPolicy, "GELATO as published (predictor required)"),
     "gelato-outer-only": _gelato(GelatoOuterOnlyPolicy, "GELATO budget, no early exit (predictor required)"),
     "gelato-inner-only": _gelato(GelatoInnerOnlyPolicy, "GELATO entropy bucket, budget g_max, no queue"),

@@ -36,7 +36,8 @@ from gelato.system.compute import (QWEN25_0_5B, ComputeModel, ConstantCompute, F
 from gelato.system.energy import (DevicePower, EdgePower, EnergyLedger, device_round_energy,
                                   edge_round_energy)
 from gelato.system.presets import PAPER
-from gelato.wire.payload import PayloadConfig, PayloadMode, build_draft_up, build_verdict_down, message_bits
+from gelato.decoding.payload_modes import PayloadMode
+from gelato.wire.payload import PayloadConfig, build_draft_up, build_verdict_down, message_bits
 
 Accounting = Literal["paper", "sequential"]
 

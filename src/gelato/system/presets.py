@@ -132,11 +132,7 @@ class PaperConstants:
     flops_per_s: float = 40 * GFLOPS
     compute_w: float = 12.0
     uplink_power_dbm: float = 23.0
-    e_bar_j: float = 1.2  # energy budget per round
-    g_max: int = 15
-    bucket_factor: float = 1.2  # leaky-bucket limit = bucket_factor * H_th
-    rho0: float = 0.9  # nominal acceptance
-    phi_slope: float = 0.35  # phi(H) = exp(-phi_slope * H), H in nats
+    # E_bar, g_max, rho0, c, the bucket factor and V: gelato/constants.py
     bandwidths_mhz: tuple[float, ...] = (1, 2, 4, 7, 10)  # bandwidth sweep, at t_verify_s
     t_verify_s: float = 0.100
     t_verify_sweep_s: tuple[float, ...] = (0.060, 0.080, 0.100, 0.120, 0.140)  # at sweep_bandwidth_mhz
@@ -157,7 +153,6 @@ class PaperConstants:
     b_index: int = 18  # ceil(log2 151,936) for the Qwen2.5 vocabulary
     prompt_context: int = 100
     reset_every: int = 256
-    v: float = 100.0
     support_mean: float = 5000.0  # |S| at p = 0.99995, lognormal mean (synthetic regime)
     support_sigma: float = 1.5
     support_entropy_corr: float = 0.4  # correlation of log |S| with log entropy

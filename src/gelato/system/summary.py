@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from gelato.constants import BUDGET_TOLERANCE, within_energy_budget
+
 
 def summarize_charged_rounds(rows: Sequence[dict], tokens: int, e_bar: float | None = None,
-                             tolerance: float = 0.02) -> dict:
+                             tolerance: float = BUDGET_TOLERANCE) -> dict:
     """Totals and rates of a run's charged rounds.
 
     ``rows``: one dict per round with the round's fields (``budget``, ``drafted``, ``sent``, ``accepted``) and
@@ -43,5 +45,5 @@ def summarize_charged_rounds(rows: Sequence[dict], tokens: int, e_bar: float | N
     }
     if e_bar is not None:
         summary["e_bar"] = e_bar
-        summary["energy_constraint_met"] = summary["mean_round_energy"] <= e_bar * (1 + tolerance)
+        summary["energy_constraint_met"] = within_energy_budget(summary["mean_round_energy"], e_bar, tolerance)
     return summary

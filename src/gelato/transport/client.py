@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import grpc
 import torch
 
+from gelato.decoding.payload_modes import PayloadMode
 from gelato.decoding.rejection import sample_deferred_residual
 from gelato.decoding.sampling import SamplingParams
 from gelato.decoding.types import Draft, Verdict
@@ -103,7 +104,7 @@ class RemoteVerifier:
     """
 
     def __init__(self, client: EdgeClient | str, params: SamplingParams, *, fingerprint: str, seed: int = 0,
-                 payload: str | PayloadConfig = "compact", device_name: str = "device", max_new_tokens: int = 0,
+                 payload: str | PayloadConfig = PayloadMode.COMPACT, device_name: str = "device", max_new_tokens: int = 0,
                  rpc_timeout: float = 5.0, open_timeout: float = 60.0, open_s_per_token: float = 0.02,
                  unreachable_after: float = 30.0,
                  busy_after: float = 60.0, backoff_s: tuple[float, float] = (0.02, 0.5), max_resyncs: int = 3,

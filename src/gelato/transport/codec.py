@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import grpc
 import torch
 
+from gelato.decoding.payload_modes import PAYLOAD_CHOICES, PayloadMode
 from gelato.decoding.sampling import SamplingParams
 from gelato.decoding.types import Draft, SparseDist, Verdict
 from gelato.transport.errors import RequestError
@@ -31,13 +32,10 @@ from gelato.wire.payload import (PayloadConfig, build_draft_up, build_verdict_do
                                       q_from_draft_up)
 from gelato.wire.proto import gelato_pb2 as pb
 
-PAYLOAD_MODES = ("compact", "dssd", "paper_topp")
-
-
-def payload_config(mode: str, params: SamplingParams, *, send_entropies: bool = False, **overrides) -> PayloadConfig:
+def payload_config(mode: PayloadMode | str, params: SamplingParams, *, send_entropies: bool = False, **overrides) -> PayloadConfig:
     """The :class:`PayloadConfig` of a live session (``overrides``: top_p, b_index, b_prob, prob_format)."""
-    if mode not in PAYLOAD_MODES:
-        raise ValueError(f"unknown payload mode {mode!r}; choose one of {PAYLOAD_MODES}")
+    if mode not in PAYLOAD_CHOICES:
+        raise ValueError(f"unknown payload mode {str(mode)!r}; choose one of {PAYLOAD_CHOICES}")
     return PayloadConfig(mode=mode, greedy=params.greedy, send_entropies=send_entropies, **overrides)
 
 
@@ -77,7 +75,7 @@ class DecodedDraft:
 
     tokens: list[int]
     q: list[SparseDist] | None  # None under greedy decoding
-    rule: str = "compact"  # the verification rule of gelato.decoding.rejection: compact, dssd or paper_topp
+    rule: PayloadMode = PayloadMode.COMPACT  # the verification rule of gelato.decoding.rejection
 
     def as_draft(self, position: int) -> Draft:
         n = len(self.tokens)
@@ -148,13 +146,13 @@ def decode_draft(msg: pb.DraftUp, params: SamplingParams, vocab_size: int,
         if n and float(probs.min()) <= 0.0:
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "q_token has a zero: a token cannot have been sampled")
         qs = [SparseDist(ids=torch.tensor([t]), probs=probs[i : i + 1].clone()) for i, t in enumerate(tokens)]
-        return DecodedDraft(tokens, qs, "dssd")
+        return DecodedDraft(tokens, qs, PayloadMode.DSSD)
     if len(msg.q_packed):
         if len(msg.q_packed) != n:
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
                                f"paper_topp draft needs one packed q per token: {n} tokens, {len(msg.q_packed)}")
         try:
-            qs = q_from_draft_up(msg, paper_cfg or PayloadConfig(mode="paper_topp", greedy=False))
+            qs = q_from_draft_up(msg, paper_cfg or PayloadConfig(mode=PayloadMode.PAPER_TOPP, greedy=False))
         except ValueError as exc:
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"bad q_packed payload: {exc}") from None
         for i, dist in enumerate(qs):
@@ -163,7 +161,7 @@ def decode_draft(msg: pb.DraftUp, params: SamplingParams, vocab_size: int,
                                    f"q_packed[{i}] is empty: the top-p part of q holds at least one token")
             _check_ids(dist.ids.tolist(), vocab_size, f"q_packed[{i}] ids")
             _check_probs(dist.probs, f"q_packed[{i}]")
-        return DecodedDraft(tokens, qs, "paper_topp")
+        return DecodedDraft(tokens, qs, PayloadMode.PAPER_TOPP)
     if n == 0:
         return DecodedDraft(tokens, [])
     raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
@@ -182,7 +180,7 @@ def _check_probs(probs: torch.Tensor, what: str) -> None:
 def encode_verdict(verdict: Verdict, *, round_id: int, position: int, session: int = 0) -> pb.VerdictDown:
     """``position`` = committed tokens on the edge after the verdict (sent with a token). On a stream the
     session is implied (0, not sent)."""
-    mode = "dssd" if verdict.residual_p is not None else "compact"
+    mode = PayloadMode.DSSD if verdict.residual_p is not None else PayloadMode.COMPACT
     msg = build_verdict_down(verdict, PayloadConfig(mode=mode, session=session), round_id, position)
     return msg
 

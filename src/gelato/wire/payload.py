@@ -21,9 +21,7 @@ regime where no real ``q`` exists) with the same framing and the same bit formul
 
 from __future__ import annotations
 
-import enum
 import functools
-
 import math
 from collections.abc import Sequence
 from typing import Literal
@@ -32,25 +30,9 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from gelato.decoding.payload_modes import PayloadMode  # noqa: F401  (re-exported: the one list of payload modes)
 from gelato.decoding.types import Draft, SparseDist, Verdict
 from gelato.wire.proto import gelato_pb2 as pb
-
-
-
-class PayloadMode(enum.StrEnum):
-    """How a round is put on the wire: the one list of payload modes (see the module docstring)."""
-
-    COMPACT = "compact"
-    PAPER_TOPP = "paper_topp"
-    DSSD = "dssd"
-    # the edge-only autoregressive baseline: the prompt goes up once (not billed per round, like a prefill)
-    # and every round sends one target token down
-    EDGE_AR = "edge_ar"
-
-    @property
-    def listens_downlink(self) -> bool:
-        """True where the paper bills the device's receive power (DSSD's target rows, edge-only's tokens)."""
-        return self in (PayloadMode.DSSD, PayloadMode.EDGE_AR)
 
 ProbFormat = Literal["auto", "float", "fixed"]
 
@@ -242,8 +224,8 @@ def build_draft_up(draft: Draft, cfg: PayloadConfig, round_index: int = 0,
     n = len(draft.tokens)
     msg = pb.DraftUp(session=cfg.session, position=draft.start, round=round_index, pending_ids=list(pending_ids),
                      token_ids=list(draft.tokens))
-    needs_q = cfg.mode == "paper_topp" or (cfg.mode == "compact" and not cfg.greedy)
-    if cfg.mode == "paper_topp" and draft.q is None and draft.topp_support is not None:
+    needs_q = cfg.mode == PayloadMode.PAPER_TOPP or (cfg.mode == PayloadMode.COMPACT and not cfg.greedy)
+    if cfg.mode == PayloadMode.PAPER_TOPP and draft.q is None and draft.topp_support is not None:
         # A replayed or synthetic draft: no q, but its support sizes fix the packed sizes exactly.
         msg.q_packed.extend(bytes(packed_nbytes(s, cfg.b_index, cfg.b_prob)) for s in draft.topp_support[:n])
         if cfg.send_entropies:
@@ -252,13 +234,13 @@ def build_draft_up(draft: Draft, cfg: PayloadConfig, round_index: int = 0,
     if needs_q and (draft.q is None or len(draft.q) < n):
         raise ValueError(f"payload mode {cfg.mode!r} needs q for each of the {n} sent tokens, "
                          f"got {0 if draft.q is None else len(draft.q)}")
-    if cfg.mode == "compact" and not cfg.greedy:
+    if cfg.mode == PayloadMode.COMPACT and not cfg.greedy:
         msg.q.extend(sparse_to_proto(q) for q in draft.q[:n])
-    elif cfg.mode == "paper_topp":
+    elif cfg.mode == PayloadMode.PAPER_TOPP:
         for q in draft.q[:n]:
             ids, probs = topp_support(q, cfg.top_p)
             msg.q_packed.append(pack_support(ids, probs, cfg.b_index, cfg.b_prob, cfg.prob_format))
-    elif cfg.mode == "dssd":
+    elif cfg.mode == PayloadMode.DSSD:
         if len(draft.token_probs) < n:
             raise ValueError(f"dssd payload needs q(x) for each of the {n} sent tokens")
         msg.q_token.extend(draft.token_probs[:n])
@@ -282,10 +264,10 @@ def build_verdict_down(verdict: Verdict, cfg: PayloadConfig, round_index: int = 
     length) lets DSSD bill a synthetic ``target_p`` on a rejection when the verdict holds no dense p."""
     msg = pb.VerdictDown(session=cfg.session, round=round_index, accepted=verdict.accepted)
     rejected = n_sent is not None and verdict.accepted < n_sent
-    if cfg.mode == "dssd" and verdict.residual_p is not None:
+    if cfg.mode == PayloadMode.DSSD and verdict.residual_p is not None:
         msg.target_p.CopyFrom(dense_p_to_proto(verdict.residual_p))
         return msg
-    if cfg.mode == "dssd" and rejected and cfg.dssd_target_support is not None:
+    if cfg.mode == PayloadMode.DSSD and rejected and cfg.dssd_target_support is not None:
         msg.target_p.CopyFrom(_synthetic_target_p(min(cfg.dssd_target_support, cfg.max_id + 1), cfg.max_id))
         return msg
     msg.token = max(0, int(verdict.token))

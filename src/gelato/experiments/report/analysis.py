@@ -9,15 +9,15 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from gelato.constants import BUDGET_TOLERANCE, E_BAR_J, within_energy_budget
 from gelato.experiments.paper import (
-    E_BAR,
-    ENERGY_TOLERANCE,
     IMPROVED_TARGET_PCT,
     PAPER_REPORTED,
     SWEEPS,
     Sweep,
 )
 from gelato.experiments.report.artifacts import SourceArtifacts
+from gelato.experiments.sweep import best_within_budget, relative_gain
 from gelato.system.presets import PAPER
 
 SOURCE_ORDER = ("synthetic", "trace-paper", "trace-own-pair")
@@ -32,9 +32,9 @@ def source_title(key: str) -> str:
     return SOURCE_TITLES.get(key, key)
 
 
-def within_budget(row: dict, e_bar: float = E_BAR, tolerance: float = ENERGY_TOLERANCE) -> bool:
+def within_budget(row: dict, e_bar: float = E_BAR_J, tolerance: float = BUDGET_TOLERANCE) -> bool:
     """The run's (median) mean round energy is at most E_bar (1 + tolerance)."""
-    return float(row["mean_round_energy"]) <= e_bar * (1 + tolerance)
+    return within_energy_budget(row["mean_round_energy"], e_bar, tolerance)
 
 
 def x_of(r: dict, sweep: Sweep) -> float:
@@ -43,8 +43,9 @@ def x_of(r: dict, sweep: Sweep) -> float:
 
 
 def pct_gain(new: float, old: float) -> float:
-    """``100 (new / old - 1)``; NaN when ``old`` is not positive."""
-    return 100.0 * (new / old - 1.0) if old > 0 else math.nan
+    """``100 (new / old - 1)``, the percent of :func:`~gelato.experiments.sweep.relative_gain`; NaN when ``old`` is
+    not positive."""
+    return 100.0 * relative_gain(new, old)
 
 
 def point_key(r: dict) -> tuple:
@@ -69,7 +70,7 @@ GAIN_COLUMNS = ("source", "sweep", "bandwidth_mhz", "t_verify_ms", "gelato", "ba
 
 
 def gains(summary: Sequence[dict], gelato: Sequence[str] = GELATO_COMPARED, seed_records: Sequence[dict] | None = None,
-          e_bar: float = E_BAR) -> list[dict]:
+          e_bar: float = E_BAR_J) -> list[dict]:
     """GELATO's gain over EACH baseline at each point, from the medians across seeds.
 
     ``tp_gain_pct = 100 (tokens/s_G / tokens/s_B - 1)`` (positive: GELATO faster), ``jpt_gain_pct = 100
@@ -126,7 +127,7 @@ def gains(summary: Sequence[dict], gelato: Sequence[str] = GELATO_COMPARED, seed
                     "jpt_gain_pct": pct_gain(float(gr["joules_per_token"]), float(b["joules_per_token"])),
                     "jpt_gain_pct_seed_min": min(paired_e) if paired_e else None,
                     "jpt_gain_pct_seed_max": max(paired_e) if paired_e else None,
-                    "baseline_energy_ok": float(b["mean_round_energy"]) <= e_bar * (1 + ENERGY_TOLERANCE),
+                    "baseline_energy_ok": within_budget(b, e_bar),
                     "tp_rank_paper": mark("tp", "paper"), "jpt_rank_paper": mark("jpt", "paper"),
                     "tp_rank_all": mark("tp", "all"), "jpt_rank_all": mark("jpt", "all"),
                     "paper_tp_gain_pct": reported[0], "paper_jpt_gain_pct": reported[1]})
@@ -140,8 +141,8 @@ IVP_COLUMNS = ("source", "sweep", "bandwidth_mhz", "t_verify_ms", "tp_paper", "t
                "best_in_budget_gain_pct")
 
 
-def improved_vs_paper(summary: Sequence[dict], seed_records: Sequence[dict] | None = None, e_bar: float = E_BAR,
-                      tolerance: float = ENERGY_TOLERANCE, target_pct: float = IMPROVED_TARGET_PCT,
+def improved_vs_paper(summary: Sequence[dict], seed_records: Sequence[dict] | None = None, e_bar: float = E_BAR_J,
+                      tolerance: float = BUDGET_TOLERANCE, target_pct: float = IMPROVED_TARGET_PCT,
                       paper_label: str = "gelato-paper", improved_label: str = "gelato-improved") -> list[dict]:
     """gelato-improved against gelato-paper at the same energy budget E_bar, per point.
 
@@ -165,9 +166,8 @@ def improved_vs_paper(summary: Sequence[dict], seed_records: Sequence[dict] | No
             if a is not None and b is not None:
                 paired.append(pct_gain(float(a["tokens_per_second"]), float(b["tokens_per_second"])))
         gain = pct_gain(float(i["tokens_per_second"]), float(p["tokens_per_second"]))
-        e_ok = float(i["mean_round_energy"]) <= e_bar * (1 + tolerance)
-        in_budget = [r for r in rows.values() if float(r["mean_round_energy"]) <= e_bar * (1 + tolerance)]
-        best = max(in_budget, key=lambda r: float(r["tokens_per_second"]), default=None)
+        e_ok = within_budget(i, e_bar, tolerance)
+        best = best_within_budget(rows.values(), e_bar, tolerance)
         out.append({
             "source": key[0], "sweep": key[1], "bandwidth_mhz": key[2], "t_verify_ms": key[3],
             "tp_paper": p["tokens_per_second"], "tp_improved": i["tokens_per_second"], "tp_gain_pct": gain,
@@ -193,7 +193,7 @@ class SourceResults:
     with new ones)."""
 
     artifacts: SourceArtifacts
-    e_bar: float = E_BAR
+    e_bar: float = E_BAR_J
     gains: dict[str, list[dict]] = field(default_factory=dict)
     ivp: dict[str, list[dict]] = field(default_factory=dict)
 

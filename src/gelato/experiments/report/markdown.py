@@ -13,18 +13,16 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from gelato.experiments.acceptance import AcceptanceFit
+from gelato.constants import BUDGET_TOLERANCE, C, E_BAR_J, RHO0, within_energy_budget
 from gelato.experiments.paper import (
-    E_BAR,
-    ENERGY_TOLERANCE,
     IMPROVED_TARGET_PCT,
     PAPER_RANGES,
     SWEEPS,
-    Point,
     Sweep,
     aggregate,
 )
 from gelato.experiments.report.analysis import GELATO_COMPARED, source_title, x_of
-from gelato.system.presets import PAPER
+from gelato.experiments.sweep import Point
 
 
 def fmt_pct(x: Any, digits: int = 1) -> str:
@@ -65,7 +63,7 @@ def _xlabel(sweep: Sweep, x: float) -> str:
 
 
 def section_sweep(summary: Sequence[dict], gain_rows: Sequence[dict], sweep: Sweep, source_key: str,
-                  img: str | None, e_bar: float = E_BAR, level: int = 3) -> str:
+                  img: str | None, e_bar: float = E_BAR_J, level: int = 3) -> str:
     h = "#" * level
     xs = sorted({x_of(r, sweep) for r in summary})
     labels = list(dict.fromkeys(r["variant"] for r in summary))
@@ -76,13 +74,13 @@ def section_sweep(summary: Sequence[dict], gain_rows: Sequence[dict], sweep: Swe
     if img:
         parts += [f"![{sweep.name} {source_key}]({img})", ""]
     parts.append(f"Median across {seeds} seeds of {rounds}-round runs (min-max bars on GELATO). "
-                 f"`†`: the median run spends more than E_bar (1 + {ENERGY_TOLERANCE:g}) = "
-                 f"{e_bar * (1 + ENERGY_TOLERANCE):.3f} J per round (it does not meet the paper's energy budget). "
+                 f"`†`: the median run spends more than E_bar (1 + {BUDGET_TOLERANCE:g}) = "
+                 f"{e_bar * (1 + BUDGET_TOLERANCE):.3f} J per round (it does not meet the paper's energy budget). "
                  f"The paper's figure ranges: {_range_text(sweep.name)}.")
     parts.append("")
     for metric, title, digits in (("tokens_per_second", "tokens/s", 2), ("joules_per_token", "device J/token", 4)):
         def render(r: dict, metric: str = metric, digits: int = digits) -> str:
-            dagger = "" if float(r["mean_round_energy"]) <= e_bar * (1 + ENERGY_TOLERANCE) else " †"
+            dagger = "" if within_energy_budget(r["mean_round_energy"], e_bar) else " †"
             return fmt_num(r[metric], digits) + dagger
 
         rows = _grid(labels, xs, cell, render)
@@ -173,9 +171,9 @@ def section_gain_matrix(gain_rows: Sequence[dict], sweep: Sweep, gelato: str, le
                       md_table(["baseline"] + [_xlabel(sweep, x) for x in xs], rows)])
 
 
-def section_improved_vs_paper(rows: Sequence[dict], source_key: str, e_bar: float = E_BAR, level: int = 3) -> str:
+def section_improved_vs_paper(rows: Sequence[dict], source_key: str, e_bar: float = E_BAR_J, level: int = 3) -> str:
     h = "#" * level
-    limit = e_bar * (1 + ENERGY_TOLERANCE)
+    limit = e_bar * (1 + BUDGET_TOLERANCE)
     table = []
     for r in rows:
         sweep = SWEEPS.get(r["sweep"])
@@ -206,7 +204,7 @@ def section_improved_vs_paper(rows: Sequence[dict], source_key: str, e_bar: floa
 
 
 def section_fig4(trajectories: Sequence[dict], records: Sequence[dict], point: Point, source_key: str,
-                 img: str | None, e_bar: float = E_BAR, level: int = 3) -> str:
+                 img: str | None, e_bar: float = E_BAR_J, level: int = 3) -> str:
     h = "#" * level
     summary = aggregate(records)
     by_variant: dict[str, list[dict]] = defaultdict(list)
@@ -239,8 +237,8 @@ def section_fig2(fits: Sequence[AcceptanceFit], img: str | None, level: int = 3)
     h = "#" * level
     rows = [[f.name, str(f.n), fmt_num(f.mean_entropy, 3), fmt_num(f.mean_acceptance, 3), fmt_num(f.c, 3),
              fmt_num(f.binned_r2, 2), fmt_num(f.h_th, 3)] for f in fits]
-    rows.append(["paper (Qwen2.5-0.5B / 7B, GSM8K)", "—", "—", f"{PAPER.rho0:g} (rho0)", f"{PAPER.phi_slope:g}", "—",
-                 fmt_num(-math.log(PAPER.rho0) / PAPER.phi_slope, 3)])
+    rows.append(["paper (Qwen2.5-0.5B / 7B, GSM8K)", "—", "—", f"{RHO0:g} (rho0)", f"{C:g}", "—",
+                 fmt_num(-math.log(RHO0) / C, 3)])
     parts = [f"{h} Fig. 2: acceptance against entropy", ""]
     if img:
         parts += [f"![fig2]({img})", ""]

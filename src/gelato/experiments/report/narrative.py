@@ -11,6 +11,7 @@ import math
 from collections.abc import Sequence
 
 from gelato.experiments.acceptance import AcceptanceFit
+from gelato.constants import C, RHO0
 from gelato.experiments.paper import (
     GELATO_POLICIES,
     IMPROVED_TARGET_PCT,
@@ -205,15 +206,15 @@ def v_effect(d: SourceResults, e_bar: float) -> str | None:
 
 
 def _pair_differs(fit: AcceptanceFit) -> bool:
-    return (abs(fit.mean_acceptance - PAPER.rho0) > ACCEPTANCE_GAP
-            or abs(fit.c - PAPER.phi_slope) > SLOPE_GAP * PAPER.phi_slope)
+    return (abs(fit.mean_acceptance - RHO0) > ACCEPTANCE_GAP
+            or abs(fit.c - C) > SLOPE_GAP * C)
 
 
 def pair_vs_paper(trace: SourceResults | None, syn: SourceResults | None,
                   pair_fit: AcceptanceFit | None) -> str | None:
     if trace is None and pair_fit is None:
         return None
-    h_th = -math.log(PAPER.rho0) / PAPER.phi_slope
+    h_th = -math.log(RHO0) / C
     differs = pair_fit is None or _pair_differs(pair_fit)
     txt = "**Our pair is not the paper's pair.**" if differs else "**Our pair resembles the paper's pair.**"
     if pair_fit is not None:
@@ -221,10 +222,10 @@ def pair_vs_paper(trace: SourceResults | None, syn: SourceResults | None,
                      if pair_fit.binned_r2 < R2_DESCRIBES else "so the exponential map describes this pair well")
         calibrated = "miscalibrated" if differs else "about right"
         txt += (f" Its first drafted token is accepted {pair_fit.mean_acceptance:.3f} of the time (the paper "
-                f"assumes rho0 = {PAPER.rho0:g}) and the fitted entropy map is exp(-{pair_fit.c:.3f} H) (paper: "
-                f"exp(-{PAPER.phi_slope:g} H); count-weighted R^2 on the 0.1-nat bins {pair_fit.binned_r2:.2f}, "
+                f"assumes rho0 = {RHO0:g}) and the fitted entropy map is exp(-{pair_fit.c:.3f} H) (paper: "
+                f"exp(-{C:g} H); count-weighted R^2 on the 0.1-nat bins {pair_fit.binned_r2:.2f}, "
                 f"{describes}); mean entropy {pair_fit.mean_entropy:.2f} nats. gelato-paper plans with rho0 = "
-                f"{PAPER.rho0:g} and stops on H_th = {h_th:.3f} nats, so its surrogate is {calibrated} for this pair.")
+                f"{RHO0:g} and stops on H_th = {h_th:.3f} nats, so its surrogate is {calibrated} for this pair.")
     if trace is None:
         return txt
     effects = []
@@ -262,12 +263,12 @@ def pair_vs_paper(trace: SourceResults | None, syn: SourceResults | None,
 
 def _draft_flops_text(draft: str | None) -> str:
     try:
-        from gelato.system.compute import QWEN25_0_5B, ModelDims
+        from gelato.system.compute import QWEN25_0_5B, ModelDims, forward_flops
 
         dims = ModelDims.from_config(draft)
 
         def per_token(d: ModelDims, L: int = PAPER.prompt_context) -> float:
-            return d.n_layers * (8 * d.d_model ** 2 + 4 * (L + 0.5) * d.d_model + 4 * d.d_model * d.d_ff)
+            return forward_flops(d, 1, L)
 
         return (f" ({dims.n_layers} layers, d = {dims.d_model}, d_ff = {dims.d_ff}: "
                 f"{per_token(dims) / 1e6:.2f} MFLOP per token at L = 100 against "

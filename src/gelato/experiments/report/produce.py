@@ -13,18 +13,16 @@ from dataclasses import asdict
 from pathlib import Path
 
 from gelato.experiments.acceptance import AcceptanceFit, acceptance_fit, synthetic_acceptance_samples, trace_acceptance_samples
+from gelato.constants import BUDGET_TOLERANCE, E_BAR_J, G_MAX, V
 from gelato.experiments.paper import (
-    E_BAR,
-    ENERGY_TOLERANCE,
     PAPER_REPORTED_NOTES,
     SWEEPS,
     PaperSource,
-    Point,
     Sweep,
     Variant,
     aggregate,
     run_fig4,
-    run_sweep,
+    sweep_runs,
 )
 from gelato.experiments.report.analysis import (
     GAIN_COLUMNS,
@@ -52,16 +50,17 @@ from gelato.experiments.report.markdown import (
     section_sweep,
 )
 from gelato.experiments.report.narrative import differences, findings_table
+from gelato.experiments.sweep import Point
 from gelato.system.presets import PAPER
 
 
-def load_results(adir: str | Path, e_bar: float = E_BAR) -> list[SourceResults]:
+def load_results(adir: str | Path, e_bar: float = E_BAR_J) -> list[SourceResults]:
     """Every source of ``adir`` in report order (present or not)."""
     return [SourceResults(SourceArtifacts.load(adir, k), e_bar) for k in SOURCE_ORDER]
 
 
 def produce_sweep(out: str | Path, sweep: Sweep, source: PaperSource, variants: Sequence[Variant],
-                  seeds: Sequence[int], rounds: int = PAPER.rounds, e_bar: float = E_BAR,
+                  seeds: Sequence[int], rounds: int = PAPER.rounds, e_bar: float = E_BAR_J,
                   on_run: Callable[[str], None] | None = None, img_prefix: str = "",
                   command: str | None = None) -> dict[str, Path]:
     """Run ``sweep`` and write its CSVs, PNG and markdown section into ``out``."""
@@ -70,7 +69,7 @@ def produce_sweep(out: str | Path, sweep: Sweep, source: PaperSource, variants: 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    records = run_sweep(sweep, source, variants, seeds, rounds, e_bar, on_run)
+    records = sweep_runs(sweep, source, variants, seeds, rounds, e_bar, on_run)
     summary = aggregate(records)
     gain_rows = gains(summary, seed_records=records, e_bar=e_bar)
     stem = f"{sweep.name}_{source.key}"
@@ -96,7 +95,7 @@ def produce_sweep(out: str | Path, sweep: Sweep, source: PaperSource, variants: 
 
 
 def produce_fig4(out: str | Path, source: PaperSource, point: Point, seeds: Sequence[int],
-                 rounds: int = PAPER.rounds, e_bar: float = E_BAR, on_run: Callable[[str], None] | None = None,
+                 rounds: int = PAPER.rounds, e_bar: float = E_BAR_J, on_run: Callable[[str], None] | None = None,
                  img_prefix: str = "", command: str | None = None) -> dict[str, Path]:
     from gelato.experiments.plots import plot_fig4
 
@@ -149,7 +148,7 @@ def produce_fig2(out: str | Path, trace_source: PaperSource | None, img_prefix: 
     return paths
 
 
-def replot(adir: str | Path, e_bar: float = E_BAR) -> list[Path]:
+def replot(adir: str | Path, e_bar: float = E_BAR_J) -> list[Path]:
     """Redraw every figure and rewrite every section file of ``adir`` from its CSVs (no runs)."""
     from gelato.experiments.plots import plot_fig2, plot_fig4, plot_sweep
 
@@ -186,7 +185,7 @@ def replot(adir: str | Path, e_bar: float = E_BAR) -> list[Path]:
     return written
 
 
-def write_report(out: str | Path, e_bar: float = E_BAR) -> Path:
+def write_report(out: str | Path, e_bar: float = E_BAR_J) -> Path:
     """Assemble ``out/paper-reproduction.md`` from the artifacts in ``out/paper-reproduction/``."""
     out = Path(out)
     adir = out / ARTIFACT_DIR
@@ -228,12 +227,12 @@ def write_report(out: str | Path, e_bar: float = E_BAR) -> Path:
             extras += [v["label"] for v in r.get("variants", []) if v.get("group") == "baseline"]
     extras = list(dict.fromkeys(extras))
     lines += [f"- Policies per point: gelato-paper, gelato-improved, gelato-outer-only, gelato-inner-only (top-p "
-              f"0.99995, V = {PAPER.v:g}, E_bar = {e_bar:g} J); the paper's baselines static SD g = 5/7/9 at top-p "
+              f"0.99995, V = {V:g}, E_bar = {e_bar:g} J); the paper's baselines static SD g = 5/7/9 at top-p "
               f"0.99995 and 0.99998 and DSSD (g = 7)"
               + (f"; and every other registered baseline ({', '.join(extras)}; top-p 0.99995 where they send a "
                  f"top-p payload)" if extras else "")
               + ". On a trace, `gelato-paper-fitted` is gelato-paper planning with the pair's measured first-token "
-              f"acceptance as rho0 and its fitted c. Every policy's budget is capped at g_max = {PAPER.g_max} (the "
+              f"acceptance as rho0 and its fitted c. Every policy's budget is capped at g_max = {G_MAX} (the "
               "paper's limit and the trace's k_max); this only affects hf-confidence (20 in transformers) and "
               "hf-heuristic (grows by 2 after a fully accepted round).",
               "- Gains are `100 (x_GELATO / x_baseline - 1)` on medians across seeds; `+` throughput and `-` J/token "
@@ -246,7 +245,7 @@ def write_report(out: str | Path, e_bar: float = E_BAR) -> Path:
     lines += ["## 2. gelato-improved against gelato-paper at the same energy budget", "",
               f"Both policies run with the same budget E_bar = {e_bar:g} J per round, at the same points and seeds "
               f"(the same fading). Each one's realised mean round energy is shown: a policy that leaves budget unused "
-              f"is not penalised, one that overspends by more than {ENERGY_TOLERANCE:.0%} fails the target.", ""]
+              f"is not penalised, one that overspends by more than {BUDGET_TOLERANCE:.0%} fails the target.", ""]
     for d in data:
         rows = [r for s in ("fig5ab", "fig5cd") for r in d.ivp.get(s, [])]
         if rows:

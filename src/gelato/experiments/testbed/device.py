@@ -24,6 +24,7 @@ from types import SimpleNamespace
 
 import torch
 
+from gelato.decoding.payload_modes import PAYLOAD_CHOICES, PayloadMode
 from gelato.generation import draft_proposer, generate
 from gelato.decoding.sampling import SamplingParams
 from gelato.experiments.testbed.presets import power_profile
@@ -35,7 +36,7 @@ from gelato.system.compute import MeasuredProfile, calibrate_profile, draft_seco
 from gelato.system.config import SystemConfig
 from gelato.transport.channel import EdgeClient
 from gelato.transport.client import RemoteVerifier
-from gelato.transport.codec import PAYLOAD_MODES, payload_config
+from gelato.transport.codec import payload_config
 from gelato.wire.payload import GRPC_FRAMING_BYTES, PayloadConfig
 
 MEASURED_PLANNER = "@measured"  # policy-name suffix: plan with the testbed's measured costs, not the paper's
@@ -62,7 +63,7 @@ class Recorder:
 def live_payload(policy: str, params: SamplingParams) -> PayloadConfig:
     """The payload a live session of ``policy`` sends (its registry mode where the wire has it, else compact)."""
     mode = policy_spec(policy.removesuffix(MEASURED_PLANNER)).payload_mode
-    return payload_config(mode if mode in PAYLOAD_MODES else "compact", params)
+    return payload_config(mode if mode in PAYLOAD_CHOICES else PayloadMode.COMPACT, params)
 
 
 class DeviceWorker:
@@ -96,7 +97,7 @@ class DeviceWorker:
             client = EdgeClient(edge)
             verifier = RemoteVerifier(client, params, fingerprint=spec["fingerprint"], seed=seed, payload=payload,
                                       device_name="testbed", max_new_tokens=spec["max_new_tokens"], rpc_timeout=60.0)
-            recorder = Recorder(keep_q=not params.greedy or payload.mode != "compact")
+            recorder = Recorder(keep_q=not params.greedy or payload.mode != PayloadMode.COMPACT)
             try:
                 t0 = time.perf_counter()
                 reply = verifier.open(prompt["ids"])

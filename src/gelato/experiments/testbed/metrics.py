@@ -3,6 +3,7 @@ modelled replay (see docs/testbed.md for every field)."""
 
 from __future__ import annotations
 
+from gelato.constants import within_energy_budget
 from gelato.experiments.testbed.presets import PowerProfile
 from gelato.wire.payload import GRPC_FRAMING_BYTES
 
@@ -48,7 +49,7 @@ def measured_figures(raw: dict, delay_s: float, profile: PowerProfile, e_bar: fl
             "link_airtime_s": {"up": up_air, "down": down_air},
             "device_cpu_s": cpu, "wall_s": total_s, "energy_j": joules, "energy_terms_j": energy,
             "j_per_token": _ratio(joules, tokens), "j_per_round": _ratio(joules, rounds),
-            "energy_budget_kept": _ratio(joules, rounds) <= e_bar,
+            "energy_budget_kept": within_energy_budget(_ratio(joules, rounds), e_bar),
             "retries": sum(p["retries"] for p in prompts), "reopens": sum(p["reopens"] for p in prompts)}
 
 
@@ -68,7 +69,7 @@ def modelled_figures(m: dict, prompt_tokens: list[int], delay_s: float, verify_p
             "per_round_ms": {k: 1e3 * _ratio(split[k], rounds) for k in PHASES},
             "billed_bytes_up": m["bytes_up"], "billed_bytes_down": m["bytes_down"],
             "energy_j": m["energy_j"], "j_per_token": _ratio(m["energy_j"], tokens),
-            "j_per_round": _ratio(m["energy_j"], rounds), "energy_budget_kept": _ratio(m["energy_j"], rounds) <= e_bar}
+            "j_per_round": _ratio(m["energy_j"], rounds), "energy_budget_kept": within_energy_budget(_ratio(m["energy_j"], rounds), e_bar)}
 
 
 def assemble(cfg, raw: dict[str, dict], modelled: dict, profile: PowerProfile) -> dict:

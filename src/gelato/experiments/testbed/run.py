@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gelato.constants import E_BAR_J
 from gelato.experiments.testbed.metrics import assemble
 from gelato.experiments.testbed.presets import LinkPreset, power_profile, rapl_available
 
@@ -44,7 +45,7 @@ class TestbedConfig:
     top_k: int = 0
     top_p: float = 1.0
     seed: int = 0
-    e_bar: float = 1.2
+    e_bar: float = E_BAR_J
     power_profile: str = "snapdragon-8-gen-3-phone"
     edge: str | None = None  # HOST:PORT of an edge already running
     edge_cores: Sequence[int] = ()
