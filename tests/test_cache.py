@@ -7,6 +7,7 @@ import torch
 from gelato.models import CachedCausalLM
 from gelato.policies import StaticPolicy
 from gelato.generation import generate
+from gelato.decoding.seeds import device_and_edge_generators
 from gelato.generation import DraftModelProposer
 from gelato.decoding.sampling import SamplingParams
 from gelato.generation import TargetModelVerifier
@@ -17,9 +18,9 @@ def test_tokens_processed_linear_in_generated(tiny_target, tiny_drafts):
     for pair in ("unrelated", "noisy", "copy"):
         for params in (SamplingParams(), SamplingParams(temperature=1.0, top_k=8)):
             draft, target = CachedCausalLM(tiny_drafts[pair]), CachedCausalLM(tiny_target)
-            gen = torch.Generator().manual_seed(0)
-            res = generate(prompt, DraftModelProposer(draft, params, gen),
-                                       TargetModelVerifier(target, params, gen), StaticPolicy(4), 120)
+            device_gen, edge_gen = device_and_edge_generators(0)
+            res = generate(prompt, DraftModelProposer(draft, params, device_gen),
+                                       TargetModelVerifier(target, params, edge_gen), StaticPolicy(4), 120)
             m = res.metrics
             # Target: prompt once, then per round the newest committed token plus the draft.
             assert target.tokens_processed == len(prompt) + m.sent + m.rounds - 1

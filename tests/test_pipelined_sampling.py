@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from scipy.stats import chisquare
 
+from gelato.decoding.seeds import device_and_edge_generators
 from gelato.generation import generate
 from gelato.generation import DraftModelProposer
 from gelato.decoding.sampling import SamplingParams, processed_probs
@@ -57,8 +58,9 @@ def test_pipelined_sampling_matches_target_three_tokens():
         head.add_(0.8 * torch.randn(head.shape, generator=torch.Generator().manual_seed(9)))
     params = SamplingParams(temperature=1.0)
     draft, target = CachedCausalLM(draft_model), CachedCausalLM(target_model)
-    proposer = DraftModelProposer(draft, params, torch.Generator().manual_seed(5))
-    verifier = TargetModelVerifier(target, params, torch.Generator().manual_seed(6))
+    device_gen, edge_gen = device_and_edge_generators(5)
+    proposer = DraftModelProposer(draft, params, device_gen)
+    verifier = TargetModelVerifier(target, params, edge_gen)
     counts = np.zeros(VOCAB ** 3)
     carried_rounds = 0
     for _ in range(N_SAMPLES):

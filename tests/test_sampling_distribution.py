@@ -8,6 +8,8 @@ found in public DSSD code) fails it decisively.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -15,8 +17,10 @@ from gelato.models import CachedCausalLM
 from gelato.models.tiny import tiny_llama
 from gelato.policies import StaticPolicy
 from gelato.generation import generate
+from gelato.decoding.seeds import device_and_edge_generators
 from gelato.generation import DraftModelProposer
-from gelato.decoding.proposer import draft_token
+from gelato.decoding.proposer import DraftedToken, draft_token
+from gelato.generation import TargetModelVerifier
 from gelato.decoding.sampling import SamplingParams, entropy_nats, processed_probs, sample_from
 from gelato.decoding.types import SparseDist, Verdict
 from gelato.decoding.rejection import residual_distribution, sample_deferred_residual, verify_stochastic
@@ -72,32 +76,42 @@ def paper_topp_verify(p, draft_tokens, q, generator=None):
 PAYLOAD_RULES = {"compact": verify_stochastic, "dssd": dssd_verify, "paper_topp": paper_topp_verify}
 
 
-def target_probs_table(target_table, params) -> dict[tuple[int, ...], torch.Tensor]:
-    """Processed p per context (deterministic, so computed once)."""
-    return {ctx: processed_probs(logits, params) for ctx, logits in target_table.items()}
+class TabledModel:
+    """A model's next-token logits after PROMPT + each continuation (:func:`logits_table`: the real model's, computed
+    once), served through CachedCausalLM's ``feed``/``truncate`` so the real proposer, verifier and round loop run
+    on them at table speed (a forward per sample would make 20,000 samples too slow)."""
+
+    def __init__(self, table: dict[tuple[int, ...], torch.Tensor]) -> None:
+        self.table = table
+
+    def feed(self, ids, logits_from=None) -> torch.Tensor:
+        start = len(ids) - 1 if logits_from is None else logits_from
+        return torch.stack([self.table[tuple(ids[len(PROMPT): i + 1])] for i in range(start, len(ids))])
+
+    def truncate(self, length: int) -> None:
+        pass  # nothing is cached
 
 
-def sample_two_tokens(draft_table, target_table, params, k, verify, gen, draft_top_k=0,
-                      claim_whole_q=False) -> tuple[int, int]:
-    """Run draft/verify rounds with the engine's pure functions until two tokens are generated.
+class RuleVerifier(TargetModelVerifier):
+    """The real verifier with another verification rule: one payload mode's, or a buggy one."""
 
-    ``target_table`` maps a continuation to the processed target distribution p after it; ``draft_top_k``
-    truncates the draft's proposal to q~. ``claim_whole_q`` is the bug the sparse-proposal test must catch:
-    the token comes from q~ but the verifier is handed the whole q."""
-    out: list[int] = []
-    while len(out) < 2:
-        tokens, qs = [], []
-        for _ in range(k):
-            ctx = tuple(out + tokens)
-            if len(ctx) >= 2:
-                break
-            token, q, _ = draft_token(draft_table[ctx], params, gen, draft_top_k)
-            tokens.append(token)
-            qs.append(SparseDist.from_dense(processed_probs(draft_table[ctx], params) if claim_whole_q else q))
-        rows = [target_table[tuple(out + tokens[:i])] for i in range(len(tokens) + 1)]
-        verdict = verify(torch.stack(rows), tokens, qs, gen)
-        out.extend(tokens[: verdict.accepted] + [verdict.token])
-    return out[0], out[1]
+    def __init__(self, model, params, generator, rule) -> None:
+        super().__init__(model, params, generator)
+        self.rule = rule
+
+    def verify(self, committed, draft) -> Verdict:
+        logits = self.model.feed(list(committed) + draft.tokens, logits_from=len(committed) - 1)
+        p = torch.stack([processed_probs(row, self.params) for row in logits])
+        return self.rule(p, draft.tokens, draft.q, self.generator)
+
+
+class WholeQClaimingProposer(DraftModelProposer):
+    """The bug the sparse-proposal test must catch: the token comes from q~ but the verifier is handed the whole q."""
+
+    def draft_next(self, committed, sent) -> DraftedToken:
+        drafted = super().draft_next(committed, sent)
+        q = processed_probs(self.model.feed(list(committed) + list(sent))[-1], self.params)
+        return dataclasses.replace(drafted, q=SparseDist.from_dense(q))
 
 
 SETTINGS = {
@@ -109,12 +123,19 @@ SETTINGS = {
 
 def speculative_pvalue(models, params: SamplingParams, verify, draft_top_k: int = 0,
                        claim_whole_q: bool = False) -> float:
-    """Chi-square p-value of N_SAMPLES speculative two-token samples (K = 2) against exact enumeration."""
+    """Chi-square p-value of the first two tokens of N_SAMPLES real speculative generations (K = 2, three tokens,
+    so the first round drafts two) against exact enumeration."""
     draft_table, target_table = logits_table(models[0]), logits_table(models[1])
-    gen = torch.Generator().manual_seed(1234)
-    p_table = target_probs_table(target_table, params)
-    samples = [sample_two_tokens(draft_table, p_table, params, 2, verify, gen, draft_top_k, claim_whole_q)
-               for _ in range(N_SAMPLES)]
+    device_gen, edge_gen = device_and_edge_generators(1234)
+    proposer = (WholeQClaimingProposer if claim_whole_q else DraftModelProposer)(
+        TabledModel(draft_table), params, device_gen, draft_top_k=draft_top_k)
+    verifier = (TargetModelVerifier(TabledModel(target_table), params, edge_gen) if verify is verify_stochastic
+                else RuleVerifier(TabledModel(target_table), params, edge_gen, verify))
+    policy = StaticPolicy(2)
+    samples = []
+    for _ in range(N_SAMPLES):
+        ids = generate(PROMPT, proposer, verifier, policy, max_new_tokens=3).token_ids
+        samples.append((ids[0], ids[1]))
     return chi_square_pvalue(samples, exact_two_token_probs(target_table, params))
 
 
@@ -188,10 +209,8 @@ def test_engine_end_to_end_sampling_first_token(models):
     draft_model, target_model = models
     params = SamplingParams(temperature=1.0, top_k=4)
     draft, target = CachedCausalLM(draft_model), CachedCausalLM(target_model)
-    device_gen, edge_gen = torch.Generator().manual_seed(5), torch.Generator().manual_seed(6)
+    device_gen, edge_gen = device_and_edge_generators(5)
     proposer = DraftModelProposer(draft, params, device_gen, draft_top_k=SPARSE_TOP_K)
-    from gelato.generation import TargetModelVerifier
-
     verifier = TargetModelVerifier(target, params, edge_gen)
     samples = []
     for _ in range(4000):

@@ -1,4 +1,4 @@
-"""Closed loop through the real round loop: ``run_policy`` -> ``speculative_generate`` with the synthetic
+"""Closed loop through the real round loop: ``run_policy`` -> ``gelato.generation.generate`` with the synthetic
 proposer/verifier (the paper's regime) and the paper's modelled clock, over several seeds.
 
 At 5 MHz and T_V = 100 ms an energy budget of E_bar = 0.8 J/round binds: static SD with K = 7 spends about

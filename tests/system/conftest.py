@@ -9,6 +9,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from gelato.models.cached import CachedCausalLM
+from gelato.decoding.seeds import device_and_edge_generators
 from gelato.generation import DraftModelProposer
 from gelato.decoding.sampling import SamplingParams
 from gelato.generation import TargetModelVerifier
@@ -40,9 +41,9 @@ def tiny_pair():
 
 
 def make_spec(draft_module, target_module, params: SamplingParams, seed: int = 0):
-    """A fresh proposer and verifier (fresh KV caches, seeded generators)."""
-    g_d = torch.Generator().manual_seed(seed)
-    g_t = torch.Generator().manual_seed(seed + 1)
+    """A fresh proposer and verifier (fresh KV caches), seeded as production seeds them
+    (:func:`gelato.decoding.seeds.device_and_edge_generators`)."""
+    g_d, g_t = device_and_edge_generators(seed)
     draft = CachedCausalLM(draft_module)
     target = CachedCausalLM(target_module)
     return DraftModelProposer(draft, params, g_d), TargetModelVerifier(target, params, g_t)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import copy
+import threading
 import time
 from collections.abc import Sequence
 
 import grpc
+import pytest
 import torch
 
 from gelato.models.cached import CachedCausalLM
@@ -124,3 +126,49 @@ class FaultyClient(EdgeClient):
 
     def open_stream(self):
         return _FaultyStream(super().open_stream(), self)
+
+
+def finishes(fn, *args, guard_s: float = 120.0, **kwargs):
+    """``fn(*args, **kwargs)``'s result (or its exception), failing the test if it has not returned after
+    ``guard_s``: a generous guard against a hang, never the quantity a test asserts."""
+    out: dict = {}
+
+    def run():
+        try:
+            out["value"] = fn(*args, **kwargs)
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the test's thread
+            out["error"] = exc
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(guard_s)
+    if worker.is_alive():
+        pytest.fail(f"{getattr(fn, '__name__', fn)} did not return within {guard_s:g} s (hung)")
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
+
+
+class _RecordingStream:
+    def __init__(self, stream: EdgeStream, waits: list[float]) -> None:
+        self.stream, self.waits = stream, waits
+
+    def exchange(self, up, timeout, patience=None):
+        self.waits.append(timeout)
+        return self.stream.exchange(up, timeout, patience)
+
+    def end(self):
+        self.stream.end()
+
+    def cancel(self):
+        self.stream.cancel()
+
+
+class RecordingClient(EdgeClient):
+    """A real client that records the wait the device asks for on every exchange (``waits``, seconds)."""
+
+    def __init__(self, target: str) -> None:
+        super().__init__(target)
+        self.waits: list[float] = []
+
+    def open_stream(self):
+        return _RecordingStream(super().open_stream(), self.waits)

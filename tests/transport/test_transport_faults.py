@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from edge_helpers import PROMPTS, FaultyClient, reference, remote_generate, start_edge
+from edge_helpers import PROMPTS, FaultyClient, finishes, reference, remote_generate, start_edge
 from gelato.policies import StaticPolicy
 from gelato.transport.errors import EdgeUnavailableError
 
@@ -24,15 +24,15 @@ def edge(pair):
 def test_lost_and_delayed_messages_are_retried(pair, edge):
     target, draft = pair
     client = FaultyClient(edge.address, {2: "drop_request", 4: "drop_response", 5: "drop_response", 7: "delay:0.2"})
-    t0 = time.monotonic()
-    result, verifier = remote_generate(client, draft, PROMPTS[0], N, policy=StaticPolicy(3), rpc_timeout=0.5)
-    elapsed = time.monotonic() - t0
+    result, verifier = finishes(remote_generate, client, draft, PROMPTS[0], N, policy=StaticPolicy(3), rpc_timeout=0.5)
     client.close()
     assert result.token_ids == reference(target, PROMPTS[0], N)
     assert client.injected == ["drop_request", "drop_response", "drop_response", "delay:0.2"]
     # every lost round drops its stream; the device resumes on a new one with what it committed
     assert verifier.stats.retries == 3 and verifier.stats.reopens == 3
-    assert elapsed < 8.0  # one deadline (0.5 s) plus backoff, no hang
+    # one extra attempt per lost round, no more (a delayed round is not retried)
+    assert verifier.stats.attempts == verifier.stats.rounds + 3
+    assert sum(t.attempts for t in verifier.stats.timings) == verifier.stats.attempts
 
 
 def test_edge_restart_mid_generation_keeps_output(pair):
@@ -91,14 +91,11 @@ def test_unreachable_edge_raises_with_committed_tokens(pair):
         if record.index == 2:
             server.stop()
 
-    t0 = time.monotonic()
-    with pytest.raises(EdgeUnavailableError) as info:
-        remote_generate(server.address, draft, PROMPTS[0], N, on_round=on_round, unreachable_after=1.0,
-                        rpc_timeout=0.5)
-    elapsed = time.monotonic() - t0
+    with pytest.raises(EdgeUnavailableError) as info:  # finishes(): a hang fails the test
+        finishes(remote_generate, server.address, draft, PROMPTS[0], N, on_round=on_round, unreachable_after=1.0,
+                 rpc_timeout=0.5)
     err = info.value
     ref = reference(target, PROMPTS[0], N)
-    assert elapsed < 6.0
     assert err.committed_ids[: len(PROMPTS[0])] == PROMPTS[0]
     assert 3 <= len(err.generated_ids) < N and err.generated_ids == ref[: len(err.generated_ids)]
     assert "unreachable" in str(err) and err.waited_s >= 1.0

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from edge_helpers import FINGERPRINT, PROMPTS, reference, remote_generate, start_edge
+from edge_helpers import FINGERPRINT, PROMPTS, clone, finishes, reference, remote_generate, start_edge
 from gelato.transport.channel import EdgeClient, StreamTimeout
 from gelato.wire.proto import gelato_pb2 as pb
 
@@ -194,16 +194,20 @@ def test_prometheus_shows_kv_used_and_budget_bytes(pair):
 
 def test_a_long_prefill_is_not_declared_unreachable(pair):
     """An open whose prefill outlasts the device's unreachable window still succeeds (the edge acknowledges the
-    stream at once; the device then waits up to open_timeout), and the text is the target's."""
+    stream at once; the device then waits up to open_timeout), and the text is the target's. The edge's model
+    sleeps 2 ms per forward, so the prefill (449 one-token steps) outlasts the 0.5 s window on any machine."""
     target, draft = pair
-    edge = start_edge(target, prefill_chunk=1)
+    slow = clone(target)
+    forwards = []
+    slow.register_forward_pre_hook(lambda module, args: (forwards.append(1), time.sleep(0.002)) and None)
+    edge = start_edge(slow, prefill_chunk=1)
     try:
         prompt = [i % 90 + 1 for i in range(450)]
-        t0 = time.monotonic()
-        result, verifier = remote_generate(edge.address, draft, prompt, 6, unreachable_after=0.5, open_timeout=30)
-        assert time.monotonic() - t0 > 0.5  # the prefill (450 one-token steps) did outlast the window
+        result, verifier = finishes(remote_generate, edge.address, draft, prompt, 6, unreachable_after=0.5,
+                                    open_timeout=30)
+        assert len(forwards) * 0.002 > 0.5  # the prefill's forwards alone slept longer than the window
         assert result.token_ids == reference(target, prompt, 6)
-        assert verifier.stats.opens == 1
+        assert verifier.stats.opens == 1 and verifier.stats.retries == 0
     finally:
         edge.stop()
 

@@ -1,6 +1,6 @@
 """The modelled clock: charges each round's time and device energy from the system model.
 
-Implements the engine's ``RoundClock`` protocol (``gelato.decoding.engine``):
+Implements the round loop's ``RoundClock`` protocol (``gelato.generation.loop``):
 
 * ``begin_round(ctx)`` draws this round's channel (fading) and returns the :class:`ChannelState` the
   policy sees as ``ctx.link``;

@@ -1,6 +1,7 @@
 """Device-edge transport: wire format, gRPC edge server, device client, auth, limits, link emulation.
 
-- :mod:`~gelato.transport.server`: :class:`EdgeServer` (one ``Generate`` stream per generation, Health/Metrics)
+- :mod:`~gelato.transport.server`: :class:`EdgeConfig`, :class:`EdgeServer` (builds and runs the edge);
+  :mod:`~gelato.transport.service`: its gRPC handlers (one ``Generate`` stream per generation, Health/Metrics)
 - :mod:`~gelato.transport.rounds`: the Open and round-ordering rules; :mod:`~gelato.transport.worker`: the
   model thread (batched rounds, chunked prefill); :mod:`~gelato.transport.process`: :class:`EdgeServerThread`,
   :func:`build_edge_server`, :func:`serve` (``gelato serve``)

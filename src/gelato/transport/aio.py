@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Awaitable
-from typing import TypeVar
 
-T = TypeVar("T")
 _lock = threading.Lock()
 _loop: asyncio.AbstractEventLoop | None = None
 
@@ -22,7 +19,3 @@ def background_loop() -> asyncio.AbstractEventLoop:
             _loop = loop
         return _loop
 
-
-def run_in_background(coro: Awaitable[T], timeout: float | None = 30.0) -> T:
-    """Run a coroutine on the background loop and wait for its result from this (other) thread."""
-    return asyncio.run_coroutine_threadsafe(coro, background_loop()).result(timeout)

@@ -175,9 +175,6 @@ class EdgeClient:
         if state == grpc.ChannelConnectivity.READY:
             self.ever_ready = True
 
-    def wait_ready(self, timeout: float) -> None:
-        grpc.channel_ready_future(self._raw_channel).result(timeout=timeout)
-
     def open_stream(self) -> EdgeStream:
         """A new ``Generate`` stream (one generation)."""
         return EdgeStream(self._generate, self.metadata)

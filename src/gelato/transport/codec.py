@@ -77,11 +77,6 @@ class DecodedDraft:
     q: list[SparseDist] | None  # None under greedy decoding
     rule: PayloadMode = PayloadMode.COMPACT  # the verification rule of gelato.decoding.rejection
 
-    def as_draft(self, position: int) -> Draft:
-        n = len(self.tokens)
-        return Draft(tokens=self.tokens, q=self.q, entropies=[0.0] * n, token_probs=[0.0] * n,
-                     max_probs=[0.0] * n, budget=n, n_computed=n, start=position)
-
 
 def sparse_from_proto(dist: pb.SparseDistribution, vocab_size: int, what: str) -> SparseDist:
     """A SparseDistribution message as a SparseDist: ``ids`` + ``probs`` of equal length, or ``probs``

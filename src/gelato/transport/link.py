@@ -64,6 +64,8 @@ class DirectionStats:
     bursts: int = 0
     airtime_s: float = 0.0
     lost_bursts: int = 0
+    last_read_at: float = 0.0  # the emulator's loop clock when it read the newest chunk ...
+    last_due_at: float = 0.0  # ... and when that chunk is due at the far end (airtime and delay after)
     frames: dict[str, int] = field(default_factory=dict)  # HTTP/2 frames per type (cleartext connections)
     frame_bytes: dict[str, int] = field(default_factory=dict)  # their bytes, 9-byte frame headers included
 
@@ -202,7 +204,8 @@ class LinkEmulator:
         tx.stats.airtime_s += airtime
         tx.stats.bytes += nbytes
         tx.stats.chunks += 1
-        return tx.free_at + cfg.delay_s, lost
+        tx.stats.last_read_at, tx.stats.last_due_at = now, tx.free_at + cfg.delay_s
+        return tx.stats.last_due_at, lost
 
     async def _pump(self, direction: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                     dropped: asyncio.Event, frames: FrameCounter) -> None:

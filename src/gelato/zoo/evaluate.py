@@ -119,7 +119,7 @@ def encode_prompts(tokenizer, texts: Sequence[str]) -> list[list[int]]:
 
 def engine_eval(draft, target, tokenizer, prompt_ids: Sequence[Sequence[int]], ks: Sequence[int],
                 temperatures: Sequence[float], max_new_tokens: int, seed: int = 0, progress: bool = True) -> dict:
-    """speculative_generate with StaticPolicy(K) for each (K, T); acceptance totals and entropy tables."""
+    """The round loop with StaticPolicy(K) for each (K, T); acceptance totals and entropy tables."""
     from tqdm.auto import tqdm
 
     vocab = min(int(draft.config.vocab_size), int(target.config.vocab_size))
