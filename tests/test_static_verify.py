@@ -16,7 +16,12 @@ from gelato.decoding.proposer import DraftModelProposer
 from gelato.decoding.sampling import SamplingParams
 from gelato.decoding.verifier import TargetModelVerifier
 from gelato.models.cached import CachedCausalLM
-from gelato.models.static_verify import (ContextTooLong, StaticVerifyEngine, kv_buckets, make_static_engine)
+from gelato.models.static_verify import (
+    ContextTooLong,
+    StaticVerifyEngine,
+    kv_buckets,
+    make_static_engine,
+)
 from gelato.models.tiny import tiny_llama
 from gelato.policies import StaticPolicy
 
@@ -168,3 +173,13 @@ def test_a_model_that_does_not_fit_is_refused_in_one_line():
     target.config._attn_implementation = "flex_attention"
     with pytest.raises(ValueError, match="does not fit static verification"):
         StaticVerifyEngine(target, max_len=64)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU (run on a GPU machine)")
+def test_cuda_graph_path_equals_dynamic_path():
+    target = tiny_llama(vocab_size=64, hidden=32, layers=2, seed=3).to("cuda")
+    engine = StaticVerifyEngine(target, max_len=400)
+    assert engine.graphs  # on cuda by default
+    worst, sizes = _rounds(target, engine, seed=1, rounds=40)
+    assert worst < ATOL and max(sizes) == 17
+    assert engine.graphs_captured > 0 and engine.graph_replays == engine.forward_calls

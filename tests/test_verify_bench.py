@@ -24,9 +24,9 @@ def test_bench_times_every_size_on_every_cpu_path_and_checks_logits(tiny_target)
 
 
 @pytest.mark.parametrize("kwargs, needle", [
-    (dict(paths=["graph"]), "needs --device cuda"),
-    (dict(paths=["warp"]), "bad benchmark arguments"),
-    (dict(sizes=[0]), "bad benchmark arguments"),
+    ({"paths": ["graph"]}, "needs --device cuda"),
+    ({"paths": ["warp"]}, "bad benchmark arguments"),
+    ({"sizes": [0]}, "bad benchmark arguments"),
 ])
 def test_bench_refuses_bad_arguments(tiny_target, kwargs, needle):
     with pytest.raises(ValueError, match=needle):

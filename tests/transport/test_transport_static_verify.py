@@ -8,9 +8,9 @@ import threading
 
 import pytest
 import torch
+from edge_helpers import PROMPTS, reference, remote_generate, start_edge
 from typer.testing import CliRunner
 
-from edge_helpers import PROMPTS, reference, remote_generate, start_edge
 from gelato.cli.transport_cmd import app
 from gelato.policies import StaticPolicy
 from gelato.transport.errors import EdgeRejectedError
@@ -33,7 +33,7 @@ def test_static_edge_greedy_equals_target_only(pair):
     assert 0 < m["accepted"] < m["drafted"]  # rejections were rolled back
     assert m["static_forwards"] > 0 and m["static_padded_tokens"] > 0  # the static path really verified
     assert "kv_slots" not in m  # no slot store beside it
-    assert set(int(b) for b in m["batch_sizes"]) == {1}  # one session per forward
+    assert {int(b) for b in m["batch_sizes"]} == {1}  # one session per forward
 
 
 def test_static_edge_sessions_take_turns_and_stay_exact(pair):
