@@ -130,7 +130,7 @@ def run_devices(port: int, n_devices: int, rounds: int, k: int, vocab: int, prom
     With ``edge_pid``, also rounds per second of the edge process's CPU time (``rounds_per_edge_cpu_s``): the
     edge's capacity, whatever share of the cores the devices (threads of this process) take."""
     from gelato.policies import StaticPolicy
-    from gelato.decoding.engine import speculative_generate
+    from gelato.generation import generate
     from gelato.decoding.sampling import SamplingParams
     from gelato.transport.channel import EdgeClient
     from gelato.transport.client import RemoteVerifier
@@ -148,7 +148,7 @@ def run_devices(port: int, n_devices: int, rounds: int, k: int, vocab: int, prom
             prompt = [rng.randrange(vocab) for _ in range(prompt_len)]
             verifier.open(prompt)
             barrier.wait()
-            res = speculative_generate(prompt, RandomDraftProposer(vocab, i), verifier,
+            res = generate(prompt, RandomDraftProposer(vocab, i), verifier,
                                        StaticPolicy(k), max_new_tokens=rounds)  # ~1 token per round
             done_at[i] = time.perf_counter()
             results[i] = (res, verifier.stats)
@@ -186,7 +186,7 @@ def run_devices(port: int, n_devices: int, rounds: int, k: int, vocab: int, prom
 
 def _one_device(address: str, vocab: int, rounds: int, k: int, seed: int = 0, prompt_len: int = 32, on_round=None):
     """The verifier stats of one device generating ``rounds`` synthetic rounds."""
-    from gelato.decoding.engine import speculative_generate
+    from gelato.generation import generate
     from gelato.decoding.sampling import SamplingParams
     from gelato.policies import StaticPolicy
     from gelato.transport.client import RemoteVerifier
@@ -197,7 +197,7 @@ def _one_device(address: str, vocab: int, rounds: int, k: int, seed: int = 0, pr
     verifier = RemoteVerifier(address, SamplingParams(), fingerprint=synthetic_fingerprint(vocab), rpc_timeout=60)
     try:
         verifier.open(prompt)
-        speculative_generate(prompt, RandomDraftProposer(vocab, seed), verifier, StaticPolicy(k),
+        generate(prompt, RandomDraftProposer(vocab, seed), verifier, StaticPolicy(k),
                              max_new_tokens=rounds, on_round=on_round)
     finally:
         verifier.close()

@@ -21,8 +21,9 @@ from gelato.experiments.workloads import format_for_pair, load_gsm8k
 from gelato.models import CachedCausalLM, load_pair, shared_vocab_size
 from gelato.models.pairs import fast_pair_dirs
 from gelato.policies import StaticPolicy
-from gelato.decoding.engine import speculative_generate, target_only_generate
-from gelato.decoding.proposer import DraftModelProposer
+from gelato.generation import generate
+from gelato.generation.loop import target_only_generate
+from gelato.generation import DraftModelProposer
 from gelato.decoding.sampling import SamplingParams
 from gelato.system.config import SystemConfig
 from gelato.transport.client import RemoteVerifier
@@ -51,7 +52,7 @@ def main() -> None:
         with LinkThread(edge.address, link_cfg) as link:
             verifier = RemoteVerifier(link.address, params, fingerprint=fingerprint)
             proposer = DraftModelProposer(CachedCausalLM(draft, vocab), params)
-            result = speculative_generate(prompt, proposer, verifier, StaticPolicy(args.k), args.tokens,
+            result = generate(prompt, proposer, verifier, StaticPolicy(args.k), args.tokens,
                                           tok.eos_token_id)
             verifier.close()
             wire = link.stats()

@@ -100,7 +100,7 @@ def long_session(address: str, vocab: int, prompt_len: int, rounds: int, k: int)
     """One session with a ``prompt_len``-token prompt, ``rounds`` rounds, closed; the device waits for the
     prefill as long as it takes (open_timeout 15 min: this machine's 2 shared cores are slow)."""
     from bench_edge import RandomDraftProposer
-    from gelato.decoding.engine import speculative_generate
+    from gelato.generation import generate
     from gelato.decoding.sampling import SamplingParams
     from gelato.policies import StaticPolicy
     from gelato.transport.client import RemoteVerifier
@@ -111,7 +111,7 @@ def long_session(address: str, vocab: int, prompt_len: int, rounds: int, k: int)
     with RemoteVerifier(address, SamplingParams(), fingerprint=synthetic_fingerprint(vocab), rpc_timeout=120,
                         open_timeout=900) as verifier:
         verifier.open(prompt)
-        speculative_generate(prompt, RandomDraftProposer(vocab, 2), verifier, StaticPolicy(k),
+        generate(prompt, RandomDraftProposer(vocab, 2), verifier, StaticPolicy(k),
                              max_new_tokens=rounds * k)
 
 

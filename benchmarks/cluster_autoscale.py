@@ -20,8 +20,9 @@ from gelato.models.loading import load_causal_lm, load_tokenizer
 from gelato.models.cached import CachedCausalLM
 from gelato.transport.fingerprint import tokenizer_fingerprint
 from gelato.transport.client import RemoteVerifier
-from gelato.decoding.engine import speculative_generate, target_only_generate
-from gelato.decoding.proposer import DraftModelProposer
+from gelato.generation import generate
+from gelato.generation.loop import target_only_generate
+from gelato.generation import DraftModelProposer
 from gelato.decoding.sampling import SamplingParams
 from gelato.policies import StaticPolicy
 def fp_(): s=socket.socket(); s.bind(("127.0.0.1",0)); p=s.getsockname()[1]; s.close(); return p
@@ -38,7 +39,7 @@ with LocalCluster(spec, num_cpus=2) as c:
         ref = target_only_generate(CachedCausalLM(target), p, SamplingParams(), 120).token_ids
         while time.time() < stop:
             v = RemoteVerifier(f"127.0.0.1:{spec.port}", SamplingParams(), fingerprint=fp, rpc_timeout=30)
-            r = speculative_generate(p, DraftModelProposer(CachedCausalLM(draft), SamplingParams()), v, StaticPolicy(4), 120)
+            r = generate(p, DraftModelProposer(CachedCausalLM(draft), SamplingParams()), v, StaticPolicy(4), 120)
             v.close(); gens[i]+=1
             if r.token_ids != ref: bad.append(i)
     ts=[threading.Thread(target=dev,args=(i,)) for i in range(4)]; [x.start() for x in ts]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from gelato.decoding.engine import target_only_generate
+from gelato.generation.loop import target_only_generate
 from gelato.decoding.sampling import DRAFT_TOP_K, SamplingParams, entropy_nats, processed_probs, proposal_probs
 from gelato.decoding.types import Draft, SparseDist
 from gelato.models import load_pair, shared_vocab_size

@@ -13,11 +13,11 @@ import json
 
 import torch
 
-from gelato.decoding.engine import speculative_generate
-from gelato.decoding.pipeline import device_and_edge_generators
-from gelato.decoding.proposer import DraftModelProposer
+from gelato.generation import generate
+from gelato.decoding.seeds import device_and_edge_generators
+from gelato.generation import DraftModelProposer
 from gelato.decoding.sampling import DRAFT_TOP_K, SamplingParams
-from gelato.decoding.verifier import TargetModelVerifier
+from gelato.generation import TargetModelVerifier
 from gelato.models import load_pair, shared_vocab_size
 from gelato.models.cached import CachedCausalLM
 from gelato.models.chat import encode_prompt, stop_token_id
@@ -46,7 +46,7 @@ def main() -> None:
     policy = make_policy(args.policy, predictor=clock)
     ids = encode_prompt(tok, PROMPT)
     # no stop token: always 128 tokens, so the runs compare like for like
-    result = speculative_generate(ids, proposer, verifier, policy, args.max_new_tokens, None, clock)
+    result = generate(ids, proposer, verifier, policy, args.max_new_tokens, None, clock)
     m = result.metrics
     out = {"policy": args.policy, "draft_top_k": args.draft_top_k, "tokens": m.generated_tokens,
            "drafted_sent": m.sent, "uplink_bytes_per_drafted_token": clock.cum_bits_up / 8 / max(1, m.sent),

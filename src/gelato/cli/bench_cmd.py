@@ -94,3 +94,67 @@ def engine(
     total = sum(s.values()) or 1.0
     console.print("gelato SD time split: " + ", ".join(f"{k} {v / total:.0%}" for k, v in s.items()))
     console.print(f"outputs identical (gelato == target-only == transformers): {result.outputs_identical}")
+
+
+@app.command("verify")
+def verify(
+    target: Annotated[Optional[Path], typer.Option(help="Target directory (default: the default pair's target, "
+                                                        "SmolLM2-135M-Instruct).")] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto")] = "cpu",
+    dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16")] = "float32",
+    sizes: Annotated[str, typer.Option(help="tokens per verify forward, comma-separated")] = "1,2,4,8,16",
+    context: Annotated[int, typer.Option(help="cached tokens before the verified ones")] = 128,
+    reps: Annotated[int, typer.Option(help="timed forwards per size and path (after 3 warm-ups)")] = 30,
+    paths: Annotated[Optional[str], typer.Option(help="eager,static[,graph] (default: all the device allows)")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="torch CPU threads")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON only")] = False,
+    out: Annotated[Optional[Path], typer.Option(help="also write the JSON here")] = None,
+) -> None:
+    """One target verify forward at batch 1: eager vs static shapes (vs CUDA graphs on cuda), by tokens carried."""
+    import torch
+
+    from gelato.experiments.verify_bench import run_verify_bench
+    from gelato.models.loading import load_causal_lm
+
+    try:
+        size_list = [int(s) for s in sizes.split(",") if s.strip()]
+    except ValueError:
+        fail(f"--sizes must be comma-separated integers, got {sizes!r}")
+    path_list = [p.strip() for p in paths.split(",") if p.strip()] if paths else None
+    if threads:
+        torch.set_num_threads(threads)
+    if target is None:
+        target = resolve_pair_dirs(None, None)[1]
+    try:
+        model = load_causal_lm(target, dtype, device)
+        result = run_verify_bench(model, size_list, context=context, reps=reps, paths=path_list)
+    except Exception as exc:  # noqa: BLE001 - the loader's and the argument checks' messages
+        fail(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+    data = {"target": str(target), "threads": torch.get_num_threads(), **result.to_dict()}
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(data, indent=2) + "\n")
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"one verify forward, batch 1: {Path(target).name} on {result.device} ({result.dtype}), "
+                        f"context {result.context}, median of {result.reps} (ms)")
+    table.add_column("tokens", justify="right")
+    for p in result.paths:
+        table.add_column(f"{p} ms", justify="right")
+    for p in result.paths[1:]:
+        table.add_column(f"{p} / eager", justify="right")
+    table.add_column("same argmax", justify="center")
+    for n in size_list:
+        med = {p: result.median(p, n) for p in result.paths}
+        same = all(t.argmax_equal for t in result.timings if t.tokens == n)
+        ratios = [f"{med[p] / med[result.paths[0]]:.2f}x" for p in result.paths[1:]]
+        table.add_row(str(n), *[f"{med[p]:.2f}" for p in result.paths], *ratios, str(same))
+    console = Console()
+    console.print(table)
+    worst = max(t.max_abs_diff for t in result.timings)
+    console.print(f"max |logit difference| vs eager over every size: {worst:.2e}; threads {data['threads']}")
+    typer.echo(json.dumps(data))

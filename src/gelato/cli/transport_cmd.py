@@ -102,6 +102,9 @@ def serve(
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto"),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch CPU threads"),
     log_level: str = typer.Option("info", "--log-level"),
+    static_verify: Optional[bool] = typer.Option(None, "--static-verify/--no-static-verify",
+                                                 help="static-shape verify forwards, CUDA graphs on cuda "
+                                                      "(default: on with a cuda device)"),
 ) -> None:
     """Serve a target model to devices (sessions, batched verification, Health and Metrics RPCs)."""
     _setup_logging(log_level)
@@ -133,7 +136,7 @@ def serve(
                    max_sessions_per_device=max_sessions_per_device, prefill_chunk=prefill_chunk,
                    prefill_budget_ms=prefill_budget_ms, kv_memory=kv_bytes, metrics_port=metrics_port,
                    max_draft_tokens=max_draft_tokens, idle_timeout_s=idle_timeout_s,
-                   max_message_bytes=max_message_kb * 1024)
+                   max_message_bytes=max_message_kb * 1024, static_verify=static_verify)
     except (OSError, ValueError, ModelLoadError, KVMemoryExhausted) as exc:
         fail(str(exc))
 

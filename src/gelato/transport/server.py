@@ -24,6 +24,7 @@ import torch
 from gelato.models.cached import CachedCausalLM
 from gelato.models.kv_store import SlotKVStore, default_kv_budget
 from gelato.models.slots import SlotSequence, supports_slots
+from gelato.models.static_verify import make_static_engine
 from gelato.transport.auth import TokenAuthenticator, check_key_pair, server_credentials
 from gelato.transport.rounds import Limits
 from gelato.transport.service import EdgeService
@@ -42,6 +43,8 @@ class EdgeConfig:
     max_prompt_tokens: int = 8192  # Open (a resumed session's prompt is everything committed so far)
     max_draft_tokens: int = 32  # per round
     max_context_tokens: int | None = None  # default: the model's max_position_embeddings
+    static_verify: bool | None = None  # static-shape verify forwards (CUDA graphs on cuda); None: on for cuda
+    static_max_len: int = 8192  # the static path's cache length (caps the edge's context when it is on)
     idle_timeout_s: float = 600.0  # a stream silent this long is ended and its session's cache freed
     max_batch: int = 8  # 1 = unbatched verification
     batch_window_ms: float = 8.0  # waits only while other ready sessions could still send
@@ -108,6 +111,10 @@ class EdgeServer(EdgeService):
                              "(the model's output width)")
         mpe = getattr(model.config, "max_position_embeddings", None)
         self.max_context = int(self.config.max_context_tokens or mpe or (1 << 31))
+        self.static = make_static_engine(self.model, self.vocab_size, self.config.static_verify,
+                                         min(self.max_context, self.config.static_max_len))
+        if self.static is not None:  # sessions take turns in its one cache: one session per forward
+            self.max_context = self.static.max_len
         self.limits = Limits(self.config.max_prompt_tokens, self.config.max_draft_tokens, self.max_context,
                              self.vocab_size)
         self.store = SessionStore(self.config.max_sessions,
@@ -121,10 +128,11 @@ class EdgeServer(EdgeService):
         self.kv_budget = int(self.config.kv_memory or default_kv_budget(device))
         self.pool = (SlotKVStore(self.model, self.vocab_size, budget_bytes=self.kv_budget,
                                  block_slots=min(8, self.config.max_sessions),
-                                 max_capacity=min(self.max_context, 1 << 20)) if supports_slots(self.model) else None)
+                                 max_capacity=min(self.max_context, 1 << 20))
+                     if supports_slots(self.model) and self.static is None else None)
         self.pool_context = self.pool.max_capacity if self.pool is not None else self.max_context
         self.batchable = self.pool is not None
-        if self.config.max_batch > 1 and not self.batchable:
+        if self.config.max_batch > 1 and not self.batchable and self.static is None:
             log.warning("the model's attention does not fit slot caching: verifying one session at a time")
         self.worker = ModelWorker(self.metrics, max_batch=self.config.max_batch if self.batchable else 1,
                                   window_s=self.config.batch_window_ms / 1000.0,
@@ -208,6 +216,9 @@ class EdgeServer(EdgeService):
                      kv_migrations=self.pool.migrations,
                      kv_grow_events=self.pool.grow_events, kv_forwards=self.pool.forward_calls,
                      kv_feed_ms=self.pool.feed_s * 1e3, kv_model_ms=self.pool.model_s * 1e3)
+        if self.static is not None:
+            d.update(static_forwards=self.static.forward_calls, static_graphs=self.static.graphs_captured,
+                     static_swaps=self.static.swaps, static_padded_tokens=self.static.padded_tokens)
         return d
 
     def _others_could_send(self, in_batch: int) -> bool:

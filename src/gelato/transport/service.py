@@ -156,7 +156,8 @@ class EdgeService:
         prompt = list(req.prompt_ids)
         check_open(prompt, params, req.max_new_tokens, self.limits)
         self.store.reserve_check(device)
-        lm = self.pool.sequence() if self.pool is not None else CachedCausalLM(self.model, self.vocab_size)
+        lm = (self.static.sequence() if self.static is not None else self.pool.sequence() if self.pool is not None
+              else CachedCausalLM(self.model, self.vocab_size))
         self._live_caches.add(lm)
         generator = torch.Generator().manual_seed(int(req.sampling.seed))  # the device derives it (client.py)
         session = Session(id=self.store.new_id(), lm=lm, committed=prompt, params=params, generator=generator,
