@@ -32,7 +32,7 @@ import torch
 from gelato.decoding.payload_modes import PayloadMode
 from gelato.decoding.rejection import sample_deferred_residual
 from gelato.decoding.sampling import SamplingParams
-from gelato.decoding.types import Draft, Verdict
+from gelato.decoding.types import Draft, RoundCommit, Verdict
 from gelato.transport.channel import EdgeClient, EdgeStream, is_tls_failure, looks_like_plaintext_to_tls, speaks_tls
 from gelato.transport.codec import decode_verdict, encode_draft, payload_config, sampling_to_proto
 from gelato.transport.errors import (EdgeCancelledError, EdgeRejectedError, EdgeTLSError, EdgeUnavailableError,
@@ -242,10 +242,8 @@ class RemoteVerifier:
         if reply.accepted > len(draft.tokens) or reply.round != self._round:
             raise TransportError(f"edge answered round {reply.round} with {reply.accepted} accepted for round "
                                  f"{self._round} of {len(draft.tokens)} tokens", committed, self._prompt_len)
-        self._edge_ids = committed + draft.tokens[: verdict.accepted]
-        if verdict.residual_p is None:
-            self._edge_ids.append(verdict.token)
-        else:  # DSSD: sample the residual here; the edge learns the token as a pending id next round
+        self._edge_ids = committed + RoundCommit.of(draft.tokens, verdict).edge_ids
+        if verdict.deferred:  # DSSD: sample the residual here; the edge learns the token as a pending id next round
             try:
                 verdict = sample_deferred_residual(verdict, draft.q, self.generator)
             except ValueError as exc:

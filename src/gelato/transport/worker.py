@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import grpc
 import torch
 
+from gelato.decoding.types import RoundCommit
 from gelato.decoding.rejection import verify_rows
 from gelato.models.cached import CachedCausalLM
 from gelato.models.kv_store import KVMemoryExhausted
@@ -76,9 +77,7 @@ def finish_round(job: RoundJob, logits: torch.Tensor) -> pb.VerdictDown:
     n_before = job.logits_from + 1  # committed + pending
     verdict = verify_rows(logits, decoded.tokens, decoded.q, session.params, session.generator, rule=decoded.rule)
     session.lm.truncate(n_before + verdict.accepted)  # crop the rejected positions
-    appended = job.pending + decoded.tokens[: verdict.accepted]
-    if verdict.residual_p is None:
-        appended.append(verdict.token)
+    appended = job.pending + RoundCommit.of(decoded.tokens, verdict).edge_ids
     session.committed.extend(appended)
     session.last_round = job.round_id
     session.rounds += 1
