@@ -41,7 +41,7 @@ def _free_port() -> int:
 
 
 def _edge_answers(port: int) -> bool:
-    from gelato.transport.channel import EdgeClient
+    from gelato.device.edge_client import EdgeClient
     client = EdgeClient(f"127.0.0.1:{port}")
     try:
         return client.health(timeout=2.0).status == "SERVING"
@@ -103,7 +103,7 @@ def paired_overhead(direct_port: int, ingress_port: int, vocab: int, args) -> di
 def cluster_run(target_dir: str, vocab: int, replicas: int, args, direct_port: int) -> dict:
     from gelato.cluster.app import ClusterSpec
     from gelato.cluster.control import LocalCluster
-    from gelato.transport.fingerprint import synthetic_fingerprint
+    from gelato.wire.fingerprint import synthetic_fingerprint
 
     ingress = {"proxy": "proxy", "haproxy": "haproxy", "direct-ingress": "direct"}[args.mode]
     spec = ClusterSpec(target_dir=target_dir, replicas=replicas, port=_free_port(), metrics_port=_free_port(),

@@ -60,8 +60,8 @@ def _edge_process(args, cfg: dict, ready, stop) -> None:
 
     import torch
 
-    from gelato.transport.fingerprint import synthetic_fingerprint
-    from gelato.transport.server import EdgeConfig, EdgeServer
+    from gelato.wire.fingerprint import synthetic_fingerprint
+    from gelato.edge.server import EdgeConfig, EdgeServer
     torch.set_num_threads(args.edge_threads)
     target, _, vocab = build_models(args)
     server = EdgeServer(target, fingerprint=synthetic_fingerprint(vocab), vocab_size=vocab,
@@ -132,9 +132,9 @@ def run_devices(port: int, n_devices: int, rounds: int, k: int, vocab: int, prom
     from gelato.policies import StaticPolicy
     from gelato.generation import generate
     from gelato.decoding.sampling import SamplingParams
-    from gelato.transport.channel import EdgeClient
-    from gelato.transport.client import RemoteVerifier
-    from gelato.transport.fingerprint import synthetic_fingerprint
+    from gelato.device.edge_client import EdgeClient
+    from gelato.device.client import RemoteVerifier
+    from gelato.wire.fingerprint import synthetic_fingerprint
 
     fp = synthetic_fingerprint(vocab)
     results, errors, done_at = [None] * n_devices, [], [0.0] * n_devices
@@ -189,8 +189,8 @@ def _one_device(address: str, vocab: int, rounds: int, k: int, seed: int = 0, pr
     from gelato.generation import generate
     from gelato.decoding.sampling import SamplingParams
     from gelato.policies import StaticPolicy
-    from gelato.transport.client import RemoteVerifier
-    from gelato.transport.fingerprint import synthetic_fingerprint
+    from gelato.device.client import RemoteVerifier
+    from gelato.wire.fingerprint import synthetic_fingerprint
 
     rng = random.Random(seed)
     prompt = [rng.randrange(vocab) for _ in range(prompt_len)]
@@ -221,7 +221,7 @@ def measure_overhead(port: int, vocab: int, rounds: int, k: int) -> tuple[float,
 def measure_wire(port: int, vocab: int, rounds: int, k: int) -> tuple[float, float, dict]:
     """Bytes through the link proxy over protobuf payload bytes (StreamUp/StreamDown), greedy ids-only; and
     where the wire bytes go: per round and direction, payload and bytes per HTTP/2 frame type."""
-    from gelato.transport.link import LinkConfig, LinkThread
+    from gelato.link.proxy import LinkConfig, LinkThread
 
     cfg = LinkConfig(bandwidth_mhz=None, uplink_bps=1e9, downlink_bps=1e9)
     skip = 5  # steady state: connection setup, stream headers and the open are not per-round costs
@@ -242,8 +242,8 @@ def measure_wire(port: int, vocab: int, rounds: int, k: int) -> tuple[float, flo
 
 
 def _looping_opener(port: int, vocab: int, prompt_len: int, stop: threading.Event, seed: int) -> None:
-    from gelato.transport.channel import EdgeClient
-    from gelato.transport.fingerprint import synthetic_fingerprint
+    from gelato.device.edge_client import EdgeClient
+    from gelato.wire.fingerprint import synthetic_fingerprint
     from gelato.wire.proto import gelato_pb2 as pb
 
     rng = random.Random(seed)
@@ -286,7 +286,7 @@ def measure_context(port: int, vocab: int, args, edge_pid: int | None = None) ->
     """8 devices at each prompt length of ``--contexts``: rounds/s, the edge's mean forward time per round and,
     from the KV pool's counters, its batching cost outside the model's forward (ms per forward; None when the
     edge does not report it)."""
-    from gelato.transport.channel import EdgeClient
+    from gelato.device.edge_client import EdgeClient
 
     out = {}
     with EdgeClient(f"127.0.0.1:{port}") as client:

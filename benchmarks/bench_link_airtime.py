@@ -17,7 +17,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from gelato.experiments.workloads import format_for_pair, load_gsm8k
+from gelato.data.workloads import format_for_pair, load_gsm8k
 from gelato.models import CachedCausalLM, load_pair, shared_vocab_size
 from gelato.models.pairs import fast_pair_dirs
 from gelato.policies import StaticPolicy
@@ -26,11 +26,11 @@ from gelato.generation.loop import target_only_generate
 from gelato.generation import DraftModelProposer
 from gelato.decoding.sampling import SamplingParams
 from gelato.system.config import SystemConfig
-from gelato.transport.client import RemoteVerifier
-from gelato.transport.fingerprint import tokenizer_fingerprint
-from gelato.transport.link import LinkConfig, LinkThread
-from gelato.transport.process import EdgeServerThread
-from gelato.transport.server import EdgeConfig, EdgeServer
+from gelato.device.client import RemoteVerifier
+from gelato.wire.fingerprint import tokenizer_fingerprint
+from gelato.link.proxy import LinkConfig, LinkThread
+from gelato.edge.process import EdgeServerThread
+from gelato.edge.server import EdgeConfig, EdgeServer
 
 
 def main() -> None:

@@ -38,8 +38,8 @@ def _edge_process(target_dir: str, threads: int, cfg: dict, ready, stop) -> None
     import torch
 
     from gelato.models.loading import load_causal_lm
-    from gelato.transport.fingerprint import synthetic_fingerprint
-    from gelato.transport.server import EdgeConfig, EdgeServer
+    from gelato.wire.fingerprint import synthetic_fingerprint
+    from gelato.edge.server import EdgeConfig, EdgeServer
     torch.set_num_threads(threads)
     target = load_causal_lm(target_dir)
     vocab = int(target.config.vocab_size)
@@ -66,7 +66,7 @@ class KVSampler(threading.Thread):
 
     def __init__(self, address: str) -> None:
         super().__init__(daemon=True)
-        from gelato.transport.channel import EdgeClient
+        from gelato.device.edge_client import EdgeClient
         self.client, self.max_kv, self.stop = EdgeClient(address), 0, threading.Event()
 
     def run(self) -> None:
@@ -79,8 +79,8 @@ class KVSampler(threading.Thread):
 
 
 def give_up_open(address: str, vocab: int, prompt_len: int, after_s: float, seed: int) -> None:
-    from gelato.transport.channel import EdgeClient
-    from gelato.transport.fingerprint import synthetic_fingerprint
+    from gelato.device.edge_client import EdgeClient
+    from gelato.wire.fingerprint import synthetic_fingerprint
     from gelato.wire.proto import gelato_pb2 as pb
 
     rng = random.Random(seed)
@@ -103,8 +103,8 @@ def long_session(address: str, vocab: int, prompt_len: int, rounds: int, k: int)
     from gelato.generation import generate
     from gelato.decoding.sampling import SamplingParams
     from gelato.policies import StaticPolicy
-    from gelato.transport.client import RemoteVerifier
-    from gelato.transport.fingerprint import synthetic_fingerprint
+    from gelato.device.client import RemoteVerifier
+    from gelato.wire.fingerprint import synthetic_fingerprint
 
     rng = random.Random(2)
     prompt = [rng.randrange(vocab) for _ in range(prompt_len)]
@@ -149,7 +149,7 @@ def main(argv=None) -> int:
 
     from bench_edge import _one_device
     from gelato.cli.common import parse_bytes
-    from gelato.transport.channel import EdgeClient
+    from gelato.device.edge_client import EdgeClient
 
     target_dir = args.target_dir
     if target_dir is None:

@@ -18,8 +18,8 @@ from gelato.cluster.control import LocalCluster
 from gelato.models.pairs import fast_pair_dirs
 from gelato.models.loading import load_causal_lm, load_tokenizer
 from gelato.models.cached import CachedCausalLM
-from gelato.transport.fingerprint import tokenizer_fingerprint
-from gelato.transport.client import RemoteVerifier
+from gelato.wire.fingerprint import tokenizer_fingerprint
+from gelato.device.client import RemoteVerifier
 from gelato.generation import generate
 from gelato.generation.loop import target_only_generate
 from gelato.generation import DraftModelProposer

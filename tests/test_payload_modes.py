@@ -12,7 +12,7 @@ from gelato.decoding.payload_modes import PAYLOAD_CHOICES, PayloadMode, choices_
 from gelato.decoding.rejection import verify_rows
 from gelato.decoding.sampling import SamplingParams
 from gelato.policies.registry import POLICIES
-from gelato.transport.codec import payload_config
+from gelato.wire.codec import payload_config
 from gelato.wire import payload as wire_payload
 
 

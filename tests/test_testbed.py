@@ -101,7 +101,7 @@ def test_testbed_bad_input_is_one_line():
 
 @pytest.mark.slow
 def test_testbed_with_an_edge_the_user_started(fast_pair):
-    from gelato.transport.process import EdgeServerThread, build_edge_server
+    from gelato.edge.process import EdgeServerThread, build_edge_server
 
     draft_dir, target_dir = fast_pair
     with EdgeServerThread(build_edge_server(target_dir, tokenizer_dir=draft_dir)) as edge:

@@ -1,4 +1,4 @@
-"""Prompt loaders and pair prompt formats (gelato.experiments.workloads)."""
+"""Prompt loaders and pair prompt formats (gelato.data.workloads)."""
 
 from __future__ import annotations
 
@@ -8,15 +8,7 @@ import json
 import pytest
 
 from gelato.experiments import workloads as wl
-from gelato.experiments.workloads import (
-    SPEC_BENCH_CATEGORIES,
-    DataFileNotFoundError,
-    Prompt,
-    format_for_pair,
-    load_gsm8k,
-    load_humaneval,
-    load_spec_bench,
-)
+from gelato.data.workloads import (SPEC_BENCH_CATEGORIES, DataFileNotFoundError, Prompt, format_for_pair, load_gsm8k, load_humaneval, load_spec_bench)
 
 
 def _real_data_dir():

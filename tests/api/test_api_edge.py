@@ -23,7 +23,7 @@ from gelato.api.backend import Backend, EdgeSettings
 from gelato.api.respond import Limits
 from gelato.api.server import ApiServerThread
 from gelato.api.speculative import Speculation
-from gelato.transport.client import EdgeClient
+from gelato.device.client import EdgeClient
 
 
 def spawn_edge():

@@ -22,9 +22,9 @@ def test_api_reaches_a_tls_edge(pair, tmp_path):
     longer plaintext only; the text is the target's."""
     from test_transport_security import _self_signed
 
-    from gelato.transport.fingerprint import tokenizer_fingerprint
-    from gelato.transport.process import EdgeServerThread
-    from gelato.transport.server import EdgeConfig, EdgeServer
+    from gelato.wire.fingerprint import tokenizer_fingerprint
+    from gelato.edge.process import EdgeServerThread
+    from gelato.edge.server import EdgeConfig, EdgeServer
 
     draft, target, tok = pair
     cert, key = _self_signed(tmp_path)
@@ -132,10 +132,10 @@ def test_abandoned_requests_prefills_are_dropped_and_count_until_they_end(pair):
 
     import httpx
 
-    from gelato.transport.channel import EdgeClient
-    from gelato.transport.fingerprint import tokenizer_fingerprint
-    from gelato.transport.process import EdgeServerThread
-    from gelato.transport.server import EdgeConfig, EdgeServer
+    from gelato.device.edge_client import EdgeClient
+    from gelato.wire.fingerprint import tokenizer_fingerprint
+    from gelato.edge.process import EdgeServerThread
+    from gelato.edge.server import EdgeConfig, EdgeServer
 
     draft, target, tok = pair
     edge = EdgeServerThread(EdgeServer(target, fingerprint=tokenizer_fingerprint(tok),

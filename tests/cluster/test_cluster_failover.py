@@ -34,10 +34,10 @@ from gelato.decoding.sampling import SamplingParams  # noqa: E402
 from gelato.models.cached import CachedCausalLM  # noqa: E402
 from gelato.models.loading import load_causal_lm, load_tokenizer  # noqa: E402
 from gelato.policies import StaticPolicy  # noqa: E402
-from gelato.transport.channel import EdgeClient  # noqa: E402
-from gelato.transport.client import RemoteVerifier  # noqa: E402
-from gelato.transport.errors import EdgeRejectedError  # noqa: E402
-from gelato.transport.fingerprint import tokenizer_fingerprint  # noqa: E402
+from gelato.device.edge_client import EdgeClient
+from gelato.device.client import RemoteVerifier
+from gelato.wire.errors import EdgeRejectedError
+from gelato.wire.fingerprint import tokenizer_fingerprint
 
 pytestmark = pytest.mark.slow
 GREEDY = SamplingParams()

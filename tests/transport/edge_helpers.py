@@ -18,11 +18,11 @@ from gelato.generation.loop import GenerationResult, target_only_generate
 from gelato.generation import generate
 from gelato.generation import DraftModelProposer
 from gelato.decoding.sampling import SamplingParams
-from gelato.transport.channel import EdgeClient, EdgeStream
-from gelato.transport.client import RemoteVerifier
-from gelato.transport.fingerprint import synthetic_fingerprint
-from gelato.transport.process import EdgeServerThread
-from gelato.transport.server import EdgeConfig, EdgeServer
+from gelato.device.edge_client import EdgeClient, EdgeStream
+from gelato.device.client import RemoteVerifier
+from gelato.wire.fingerprint import synthetic_fingerprint
+from gelato.edge.process import EdgeServerThread
+from gelato.edge.server import EdgeConfig, EdgeServer
 
 VOCAB = 96
 FINGERPRINT = synthetic_fingerprint(VOCAB)

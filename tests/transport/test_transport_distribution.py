@@ -26,11 +26,11 @@ from gelato.decoding.sampling import SamplingParams
 from gelato.models.cached import CachedCausalLM
 from gelato.models.tiny import tiny_llama
 from gelato.policies import StaticPolicy
-from gelato.transport.channel import EdgeClient
-from gelato.transport.client import RemoteVerifier
-from gelato.transport.fingerprint import synthetic_fingerprint
-from gelato.transport.process import EdgeServerThread
-from gelato.transport.server import EdgeConfig, EdgeServer
+from gelato.device.edge_client import EdgeClient
+from gelato.device.client import RemoteVerifier
+from gelato.wire.fingerprint import synthetic_fingerprint
+from gelato.edge.process import EdgeServerThread
+from gelato.edge.server import EdgeConfig, EdgeServer
 
 FINGERPRINT = synthetic_fingerprint(VOCAB)
 DEVICES = 4

@@ -8,10 +8,10 @@ import torch
 
 from edge_helpers import GREEDY, reference
 from gelato.models.cached import CachedCausalLM
-from gelato.transport.codec import DecodedDraft
-from gelato.transport.sessions import Session
-from gelato.transport.stats import EdgeMetrics
-from gelato.transport.worker import ModelWorker, RoundJob
+from gelato.wire.codec import DecodedDraft
+from gelato.edge.sessions import Session
+from gelato.edge.stats import EdgeMetrics
+from gelato.edge.worker import ModelWorker, RoundJob
 
 LONG = 480
 CHUNK = 2
@@ -56,7 +56,7 @@ def test_prefill_chunks_are_sized_to_the_time_budget_only_while_others_are_activ
     each step is sized from the previous step's time per token to fit ``prefill_budget_ms`` (a late chunk
     attends over the whole prefix, so it costs more per token); the cache ends up the same either way."""
     from gelato.models.slots import SlotKVPool
-    from gelato.transport.worker import MIN_PREFILL_CHUNK, _Prefill
+    from gelato.edge.worker import MIN_PREFILL_CHUNK, _Prefill
 
     target, _ = pair
     active = {"others": False}

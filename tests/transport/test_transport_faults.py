@@ -9,7 +9,7 @@ import pytest
 
 from edge_helpers import PROMPTS, FaultyClient, finishes, reference, remote_generate, start_edge
 from gelato.policies import StaticPolicy
-from gelato.transport.errors import EdgeUnavailableError
+from gelato.wire.errors import EdgeUnavailableError
 
 N = 24
 

@@ -14,8 +14,8 @@ from gelato.policies.predictor import LinearRoundPredictor
 from gelato.generation import generate
 from gelato.generation import DraftModelProposer
 from gelato.decoding.sampling import SamplingParams
-from gelato.transport.client import RemoteVerifier
-from gelato.transport.errors import EdgeRejectedError
+from gelato.device.client import RemoteVerifier
+from gelato.wire.errors import EdgeRejectedError
 from gelato.generation import generate_speculative
 
 N = 24

@@ -17,9 +17,9 @@ import torch
 
 from edge_helpers import PROMPTS, RecordingClient, finishes, remote_generate, start_edge
 from gelato.models.cached import CachedCausalLM
-from gelato.transport.channel import EdgeClient
-from gelato.transport.errors import EdgeUnavailableError
-from gelato.transport.server import EdgeConfig, EdgeServer
+from gelato.device.edge_client import EdgeClient
+from gelato.wire.errors import EdgeUnavailableError
+from gelato.edge.server import EdgeConfig, EdgeServer
 from gelato.wire.proto import gelato_pb2 as pb
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -105,7 +105,7 @@ def test_decoding_uses_the_current_cache_api(pair):
 def test_dssd_billing_equals_the_wire():
     """The dense p a rejection sends down is billed as exactly the bytes sent."""
     from gelato.decoding.types import Verdict
-    from gelato.transport.codec import encode_verdict
+    from gelato.wire.codec import encode_verdict
     from gelato.wire.payload import PayloadConfig, verdict_bits
 
     vocab = 1000
@@ -153,8 +153,8 @@ def test_device_reports_a_bad_verdict_in_one_line_keeping_the_committed_prefix(p
     """A verdict token outside the vocabulary, or an empty, oversized or invalid target distribution: the device
     raises a TransportError naming it, with the tokens committed before (it used to crash in the engine)."""
     from edge_helpers import FINGERPRINT, reference
-    from gelato.transport.errors import TransportError
-    from gelato.transport.process import EdgeServerThread
+    from gelato.wire.errors import TransportError
+    from gelato.edge.process import EdgeServerThread
     from gelato.policies import StaticPolicy
 
     target, draft = pair
@@ -187,15 +187,15 @@ def test_a_reply_to_a_vanished_client_is_not_an_internal_error(pair, caplog):
     import logging
 
     from edge_helpers import FINGERPRINT
-    from gelato.transport.channel import StreamTimeout
-    from gelato.transport.process import EdgeServerThread
+    from gelato.device.edge_client import StreamTimeout
+    from gelato.edge.process import EdgeServerThread
 
     target, _ = pair
     edge = EdgeServerThread(_SlowOpenEdge(target, fingerprint=FINGERPRINT, config=EdgeConfig(grace_s=0.1)))
     edge.start()
     client = EdgeClient(edge.address)
     try:
-        with caplog.at_level(logging.ERROR, logger="gelato.transport.server"):
+        with caplog.at_level(logging.ERROR, logger="gelato.edge.server"):
             with pytest.raises(StreamTimeout):
                 client.open_stream().exchange(pb.StreamUp(open=pb.OpenRequest(
                     prompt_ids=PROMPTS[0], tokenizer_fingerprint=FINGERPRINT)), 0.1)

@@ -9,7 +9,7 @@ import pytest
 
 from edge_helpers import PROMPTS, reference, remote_generate, start_edge
 from gelato.policies import StaticPolicy
-from gelato.transport.link import LinkConfig, LinkEmulator, LinkThread
+from gelato.link.proxy import LinkConfig, LinkEmulator, LinkThread
 
 
 def _sink_server():

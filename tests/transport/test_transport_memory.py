@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from edge_helpers import FINGERPRINT, PROMPTS, clone, finishes, reference, remote_generate, start_edge
-from gelato.transport.channel import EdgeClient, StreamTimeout
+from gelato.device.edge_client import EdgeClient, StreamTimeout
 from gelato.wire.proto import gelato_pb2 as pb
 
 
@@ -137,7 +137,7 @@ def test_edge_admits_opens_against_its_kv_budget_and_stops_a_session_that_outgro
     status; the KV bytes never exceed the budget, return to idle, and the edge keeps serving exactly."""
     import grpc
 
-    from gelato.transport.errors import EdgeRejectedError
+    from gelato.wire.errors import EdgeRejectedError
 
     target, draft = pair
     idle_block, slot_384 = 8 * 256 * 256, 384 * 256  # tiny model: 256 bytes per position
@@ -175,7 +175,7 @@ def test_edge_admits_opens_against_its_kv_budget_and_stops_a_session_that_outgro
 def test_prometheus_shows_kv_used_and_budget_bytes(pair):
     import urllib.request
 
-    from gelato.transport.prometheus import start_metrics_server
+    from gelato.edge.prometheus import start_metrics_server
 
     target, draft = pair
     edge = start_edge(target, kv_memory=3 * 2**20)
@@ -229,8 +229,8 @@ def test_a_fresh_opens_first_chunk_is_budgeted_while_others_are_active(pair):
     """A looping attacker's every open used to start with a full ``prefill_chunk`` (no timing of its own yet);
     now its first chunk is sized from the last chunk the worker timed."""
     from gelato.models.cached import CachedCausalLM
-    from gelato.transport.stats import EdgeMetrics
-    from gelato.transport.worker import ModelWorker, _Prefill
+    from gelato.edge.stats import EdgeMetrics
+    from gelato.edge.worker import ModelWorker, _Prefill
 
     target, _ = pair
     worker = ModelWorker(EdgeMetrics(), prefill_chunk=128, prefill_budget_ms=2.0, others_waiting=lambda n: True)

@@ -15,8 +15,8 @@ import pytest
 from edge_helpers import FINGERPRINT, PROMPTS, reference, remote_generate, start_edge
 from gelato.policies import StaticPolicy
 from gelato.transport.auth import load_tokens, parse_token_lines
-from gelato.transport.channel import EdgeClient
-from gelato.transport.errors import EdgeTLSError
+from gelato.device.edge_client import EdgeClient
+from gelato.wire.errors import EdgeTLSError
 from gelato.wire.protocol import GENERATE
 from gelato.wire.proto import gelato_pb2 as pb
 from gelato.wire.proto import gelato_pb2_grpc as pb_grpc

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from gelato.cli.transport_cmd import app
 from gelato.policies import StaticPolicy
-from gelato.transport.errors import EdgeRejectedError
+from gelato.wire.errors import EdgeRejectedError
 
 N = 24
 

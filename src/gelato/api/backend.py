@@ -27,9 +27,9 @@ from gelato.decoding.types import Draft, Verdict
 from gelato.generation import DraftModelProposer, draft_proposer, target_verifier
 from gelato.models.loading import load_causal_lm, load_pair, load_tokenizer, shared_vocab_size
 from gelato.system.config import SystemConfig
-from gelato.transport.fingerprint import tokenizer_fingerprint
-from gelato.transport.process import EdgeServerThread
-from gelato.transport.server import EdgeConfig, EdgeServer
+from gelato.wire.fingerprint import tokenizer_fingerprint
+from gelato.edge.process import EdgeServerThread
+from gelato.edge.server import EdgeConfig, EdgeServer
 from gelato.wire.payload import PayloadConfig, build_draft_up, build_verdict_down
 
 SYSTEMS = {"paper": SystemConfig.paper, "generic": SystemConfig.generic}

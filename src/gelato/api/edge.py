@@ -12,9 +12,9 @@ from collections.abc import Sequence
 
 from gelato.decoding.sampling import SamplingParams
 from gelato.decoding.types import Draft, Verdict
-from gelato.transport.channel import EdgeClient
-from gelato.transport.client import RemoteVerifier
-from gelato.transport.errors import TransportError
+from gelato.device.edge_client import EdgeClient
+from gelato.device.client import RemoteVerifier
+from gelato.wire.errors import TransportError
 
 __all__ = ["EdgeSession", "TransportError"]
 

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from gelato.api.errors import APIError, bad_request, unsupported
 from gelato.decoding.payload_modes import PAYLOAD_CHOICES
-from gelato.transport.rounds import MIN_TEMPERATURE
+from gelato.edge.rounds import MIN_TEMPERATURE
 
 # strict: no lax coercions (``max_tokens: true`` or ``"8"``, ``stream: "yes"``, ``prompt: [true]``);
 # no Infinity or NaN in any number

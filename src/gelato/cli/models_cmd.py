@@ -64,7 +64,7 @@ def build(
                                             "target answers (default: $GELATO_HOME/distill-smollm2)"),
 ) -> None:
     """Train a tokenizer, a target and a distilled draft (or, for smollm2, a draft for the fetched target)."""
-    from gelato.experiments.workloads import DataFileNotFoundError
+    from gelato.data.workloads import DataFileNotFoundError
     from gelato.zoo.build import build_pair, command_line
     from gelato.zoo.specs import PAIRS
 

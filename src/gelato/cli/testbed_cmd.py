@@ -67,7 +67,7 @@ def testbed(
     from gelato.cli.common import resolve_pair_dirs
     from gelato.models.chat import stop_token_id
     from gelato.models.loading import ModelLoadError, load_tokenizer
-    from gelato.transport.fingerprint import tokenizer_fingerprint
+    from gelato.wire.fingerprint import tokenizer_fingerprint
 
     draft, target = resolve_pair_dirs(draft_dir, target_dir) if edge is None or draft_dir is None else (draft_dir, None)
     try:

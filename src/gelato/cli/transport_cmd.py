@@ -42,7 +42,7 @@ def _setup_logging(level: str) -> None:
 def resolve_fingerprint(value: str | None) -> str | None:
     """``synthetic:N`` -> the fingerprint of N anonymous ids (models without a tokenizer); else as given."""
     if value and value.startswith("synthetic:"):
-        from gelato.transport.fingerprint import synthetic_fingerprint
+        from gelato.wire.fingerprint import synthetic_fingerprint
         n = value.split(":", 1)[1]
         if not n.isdigit() or int(n) < 1:
             raise ValueError(f"--fingerprint {value!r}: synthetic:N needs a vocabulary size N >= 1")
@@ -111,7 +111,7 @@ def serve(
     import torch
 
     from gelato.cli.common import check_port_free, parse_bytes
-    from gelato.transport.process import serve as run_server
+    from gelato.edge.process import serve as run_server
     kv_bytes = parse_bytes(kv_memory, "--kv-memory") if kv_memory is not None else None
     check_port_free(host, port)
     if target_dir is None:
@@ -185,10 +185,10 @@ def device(
     from gelato.policies.cap import capped
     from gelato.policies.registry import policy_spec
     from gelato.decoding.sampling import SamplingParams
-    from gelato.transport.channel import EdgeClient
-    from gelato.transport.client import RemoteVerifier
-    from gelato.transport.errors import TransportError
-    from gelato.transport.fingerprint import tokenizer_fingerprint
+    from gelato.device.edge_client import EdgeClient
+    from gelato.device.client import RemoteVerifier
+    from gelato.wire.errors import TransportError
+    from gelato.wire.fingerprint import tokenizer_fingerprint
     from gelato.cli.common import policy_by_name
     from gelato.policies.registry import DEFAULT_POLICY
 
@@ -209,7 +209,7 @@ def device(
         except OSError as exc:
             fail(f"cannot write --json {json_out}: {exc.strerror or exc}")
     from gelato.transport.auth import read_pem
-    from gelato.transport.codec import payload_config
+    from gelato.wire.codec import payload_config
     try:
         fingerprint = resolve_fingerprint(fingerprint)
         params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p)
@@ -327,7 +327,7 @@ def link(
 ) -> None:
     """Emulate the wireless link: a TCP proxy that delays bytes by airtime (per-burst fading) and delay."""
     _setup_logging(log_level)
-    from gelato.transport.link import LinkConfig, run_link
+    from gelato.link.proxy import LinkConfig, run_link
 
     fixed = uplink_kbps is not None and downlink_kbps is not None
     try:

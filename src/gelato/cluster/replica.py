@@ -1,4 +1,4 @@
-"""One edge replica: a Ray Serve deployment hosting a real :class:`gelato.transport.server.EdgeServer`.
+"""One edge replica: a Ray Serve deployment hosting a real :class:`gelato.edge.server.EdgeServer`.
 
 Serve's gRPC proxy carries each device's ``Generate`` stream (bidirectional, beta in Ray 2.60) to ONE
 replica for the stream's life; the replica hands it to the edge's own handler through a small context
@@ -18,7 +18,7 @@ from typing import Any
 
 import grpc
 
-from gelato.transport.errors import RequestError
+from gelato.wire.errors import RequestError
 
 log = logging.getLogger("gelato.cluster.replica")
 
@@ -88,7 +88,7 @@ class EdgeReplica:
     def __init__(self, spec: dict[str, Any]) -> None:
         import torch
 
-        from gelato.transport.process import build_edge_server
+        from gelato.edge.process import build_edge_server
 
         torch.set_num_threads(int(spec.get("threads", 1)))
         self.edge = build_edge_server(spec["target_dir"], **spec.get("edge", {}))

@@ -15,7 +15,7 @@ from gelato.policies.registry import make_policy
 
 
 def load_prompt_ids(cfg: RunConfig, tokenizer) -> list[tuple[str, list[int]]]:
-    from gelato.experiments.workloads import format_for_pair, load_gsm8k, load_humaneval, load_spec_bench
+    from gelato.data.workloads import format_for_pair, load_gsm8k, load_humaneval, load_spec_bench
     from gelato.models.chat import encode_prompt, has_chat_template
 
     loader = {"gsm8k": lambda: load_gsm8k("test", cfg.data_dir, cfg.prompts),

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import grpc
 
-from gelato.transport.errors import RequestError
+from gelato.wire.errors import RequestError
 
 AUTH_HEADER = "authorization"
 

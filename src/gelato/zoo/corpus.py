@@ -16,14 +16,7 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gelato.experiments.workloads import (
-    Prompt,
-    data_file,
-    format_for_pair,
-    gsm8k_document,
-    gsm8k_prompt_text,
-    load_gsm8k,
-)
+from gelato.data.workloads import Prompt, data_file, format_for_pair, gsm8k_document, gsm8k_prompt_text, load_gsm8k
 
 
 @dataclass

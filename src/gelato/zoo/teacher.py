@@ -33,7 +33,7 @@ class TeacherSequence:
 
 def teacher_dir(data_dir: str | Path | None = None) -> Path:
     """The teacher folder: ``DATA_DIR/smollm2-teacher`` (``$GELATO_DATA_DIR``, else ``../shared/data``)."""
-    from gelato.experiments.workloads import resolve_data_dir
+    from gelato.data.workloads import resolve_data_dir
 
     base = resolve_data_dir(data_dir)
     path = base / TEACHER_FOLDER

@@ -34,9 +34,9 @@ from gelato.system.channel import ChannelConfig
 from gelato.system.clock import ModelledClock
 from gelato.system.compute import MeasuredProfile, calibrate_profile, draft_seconds
 from gelato.system.config import SystemConfig
-from gelato.transport.channel import EdgeClient
-from gelato.transport.client import RemoteVerifier
-from gelato.transport.codec import payload_config
+from gelato.device.edge_client import EdgeClient
+from gelato.device.client import RemoteVerifier
+from gelato.wire.codec import payload_config
 from gelato.wire.payload import GRPC_FRAMING_BYTES, PayloadConfig
 
 MEASURED_PLANNER = "@measured"  # policy-name suffix: plan with the testbed's measured costs, not the paper's

@@ -9,7 +9,7 @@ from gelato.system.channel import ChannelConfig
 from gelato.system.energy import DevicePower
 from gelato.system.presets import JETSON_ORIN_NANO_8GB, PAPER_DEVICE, SNAPDRAGON_8_GEN_3, DevicePreset
 from gelato.system.units import MHZ, dbm_to_w
-from gelato.transport.link import LinkConfig
+from gelato.link.proxy import LinkConfig
 
 
 @dataclass(frozen=True)

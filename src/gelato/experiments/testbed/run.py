@@ -208,7 +208,7 @@ def workload_prompts(tokenizer, workload: str, n: int) -> list[dict]:
     """``n`` prompts of a workload as ids (a chat turn where the tokenizer has a template, else the fast pair's
     ``Question: ...\\nAnswer:`` format). ``mixed`` takes chat, GSM8K and Spec-Bench in turn. GSM8K questions
     come from the end of the test split; Spec-Bench takes one question per category in file order."""
-    from gelato.experiments.workloads import load_gsm8k, load_spec_bench
+    from gelato.data.workloads import load_gsm8k, load_spec_bench
     from gelato.models.chat import demo_prompt_ids
 
     if workload not in WORKLOADS:

@@ -27,7 +27,7 @@ import torch
 from gelato.decoding.payload_modes import PAYLOAD_CHOICES, PayloadMode
 from gelato.decoding.sampling import SamplingParams
 from gelato.decoding.types import Draft, SparseDist, Verdict
-from gelato.transport.errors import RequestError
+from gelato.wire.errors import RequestError
 from gelato.wire.payload import (PayloadConfig, build_draft_up, build_verdict_down, proto_to_sparse,
                                       q_from_draft_up)
 from gelato.wire.proto import gelato_pb2 as pb

@@ -16,7 +16,7 @@ import torch
 
 from gelato.models.cached import CachedCausalLM
 from gelato.decoding.sampling import SamplingParams
-from gelato.transport.errors import RequestError
+from gelato.wire.errors import RequestError
 
 @dataclass
 class Session:

@@ -1,5 +1,5 @@
 """The edge's Prometheus endpoint (``gelato serve --metrics-port``): KV memory, sessions and rounds as gauges
-and counters, read from the running :class:`~gelato.transport.server.EdgeServer` at each scrape."""
+and counters, read from the running :class:`~gelato.edge.server.EdgeServer` at each scrape."""
 
 from __future__ import annotations
 

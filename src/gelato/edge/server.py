@@ -1,14 +1,14 @@
 """The edge server: its configuration, and :class:`EdgeServer`, which builds the sessions, the KV store and the
 model worker behind the ``gelato.v1.Edge`` gRPC service and runs them (start, stop, hosted mode, metrics).
-The request handling (streams, rounds, status codes) is :mod:`gelato.transport.service`.
+The request handling (streams, rounds, status codes) is :mod:`gelato.edge.service`.
 
 Start it from in-memory objects (tests, benchmarks)::
 
     server = EdgeServer(target_model, fingerprint=synthetic_fingerprint(64), config=EdgeConfig(max_batch=8))
-    with EdgeServerThread(server) as running:      # gelato.transport.process: background loop, OS-picked port
+    with EdgeServerThread(server) as running:      # gelato.edge.process: background loop, OS-picked port
         print(running.port)
 
-or from a model directory with :func:`gelato.transport.process.serve` (the ``gelato serve`` command).
+or from a model directory with :func:`gelato.edge.process.serve` (the ``gelato serve`` command).
 """
 
 from __future__ import annotations
@@ -26,14 +26,14 @@ from gelato.models.kv_store import SlotKVStore, default_kv_budget
 from gelato.models.slots import SlotSequence, supports_slots
 from gelato.models.static_verify import make_static_engine
 from gelato.transport.auth import TokenAuthenticator, check_key_pair, server_credentials
-from gelato.transport.rounds import Limits
-from gelato.transport.service import EdgeService
-from gelato.transport.sessions import SessionStore
-from gelato.transport.stats import EdgeMetrics
-from gelato.transport.worker import ModelWorker
+from gelato.edge.rounds import Limits
+from gelato.edge.service import EdgeService
+from gelato.edge.sessions import SessionStore
+from gelato.edge.stats import EdgeMetrics
+from gelato.edge.worker import ModelWorker
 from gelato.wire.payload import PayloadConfig
 
-log = logging.getLogger("gelato.transport.server")
+log = logging.getLogger("gelato.edge.server")
 
 
 @dataclass

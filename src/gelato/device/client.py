@@ -33,17 +33,16 @@ from gelato.decoding.payload_modes import PayloadMode
 from gelato.decoding.rejection import sample_deferred_residual
 from gelato.decoding.sampling import SamplingParams
 from gelato.decoding.types import Draft, RoundCommit, Verdict
-from gelato.transport.channel import EdgeClient, EdgeStream, is_tls_failure, looks_like_plaintext_to_tls, speaks_tls
-from gelato.transport.codec import decode_verdict, encode_draft, payload_config, sampling_to_proto
-from gelato.transport.errors import (EdgeCancelledError, EdgeRejectedError, EdgeTLSError, EdgeUnavailableError,
-                                     TransportError)
+from gelato.device.edge_client import EdgeClient, EdgeStream, is_tls_failure, looks_like_plaintext_to_tls, speaks_tls
+from gelato.wire.codec import decode_verdict, encode_draft, payload_config, sampling_to_proto
+from gelato.wire.errors import (EdgeCancelledError, EdgeRejectedError, EdgeTLSError, EdgeUnavailableError, TransportError)
 from gelato.decoding.seeds import residual_generator, verification_seed
 from gelato.wire.payload import PayloadConfig
 from gelato.wire.proto import gelato_pb2 as pb
 
 __all__ = ["EdgeClient", "RemoteStats", "RemoteVerifier", "RoundTiming"]
 
-log = logging.getLogger("gelato.transport.client")
+log = logging.getLogger("gelato.device.client")
 
 TRANSIENT = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED})
 # INTERNAL: an edge bug, or (behind an ingress such as gelato cluster's Ray Serve) the replica holding the

@@ -28,13 +28,13 @@ from gelato.decoding.rejection import verify_rows
 from gelato.models.cached import CachedCausalLM
 from gelato.models.kv_store import KVMemoryExhausted
 from gelato.models.slots import SlotSequence
-from gelato.transport.codec import DecodedDraft, encode_verdict
-from gelato.transport.errors import RequestError
-from gelato.transport.sessions import Session
-from gelato.transport.stats import EdgeMetrics
+from gelato.wire.codec import DecodedDraft, encode_verdict
+from gelato.wire.errors import RequestError
+from gelato.edge.sessions import Session
+from gelato.edge.stats import EdgeMetrics
 from gelato.wire.proto import gelato_pb2 as pb
 
-log = logging.getLogger("gelato.transport.worker")
+log = logging.getLogger("gelato.edge.worker")
 
 MIN_PREFILL_CHUNK = 16
 

@@ -1,6 +1,6 @@
 """The edge's ``gelato.v1.Edge`` gRPC service: one ``Generate`` stream per generation, Health and Metrics.
 
-:class:`EdgeService` holds the request handling of :class:`gelato.transport.server.EdgeServer` (which builds
+:class:`EdgeService` holds the request handling of :class:`gelato.edge.server.EdgeServer` (which builds
 the sessions, the model worker and the gRPC server, and inherits these handlers).
 
 One generation is one ``Generate`` stream: ``open``, then one ``draft`` per round, then ``close``; the
@@ -34,15 +34,15 @@ import torch
 from google.protobuf.message import DecodeError
 
 from gelato.models.cached import CachedCausalLM
-from gelato.transport.codec import decode_draft, sampling_from_proto
-from gelato.transport.errors import RequestError
-from gelato.transport.rounds import check_open, check_round
-from gelato.transport.sessions import Session
-from gelato.transport.worker import RoundJob, RoundResult
+from gelato.wire.codec import decode_draft, sampling_from_proto
+from gelato.wire.errors import RequestError
+from gelato.edge.rounds import check_open, check_round
+from gelato.edge.sessions import Session
+from gelato.edge.worker import RoundJob, RoundResult
 from gelato.wire.proto import gelato_pb2 as pb
 from gelato.wire.protocol import SERVICE
 
-log = logging.getLogger("gelato.transport.server")  # one logger for the whole edge server
+log = logging.getLogger("gelato.edge.server")  # one logger for the whole edge server
 
 
 def _parse(message_type, raw) -> object:
@@ -56,7 +56,7 @@ def _parse(message_type, raw) -> object:
 
 
 class EdgeService:
-    """The handlers of the ``Edge`` service. Mixed into :class:`~gelato.transport.server.EdgeServer`, which sets
+    """The handlers of the ``Edge`` service. Mixed into :class:`~gelato.edge.server.EdgeServer`, which sets
     what they use: ``config``, ``limits``, ``fingerprint``, ``vocab_size``, ``model``, ``pool``, ``pool_context``,
     ``store``, ``metrics``, ``auth``, ``worker``, ``stopping`` and ``_live_caches``."""
 

@@ -23,9 +23,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from gelato.transport.aio import background_loop
-from gelato.transport.h2frames import FrameCounter
+from gelato.link.h2frames import FrameCounter
 
-log = logging.getLogger("gelato.transport.link")
+log = logging.getLogger("gelato.link.proxy")
 
 
 @dataclass

@@ -51,7 +51,7 @@ class Prompt:
 # --------------------------------------------------------------------------------------------- paths
 
 def _repo_root() -> Path:
-    # src/gelato/experiments/workloads.py -> repository root (meaningful for a source checkout)
+    # src/gelato/data/workloads.py -> repository root (meaningful for a source checkout)
     return Path(__file__).resolve().parents[3]
 
 

@@ -1,4 +1,4 @@
-"""Running an :class:`~gelato.transport.server.EdgeServer`: on a background loop (tests, benchmarks), from a
+"""Running an :class:`~gelato.edge.server.EdgeServer`: on a background loop (tests, benchmarks), from a
 model directory (:func:`build_edge_server`), or as the ``gelato serve`` process (:func:`serve`)."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from pathlib import Path
 
 from gelato.transport.aio import background_loop
 from gelato.transport.auth import load_tokens, read_pem
-from gelato.transport.server import EdgeConfig, EdgeServer
+from gelato.edge.server import EdgeConfig, EdgeServer
 
-log = logging.getLogger("gelato.transport.server")
+log = logging.getLogger("gelato.edge.server")
 
 
 # ---------------------------------------------------------------------------- background running
@@ -69,7 +69,7 @@ def build_edge_server(target_dir: str | Path, *, tokenizer_dir: str | Path | Non
                       **config) -> EdgeServer:
     """Load the target (and its tokenizer, for the fingerprint) and build a server; nothing is bound yet."""
     from gelato.models.loading import load_causal_lm, load_tokenizer
-    from gelato.transport.fingerprint import tokenizer_fingerprint
+    from gelato.wire.fingerprint import tokenizer_fingerprint
 
     model = load_causal_lm(target_dir, dtype, device)
     if fingerprint is None:
@@ -89,7 +89,7 @@ def serve(target_dir: str | Path, host: str = "127.0.0.1", port: int = 50051, *,
     async def main() -> None:
         bound = await server.start(host, port)
         if metrics_port is not None:
-            from gelato.transport.prometheus import start_metrics_server
+            from gelato.edge.prometheus import start_metrics_server
             try:
                 start_metrics_server(server, metrics_port, host)
             except OSError as exc:

@@ -1,6 +1,6 @@
 """The rules an edge session applies to Open and to each round, as plain functions (no gRPC server needed).
 
-Each raises :class:`~gelato.transport.errors.RequestError` with the status the edge answers:
+Each raises :class:`~gelato.wire.errors.RequestError` with the status the edge answers:
 INVALID_ARGUMENT for malformed or oversized input, FAILED_PRECONDITION for a round that does not
 follow the session (the device resynchronises by opening a new stream), OUT_OF_RANGE for a session that
 would outgrow the model's context.
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import grpc
 
 from gelato.decoding.sampling import SamplingParams
-from gelato.transport.errors import RequestError
+from gelato.wire.errors import RequestError
 
 # Below this, logits / temperature overflows float32 and no round can ever be verified (0 means greedy).
 MIN_TEMPERATURE = 1e-4
