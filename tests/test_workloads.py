@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from gelato.experiments import workloads as wl
+from gelato.data import workloads as wl
 from gelato.data.workloads import (SPEC_BENCH_CATEGORIES, DataFileNotFoundError, Prompt, format_for_pair, load_gsm8k, load_humaneval, load_spec_bench)
 
 
