@@ -20,7 +20,7 @@ from gelato.decoding.payload_modes import PayloadMode
 from gelato.decoding.sampling import SamplingParams
 from gelato.experiments.config import RunConfig
 from gelato.policies.cap import BudgetCap
-from gelato.experiments.runner import RunResult, Session, live_sessions, run_policy
+from gelato.experiments.runner import RunResult, PromptRun, live_sessions, run_policy
 from gelato.experiments.trace import Trace, TraceProposer, TraceVerifier
 from gelato.experiments.trace_fast import record_trace_fast
 from gelato.models.chat import stop_token_id
@@ -51,13 +51,13 @@ class DemoOutcome:
     replay_matches_live: bool | None = None  # the live runs' rounds equal the replayed ones
 
 
-def replay_sessions(trace: Trace, payload_top_p: float | None = None) -> Iterator[Session]:
+def replay_sessions(trace: Trace, payload_top_p: float | None = None) -> Iterator[PromptRun]:
     """Each recorded prompt once, replayed with no model calls (drafts carry q's top-p support sizes
     when ``payload_top_p`` is one the trace recorded)."""
     top_ps = trace.header.get("top_ps", [])
     top_p = payload_top_p if payload_top_p in top_ps else None
     for pt in trace.prompts:
-        yield Session(pt.prompt_ids, TraceProposer(pt, top_p, top_ps), TraceVerifier(pt), pt.length,
+        yield PromptRun(pt.prompt_ids, TraceProposer(pt, top_p, top_ps), TraceVerifier(pt), pt.length,
                       trace.header.get("eos_token_id"), pt.prompt_id)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from gelato.experiments.config import RunConfig
 from gelato.policies.cap import BudgetCap
-from gelato.experiments.runner import (RunResult, Session, live_sessions, run_policy, synthetic_sessions,
+from gelato.experiments.runner import (RunResult, PromptRun, live_sessions, run_policy, synthetic_sessions,
                                        trace_sessions)
 from gelato.experiments.trace import Trace
 from gelato.decoding.sampling import SamplingParams
@@ -26,7 +26,7 @@ def load_prompt_ids(cfg: RunConfig, tokenizer) -> list[tuple[str, list[int]]]:
     return [(p.id, tokenizer(format_for_pair(p, cfg.pair))["input_ids"]) for p in loader()]
 
 
-def sessions_for(cfg: RunConfig) -> Iterator[Session]:
+def sessions_for(cfg: RunConfig) -> Iterator[PromptRun]:
     if cfg.source == "synthetic":
         return synthetic_sessions(cfg.seed, cfg.payload_top_p, answer_tokens=cfg.max_new_tokens)
     if cfg.source == "trace":

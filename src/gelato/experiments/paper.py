@@ -33,7 +33,7 @@ from gelato.constants import E_BAR_J, G_MAX, V, within_energy_budget
 from gelato.decoding.payload_modes import PayloadMode
 from gelato.experiments.config import RunConfig
 from gelato.policies.cap import BudgetCap
-from gelato.experiments.runner import Session, run_policy, synthetic_sessions, trace_sessions
+from gelato.experiments.runner import PromptRun, run_policy, synthetic_sessions, trace_sessions
 from gelato.experiments.sweep import Point, run_sweep
 from gelato.experiments.trace import Trace
 from gelato.policies.registry import make_policy
@@ -218,7 +218,7 @@ class PaperSource:
             return what + ", charged with the paper system (Qwen2.5-0.5B FLOPs, Qwen vocabulary payload)"
         return what + f", charged with the pair's own draft FLOPs and vocabulary ({self.draft_dir})"
 
-    def sessions(self, top_p: float, seed: int) -> Iterator[Session]:
+    def sessions(self, top_p: float, seed: int) -> Iterator[PromptRun]:
         if self.kind == "synthetic":
             return synthetic_sessions(seed, top_p, context=PAPER.prompt_context, answer_tokens=PAPER.reset_every)
         return trace_sessions(self.trace, top_p)

@@ -24,7 +24,9 @@ from gelato.system.summary import summarize_charged_rounds
 
 
 @dataclass
-class Session:
+class PromptRun:
+    """One prompt of a run with the proposer and verifier that answer it (live, replayed or synthetic)."""
+
     prompt_ids: list[int]
     proposer: Proposer
     verifier: Verifier
@@ -33,30 +35,30 @@ class Session:
     prompt_id: str = ""
 
 
-def trace_sessions(trace: Trace, top_p: float | None = None) -> Iterator[Session]:
+def trace_sessions(trace: Trace, top_p: float | None = None) -> Iterator[PromptRun]:
     """Cycle through a trace's prompts forever."""
     top_ps = trace.header.get("top_ps", [])
     for pt in itertools.cycle(trace.prompts):
-        yield Session(pt.prompt_ids, TraceProposer(pt, top_p, top_ps), TraceVerifier(pt), pt.length,
+        yield PromptRun(pt.prompt_ids, TraceProposer(pt, top_p, top_ps), TraceVerifier(pt), pt.length,
                       trace.header.get("eos_token_id"), pt.prompt_id)
 
 
 def synthetic_sessions(seed: int = 0, top_p: float = 0.99995, context: int = 100,
-                       answer_tokens: int = 256) -> Iterator[Session]:
+                       answer_tokens: int = 256) -> Iterator[PromptRun]:
     """The paper's regime: a 100-token context reset every 256 generated tokens."""
     source = SyntheticSource(seed=seed, top_p=top_p)
     for i in itertools.count():
-        yield Session([0] * context, SyntheticProposer(source), SyntheticVerifier(source), answer_tokens,
+        yield PromptRun([0] * context, SyntheticProposer(source), SyntheticVerifier(source), answer_tokens,
                       prompt_id=f"synthetic-{i}")
 
 
 def live_sessions(draft, target, prompts: Sequence[tuple[str, Sequence[int]]], params: SamplingParams,
                   max_new_tokens: int, eos_token_id: int | None, seed: int = 0,
-                  vocab_size: int | None = None, cycle: bool = True) -> Iterator[Session]:
+                  vocab_size: int | None = None, cycle: bool = True) -> Iterator[PromptRun]:
     """Real models; one KV cache pair reused (re-synced per prompt by the common-prefix crop)."""
     proposer, verifier = local_pair(draft, target, params, seed, vocab_size)
     for pid, ids in (itertools.cycle(prompts) if cycle else prompts):
-        yield Session(list(ids), proposer, verifier, max_new_tokens, eos_token_id, pid)
+        yield PromptRun(list(ids), proposer, verifier, max_new_tokens, eos_token_id, pid)
 
 
 @dataclass
@@ -78,7 +80,7 @@ class RunResult:
         return rounds_path, summary_path
 
 
-def run_policy(policy: DraftPolicy, clock: RoundClock, sessions: Iterable[Session], rounds: int,
+def run_policy(policy: DraftPolicy, clock: RoundClock, sessions: Iterable[PromptRun], rounds: int,
                e_bar: float | None = None, on_round: Callable[[RoundRecord], None] | None = None) -> RunResult:
     """Drive ``policy`` for exactly ``rounds`` rounds (sessions are consumed as needed)."""
     result = RunResult(policy=getattr(policy, "name", type(policy).__name__))
