@@ -52,6 +52,18 @@ class CachedTokens:
         return i
 
 
+def first_logit_row(ids: Sequence[int], logits_from: int | None) -> int:
+    """The first position whose logits a forward over ``ids`` returns (default: the last); ValueError naming
+    the problem for an empty sequence or a position outside it."""
+    if len(ids) == 0:
+        raise ValueError("cannot run a forward pass on an empty token sequence")
+    if logits_from is None:
+        logits_from = len(ids) - 1
+    if not 0 <= logits_from < len(ids):
+        raise ValueError(f"logits_from={logits_from} out of range for {len(ids)} tokens")
+    return logits_from
+
+
 class CachedCausalLM(CachedTokens):
     def __init__(self, model: torch.nn.Module, vocab_size: int | None = None) -> None:
         """``vocab_size`` below the model's output width drops padding rows (pairs such as Qwen2.5
@@ -84,12 +96,7 @@ class CachedCausalLM(CachedTokens):
         Only the positions not already cached (and at least those from ``logits_from``, default the last
         one) are computed. Row ``j`` of the result is the next-token logits after ``ids[:logits_from + j + 1]``.
         """
-        if len(ids) == 0:
-            raise ValueError("cannot run a forward pass on an empty token sequence")
-        if logits_from is None:
-            logits_from = len(ids) - 1
-        if not 0 <= logits_from < len(ids):
-            raise ValueError(f"logits_from={logits_from} out of range for {len(ids)} tokens")
+        logits_from = first_logit_row(ids, logits_from)
         keep = min(self._reusable_prefix(ids), logits_from)
         self.truncate(keep)
         new = list(ids[keep:])

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 import torch
 from transformers.cache_utils import Cache
 
-from gelato.models.cached import CachedTokens, cache_kwargs
+from gelato.models.cached import CachedTokens, cache_kwargs, first_logit_row
 from gelato.models.slots import supports_slots
 
 log = logging.getLogger("gelato.models.static_verify")
@@ -243,12 +243,7 @@ class StaticSequence(CachedTokens):
     @torch.no_grad()
     def feed(self, ids: Sequence[int], logits_from: int | None = None) -> torch.Tensor:
         """As :meth:`CachedCausalLM.feed`: the cache holds ``ids`` after; logits [len(ids) - logits_from, V]."""
-        if len(ids) == 0:
-            raise ValueError("cannot run a forward pass on an empty token sequence")
-        if logits_from is None:
-            logits_from = len(ids) - 1
-        if not 0 <= logits_from < len(ids):
-            raise ValueError(f"logits_from={logits_from} out of range for {len(ids)} tokens")
+        logits_from = first_logit_row(ids, logits_from)
         engine = self.engine
         if len(ids) > engine.max_len:
             raise ContextTooLong(f"{len(ids)} positions exceed the static verify cache of {engine.max_len}")
