@@ -17,11 +17,9 @@ import torch.nn.functional as F
 
 from gelato.models.cached import CachedCausalLM
 from gelato.policies.static import StaticPolicy
-from gelato.generation import generate
+from gelato.generation import generate, local_pair
 from gelato.generation.loop import target_only_generate
-from gelato.generation import DraftModelProposer
 from gelato.decoding.sampling import SamplingParams
-from gelato.generation import TargetModelVerifier
 
 BIN_WIDTH = 0.1  # nats
 
@@ -134,15 +132,13 @@ def engine_eval(draft, target, tokenizer, prompt_ids: Sequence[Sequence[int]], k
             key = "greedy" if params.greedy else f"t{temp:g}"
             obs.setdefault(key, ([], []))
             for k in ks:
-                gen = torch.Generator().manual_seed(seed)
+                proposer, verifier = local_pair(d_lm, t_lm, params, seed)  # one stream per party, per (T, K)
                 generated = rounds = sent = accepted = 0
                 t0 = time.perf_counter()
                 for ids in prompt_ids:
                     d_lm.reset()
                     t_lm.reset()
-                    res = generate(ids, DraftModelProposer(d_lm, params, gen),
-                                               TargetModelVerifier(t_lm, params, gen), StaticPolicy(k),
-                                               max_new_tokens, eos_token_id=eos)
+                    res = generate(ids, proposer, verifier, StaticPolicy(k), max_new_tokens, eos_token_id=eos)
                     m = res.metrics
                     generated += m.generated_tokens
                     rounds += m.rounds
@@ -172,8 +168,8 @@ def samples(draft, target, tokenizer, texts: Sequence[str], max_new_tokens: int)
         ref = target_only_generate(t_lm, ids, params, max_new_tokens, tokenizer.eos_token_id)
         d_lm.reset()
         t_lm.reset()
-        sd = generate(ids, DraftModelProposer(d_lm, params), TargetModelVerifier(t_lm, params),
-                                  StaticPolicy(4), max_new_tokens, eos_token_id=tokenizer.eos_token_id)
+        sd = generate(ids, *local_pair(d_lm, t_lm, params, seed=None), StaticPolicy(4), max_new_tokens,
+                      eos_token_id=tokenizer.eos_token_id)
         out.append({"prompt": text, "target_greedy": tokenizer.decode(ref.token_ids, skip_special_tokens=True),
                     "speculative_equals_target": sd.token_ids == ref.token_ids})
     return out
