@@ -37,8 +37,8 @@ def main() -> None:
     from gelato.api.respond import Limits
     from gelato.api.server import ApiServerThread
     from gelato.api.speculative import Speculation
-    from gelato.generation import generate_speculative
     from gelato.decoding.sampling import SamplingParams
+    from gelato.generation import generate_speculative
     from gelato.models.loading import load_pair, shared_vocab_size
     from gelato.models.pairs import pair_dirs
     from gelato.policies import StaticPolicy

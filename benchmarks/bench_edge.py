@@ -32,7 +32,6 @@ import threading
 import time
 from pathlib import Path
 
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 
@@ -60,8 +59,8 @@ def _edge_process(args, cfg: dict, ready, stop) -> None:
 
     import torch
 
-    from gelato.wire.fingerprint import synthetic_fingerprint
     from gelato.edge.server import EdgeConfig, EdgeServer
+    from gelato.wire.fingerprint import synthetic_fingerprint
     torch.set_num_threads(args.edge_threads)
     target, _, vocab = build_models(args)
     server = EdgeServer(target, fingerprint=synthetic_fingerprint(vocab), vocab_size=vocab,
@@ -129,11 +128,11 @@ def run_devices(port: int, n_devices: int, rounds: int, k: int, vocab: int, prom
     rounds; wall time runs from the common start to the last device's last verdict (opens and closes excluded).
     With ``edge_pid``, also rounds per second of the edge process's CPU time (``rounds_per_edge_cpu_s``): the
     edge's capacity, whatever share of the cores the devices (threads of this process) take."""
-    from gelato.policies import StaticPolicy
-    from gelato.generation import generate
     from gelato.decoding.sampling import SamplingParams
-    from gelato.device.edge_client import EdgeClient
     from gelato.device.client import RemoteVerifier
+    from gelato.device.edge_client import EdgeClient
+    from gelato.generation import generate
+    from gelato.policies import StaticPolicy
     from gelato.wire.fingerprint import synthetic_fingerprint
 
     fp = synthetic_fingerprint(vocab)
@@ -186,10 +185,10 @@ def run_devices(port: int, n_devices: int, rounds: int, k: int, vocab: int, prom
 
 def _one_device(address: str, vocab: int, rounds: int, k: int, seed: int = 0, prompt_len: int = 32, on_round=None):
     """The verifier stats of one device generating ``rounds`` synthetic rounds."""
-    from gelato.generation import generate
     from gelato.decoding.sampling import SamplingParams
-    from gelato.policies import StaticPolicy
     from gelato.device.client import RemoteVerifier
+    from gelato.generation import generate
+    from gelato.policies import StaticPolicy
     from gelato.wire.fingerprint import synthetic_fingerprint
 
     rng = random.Random(seed)

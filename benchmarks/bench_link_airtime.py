@@ -18,19 +18,18 @@ from rich.console import Console
 from rich.table import Table
 
 from gelato.data.workloads import format_for_pair, load_gsm8k
+from gelato.decoding.sampling import SamplingParams
+from gelato.device.client import RemoteVerifier
+from gelato.edge.process import EdgeServerThread
+from gelato.edge.server import EdgeConfig, EdgeServer
+from gelato.generation import DraftModelProposer, generate
+from gelato.generation.loop import target_only_generate
+from gelato.link.proxy import LinkConfig, LinkThread
 from gelato.models import CachedCausalLM, load_pair, shared_vocab_size
 from gelato.models.pairs import fast_pair_dirs
 from gelato.policies import StaticPolicy
-from gelato.generation import generate
-from gelato.generation.loop import target_only_generate
-from gelato.generation import DraftModelProposer
-from gelato.decoding.sampling import SamplingParams
 from gelato.system.config import SystemConfig
-from gelato.device.client import RemoteVerifier
 from gelato.wire.fingerprint import tokenizer_fingerprint
-from gelato.link.proxy import LinkConfig, LinkThread
-from gelato.edge.process import EdgeServerThread
-from gelato.edge.server import EdgeConfig, EdgeServer
 
 
 def main() -> None:

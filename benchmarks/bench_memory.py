@@ -37,9 +37,9 @@ def _edge_process(target_dir: str, threads: int, cfg: dict, ready, stop) -> None
 
     import torch
 
+    from gelato.edge.server import EdgeConfig, EdgeServer
     from gelato.models.loading import load_causal_lm
     from gelato.wire.fingerprint import synthetic_fingerprint
-    from gelato.edge.server import EdgeConfig, EdgeServer
     torch.set_num_threads(threads)
     target = load_causal_lm(target_dir)
     vocab = int(target.config.vocab_size)
@@ -100,10 +100,11 @@ def long_session(address: str, vocab: int, prompt_len: int, rounds: int, k: int)
     """One session with a ``prompt_len``-token prompt, ``rounds`` rounds, closed; the device waits for the
     prefill as long as it takes (open_timeout 15 min: this machine's 2 shared cores are slow)."""
     from bench_edge import RandomDraftProposer
-    from gelato.generation import generate
+
     from gelato.decoding.sampling import SamplingParams
-    from gelato.policies import StaticPolicy
     from gelato.device.client import RemoteVerifier
+    from gelato.generation import generate
+    from gelato.policies import StaticPolicy
     from gelato.wire.fingerprint import synthetic_fingerprint
 
     rng = random.Random(2)
@@ -148,6 +149,7 @@ def main(argv=None) -> int:
         log = lambda *a, **k: print(*a, **k, file=sys.stderr)  # noqa: E731
 
     from bench_edge import _one_device
+
     from gelato.cli.common import parse_bytes
     from gelato.device.edge_client import EdgeClient
 

@@ -15,16 +15,17 @@ import time  # noqa: E402
 import torch; torch.set_num_threads(1)
 from gelato.cluster.app import ClusterSpec, replica_statuses
 from gelato.cluster.control import LocalCluster
-from gelato.models.pairs import fast_pair_dirs
-from gelato.models.loading import load_causal_lm, load_tokenizer
-from gelato.models.cached import CachedCausalLM
-from gelato.wire.fingerprint import tokenizer_fingerprint
-from gelato.device.client import RemoteVerifier
-from gelato.generation import generate
-from gelato.generation.loop import target_only_generate
-from gelato.generation import DraftModelProposer
 from gelato.decoding.sampling import SamplingParams
+from gelato.device.client import RemoteVerifier
+from gelato.generation import DraftModelProposer, generate
+from gelato.generation.loop import target_only_generate
+from gelato.models.cached import CachedCausalLM
+from gelato.models.loading import load_causal_lm, load_tokenizer
+from gelato.models.pairs import fast_pair_dirs
 from gelato.policies import StaticPolicy
+from gelato.wire.fingerprint import tokenizer_fingerprint
+
+
 def fp_(): s=socket.socket(); s.bind(("127.0.0.1",0)); p=s.getsockname()[1]; s.close(); return p
 d, t = fast_pair_dirs(); tok = load_tokenizer(t); fp = tokenizer_fingerprint(tok); draft = load_causal_lm(d)
 target = load_causal_lm(t)

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import torch
 
-from gelato.generation.loop import target_only_generate
 from gelato.decoding.sampling import DRAFT_TOP_K, SamplingParams, entropy_nats, processed_probs, proposal_probs
 from gelato.decoding.types import Draft, SparseDist
+from gelato.generation.loop import target_only_generate
 from gelato.models import load_pair, shared_vocab_size
 from gelato.models.cached import CachedCausalLM
 from gelato.models.chat import encode_prompt, stop_token_id

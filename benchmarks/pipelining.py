@@ -17,8 +17,14 @@ import sys
 from pathlib import Path
 
 from gelato.constants import E_BAR_J
-from gelato.experiments.pipelining import (PIPELINED, paper_points, sweep_runs, timed, unpipelined_policies,
-                                          write_results)
+from gelato.experiments.pipelining import (
+    PIPELINED,
+    paper_points,
+    sweep_runs,
+    timed,
+    unpipelined_policies,
+    write_results,
+)
 
 
 def read_seed_rows(path: Path) -> list[dict]:

@@ -13,11 +13,9 @@ import json
 
 import torch
 
-from gelato.generation import generate
-from gelato.decoding.seeds import device_and_edge_generators
-from gelato.generation import DraftModelProposer
 from gelato.decoding.sampling import DRAFT_TOP_K, SamplingParams
-from gelato.generation import TargetModelVerifier
+from gelato.decoding.seeds import device_and_edge_generators
+from gelato.generation import DraftModelProposer, TargetModelVerifier, generate
 from gelato.models import load_pair, shared_vocab_size
 from gelato.models.cached import CachedCausalLM
 from gelato.models.chat import encode_prompt, stop_token_id

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-
 import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
+from gelato.decoding.sampling import SamplingParams
+from gelato.generation import DraftModelProposer, TargetModelVerifier, generate
 from gelato.models import CachedCausalLM, ModelLoadError, VocabularyMismatchError, load_causal_lm, load_pair
 from gelato.models.tiny import tiny_llama
 from gelato.policies import StaticPolicy
-from gelato.generation import generate
-from gelato.generation import DraftModelProposer
-from gelato.decoding.sampling import SamplingParams
-from gelato.generation import TargetModelVerifier
 
 
 def save_model_dir(path, vocab: dict[str, int], seed: int):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from gelato.experiments.bench_engine import analytic_speedup, fit_acceptance, run_engine_bench
-from gelato.policies.common import expected_tokens_const
 from gelato.models.tiny import noisy_copy, tiny_llama
+from gelato.policies.common import expected_tokens_const
 from tests.conftest import random_prompts
 
 

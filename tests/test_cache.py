@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import torch
 
+from gelato.decoding.sampling import SamplingParams
+from gelato.decoding.seeds import device_and_edge_generators
+from gelato.generation import DraftModelProposer, TargetModelVerifier, generate
 from gelato.models import CachedCausalLM
 from gelato.policies import StaticPolicy
-from gelato.generation import generate
-from gelato.decoding.seeds import device_and_edge_generators
-from gelato.generation import DraftModelProposer
-from gelato.decoding.sampling import SamplingParams
-from gelato.generation import TargetModelVerifier
 
 
 def test_tokens_processed_linear_in_generated(tiny_target, tiny_drafts):

@@ -9,8 +9,14 @@ from typer.testing import CliRunner
 
 from gelato.cli.main import app
 from gelato.models import load_tokenizer
-from gelato.models.chat import (EmptyPromptError, decode_text, demo_prompt_ids, encode_prompt, has_chat_template,
-                                stop_token_id)
+from gelato.models.chat import (
+    EmptyPromptError,
+    decode_text,
+    demo_prompt_ids,
+    encode_prompt,
+    has_chat_template,
+    stop_token_id,
+)
 
 
 @pytest.fixture(scope="module")

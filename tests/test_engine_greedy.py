@@ -6,14 +6,12 @@ import random
 
 import pytest
 
-from gelato.models import CachedCausalLM
-from gelato.policies import StaticPolicy
-from gelato.generation import generate
-from gelato.generation.loop import target_only_generate
-from gelato.generation import DraftModelProposer
 from gelato.decoding.sampling import SamplingParams
 from gelato.decoding.types import DraftStep, StopDecision
-from gelato.generation import TargetModelVerifier
+from gelato.generation import DraftModelProposer, TargetModelVerifier, generate
+from gelato.generation.loop import target_only_generate
+from gelato.models import CachedCausalLM
+from gelato.policies import StaticPolicy
 from tests.conftest import random_prompts
 
 GREEDY = SamplingParams()

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from gelato.generation import generate_speculative, generate_target_only
 from gelato.decoding.sampling import SamplingParams, processed_probs
 from gelato.experiments.trace import record_trace
 from gelato.experiments.trace_fast import record_trace_fast
+from gelato.generation import generate_speculative, generate_target_only
 from gelato.models import load_causal_lm
 from gelato.models.output_subset import FILL, apply_output_subset, read_output_tokens, write_output_tokens
 from gelato.models.tiny import noisy_copy, tiny_llama

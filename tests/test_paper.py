@@ -10,11 +10,28 @@ import numpy as np
 import pytest
 
 from gelato.experiments.acceptance import acceptance_fit, bin_acceptance, fit_exp_c, trace_acceptance_samples
-from gelato.experiments.paper import (BudgetCap, PaperSource, Variant, aggregate, default_variants, make_sweep,
-                                      run_variant)
-from gelato.experiments.report import (ARTIFACT_DIR, GAIN_COLUMNS, IVP_COLUMNS, REPORT_NAME, gains,
-                                       improved_vs_paper, pct_gain, produce_fig2, produce_sweep, read_csv,
-                                       write_report)
+from gelato.experiments.paper import (
+    BudgetCap,
+    PaperSource,
+    Variant,
+    aggregate,
+    default_variants,
+    make_sweep,
+    run_variant,
+)
+from gelato.experiments.report import (
+    ARTIFACT_DIR,
+    GAIN_COLUMNS,
+    IVP_COLUMNS,
+    REPORT_NAME,
+    gains,
+    improved_vs_paper,
+    pct_gain,
+    produce_fig2,
+    produce_sweep,
+    read_csv,
+    write_report,
+)
 from gelato.experiments.sweep import Point
 from gelato.experiments.trace import PromptTrace, Trace
 from gelato.system.compute import ModelDims

@@ -12,8 +12,8 @@ from gelato.decoding.payload_modes import PAYLOAD_CHOICES, PayloadMode, choices_
 from gelato.decoding.rejection import verify_rows
 from gelato.decoding.sampling import SamplingParams
 from gelato.policies.registry import POLICIES
-from gelato.wire.codec import payload_config
 from gelato.wire import payload as wire_payload
+from gelato.wire.codec import payload_config
 
 
 def test_the_drafting_choices_are_the_enum_less_the_edge_only_mode():

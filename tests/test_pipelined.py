@@ -9,9 +9,9 @@ import pytest
 
 from gelato.decoding.sampling import SamplingParams
 from gelato.decoding.types import DraftStep, StopDecision
+from gelato.experiments.runner import run_policy, synthetic_sessions
 from gelato.generation import DraftModelProposer, TargetModelVerifier, generate
 from gelato.generation.loop import target_only_generate
-from gelato.experiments.runner import run_policy, synthetic_sessions
 from gelato.models import CachedCausalLM
 from gelato.policies import StaticPolicy
 from gelato.system.config import SystemConfig

@@ -12,11 +12,9 @@ import numpy as np
 import torch
 from scipy.stats import chisquare
 
-from gelato.decoding.seeds import device_and_edge_generators
-from gelato.generation import generate
-from gelato.generation import DraftModelProposer
 from gelato.decoding.sampling import SamplingParams, processed_probs
-from gelato.generation import TargetModelVerifier
+from gelato.decoding.seeds import device_and_edge_generators
+from gelato.generation import DraftModelProposer, TargetModelVerifier, generate
 from gelato.models import CachedCausalLM
 from gelato.models.tiny import tiny_llama
 from gelato.policies import StaticPolicy

@@ -15,7 +15,6 @@ from gelato.experiments.report.narrative import (
 )
 
 
-
 def row(variant: str, group: str, tps: float, jpt: float, energy: float, source: str = "synthetic", **extra) -> dict:
     return {"source": source, "sweep": "fig5ab", "bandwidth_mhz": 1.0, "t_verify_ms": 100.0, "variant": variant,
             "policy": variant, "group": group, "top_p": 0.99995, "seeds": 5, "rounds": 1000,

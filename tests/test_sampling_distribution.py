@@ -12,21 +12,18 @@ import dataclasses
 
 import pytest
 import torch
+from distribution_helpers import PROMPT, VOCAB, chi_square_pvalue, exact_two_token_probs, logits_table
 
+from gelato.decoding.proposer import DraftedToken, draft_token
+from gelato.decoding.rejection import residual_distribution, sample_deferred_residual, verify_stochastic
+from gelato.decoding.sampling import SamplingParams, entropy_nats, processed_probs, sample_from
+from gelato.decoding.seeds import device_and_edge_generators
+from gelato.decoding.types import SparseDist, Verdict
+from gelato.generation import DraftModelProposer, TargetModelVerifier, generate
 from gelato.models import CachedCausalLM
 from gelato.models.tiny import tiny_llama
 from gelato.policies import StaticPolicy
-from gelato.generation import generate
-from gelato.decoding.seeds import device_and_edge_generators
-from gelato.generation import DraftModelProposer
-from gelato.decoding.proposer import DraftedToken, draft_token
-from gelato.generation import TargetModelVerifier
-from gelato.decoding.sampling import SamplingParams, entropy_nats, processed_probs, sample_from
-from gelato.decoding.types import SparseDist, Verdict
-from gelato.decoding.rejection import residual_distribution, sample_deferred_residual, verify_stochastic
 from gelato.wire.payload import pack_support, topp_support, unpack_support
-
-from distribution_helpers import PROMPT, VOCAB, chi_square_pvalue, exact_two_token_probs, logits_table
 
 N_SAMPLES = 20_000
 

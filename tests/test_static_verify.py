@@ -11,11 +11,9 @@ import random
 import pytest
 import torch
 
-from gelato.generation import generate
-from gelato.generation.loop import target_only_generate
-from gelato.generation import DraftModelProposer
 from gelato.decoding.sampling import SamplingParams
-from gelato.generation import TargetModelVerifier
+from gelato.generation import DraftModelProposer, TargetModelVerifier, generate
+from gelato.generation.loop import target_only_generate
 from gelato.models.cached import CachedCausalLM
 from gelato.models.static_verify import (
     ContextTooLong,

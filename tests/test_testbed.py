@@ -36,9 +36,9 @@ def result():
 def test_testbed_json_shape_and_lossless_output(result, fast_pair):
     import torch
 
-    from gelato.generation.loop import target_only_generate
     from gelato.decoding.sampling import SamplingParams
     from gelato.experiments.testbed.run import workload_prompts
+    from gelato.generation.loop import target_only_generate
     from gelato.models.cached import CachedCausalLM
     from gelato.models.chat import stop_token_id
     from gelato.models.loading import load_causal_lm, load_tokenizer

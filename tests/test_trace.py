@@ -5,13 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gelato.experiments.synthetic import SyntheticProposer, SyntheticSource, SyntheticVerifier
-from gelato.experiments.trace import Trace, TraceProposer, TraceVerifier, record_trace
-from gelato.policies import StaticPolicy
-from gelato.generation import generate
-from gelato.generation import generate_speculative
 from gelato.decoding.sampling import SamplingParams
 from gelato.decoding.types import DraftStep, StopDecision
+from gelato.experiments.synthetic import SyntheticProposer, SyntheticSource, SyntheticVerifier
+from gelato.experiments.trace import Trace, TraceProposer, TraceVerifier, record_trace
+from gelato.generation import generate, generate_speculative
+from gelato.policies import StaticPolicy
 from tests.conftest import random_prompts
 
 PROMPTS = random_prompts(5, seed=21, min_len=3)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from gelato.decoding.rejection import residual_distribution, verify_greedy, verify_stochastic
 from gelato.decoding.sampling import SamplingParams, entropy_nats, processed_probs
 from gelato.decoding.types import SparseDist
-from gelato.decoding.rejection import residual_distribution, verify_greedy, verify_stochastic
 
 
 def sparse(dense):

@@ -8,7 +8,15 @@ import json
 import pytest
 
 from gelato.data import workloads as wl
-from gelato.data.workloads import (SPEC_BENCH_CATEGORIES, DataFileNotFoundError, Prompt, format_for_pair, load_gsm8k, load_humaneval, load_spec_bench)
+from gelato.data.workloads import (
+    SPEC_BENCH_CATEGORIES,
+    DataFileNotFoundError,
+    Prompt,
+    format_for_pair,
+    load_gsm8k,
+    load_humaneval,
+    load_spec_bench,
+)
 
 
 def _real_data_dir():

@@ -11,16 +11,14 @@ import pytest
 import torch
 
 from gelato import zoo
-from gelato.models import CachedCausalLM, load_pair, pairs
-from gelato.zoo.evaluate import entropy_table, fit_exp_decay, round_observations
-from gelato.zoo.train import TokenStream
-from gelato.policies import StaticPolicy
-from gelato.generation import generate
-from gelato.generation.loop import target_only_generate
-from gelato.generation import DraftModelProposer
 from gelato.decoding.sampling import SamplingParams
 from gelato.decoding.types import RoundRecord
-from gelato.generation import TargetModelVerifier
+from gelato.generation import DraftModelProposer, TargetModelVerifier, generate
+from gelato.generation.loop import target_only_generate
+from gelato.models import CachedCausalLM, load_pair, pairs
+from gelato.policies import StaticPolicy
+from gelato.zoo.evaluate import entropy_table, fit_exp_decay, round_observations
+from gelato.zoo.train import TokenStream
 
 
 def check_report(report: dict, ks=(2, 4, 8)) -> None:

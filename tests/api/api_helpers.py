@@ -25,8 +25,8 @@ def load_test_pair():
 
 def target_only_text(pair, prompt_ids: list[int], max_tokens: int) -> tuple[str, int]:
     """The reference: greedy decoding with the target alone; (text, number of tokens)."""
-    from gelato.generation import generate_target_only
     from gelato.decoding.sampling import SamplingParams
+    from gelato.generation import generate_target_only
     from gelato.models.loading import shared_vocab_size
 
     draft, target, tok = pair

@@ -17,8 +17,8 @@ import time
 import httpx
 import openai
 import pytest
-
 from api_helpers import MODEL, PROMPT, TARGET_DIR, openai_client, target_only_text
+
 from gelato.api.backend import Backend, EdgeSettings
 from gelato.api.respond import Limits
 from gelato.api.server import ApiServerThread

@@ -8,8 +8,8 @@ from __future__ import annotations
 import httpx
 import openai
 import pytest
-
 from api_helpers import MODEL, PROMPT, openai_client
+
 from gelato.api.backend import Backend
 from gelato.api.respond import Limits
 from gelato.api.server import ApiServerThread

@@ -7,19 +7,18 @@ across rounds; concurrent requests each get the reference; ``/metrics`` counts w
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-
 from api_helpers import CHAT, MODEL, PROMPT, openai_client, target_only_text
+
 from gelato.api.backend import Backend
-from gelato.models.chat import encode_messages
 from gelato.api.respond import Limits
 from gelato.api.server import ApiServerThread
 from gelato.api.speculative import Speculation
+from gelato.models.chat import encode_messages
 
 MAX_TOKENS = 24
 

@@ -6,9 +6,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from api_helpers import MODEL, PROMPT, openai_client, target_only_text
 from typer.testing import CliRunner
 
-from api_helpers import MODEL, PROMPT, openai_client, target_only_text
 from gelato.api.backend import Backend, EdgeSettings
 from gelato.api.respond import Limits
 from gelato.api.server import ApiServerThread
@@ -22,9 +22,9 @@ def test_api_reaches_a_tls_edge(pair, tmp_path):
     longer plaintext only; the text is the target's."""
     from test_transport_security import _self_signed
 
-    from gelato.wire.fingerprint import tokenizer_fingerprint
     from gelato.edge.process import EdgeServerThread
     from gelato.edge.server import EdgeConfig, EdgeServer
+    from gelato.wire.fingerprint import tokenizer_fingerprint
 
     draft, target, tok = pair
     cert, key = _self_signed(tmp_path)
@@ -133,9 +133,9 @@ def test_abandoned_requests_prefills_are_dropped_and_count_until_they_end(pair):
     import httpx
 
     from gelato.device.edge_client import EdgeClient
-    from gelato.wire.fingerprint import tokenizer_fingerprint
     from gelato.edge.process import EdgeServerThread
     from gelato.edge.server import EdgeConfig, EdgeServer
+    from gelato.wire.fingerprint import tokenizer_fingerprint
 
     draft, target, tok = pair
     edge = EdgeServerThread(EdgeServer(target, fingerprint=tokenizer_fingerprint(tok),

@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 
 import pytest
-
 from api_helpers import TARGET_DIR
+
 from gelato.api.text import IncrementalDetokenizer, StopStringMatcher
 from gelato.models.loading import load_tokenizer
 

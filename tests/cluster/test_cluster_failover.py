@@ -27,15 +27,14 @@ import torch  # noqa: E402
 
 from gelato.cluster.app import ClusterSpec, replica_statuses  # noqa: E402
 from gelato.cluster.control import LocalCluster, port_in_use  # noqa: E402
-from gelato.generation import generate
-from gelato.generation.loop import target_only_generate
-from gelato.generation import DraftModelProposer
 from gelato.decoding.sampling import SamplingParams  # noqa: E402
+from gelato.device.client import RemoteVerifier
+from gelato.device.edge_client import EdgeClient
+from gelato.generation import DraftModelProposer, generate
+from gelato.generation.loop import target_only_generate
 from gelato.models.cached import CachedCausalLM  # noqa: E402
 from gelato.models.loading import load_causal_lm, load_tokenizer  # noqa: E402
 from gelato.policies import StaticPolicy  # noqa: E402
-from gelato.device.edge_client import EdgeClient
-from gelato.device.client import RemoteVerifier
 from gelato.wire.errors import EdgeRejectedError
 from gelato.wire.fingerprint import tokenizer_fingerprint
 

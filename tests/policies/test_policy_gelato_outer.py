@@ -8,15 +8,15 @@ import random
 import pytest
 from pydantic import ValidationError
 
+from gelato.constants import E_BAR_J
+from gelato.decoding.policy import RoundContext
+from gelato.decoding.types import RoundCharge, RoundRecord
 from gelato.policies import (
     GelatoImprovedPolicy,
     GelatoPaperPolicy,
     LinearRoundPredictor,
 )
-from gelato.constants import E_BAR_J
-from gelato.decoding.policy import RoundContext
 from gelato.policies.common import expected_tokens_const, expected_tokens_positions
-from gelato.decoding.types import RoundRecord, RoundCharge
 
 PRED = LinearRoundPredictor(t_fixed=0.1, t_token=0.015, e_token=0.18, p_up=0.2, rate_bps=10e6)
 

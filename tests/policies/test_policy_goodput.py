@@ -6,10 +6,10 @@ import dataclasses
 
 import pytest
 
-from gelato.policies import AdaptiveGoodputPolicy, LinearRoundPredictor
 from gelato.decoding.policy import RoundContext
+from gelato.decoding.types import PhaseTimes, RoundCharge, RoundRecord
+from gelato.policies import AdaptiveGoodputPolicy, LinearRoundPredictor
 from gelato.policies.common import expected_tokens_positions
-from gelato.decoding.types import PhaseTimes, RoundRecord, RoundCharge
 
 CTX = RoundContext(index=0, generated=0, context_len=20, max_budget=100)
 

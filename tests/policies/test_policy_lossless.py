@@ -13,13 +13,11 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from gelato.decoding.sampling import SamplingParams
+from gelato.generation import DraftModelProposer, TargetModelVerifier, generate
+from gelato.generation.loop import target_only_generate
 from gelato.models import CachedCausalLM
 from gelato.policies import POLICIES, LinearRoundPredictor, make_policy
-from gelato.generation import generate
-from gelato.generation.loop import target_only_generate
-from gelato.generation import DraftModelProposer
-from gelato.decoding.sampling import SamplingParams
-from gelato.generation import TargetModelVerifier
 
 GREEDY = SamplingParams()
 MAX_NEW = 40

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from gelato.constants import E_BAR_J
+from gelato.decoding.policy import RoundContext
 from gelato.decoding.types import Draft
 from gelato.experiments.runner import run_policy, synthetic_sessions
-from gelato.decoding.policy import RoundContext
 from gelato.policies.pipelined import best_predraft_depth, predraft_value, wait_and_token_cost
 from gelato.policies.predictor import LinearRoundPredictor
 from gelato.policies.registry import POLICIES, make_policy, policy_spec

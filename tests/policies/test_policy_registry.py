@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from gelato.decoding.policy import RoundContext
+from gelato.decoding.types import RoundRecord
 from gelato.policies import (
     POLICIES,
     DraftPolicy,
@@ -13,8 +15,6 @@ from gelato.policies import (
     policy_spec,
 )
 from gelato.wire.payload import PayloadMode
-from gelato.decoding.policy import RoundContext
-from gelato.decoding.types import RoundRecord
 
 EXPECTED = {"static-5", "static-7", "static-9", "dssd", "edge-autoregressive", "gelato-paper", "gelato-improved",
             "gelato-outer-only", "gelato-inner-only", "hf-heuristic", "hf-confidence", "pmin", "svip", "adaedl",

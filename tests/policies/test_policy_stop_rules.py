@@ -7,6 +7,8 @@ import math
 import pytest
 
 from gelato import constants
+from gelato.decoding.policy import RoundContext
+from gelato.decoding.types import DraftStep, RoundCharge, RoundRecord, StopDecision
 from gelato.policies import (
     AdaEDLPolicy,
     GelatoImprovedPolicy,
@@ -20,8 +22,6 @@ from gelato.policies import (
     hf_confidence,
     hf_heuristic,
 )
-from gelato.decoding.policy import RoundContext
-from gelato.decoding.types import DraftStep, RoundRecord, StopDecision, RoundCharge
 
 C, S, A = StopDecision.CONTINUE, StopDecision.STOP_BEFORE, StopDecision.STOP_AFTER
 CTX = RoundContext(index=0, generated=0, context_len=10, max_budget=100)

@@ -8,11 +8,10 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from gelato.models.cached import CachedCausalLM
-from gelato.decoding.seeds import device_and_edge_generators
-from gelato.generation import DraftModelProposer
 from gelato.decoding.sampling import SamplingParams
-from gelato.generation import TargetModelVerifier
+from gelato.decoding.seeds import device_and_edge_generators
+from gelato.generation import DraftModelProposer, TargetModelVerifier
+from gelato.models.cached import CachedCausalLM
 
 VOCAB = 64
 

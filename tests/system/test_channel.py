@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from gelato.system.channel import (ChannelConfig, PathLoss, TraceChannel, WirelessChannel, make_channel,
-                                   shannon_rate)
+from gelato.system.channel import ChannelConfig, PathLoss, TraceChannel, WirelessChannel, make_channel, shannon_rate
 from gelato.system.units import db_to_linear, dbm_to_w, linear_to_db, w_to_dbm
 
 

@@ -4,16 +4,16 @@ import json
 import pytest
 
 from gelato.decoding.policy import DraftPolicy, RoundContext
-from gelato.policies.static import StaticPolicy
-from gelato.generation import generate
 from gelato.decoding.sampling import SamplingParams
 from gelato.decoding.types import DraftStep, StopDecision
+from gelato.generation import generate
+from gelato.policies.static import StaticPolicy
 from gelato.system.channel import ChannelConfig, ChannelState, PathLoss
-from gelato.system.summary import summarize_charged_rounds
 from gelato.system.clock import CHARGE_KEYS, ModelledClock
 from gelato.system.compute import QWEN25_0_5B, FlopsCompute, draft_seconds
 from gelato.system.config import SystemConfig
 from gelato.system.energy import DevicePower
+from gelato.system.summary import summarize_charged_rounds
 from gelato.system.units import dbm_to_w
 from gelato.wire.payload import PayloadConfig
 

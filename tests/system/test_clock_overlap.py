@@ -6,8 +6,8 @@ import pytest
 
 from gelato.decoding.types import Draft, RoundRecord, Verdict
 from gelato.system.clock import overlap_timeline
-from gelato.system.config import SystemConfig
 from gelato.system.compute import draft_seconds
+from gelato.system.config import SystemConfig
 
 
 def test_no_predraft_is_the_sequential_round():

@@ -2,9 +2,19 @@ import json
 
 import pytest
 
-from gelato.system.compute import (QWEN25_0_5B, QWEN25_7B, ConstantCompute, FlopsCompute, MeasuredProfile,
-                                   ModelDims, RooflineCompute, calibrate_profile, draft_seconds, forward_flops,
-                                   verify_seconds)
+from gelato.system.compute import (
+    QWEN25_0_5B,
+    QWEN25_7B,
+    ConstantCompute,
+    FlopsCompute,
+    MeasuredProfile,
+    ModelDims,
+    RooflineCompute,
+    calibrate_profile,
+    draft_seconds,
+    forward_flops,
+    verify_seconds,
+)
 
 
 def paper_F(dims, g, L):

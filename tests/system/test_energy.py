@@ -1,7 +1,7 @@
 import pytest
 from pydantic import ValidationError
 
-from gelato.system.energy import (DevicePower, EdgePower, EnergyLedger, device_round_energy, edge_round_energy)
+from gelato.system.energy import DevicePower, EdgePower, EnergyLedger, device_round_energy, edge_round_energy
 from gelato.system.units import dbm_to_w
 
 

@@ -6,9 +6,20 @@ import torch
 from pydantic import ValidationError
 
 from gelato.decoding.types import Draft, SparseDist, Verdict
-from gelato.wire.payload import (PayloadConfig, build_draft_up, build_verdict_down, draft_bits, message_bits,
-                                      pack_support, packed_nbytes, q_from_draft_up, synthetic_topp_bits,
-                                      topp_support, unpack_support, verdict_bits)
+from gelato.wire.payload import (
+    PayloadConfig,
+    build_draft_up,
+    build_verdict_down,
+    draft_bits,
+    message_bits,
+    pack_support,
+    packed_nbytes,
+    q_from_draft_up,
+    synthetic_topp_bits,
+    topp_support,
+    unpack_support,
+    verdict_bits,
+)
 from gelato.wire.proto import gelato_pb2 as pb
 
 

@@ -6,7 +6,6 @@ import gc
 
 import pytest
 import torch
-
 from edge_helpers import make_pair
 
 

@@ -11,18 +11,17 @@ import grpc
 import pytest
 import torch
 
+from gelato.decoding.sampling import SamplingParams
+from gelato.device.client import RemoteVerifier
+from gelato.device.edge_client import EdgeClient, EdgeStream
+from gelato.edge.process import EdgeServerThread
+from gelato.edge.server import EdgeConfig, EdgeServer
+from gelato.generation import DraftModelProposer, generate
+from gelato.generation.loop import GenerationResult, target_only_generate
 from gelato.models.cached import CachedCausalLM
 from gelato.models.tiny import noisy_copy, tiny_llama
 from gelato.policies import StaticPolicy
-from gelato.generation.loop import GenerationResult, target_only_generate
-from gelato.generation import generate
-from gelato.generation import DraftModelProposer
-from gelato.decoding.sampling import SamplingParams
-from gelato.device.edge_client import EdgeClient, EdgeStream
-from gelato.device.client import RemoteVerifier
 from gelato.wire.fingerprint import synthetic_fingerprint
-from gelato.edge.process import EdgeServerThread
-from gelato.edge.server import EdgeConfig, EdgeServer
 
 VOCAB = 96
 FINGERPRINT = synthetic_fingerprint(VOCAB)

@@ -9,8 +9,8 @@ import threading
 
 import pytest
 import torch
-
 from edge_helpers import PROMPTS, reference, remote_generate, start_edge
+
 from gelato.models.cached import CachedCausalLM
 from gelato.models.slots import SlotKVPool, _BatchView, supports_slots
 from gelato.models.tiny import tiny_llama

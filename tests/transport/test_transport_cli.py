@@ -12,9 +12,9 @@ import sys
 import time
 
 import pytest
+from edge_helpers import VOCAB, reference
 from typer.testing import CliRunner
 
-from edge_helpers import VOCAB, reference
 from gelato.cli.common import policy_by_name
 from gelato.cli.transport_cmd import app
 from gelato.policies.registry import DEFAULT_POLICY

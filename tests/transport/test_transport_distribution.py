@@ -17,20 +17,19 @@ import time
 
 import pytest
 import torch
-
 from distribution_helpers import PROMPT, VOCAB, chi_square_pvalue, exact_two_token_probs, logits_table
 from edge_helpers import FaultyClient
-from gelato.generation import generate
-from gelato.generation import DraftModelProposer
+
 from gelato.decoding.sampling import SamplingParams
+from gelato.device.client import RemoteVerifier
+from gelato.device.edge_client import EdgeClient
+from gelato.edge.process import EdgeServerThread
+from gelato.edge.server import EdgeConfig, EdgeServer
+from gelato.generation import DraftModelProposer, generate
 from gelato.models.cached import CachedCausalLM
 from gelato.models.tiny import tiny_llama
 from gelato.policies import StaticPolicy
-from gelato.device.edge_client import EdgeClient
-from gelato.device.client import RemoteVerifier
 from gelato.wire.fingerprint import synthetic_fingerprint
-from gelato.edge.process import EdgeServerThread
-from gelato.edge.server import EdgeConfig, EdgeServer
 
 FINGERPRINT = synthetic_fingerprint(VOCAB)
 DEVICES = 4

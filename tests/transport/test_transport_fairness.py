@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 
 import torch
-
 from edge_helpers import GREEDY, reference
-from gelato.models.cached import CachedCausalLM
-from gelato.wire.codec import DecodedDraft
+
 from gelato.edge.sessions import Session
 from gelato.edge.stats import EdgeMetrics
 from gelato.edge.worker import ModelWorker, RoundJob
+from gelato.models.cached import CachedCausalLM
+from gelato.wire.codec import DecodedDraft
 
 LONG = 480
 CHUNK = 2
@@ -55,8 +55,8 @@ def test_prefill_chunks_are_sized_to_the_time_budget_only_while_others_are_activ
     """Alone, a prompt is prefilled in full ``prefill_chunk`` steps; while other sessions could send rounds,
     each step is sized from the previous step's time per token to fit ``prefill_budget_ms`` (a late chunk
     attends over the whole prefix, so it costs more per token); the cache ends up the same either way."""
-    from gelato.models.slots import SlotKVPool
     from gelato.edge.worker import MIN_PREFILL_CHUNK, _Prefill
+    from gelato.models.slots import SlotKVPool
 
     target, _ = pair
     active = {"others": False}

@@ -6,8 +6,8 @@ import threading
 import time
 
 import pytest
-
 from edge_helpers import PROMPTS, FaultyClient, finishes, reference, remote_generate, start_edge
+
 from gelato.policies import StaticPolicy
 from gelato.wire.errors import EdgeUnavailableError
 

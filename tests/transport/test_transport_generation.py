@@ -5,18 +5,16 @@ from __future__ import annotations
 import grpc
 import pytest
 import torch
-
 from edge_helpers import FINGERPRINT, GREEDY, PROMPTS, reference, remote_generate, remote_verifier, start_edge
+
+from gelato.decoding.sampling import SamplingParams
+from gelato.device.client import RemoteVerifier
+from gelato.generation import DraftModelProposer, generate, generate_speculative
 from gelato.models.cached import CachedCausalLM
 from gelato.policies import StaticPolicy
 from gelato.policies.gelato_paper import GelatoPaperPolicy
 from gelato.policies.predictor import LinearRoundPredictor
-from gelato.generation import generate
-from gelato.generation import DraftModelProposer
-from gelato.decoding.sampling import SamplingParams
-from gelato.device.client import RemoteVerifier
 from gelato.wire.errors import EdgeRejectedError
-from gelato.generation import generate_speculative
 
 N = 24
 

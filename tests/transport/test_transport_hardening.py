@@ -14,12 +14,12 @@ from pathlib import Path
 import grpc
 import pytest
 import torch
-
 from edge_helpers import PROMPTS, RecordingClient, finishes, remote_generate, start_edge
-from gelato.models.cached import CachedCausalLM
+
 from gelato.device.edge_client import EdgeClient
-from gelato.wire.errors import EdgeUnavailableError
 from gelato.edge.server import EdgeConfig, EdgeServer
+from gelato.models.cached import CachedCausalLM
+from gelato.wire.errors import EdgeUnavailableError
 from gelato.wire.proto import gelato_pb2 as pb
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -153,9 +153,10 @@ def test_device_reports_a_bad_verdict_in_one_line_keeping_the_committed_prefix(p
     """A verdict token outside the vocabulary, or an empty, oversized or invalid target distribution: the device
     raises a TransportError naming it, with the tokens committed before (it used to crash in the engine)."""
     from edge_helpers import FINGERPRINT, reference
-    from gelato.wire.errors import TransportError
+
     from gelato.edge.process import EdgeServerThread
     from gelato.policies import StaticPolicy
+    from gelato.wire.errors import TransportError
 
     target, draft = pair
     edge = EdgeServerThread(_LyingEdge(target, fingerprint=FINGERPRINT, config=EdgeConfig(grace_s=0.1), lie=lie))
@@ -187,6 +188,7 @@ def test_a_reply_to_a_vanished_client_is_not_an_internal_error(pair, caplog):
     import logging
 
     from edge_helpers import FINGERPRINT
+
     from gelato.device.edge_client import StreamTimeout
     from gelato.edge.process import EdgeServerThread
 

@@ -6,10 +6,10 @@ import socket
 import threading
 
 import pytest
-
 from edge_helpers import PROMPTS, reference, remote_generate, start_edge
-from gelato.policies import StaticPolicy
+
 from gelato.link.proxy import LinkConfig, LinkEmulator, LinkThread
+from gelato.policies import StaticPolicy
 
 
 def _sink_server():

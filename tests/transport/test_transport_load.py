@@ -7,6 +7,7 @@ import random
 import threading
 
 from edge_helpers import reference, remote_generate, start_edge
+
 from gelato.policies import StaticPolicy
 
 DEVICES = 16

@@ -6,8 +6,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-
 from edge_helpers import FINGERPRINT, PROMPTS, clone, finishes, reference, remote_generate, start_edge
+
 from gelato.device.edge_client import EdgeClient, StreamTimeout
 from gelato.wire.proto import gelato_pb2 as pb
 
@@ -228,9 +228,9 @@ def test_the_documented_minimum_temperature_is_accepted(pair):
 def test_a_fresh_opens_first_chunk_is_budgeted_while_others_are_active(pair):
     """A looping attacker's every open used to start with a full ``prefill_chunk`` (no timing of its own yet);
     now its first chunk is sized from the last chunk the worker timed."""
-    from gelato.models.cached import CachedCausalLM
     from gelato.edge.stats import EdgeMetrics
     from gelato.edge.worker import ModelWorker, _Prefill
+    from gelato.models.cached import CachedCausalLM
 
     target, _ = pair
     worker = ModelWorker(EdgeMetrics(), prefill_chunk=128, prefill_budget_ms=2.0, others_waiting=lambda n: True)

@@ -11,15 +11,15 @@ import time
 
 import grpc
 import pytest
-
 from edge_helpers import FINGERPRINT, PROMPTS, reference, remote_generate, start_edge
+
+from gelato.device.edge_client import EdgeClient
 from gelato.policies import StaticPolicy
 from gelato.transport.auth import load_tokens, parse_token_lines
-from gelato.device.edge_client import EdgeClient
 from gelato.wire.errors import EdgeTLSError
-from gelato.wire.protocol import GENERATE
 from gelato.wire.proto import gelato_pb2 as pb
 from gelato.wire.proto import gelato_pb2_grpc as pb_grpc
+from gelato.wire.protocol import GENERATE
 
 TOKENS = {"tok-a": "dev-a", "tok-b": "dev-b"}
 N = 20

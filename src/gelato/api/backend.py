@@ -24,12 +24,12 @@ from gelato.api.edge import EdgeSession
 from gelato.api.speculative import Speculation, build_policy
 from gelato.decoding.sampling import SamplingParams
 from gelato.decoding.types import Draft, Verdict
+from gelato.edge.process import EdgeServerThread
+from gelato.edge.server import EdgeConfig, EdgeServer
 from gelato.generation import DraftModelProposer, draft_proposer, target_verifier
 from gelato.models.loading import load_causal_lm, load_pair, load_tokenizer, shared_vocab_size
 from gelato.system.config import SystemConfig
 from gelato.wire.fingerprint import tokenizer_fingerprint
-from gelato.edge.process import EdgeServerThread
-from gelato.edge.server import EdgeConfig, EdgeServer
 from gelato.wire.payload import PayloadConfig, build_draft_up, build_verdict_down
 
 SYSTEMS = {"paper": SystemConfig.paper, "generic": SystemConfig.generic}

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-
 from gelato.decoding.sampling import SamplingParams
 from gelato.decoding.types import Draft, Verdict
-from gelato.device.edge_client import EdgeClient
 from gelato.device.client import RemoteVerifier
+from gelato.device.edge_client import EdgeClient
 from gelato.wire.errors import TransportError
 
 __all__ = ["EdgeSession", "TransportError"]

@@ -17,8 +17,8 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 
 from gelato.api.backend import GenerationCancelled, GenerationParts
-from gelato.generation import generate
 from gelato.decoding.types import RoundRecord
+from gelato.generation import generate
 
 
 @dataclass(frozen=True)

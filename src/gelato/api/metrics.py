@@ -5,8 +5,15 @@ Each app has its own registry, so several servers can live in one process (tests
 
 from __future__ import annotations
 
-from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,  # noqa: F401
-                               disable_created_metrics, generate_latest)
+from prometheus_client import (  # noqa: F401
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 
 from gelato.api.generation import RoundEvent
 

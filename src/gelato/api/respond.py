@@ -13,7 +13,6 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 from gelato.api.backend import Backend
-from gelato.models.chat import encode_messages
 from gelato.api.errors import APIError, bad_request
 from gelato.api.generation import GenerationJob, RoundEvent
 from gelato.api.metrics import ApiMetrics
@@ -22,6 +21,7 @@ from gelato.api.speculative import Speculation, resolve
 from gelato.api.text import IncrementalDetokenizer, StopStringMatcher
 from gelato.api.usage import UsageTally
 from gelato.decoding.sampling import SamplingParams
+from gelato.models.chat import encode_messages
 
 
 @dataclass

@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gelato.api.errors import bad_request
-from gelato.constants import E_BAR_J
 from gelato.api.schemas import SpeculativeSettings
-from gelato.policies.cap import BudgetCap
+from gelato.constants import E_BAR_J
 from gelato.decoding.policy import DraftPolicy
+from gelato.policies.cap import BudgetCap
 from gelato.policies.registry import POLICIES, make_policy, policy_spec
 
 # the GELATO family's own default energy budget per round (the paper's Table I value)

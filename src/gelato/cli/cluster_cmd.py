@@ -46,7 +46,8 @@ def up(
 ) -> None:
     """Start (or join) Ray and serve N edge replicas behind Serve's gRPC ingress, in the background."""
     from gelato.cluster.app import ClusterError, ClusterSpec
-    from gelato.cluster.control import require_ray, up as cluster_up
+    from gelato.cluster.control import require_ray
+    from gelato.cluster.control import up as cluster_up
 
     try:
         require_ray()

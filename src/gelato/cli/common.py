@@ -15,7 +15,8 @@ def resolve_pair_dirs(draft: Path | None, target: Path | None) -> tuple[Path, Pa
     A missing shipped pair or a failed fetch is one ``error:`` line and exit code 2.
     """
     from gelato.models.fetch import FetchError
-    from gelato.models.pairs import PairArgumentError, ZooPairMissingError, resolve_pair_dirs as resolve
+    from gelato.models.pairs import PairArgumentError, ZooPairMissingError
+    from gelato.models.pairs import resolve_pair_dirs as resolve
 
     try:
         return resolve(draft, target)

@@ -45,8 +45,8 @@ def demo(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from gelato.experiments.demo import DEMO_POLICIES, DEVICE_PROFILES, LIVE_CHECK_POLICIES, conclusion, run_demo
     from gelato.data.workloads import load_gsm8k
+    from gelato.experiments.demo import DEMO_POLICIES, DEVICE_PROFILES, LIVE_CHECK_POLICIES, conclusion, run_demo
     from gelato.models import load_pair, shared_vocab_size
     from gelato.models.chat import decode_text, demo_prompt_ids
     from gelato.system.presets import PAPER

@@ -39,8 +39,8 @@ def generate(
     device: Annotated[str, typer.Option(help="cpu, cuda, or auto.")] = "cpu",
 ) -> None:
     """Generate text with speculative decoding; the output equals the target's own."""
-    from gelato.models import ModelLoadError, VocabularyMismatchError, load_pair, shared_vocab_size
     from gelato.generation import generate_speculative, generate_target_only
+    from gelato.models import ModelLoadError, VocabularyMismatchError, load_pair, shared_vocab_size
     from gelato.policies.registry import DEFAULT_POLICY
 
     params = sampling_params(temperature, top_k, top_p)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import typer
 
 from gelato.cli.api_cmd import api
@@ -14,9 +13,9 @@ from gelato.cli.models_cmd import app as models_app
 from gelato.cli.paper_cmd import app as paper_app
 from gelato.cli.policies_cmd import policies
 from gelato.cli.run_cmd import run, trace_app
-from gelato.cli.transport_cmd import device, link, serve
 from gelato.cli.system_cmd import app as system_app
 from gelato.cli.testbed_cmd import testbed
+from gelato.cli.transport_cmd import device, link, serve
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="gelato: device-edge speculative decoding with energy-aware draft-length control.")

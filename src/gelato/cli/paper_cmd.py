@@ -61,8 +61,14 @@ class _Bar:
 
     def __init__(self, total: int, title: str) -> None:
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-            TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True),
@@ -128,8 +134,8 @@ def fig4(source: SourceOpt = "synthetic", trace: TraceOpt = None, charging: Char
          t_verify_ms: Annotated[float, typer.Option(help="Verification time, ms.")] = 100.0) -> None:
     """Chosen budget and queue Q over the rounds for gelato-paper at V = 10 and V = 100 (and gelato-improved)."""
     from gelato.experiments.paper import V_VALUES
-    from gelato.experiments.sweep import Point
     from gelato.experiments.report import produce_fig4
+    from gelato.experiments.sweep import Point
 
     src = _source(source, trace, charging, draft)
     with _Bar((len(V_VALUES) + 1) * seeds, f"fig4 {src.key}") as bar:
@@ -174,8 +180,8 @@ def run_all(
 ) -> None:
     """Every preset (fig4, fig5ab, fig5cd, fig2, gains, gelato-improved vs gelato-paper) and the report."""
     from gelato.experiments.paper import V_VALUES
-    from gelato.experiments.sweep import Point
     from gelato.experiments.report import ARTIFACT_DIR, produce_fig2, produce_fig4, write_report
+    from gelato.experiments.sweep import Point
 
     source = source or ("both" if trace is not None else "synthetic")
     if source not in ("synthetic", "trace", "both"):

@@ -13,7 +13,7 @@ from gelato.constants import E_BAR_J, G_MAX
 from gelato.system.channel import ChannelConfig, PathLoss, WirelessChannel
 from gelato.system.compute import QWEN25_0_5B, FlopsCompute, forward_flops
 from gelato.system.config import SystemConfig
-from gelato.system.presets import (DEVICE_PRESETS, EDGE_PRESETS, GENERIC_DISTANCE_KM, PAPER, device_preset)
+from gelato.system.presets import DEVICE_PRESETS, EDGE_PRESETS, GENERIC_DISTANCE_KM, PAPER, device_preset
 from gelato.system.units import MHZ, dbm_to_w
 from gelato.wire.payload import PayloadConfig, PayloadMode, packed_nbytes, synthetic_topp_bits
 

@@ -42,8 +42,14 @@ def testbed(
 ) -> None:
     """Run the real edge, link and device as pinned processes; measured vs modelled per policy."""
     from gelato.experiments.testbed.presets import link_preset, power_profile
-    from gelato.experiments.testbed.run import DEFAULT_POLICIES, TestbedConfig, TestbedError, run_testbed, split_cores
-    from gelato.experiments.testbed.run import workload_prompts
+    from gelato.experiments.testbed.run import (
+        DEFAULT_POLICIES,
+        TestbedConfig,
+        TestbedError,
+        run_testbed,
+        split_cores,
+        workload_prompts,
+    )
     from gelato.policies.registry import policy_spec
 
     try:

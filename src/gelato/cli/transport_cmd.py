@@ -180,17 +180,16 @@ def device(
     from rich.console import Console
     from rich.table import Table
 
-    from gelato.models.loading import ModelLoadError, load_causal_lm, load_tokenizer
-    from gelato.generation import draft_proposer, generate
-    from gelato.policies.cap import capped
-    from gelato.policies.registry import policy_spec
+    from gelato.cli.common import policy_by_name
     from gelato.decoding.sampling import SamplingParams
-    from gelato.device.edge_client import EdgeClient
     from gelato.device.client import RemoteVerifier
+    from gelato.device.edge_client import EdgeClient
+    from gelato.generation import draft_proposer, generate
+    from gelato.models.loading import ModelLoadError, load_causal_lm, load_tokenizer
+    from gelato.policies.cap import capped
+    from gelato.policies.registry import DEFAULT_POLICY, policy_spec
     from gelato.wire.errors import TransportError
     from gelato.wire.fingerprint import tokenizer_fingerprint
-    from gelato.cli.common import policy_by_name
-    from gelato.policies.registry import DEFAULT_POLICY
 
     policy = policy or DEFAULT_POLICY
 

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
-from gelato.decoding.sampling import (DRAFT_TOP_K, SamplingParams, choose_token, entropy_nats, processed_probs,
-                                      proposal_probs)
+from gelato.decoding.sampling import (
+    DRAFT_TOP_K,
+    SamplingParams,
+    choose_token,
+    entropy_nats,
+    processed_probs,
+    proposal_probs,
+)
 from gelato.decoding.types import Draft, DraftStep, SparseDist, StopDecision
 
 KeepDrafting = Callable[[DraftStep], StopDecision]

@@ -25,6 +25,7 @@ from gelato.decoding.payload_modes import PAYLOAD_CHOICES, PayloadMode
 from gelato.decoding.sampling import SamplingParams, processed_probs, sample_from
 from gelato.decoding.types import SparseDist, Verdict
 
+
 def check_rows(rows: torch.Tensor, draft_tokens: Sequence[int]) -> None:
     """``rows``: (len(draft_tokens) + 1, vocab). Raises ValueError on a wrong row count or ids outside it."""
     if rows.shape[0] != len(draft_tokens) + 1:

@@ -32,11 +32,11 @@ import torch
 from gelato.decoding.payload_modes import PayloadMode
 from gelato.decoding.rejection import sample_deferred_residual
 from gelato.decoding.sampling import SamplingParams
+from gelato.decoding.seeds import residual_generator, verification_seed
 from gelato.decoding.types import Draft, RoundCommit, Verdict
 from gelato.device.edge_client import EdgeClient, EdgeStream, is_tls_failure, looks_like_plaintext_to_tls, speaks_tls
 from gelato.wire.codec import decode_verdict, encode_draft, payload_config, sampling_to_proto
-from gelato.wire.errors import (EdgeCancelledError, EdgeRejectedError, EdgeTLSError, EdgeUnavailableError, TransportError)
-from gelato.decoding.seeds import residual_generator, verification_seed
+from gelato.wire.errors import EdgeCancelledError, EdgeRejectedError, EdgeTLSError, EdgeUnavailableError, TransportError
 from gelato.wire.payload import PayloadConfig
 from gelato.wire.proto import gelato_pb2 as pb
 

@@ -9,9 +9,9 @@ import signal
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from gelato.edge.server import EdgeConfig, EdgeServer
 from gelato.transport.aio import background_loop
 from gelato.transport.auth import load_tokens, read_pem
-from gelato.edge.server import EdgeConfig, EdgeServer
 
 log = logging.getLogger("gelato.edge.server")
 

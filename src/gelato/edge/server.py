@@ -21,16 +21,16 @@ from dataclasses import dataclass
 import grpc
 import torch
 
-from gelato.models.cached import CachedCausalLM
-from gelato.models.kv_store import SlotKVStore, default_kv_budget
-from gelato.models.slots import SlotSequence, supports_slots
-from gelato.models.static_verify import make_static_engine
-from gelato.transport.auth import TokenAuthenticator, check_key_pair, server_credentials
 from gelato.edge.rounds import Limits
 from gelato.edge.service import EdgeService
 from gelato.edge.sessions import SessionStore
 from gelato.edge.stats import EdgeMetrics
 from gelato.edge.worker import ModelWorker
+from gelato.models.cached import CachedCausalLM
+from gelato.models.kv_store import SlotKVStore, default_kv_budget
+from gelato.models.slots import SlotSequence, supports_slots
+from gelato.models.static_verify import make_static_engine
+from gelato.transport.auth import TokenAuthenticator, check_key_pair, server_credentials
 from gelato.wire.payload import PayloadConfig
 
 log = logging.getLogger("gelato.edge.server")

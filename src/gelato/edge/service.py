@@ -33,12 +33,12 @@ import grpc
 import torch
 from google.protobuf.message import DecodeError
 
-from gelato.models.cached import CachedCausalLM
-from gelato.wire.codec import decode_draft, sampling_from_proto
-from gelato.wire.errors import RequestError
 from gelato.edge.rounds import check_open, check_round
 from gelato.edge.sessions import Session
 from gelato.edge.worker import RoundJob, RoundResult
+from gelato.models.cached import CachedCausalLM
+from gelato.wire.codec import decode_draft, sampling_from_proto
+from gelato.wire.errors import RequestError
 from gelato.wire.proto import gelato_pb2 as pb
 from gelato.wire.protocol import SERVICE
 

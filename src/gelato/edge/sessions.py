@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 import grpc
 import torch
 
-from gelato.models.cached import CachedCausalLM
 from gelato.decoding.sampling import SamplingParams
+from gelato.models.cached import CachedCausalLM
 from gelato.wire.errors import RequestError
+
 
 @dataclass
 class Session:

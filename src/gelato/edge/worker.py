@@ -23,15 +23,15 @@ from dataclasses import dataclass, field
 import grpc
 import torch
 
-from gelato.decoding.types import RoundCommit
 from gelato.decoding.rejection import verify_rows
+from gelato.decoding.types import RoundCommit
+from gelato.edge.sessions import Session
+from gelato.edge.stats import EdgeMetrics
 from gelato.models.cached import CachedCausalLM
 from gelato.models.kv_store import KVMemoryExhausted
 from gelato.models.slots import SlotSequence
 from gelato.wire.codec import DecodedDraft, encode_verdict
 from gelato.wire.errors import RequestError
-from gelato.edge.sessions import Session
-from gelato.edge.stats import EdgeMetrics
 from gelato.wire.proto import gelato_pb2 as pb
 
 log = logging.getLogger("gelato.edge.worker")

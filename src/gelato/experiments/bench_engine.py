@@ -13,11 +13,11 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from gelato.decoding.sampling import SamplingParams
+from gelato.generation import generate_speculative, generate_target_only
 from gelato.models.cached import CachedCausalLM
 from gelato.policies.common import expected_tokens_const
 from gelato.policies.static import StaticPolicy
-from gelato.generation import generate_speculative, generate_target_only
-from gelato.decoding.sampling import SamplingParams
 
 GREEDY = SamplingParams()
 

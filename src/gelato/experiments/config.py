@@ -9,10 +9,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gelato.constants import E_BAR_J
+from gelato.decoding.payload_modes import PayloadMode
 from gelato.policies.registry import policy_spec
 from gelato.system.config import SystemConfig
 from gelato.system.units import MHZ
-from gelato.decoding.payload_modes import PayloadMode
 from gelato.wire.payload import FRAMING_BYTES
 
 SourceKind = Literal["synthetic", "trace", "live"]

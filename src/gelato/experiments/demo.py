@@ -19,11 +19,11 @@ from gelato.constants import E_BAR_J, G_MAX
 from gelato.decoding.payload_modes import PayloadMode
 from gelato.decoding.sampling import SamplingParams
 from gelato.experiments.config import RunConfig
-from gelato.policies.cap import BudgetCap
-from gelato.experiments.runner import RunResult, PromptRun, live_sessions, run_policy
+from gelato.experiments.runner import PromptRun, RunResult, live_sessions, run_policy
 from gelato.experiments.trace import Trace, TraceProposer, TraceVerifier
 from gelato.experiments.trace_fast import record_trace_fast
 from gelato.models.chat import stop_token_id
+from gelato.policies.cap import BudgetCap
 from gelato.policies.registry import make_policy, policy_spec
 from gelato.system.compute import ModelDims
 from gelato.system.config import ComputeSpec

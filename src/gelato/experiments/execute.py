@@ -5,12 +5,18 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from gelato.experiments.config import RunConfig
-from gelato.policies.cap import BudgetCap
-from gelato.experiments.runner import (RunResult, PromptRun, live_sessions, run_policy, synthetic_sessions,
-                                       trace_sessions)
-from gelato.experiments.trace import Trace
 from gelato.decoding.sampling import SamplingParams
+from gelato.experiments.config import RunConfig
+from gelato.experiments.runner import (
+    PromptRun,
+    RunResult,
+    live_sessions,
+    run_policy,
+    synthetic_sessions,
+    trace_sessions,
+)
+from gelato.experiments.trace import Trace
+from gelato.policies.cap import BudgetCap
 from gelato.policies.registry import make_policy
 
 
@@ -33,8 +39,8 @@ def sessions_for(cfg: RunConfig) -> Iterator[PromptRun]:
         trace = Trace.load(cfg.trace)
         top_p = cfg.payload_top_p if cfg.payload_top_p in trace.header.get("top_ps", []) else None
         return trace_sessions(trace, top_p)
-    from gelato.models.pairs import resolve_pair_dirs
     from gelato.models import load_pair, shared_vocab_size
+    from gelato.models.pairs import resolve_pair_dirs
 
     draft_dir, target_dir = resolve_pair_dirs(cfg.draft, cfg.target)
     draft, target, tok = load_pair(draft_dir, target_dir)

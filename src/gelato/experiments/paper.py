@@ -32,10 +32,10 @@ from typing import Any, Literal
 from gelato.constants import E_BAR_J, G_MAX, V, within_energy_budget
 from gelato.decoding.payload_modes import PayloadMode
 from gelato.experiments.config import RunConfig
-from gelato.policies.cap import BudgetCap
 from gelato.experiments.runner import PromptRun, run_policy, synthetic_sessions, trace_sessions
 from gelato.experiments.sweep import Point, run_sweep
 from gelato.experiments.trace import Trace
+from gelato.policies.cap import BudgetCap
 from gelato.policies.registry import make_policy
 from gelato.system.config import ComputeSpec, SystemConfig
 from gelato.system.presets import PAPER

@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from gelato.constants import C, E_BAR_J, G_MAX, RHO0  # noqa: E402
+from gelato.constants import E_BAR_J, G_MAX, RHO0, C  # noqa: E402
 from gelato.experiments.acceptance import AcceptanceFit  # noqa: E402
 from gelato.experiments.paper import PAPER_RANGES, Sweep  # noqa: E402
 

@@ -13,12 +13,12 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gelato.experiments.synthetic import SyntheticProposer, SyntheticSource, SyntheticVerifier
-from gelato.experiments.trace import Trace, TraceProposer, TraceVerifier
 from gelato.decoding.policy import DraftPolicy
 from gelato.decoding.proposer import Proposer
 from gelato.decoding.sampling import SamplingParams
 from gelato.decoding.types import RoundRecord
+from gelato.experiments.synthetic import SyntheticProposer, SyntheticSource, SyntheticVerifier
+from gelato.experiments.trace import Trace, TraceProposer, TraceVerifier
 from gelato.generation import RoundClock, Verifier, generate, local_pair
 from gelato.system.summary import summarize_charged_rounds
 

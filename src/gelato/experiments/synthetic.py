@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gelato.constants import C, RHO0
+from gelato.constants import RHO0, C
 from gelato.decoding.proposer import DraftedToken, Proposer
 from gelato.decoding.types import Draft, Verdict
 

@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gelato.models.cached import CachedCausalLM
-from gelato.generation.loop import target_only_generate
 from gelato.decoding.proposer import DraftedToken, KeepDrafting, Proposer, always_continue, draft_loop
 from gelato.decoding.sampling import SamplingParams, entropy_nats, processed_probs
 from gelato.decoding.types import Draft, Verdict
+from gelato.generation.loop import target_only_generate
+from gelato.models.cached import CachedCausalLM
 
 TRACE_FORMAT = "gelato-trace-v1"
 DEFAULT_TOP_PS = (0.99995, 0.99998)

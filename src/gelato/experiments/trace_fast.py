@@ -15,9 +15,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from gelato.generation.loop import target_only_generate
 from gelato.decoding.sampling import SamplingParams, entropy_nats, processed_probs
 from gelato.experiments.trace import DEFAULT_TOP_PS, PromptTrace, Trace, record_trace, topp_support_size
+from gelato.generation.loop import target_only_generate
 from gelato.models.cached import CachedCausalLM
 
 

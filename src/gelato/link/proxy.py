@@ -22,8 +22,8 @@ import random
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-from gelato.transport.aio import background_loop
 from gelato.link.h2frames import FrameCounter
+from gelato.transport.aio import background_loop
 
 log = logging.getLogger("gelato.link.proxy")
 

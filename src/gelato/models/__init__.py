@@ -7,8 +7,8 @@ from gelato.models.loading import (
     check_same_vocabulary,
     load_causal_lm,
     load_pair,
-    shared_vocab_size,
     load_tokenizer,
+    shared_vocab_size,
 )
 
 __all__ = [

@@ -52,13 +52,12 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from gelato.constants import C, E_BAR_J, G_MAX, RHO0
+from gelato.constants import E_BAR_J, G_MAX, RHO0, C
 from gelato.decoding.policy import DraftPolicy, RoundContext
+from gelato.decoding.types import DraftStep, RoundRecord, StopDecision
 from gelato.policies.common import RunningMean, acceptance_outcomes, charged
 from gelato.policies.estimators import EntropyAcceptanceMap, PayloadModel
 from gelato.policies.predictor import RoundPredictor, require_predictor
-from gelato.decoding.types import DraftStep, RoundRecord, StopDecision
-
 
 
 class GelatoImprovedConfig(BaseModel):

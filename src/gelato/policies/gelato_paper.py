@@ -21,8 +21,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gelato.constants import BUCKET_FACTOR, C, E_BAR_J, G_MAX, RHO0, V
+from gelato.constants import BUCKET_FACTOR, E_BAR_J, G_MAX, RHO0, C, V
 from gelato.decoding.policy import DraftPolicy, RoundContext
+from gelato.decoding.types import DraftStep, RoundRecord, StopDecision
 from gelato.policies.common import (
     LeakyBucket,
     RunningMean,
@@ -31,7 +32,6 @@ from gelato.policies.common import (
     expected_tokens_const,
 )
 from gelato.policies.predictor import RoundPredictor, require_predictor
-from gelato.decoding.types import DraftStep, RoundRecord, StopDecision
 
 
 class GelatoConfig(BaseModel):

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from gelato.decoding.policy import DraftPolicy, RoundContext
+from gelato.decoding.types import RoundRecord
 from gelato.policies.common import (
     acceptance_outcomes,
     bits_per_sent_token,
     charged,
 )
 from gelato.policies.predictor import RoundPredictor
-from gelato.decoding.types import RoundRecord
 
 
 class _LinearTimeFit:

@@ -26,11 +26,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from gelato.decoding.types import Draft, RoundRecord
 from gelato.decoding.policy import RoundContext
+from gelato.decoding.types import Draft, RoundRecord
 from gelato.policies.common import RunningMean, bits_per_sent_token
-from gelato.policies.static import StaticPolicy
 from gelato.policies.gelato_improved import GelatoImprovedPolicy
+from gelato.policies.static import StaticPolicy
 
 
 def wait_and_token_cost(predictor: Any, g: int, link: Any, context_len: int,

@@ -4,12 +4,30 @@ The decisions behind it are in docs/design-decisions.md (the system model, where
 paper-mode constants, metrics); formulas and sources in docs/system-model.md.
 """
 
-from gelato.system.channel import (ChannelConfig, ChannelState, PathLoss, TraceChannel, WirelessChannel, make_channel,
-                                   shannon_rate)
+from gelato.system.channel import (
+                                   ChannelConfig,
+                                   ChannelState,
+                                   PathLoss,
+                                   TraceChannel,
+                                   WirelessChannel,
+                                   make_channel,
+                                   shannon_rate,
+)
 from gelato.system.clock import CHARGE_KEYS, ModelledClock
-from gelato.system.compute import (QWEN25_0_5B, QWEN25_7B, ComputeModel, ConstantCompute, FlopsCompute,
-                                   MeasuredProfile, ModelDims, RooflineCompute, calibrate_profile, draft_seconds,
-                                   forward_flops, verify_seconds)
+from gelato.system.compute import (
+                                   QWEN25_0_5B,
+                                   QWEN25_7B,
+                                   ComputeModel,
+                                   ConstantCompute,
+                                   FlopsCompute,
+                                   MeasuredProfile,
+                                   ModelDims,
+                                   RooflineCompute,
+                                   calibrate_profile,
+                                   draft_seconds,
+                                   forward_flops,
+                                   verify_seconds,
+)
 from gelato.system.config import ComputeSpec, SystemConfig
 from gelato.system.energy import DevicePower, EdgePower, EnergyLedger, RoundEnergy
 from gelato.system.presets import PAPER, DevicePreset, EdgePreset, PaperConstants

@@ -22,7 +22,7 @@ from typing import Literal, Protocol
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from gelato.system.units import dbm_to_w, db_to_linear, linear_to_db
+from gelato.system.units import db_to_linear, dbm_to_w, linear_to_db
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 

@@ -24,19 +24,23 @@ Implements the round loop's ``RoundClock`` protocol (``gelato.generation.loop``)
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
-from dataclasses import replace
-
+from gelato.decoding.payload_modes import PayloadMode
 from gelato.decoding.types import CHARGE_KEYS, Draft, RoundCharge, RoundCommit, RoundRecord, Verdict
 from gelato.system.channel import Channel, ChannelConfig, ChannelState, make_channel
-from gelato.system.compute import (QWEN25_0_5B, ComputeModel, ConstantCompute, FlopsCompute, draft_seconds,
-                                   verify_seconds)
-from gelato.system.energy import (DevicePower, EdgePower, EnergyLedger, device_round_energy,
-                                  edge_round_energy)
+from gelato.system.compute import (
+    QWEN25_0_5B,
+    ComputeModel,
+    ConstantCompute,
+    FlopsCompute,
+    draft_seconds,
+    verify_seconds,
+)
+from gelato.system.energy import DevicePower, EdgePower, EnergyLedger, device_round_energy, edge_round_energy
 from gelato.system.presets import PAPER
-from gelato.decoding.payload_modes import PayloadMode
 from gelato.wire.payload import PayloadConfig, build_draft_up, build_verdict_down, message_bits
 
 Accounting = Literal["paper", "sequential"]

@@ -12,11 +12,19 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gelato.system.channel import ChannelConfig, PathLoss
-from gelato.system.compute import (QWEN25_0_5B, QWEN25_7B, QWEN25_7B_PARAMS, ComputeModel, ConstantCompute,
-                                   FlopsCompute, MeasuredProfile, ModelDims, RooflineCompute)
+from gelato.system.compute import (
+    QWEN25_0_5B,
+    QWEN25_7B,
+    QWEN25_7B_PARAMS,
+    ComputeModel,
+    ConstantCompute,
+    FlopsCompute,
+    MeasuredProfile,
+    ModelDims,
+    RooflineCompute,
+)
 from gelato.system.energy import DevicePower, EdgePower
-from gelato.system.presets import (EDGE_L4, GENERIC_DISTANCE_KM, JETSON_ORIN_NANO_8GB, PAPER, DevicePreset,
-                                   EdgePreset)
+from gelato.system.presets import EDGE_L4, GENERIC_DISTANCE_KM, JETSON_ORIN_NANO_8GB, PAPER, DevicePreset, EdgePreset
 from gelato.system.units import MHZ, dbm_to_w
 from gelato.wire.payload import PayloadConfig, PayloadMode
 

@@ -28,9 +28,9 @@ from gelato.decoding.payload_modes import PAYLOAD_CHOICES, PayloadMode
 from gelato.decoding.sampling import SamplingParams
 from gelato.decoding.types import Draft, SparseDist, Verdict
 from gelato.wire.errors import RequestError
-from gelato.wire.payload import (PayloadConfig, build_draft_up, build_verdict_down, proto_to_sparse,
-                                      q_from_draft_up)
+from gelato.wire.payload import PayloadConfig, build_draft_up, build_verdict_down, proto_to_sparse, q_from_draft_up
 from gelato.wire.proto import gelato_pb2 as pb
+
 
 def payload_config(mode: PayloadMode | str, params: SamplingParams, *, send_entropies: bool = False, **overrides) -> PayloadConfig:
     """The :class:`PayloadConfig` of a live session (``overrides``: top_p, b_index, b_prob, prob_format)."""

@@ -8,8 +8,16 @@ Llama-style target and a draft distilled from it, and writes standard Hugging Fa
 
 from __future__ import annotations
 
-from gelato.models.pairs import (DEFAULT_PAIR, FAST_PAIR, ZooPairMissingError, default_pair_dirs, fast_pair_dirs,
-                                 pair_dirs, shipped_pairs, zoo_data_dir)
+from gelato.models.pairs import (
+    DEFAULT_PAIR,
+    FAST_PAIR,
+    ZooPairMissingError,
+    default_pair_dirs,
+    fast_pair_dirs,
+    pair_dirs,
+    shipped_pairs,
+    zoo_data_dir,
+)
 from gelato.zoo.specs import PAIRS, ModelShape, PairSpec, get_spec
 
 

@@ -15,11 +15,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gelato.models.cached import CachedCausalLM
-from gelato.policies.static import StaticPolicy
+from gelato.decoding.sampling import SamplingParams
 from gelato.generation import generate, local_pair
 from gelato.generation.loop import target_only_generate
-from gelato.decoding.sampling import SamplingParams
+from gelato.models.cached import CachedCausalLM
+from gelato.policies.static import StaticPolicy
 
 BIN_WIDTH = 0.1  # nats
 

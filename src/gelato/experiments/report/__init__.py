@@ -3,17 +3,23 @@
 conclusions, each computed from the numbers it states); ``produce`` runs the sweeps and assembles
 ``paper-reproduction.md``."""
 
-from gelato.experiments.report.analysis import (GAIN_COLUMNS, IVP_COLUMNS, SOURCE_ORDER, gains, improved_vs_paper,
-                                                pct_gain)
+from gelato.experiments.report.analysis import (
+                                                GAIN_COLUMNS,
+                                                IVP_COLUMNS,
+                                                SOURCE_ORDER,
+                                                gains,
+                                                improved_vs_paper,
+                                                pct_gain,
+)
 from gelato.experiments.report.artifacts import ARTIFACT_DIR, REPORT_NAME, load_fits, read_csv, write_csv
 from gelato.experiments.report.produce import (
-    fig2_fits,
-    load_results,
-    produce_fig2,
-    produce_fig4,
-    produce_sweep,
-    replot,
-    write_report,
+                                                fig2_fits,
+                                                load_results,
+                                                produce_fig2,
+                                                produce_fig4,
+                                                produce_sweep,
+                                                replot,
+                                                write_report,
 )
 
 __all__ = ["ARTIFACT_DIR", "GAIN_COLUMNS", "IVP_COLUMNS", "REPORT_NAME", "SOURCE_ORDER", "fig2_fits", "gains",

@@ -12,8 +12,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from gelato.constants import BUDGET_TOLERANCE, E_BAR_J, RHO0, C, within_energy_budget
 from gelato.experiments.acceptance import AcceptanceFit
-from gelato.constants import BUDGET_TOLERANCE, C, E_BAR_J, RHO0, within_energy_budget
 from gelato.experiments.paper import (
     IMPROVED_TARGET_PCT,
     PAPER_RANGES,

@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from gelato.constants import RHO0, C
 from gelato.experiments.acceptance import AcceptanceFit
-from gelato.constants import C, RHO0
 from gelato.experiments.paper import (
     GELATO_POLICIES,
     IMPROVED_TARGET_PCT,

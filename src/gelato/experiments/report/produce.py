@@ -12,8 +12,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from gelato.experiments.acceptance import AcceptanceFit, acceptance_fit, synthetic_acceptance_samples, trace_acceptance_samples
 from gelato.constants import BUDGET_TOLERANCE, E_BAR_J, G_MAX, V
+from gelato.experiments.acceptance import (
+    AcceptanceFit,
+    acceptance_fit,
+    synthetic_acceptance_samples,
+    trace_acceptance_samples,
+)
 from gelato.experiments.paper import (
     PAPER_REPORTED_NOTES,
     SWEEPS,

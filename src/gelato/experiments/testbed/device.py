@@ -25,17 +25,17 @@ from types import SimpleNamespace
 import torch
 
 from gelato.decoding.payload_modes import PAYLOAD_CHOICES, PayloadMode
-from gelato.generation import draft_proposer, generate
 from gelato.decoding.sampling import SamplingParams
+from gelato.device.client import RemoteVerifier
+from gelato.device.edge_client import EdgeClient
 from gelato.experiments.testbed.presets import power_profile
+from gelato.generation import draft_proposer, generate
 from gelato.models.loading import load_causal_lm
 from gelato.policies.registry import make_policy, policy_spec
 from gelato.system.channel import ChannelConfig
 from gelato.system.clock import ModelledClock
 from gelato.system.compute import MeasuredProfile, calibrate_profile, draft_seconds
 from gelato.system.config import SystemConfig
-from gelato.device.edge_client import EdgeClient
-from gelato.device.client import RemoteVerifier
 from gelato.wire.codec import payload_config
 from gelato.wire.payload import GRPC_FRAMING_BYTES, PayloadConfig
 

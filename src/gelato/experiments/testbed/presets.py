@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from gelato.link.proxy import LinkConfig
 from gelato.system.channel import ChannelConfig
 from gelato.system.energy import DevicePower
 from gelato.system.presets import JETSON_ORIN_NANO_8GB, PAPER_DEVICE, SNAPDRAGON_8_GEN_3, DevicePreset
 from gelato.system.units import MHZ, dbm_to_w
-from gelato.link.proxy import LinkConfig
 
 
 @dataclass(frozen=True)
