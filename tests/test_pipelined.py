@@ -125,3 +125,25 @@ def test_synthetic_predrafts_are_used_about_as_often_as_a_full_accept_and_a_matc
                        synthetic_sessions(seed=0), 2000)
     assert result.summary["tokens_per_second"] > 1.15 * plain.summary["tokens_per_second"]
     assert result.summary["mean_round_energy"] > plain.summary["mean_round_energy"]  # pre-drafts cost energy
+
+
+def test_the_clock_is_charged_with_the_whole_record():
+    """The clock sees the round as the policy and the caller do, measured phases included (the testbed scales
+    its modelled draft cost by the wall time of the records it was charged with)."""
+
+    class Keeper:
+        def __init__(self):
+            self.seen = []
+
+        def begin_round(self, ctx):
+            return None
+
+        def charge(self, record, draft, verdict, predrafted=0):
+            self.seen.append(record)
+
+    keeper = Keeper()
+    session = next(synthetic_sessions(seed=2))
+    result = generate(session.prompt_ids, session.proposer, session.verifier, AheadPolicy(4, 2), 48, clock=keeper)
+    assert [r.wall for r in keeper.seen] == [r.wall for r in result.rounds]
+    assert [r.tokens for r in keeper.seen] == [r.tokens for r in result.rounds]
+    assert all(r.wall.verify > 0 for r in keeper.seen)

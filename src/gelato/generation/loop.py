@@ -185,14 +185,13 @@ def generate(prompt_ids: Sequence[int], proposer: Proposer, verifier: Verifier, 
             new, hit_eos = commit_round(committed, draft, verdict, prompt_len, max_new_tokens, eos_token_id)
             carry = [] if hit_eos else usable_carry(ahead, draft, verdict)
             proposer.rollback(len(committed) + len(carry))
+            wall = PhaseTimes(draft=t2 - t1, verify=t3 - t2, other=(t1 - t0) + (time.perf_counter() - t3))
             record = RoundRecord(index=ctx.index, start=start, budget=budget, drafted=draft.n_computed,
                                  sent=len(draft.tokens), accepted=verdict.accepted, token=verdict.token,
-                                 entropies=draft.entropies, tokens=new, predrafted=len(ahead),
+                                 entropies=draft.entropies, tokens=new, wall=wall, predrafted=len(ahead),
                                  carried=draft.n_carried, predraft_used=bool(carry))
-            if clock is not None:
+            if clock is not None:  # the clock sees the whole record, its measured phases included
                 record = replace(record, charge=clock.charge(record, draft, verdict, predrafted=len(ahead)))
-            record = replace(record, wall=PhaseTimes(draft=t2 - t1, verify=t3 - t2,
-                                                     other=(t1 - t0) + (time.perf_counter() - t3)))
             policy.observe(record)
             rounds.append(record)
             if on_round is not None:
