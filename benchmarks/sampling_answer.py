@@ -18,7 +18,7 @@ from gelato.decoding.seeds import device_and_edge_generators
 from gelato.generation import DraftModelProposer, TargetModelVerifier, generate
 from gelato.models import load_pair, shared_vocab_size
 from gelato.models.cached import CachedCausalLM
-from gelato.models.chat import encode_prompt, stop_token_id
+from gelato.models.chat import encode_prompt
 from gelato.models.pairs import resolve_pair_dirs
 from gelato.policies.registry import make_policy
 from gelato.system.config import SystemConfig

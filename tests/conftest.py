@@ -7,6 +7,7 @@ end-to-end tests on the real default pair (SmolLM2) ask for it explicitly with t
 
 from __future__ import annotations
 
+import gc
 import os
 import random
 
@@ -61,3 +62,19 @@ def tiny_drafts(tiny_target):
 def random_prompts(n: int, vocab: int = 64, seed: int = 0, min_len: int = 1, max_len: int = 12) -> list[list[int]]:
     rng = random.Random(seed)
     return [[rng.randrange(vocab) for _ in range(rng.randint(min_len, max_len))] for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def pair():
+    """The tiny random pair the networked tests (edge, device, link, the programs' CLI) serve over real gRPC on
+    loopback; the API's tests and the lossless policy tests define their own ``pair``."""
+    from edge_helpers import make_pair
+
+    torch.set_num_threads(1)
+    return make_pair()
+
+
+@pytest.fixture()
+def no_leaks():
+    yield
+    gc.collect()

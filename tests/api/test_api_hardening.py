@@ -20,14 +20,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "transport"))
 def test_api_reaches_a_tls_edge(pair, tmp_path):
     """``api --edge`` over TLS (--edge-tls-ca, --edge-server-name): the API-to-edge hop and its token are no
     longer plaintext only; the text is the target's."""
-    from test_transport_security import _self_signed
+    from edge_helpers import self_signed_certificate
 
     from gelato.edge.process import EdgeServerThread
     from gelato.edge.server import EdgeConfig, EdgeServer
     from gelato.wire.fingerprint import tokenizer_fingerprint
 
     draft, target, tok = pair
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed_certificate(tmp_path)
     edge = EdgeServerThread(EdgeServer(target, fingerprint=tokenizer_fingerprint(tok), config=EdgeConfig(
         tls_cert_chain=cert, tls_private_key=key, grace_s=0.1, tokens={"s3cret": "api"})))
     edge.start()

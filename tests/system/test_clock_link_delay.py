@@ -34,7 +34,7 @@ def test_fixed_rates_and_delay_add_to_time_not_energy():
 
 
 def test_testbed_link_presets_feed_emulator_and_clock_alike():
-    from gelato.experiments.testbed.presets import LINK_PRESETS, link_preset
+    from gelato.testbed.presets import LINK_PRESETS, link_preset
 
     lte = LINK_PRESETS["lte"]
     link, channel = lte.link_config(), lte.channel_config()

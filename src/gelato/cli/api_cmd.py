@@ -96,7 +96,7 @@ def api(
     keys = _read_keys(api_keys_file, list(api_key or []) + [os.environ.get("GELATO_API_KEY", "")])
     edge_settings = None
     if edge:
-        from gelato.transport.auth import read_pem
+        from gelato.wire.auth import read_pem
         _check_address(edge)
         try:
             ca = read_pem(edge_tls_ca)

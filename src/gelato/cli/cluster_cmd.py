@@ -65,7 +65,7 @@ def up(
         if tokens_file is not None:
             edge["tokens"] = str(tokens_file.resolve())
         if fingerprint:
-            from gelato.cli.transport_cmd import resolve_fingerprint
+            from gelato.cli.common import resolve_fingerprint
             edge["fingerprint"] = resolve_fingerprint(fingerprint)
         spec = ClusterSpec(target_dir=str(Path(target_dir).resolve()), replicas=replicas, port=port,
                            metrics_port=metrics_port, max_sessions=max_sessions, max_queued=max_queued,

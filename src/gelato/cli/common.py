@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from gelato.decoding.sampling import SamplingParams
+if TYPE_CHECKING:  # the module stays torch-free at import: `gelato link` is light
+    from gelato.decoding.sampling import SamplingParams
 
 
 def resolve_pair_dirs(draft: Path | None, target: Path | None) -> tuple[Path, Path]:
@@ -36,7 +40,9 @@ def encode_or_fail(tokenizer, prompt: str, raw: bool = False, system: str | None
         fail(str(exc))
 
 
-def sampling_params(temperature: float, top_k: int, top_p: float) -> SamplingParams:
+def sampling_params(temperature: float, top_k: int, top_p: float) -> "SamplingParams":
+    from gelato.decoding.sampling import SamplingParams
+
     try:
         return SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p)
     except ValueError as exc:
@@ -74,6 +80,7 @@ def check_port_free(host: str, port: int) -> None:
 
 
 def fail(message: str) -> None:
+    """One clear ``error:`` line and exit status 2."""
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code=2)
 
@@ -91,3 +98,29 @@ def parse_bytes(text: str, option: str) -> int:
     if not match or unit not in _SIZE_UNITS or float(match.group(1)) * _SIZE_UNITS[unit] < 1:
         raise typer.BadParameter(f"{option} takes a size such as 4GiB, 512MiB or 2G, not {text!r}")
     return int(float(match.group(1)) * _SIZE_UNITS[unit])
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def resolve_fingerprint(value: str | None) -> str | None:
+    """``synthetic:N`` -> the fingerprint of N anonymous ids (models without a tokenizer); else as given."""
+    if value and value.startswith("synthetic:"):
+        from gelato.wire.fingerprint import synthetic_fingerprint
+        n = value.split(":", 1)[1]
+        if not n.isdigit() or int(n) < 1:
+            raise ValueError(f"--fingerprint {value!r}: synthetic:N needs a vocabulary size N >= 1")
+        return synthetic_fingerprint(int(n))
+    return value
+
+
+def parse_prompt_ids(text: str) -> list[int]:
+    """``"1,2,3"`` -> [1, 2, 3]; ValueError naming the bad entry."""
+    ids = []
+    for i, part in enumerate(x for x in text.replace(" ", "").split(",") if x):
+        if not part.isdigit():
+            raise ValueError(f"--prompt-ids entry {i} is {part!r}: give comma-separated token ids >= 0")
+        ids.append(int(part))
+    return ids

@@ -8,14 +8,16 @@ from gelato.cli.api_cmd import api
 from gelato.cli.bench_cmd import app as bench_app
 from gelato.cli.cluster_cmd import app as cluster_app
 from gelato.cli.demo_cmd import demo
+from gelato.cli.device_cmd import device
 from gelato.cli.generate_cmd import generate
+from gelato.cli.link_cmd import link
 from gelato.cli.models_cmd import app as models_app
 from gelato.cli.paper_cmd import app as paper_app
 from gelato.cli.policies_cmd import policies
 from gelato.cli.run_cmd import run, trace_app
+from gelato.cli.serve_cmd import serve
 from gelato.cli.system_cmd import app as system_app
 from gelato.cli.testbed_cmd import testbed
-from gelato.cli.transport_cmd import device, link, serve
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="gelato: device-edge speculative decoding with energy-aware draft-length control.")

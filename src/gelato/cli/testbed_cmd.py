@@ -41,8 +41,9 @@ def testbed(
     out: Optional[Path] = typer.Option(None, "--out", help="also write NAME.json, NAME.md and NAME.png here"),
 ) -> None:
     """Run the real edge, link and device as pinned processes; measured vs modelled per policy."""
-    from gelato.experiments.testbed.presets import link_preset, power_profile
-    from gelato.experiments.testbed.run import (
+    from gelato.policies.registry import policy_spec
+    from gelato.testbed.presets import link_preset, power_profile
+    from gelato.testbed.run import (
         DEFAULT_POLICIES,
         TestbedConfig,
         TestbedError,
@@ -50,7 +51,6 @@ def testbed(
         split_cores,
         workload_prompts,
     )
-    from gelato.policies.registry import policy_spec
 
     try:
         link = link_preset(preset, uplink_mbps=uplink_mbps, downlink_mbps=downlink_mbps, rtt_ms=rtt_ms,
@@ -92,13 +92,13 @@ def testbed(
         except TestbedError as exc:
             fail(str(exc))
     if out is not None:
-        from gelato.experiments.testbed.report import write_report
+        from gelato.testbed.report import write_report
         written = write_report(result, out, f"testbed-{link.name}")
         typer.echo(f"wrote {', '.join(map(str, written))}", err=True)
     if json_out:
         sys.stdout.write(json.dumps(result) + "\n")
     else:
-        from gelato.experiments.testbed.report import markdown_table
+        from gelato.testbed.report import markdown_table
         typer.echo(markdown_table(result))
 
 

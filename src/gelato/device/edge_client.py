@@ -15,7 +15,7 @@ from pathlib import Path
 
 import grpc
 
-from gelato.transport.auth import bearer_metadata, channel_credentials, read_pem
+from gelato.wire.auth import bearer_metadata, channel_credentials, read_pem
 from gelato.wire.proto import gelato_pb2 as pb
 from gelato.wire.protocol import GENERATE, HEALTH, METRICS
 

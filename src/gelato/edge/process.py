@@ -10,8 +10,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from gelato.edge.server import EdgeConfig, EdgeServer
-from gelato.transport.aio import background_loop
-from gelato.transport.auth import load_tokens, read_pem
+from gelato.wire.aio import background_loop
+from gelato.wire.auth import load_tokens, read_pem
 
 log = logging.getLogger("gelato.edge.server")
 

@@ -30,7 +30,7 @@ from gelato.models.cached import CachedCausalLM
 from gelato.models.kv_store import SlotKVStore, default_kv_budget
 from gelato.models.slots import SlotSequence, supports_slots
 from gelato.models.static_verify import make_static_engine
-from gelato.transport.auth import TokenAuthenticator, check_key_pair, server_credentials
+from gelato.wire.auth import TokenAuthenticator, check_key_pair, server_credentials
 from gelato.wire.payload import PayloadConfig
 
 log = logging.getLogger("gelato.edge.server")

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from gelato.link.h2frames import FrameCounter
-from gelato.transport.aio import background_loop
+from gelato.wire.aio import background_loop
 
 log = logging.getLogger("gelato.link.proxy")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from gelato.experiments.testbed.metrics import PHASES
+from gelato.testbed.metrics import PHASES
 
 
 def markdown_table(result: dict) -> str:

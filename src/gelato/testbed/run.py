@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gelato.constants import E_BAR_J
-from gelato.experiments.testbed.metrics import assemble
-from gelato.experiments.testbed.presets import LinkPreset, power_profile, rapl_available
+from gelato.testbed.metrics import assemble
+from gelato.testbed.presets import LinkPreset, power_profile, rapl_available
 
 DEFAULT_POLICIES = ("edge-autoregressive", "static-3", "static-5", "static-7", "dssd", "gelato-paper",
                     "gelato-improved", "static-5-pipelined", "gelato-improved-pipelined",
@@ -116,7 +116,7 @@ class Processes:
                 "--threads", threads, "--max-batch", "1", "--log-level", "warning"), cfg.edge_cores)
             line = _wait_for(self.edge_proc, "edge listening on", "edge (gelato serve)")
             self.edge_address = line.rsplit(" ", 1)[-1]
-        self.device_proc = self._spawn("device", [sys.executable, "-m", "gelato.experiments.testbed.device",
+        self.device_proc = self._spawn("device", [sys.executable, "-m", "gelato.testbed.device",
                                                   str(self.spec_path)], cfg.device_cores, stdin=subprocess.PIPE)
         self.ready = self._reply()
         return self

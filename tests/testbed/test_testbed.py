@@ -37,11 +37,11 @@ def test_testbed_json_shape_and_lossless_output(result, fast_pair):
     import torch
 
     from gelato.decoding.sampling import SamplingParams
-    from gelato.experiments.testbed.run import workload_prompts
     from gelato.generation.loop import target_only_generate
     from gelato.models.cached import CachedCausalLM
     from gelato.models.chat import stop_token_id
     from gelato.models.loading import load_causal_lm, load_tokenizer
+    from gelato.testbed.run import workload_prompts
 
     assert list(result["policies"]) == POLICIES
     assert result["link"]["delay_s"] == pytest.approx(0.005) and result["link"]["uplink_bps"] == 10e6

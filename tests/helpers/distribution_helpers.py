@@ -1,6 +1,6 @@
 """Exact two-token target distributions by enumeration over a tiny vocabulary, and the chi-square test the
 distribution tests share (in process: tests/test_sampling_distribution.py; over the network:
-tests/transport/test_transport_distribution.py)."""
+tests/edge/test_edge_distribution.py)."""
 
 from __future__ import annotations
 

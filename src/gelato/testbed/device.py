@@ -1,4 +1,4 @@
-"""The testbed's device process: ``python -m gelato.experiments.testbed.device SPEC.json``.
+"""The testbed's device process: ``python -m gelato.testbed.device SPEC.json``.
 
 It loads the draft, calibrates its forward cost (on its own pinned core), prints ``@@ready``, then reads one
 JSON command per stdin line and answers one ``@@{json}`` line each:
@@ -28,7 +28,6 @@ from gelato.decoding.payload_modes import PAYLOAD_CHOICES, PayloadMode
 from gelato.decoding.sampling import SamplingParams
 from gelato.device.client import RemoteVerifier
 from gelato.device.edge_client import EdgeClient
-from gelato.experiments.testbed.presets import power_profile
 from gelato.generation import draft_proposer, generate
 from gelato.models.loading import load_causal_lm
 from gelato.policies.registry import make_policy, policy_spec
@@ -36,6 +35,7 @@ from gelato.system.channel import ChannelConfig
 from gelato.system.clock import ModelledClock
 from gelato.system.compute import MeasuredProfile, calibrate_profile, draft_seconds
 from gelato.system.config import SystemConfig
+from gelato.testbed.presets import power_profile
 from gelato.wire.codec import payload_config
 from gelato.wire.payload import GRPC_FRAMING_BYTES, PayloadConfig
 

@@ -16,7 +16,7 @@ from edge_helpers import VOCAB, reference
 from typer.testing import CliRunner
 
 from gelato.cli.common import policy_by_name
-from gelato.cli.transport_cmd import app
+from gelato.cli.main import app
 from gelato.policies.registry import DEFAULT_POLICY
 
 
@@ -35,7 +35,7 @@ def _save_with_tokenizer(model, path):
 
 def _spawn(args, pattern):
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
-    proc = subprocess.Popen([sys.executable, "-m", "gelato.cli.transport_cmd", *args], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "gelato.cli.main", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True, env=env)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -162,11 +162,11 @@ def test_serve_and_link_bad_arguments_give_one_line(model_dirs, tmp_path):
     (tmp_path / "bad.pem").write_text("not a certificate")
     _one_clear_line(runner.invoke(app, serve + ["--tls-cert", str(tmp_path / "bad.pem"), "--tls-key",
                                                 str(tmp_path / "bad.pem")]), "TLS")
-    from test_transport_security import _self_signed
+    from edge_helpers import self_signed_certificate
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    _self_signed(tmp_path / "a")
-    _self_signed(tmp_path / "b")
+    self_signed_certificate(tmp_path / "a")
+    self_signed_certificate(tmp_path / "b")
     _one_clear_line(runner.invoke(app, serve + ["--tls-cert", str(tmp_path / "a" / "edge.crt"), "--tls-key",
                                                 str(tmp_path / "b" / "edge.key")]), "do not belong together")
     _one_clear_line(runner.invoke(app, ["link", "--listen", "0", "--upstream", "nonsense"]), "HOST:PORT")

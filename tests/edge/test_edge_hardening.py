@@ -79,7 +79,7 @@ def test_edge_sets_keepalive_and_connection_limits():
 
 
 def test_documented_batch_window_is_the_default():
-    from gelato.cli.transport_cmd import serve
+    from gelato.cli.serve_cmd import serve
 
     doc = (ROOT / "docs" / "deployment.md").read_text()
     documented = float(re.search(r"--batch-window-ms` \(default ([\d.]+) ms", doc).group(1))

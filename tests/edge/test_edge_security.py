@@ -3,19 +3,17 @@ healthy session keeps generating the right text."""
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import math
 import threading
 import time
 
 import grpc
 import pytest
-from edge_helpers import FINGERPRINT, PROMPTS, reference, remote_generate, start_edge
+from edge_helpers import FINGERPRINT, PROMPTS, reference, remote_generate, self_signed_certificate, start_edge
 
 from gelato.device.edge_client import EdgeClient
 from gelato.policies import StaticPolicy
-from gelato.transport.auth import load_tokens, parse_token_lines
+from gelato.wire.auth import load_tokens, parse_token_lines
 from gelato.wire.errors import EdgeTLSError
 from gelato.wire.proto import gelato_pb2 as pb
 from gelato.wire.proto import gelato_pb2_grpc as pb_grpc
@@ -210,36 +208,9 @@ def test_per_device_quota_and_device_backs_off_when_busy(pair):
     assert verifier.stats.busy_retries >= 1
 
 
-def _self_signed(tmp_path):
-    try:
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.x509.oid import NameOID
-    except ImportError:
-        pytest.skip("the 'cryptography' package is not installed: cannot make a self-signed certificate")
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
-                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
-    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
-    (tmp_path / "edge.crt").write_bytes(cert_pem)
-    (tmp_path / "edge.key").write_bytes(key_pem)
-    return cert_pem, key_pem
-
-
 def test_tls_with_self_signed_certificate(pair, tmp_path):
     target, draft = pair
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed_certificate(tmp_path)
     server = start_edge(target, tls_cert_chain=cert, tls_private_key=key, tokens=TOKENS)
     try:
         client = EdgeClient(server.address, token="tok-b", root_ca=tmp_path / "edge.crt")
@@ -254,10 +225,10 @@ def test_tls_mistakes_fail_fast_naming_tls(pair, tmp_path):
     """Wrong CA, wrong name, plaintext against TLS and TLS against plaintext: an EdgeTLSError naming TLS
     long before the unreachable window (60 s) runs out."""
     target, draft = pair
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed_certificate(tmp_path)
     other = tmp_path / "other"
     other.mkdir()
-    _self_signed(other)
+    self_signed_certificate(other)
     tls_edge = start_edge(target, tls_cert_chain=cert, tls_private_key=key)
     plain_edge = start_edge(target)
     clients = [EdgeClient(tls_edge.address, root_ca=other / "edge.crt"),

@@ -11,7 +11,7 @@ import torch
 from edge_helpers import PROMPTS, reference, remote_generate, start_edge
 from typer.testing import CliRunner
 
-from gelato.cli.transport_cmd import app
+from gelato.cli.main import app
 from gelato.policies import StaticPolicy
 from gelato.wire.errors import EdgeRejectedError
 

@@ -4,7 +4,7 @@ modelled replay (see docs/testbed.md for every field)."""
 from __future__ import annotations
 
 from gelato.constants import within_energy_budget
-from gelato.experiments.testbed.presets import PowerProfile
+from gelato.testbed.presets import PowerProfile
 from gelato.wire.payload import GRPC_FRAMING_BYTES
 
 PHASES = ("draft", "uplink", "verify", "downlink", "waiting", "device_other")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import datetime
+import ipaddress
 import threading
 import time
 from collections.abc import Sequence
@@ -171,3 +173,31 @@ class RecordingClient(EdgeClient):
 
     def open_stream(self):
         return _RecordingStream(super().open_stream(), self.waits)
+
+
+def self_signed_certificate(tmp_path):
+    """A self-signed certificate for localhost/127.0.0.1 written to tmp_path/edge.crt and edge.key; (cert, key) PEM."""
+    try:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+    except ImportError:
+        pytest.skip("the 'cryptography' package is not installed: cannot make a self-signed certificate")
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    (tmp_path / "edge.crt").write_bytes(cert_pem)
+    (tmp_path / "edge.key").write_bytes(key_pem)
+    return cert_pem, key_pem
