@@ -135,6 +135,9 @@ def test_the_clock_is_charged_with_the_whole_record():
         def __init__(self):
             self.seen = []
 
+        def begin_prompt(self):
+            pass
+
         def begin_round(self, ctx):
             return None
 

@@ -5,7 +5,7 @@ import pytest
 
 from gelato.decoding.policy import DraftPolicy, RoundContext
 from gelato.decoding.sampling import SamplingParams
-from gelato.decoding.types import DraftStep, StopDecision
+from gelato.decoding.types import Draft, DraftStep, RoundRecord, StopDecision, Verdict
 from gelato.generation import generate
 from gelato.policies.static import StaticPolicy
 from gelato.system.channel import ChannelConfig, ChannelState, PathLoss
@@ -54,44 +54,74 @@ def test_charge_by_hand_paper_mode(tiny_pair, make_spec_pair):
     res = run(tiny_pair, make_spec_pair, clock)
     rate = clock.channel.mean_state().uplink_bps
     for r in res.rounds:
-        ch = r.charge.as_dict()
+        ch = r.charge
         d, dff, L, g = 896, 4864, r.start, r.drafted
         F = 24 * g * (8 * d * d + 4 * (L + g / 2) * d + 4 * d * dff)
-        assert ch["t_draft"] == pytest.approx(F / 40e9, rel=1e-12)
-        assert ch["e_draft"] == pytest.approx(12 * F / 40e9, rel=1e-12)
-        assert ch["t_uplink"] == pytest.approx(ch["bits_up"] / rate)
-        assert ch["e_uplink"] == pytest.approx(dbm_to_w(23) * ch["bits_up"] / rate)
-        assert ch["t_verify"] == 0.1
-        assert ch["e_downlink"] == 0 and ch["e_idle"] == 0  # the paper charges draft and uplink only
-        assert ch["t_round"] == pytest.approx(ch["t_draft"] + ch["t_uplink"] + ch["t_verify"] + ch["t_downlink"])
-        assert ch["e_round"] == pytest.approx(ch["e_draft"] + ch["e_uplink"])
-        assert ch["e_edge"] == pytest.approx(72 * 0.1 + dbm_to_w(30) * ch["t_downlink"])
+        assert ch.t_draft == pytest.approx(F / 40e9, rel=1e-12)
+        assert ch.e_draft == pytest.approx(12 * F / 40e9, rel=1e-12)
+        assert ch.t_uplink == pytest.approx(ch.bits_up / rate)
+        assert ch.e_uplink == pytest.approx(dbm_to_w(23) * ch.bits_up / rate)
+        assert ch.t_verify == 0.1
+        assert ch.e_downlink == 0 and ch.e_idle == 0  # the paper charges draft and uplink only
+        assert ch.t_round == pytest.approx(ch.t_draft + ch.t_uplink + ch.t_verify + ch.t_downlink)
+        assert ch.e_round == pytest.approx(ch.e_draft + ch.e_uplink)
+        assert ch.e_edge == pytest.approx(72 * 0.1 + dbm_to_w(30) * ch.t_downlink)
         # paper_topp over a 64-token vocabulary with greedy temperature-1 q: every q has full support
-        assert ch["bits_up"] >= r.sent * 64 * 50
+        assert ch.bits_up >= r.sent * 64 * 50
 
 
-def test_ledger_and_cumulative_totals(tiny_pair, make_spec_pair, tmp_path):
+def test_device_energy_terms_and_cumulative_totals(tiny_pair, make_spec_pair, tmp_path):
     clock = SystemConfig.generic().build_clock(1)
     res = run(tiny_pair, make_spec_pair, clock)
-    totals = clock.ledger.totals()
-    rounds = clock.ledger.rounds
-    assert len(rounds) == len(res.rounds)
-    for term in ("draft", "uplink", "downlink", "idle", "edge"):
-        assert totals[term] == sum(getattr(e, term) for e in rounds)
-    assert totals["device"] == sum(r.charge.e_round for r in res.rounds)
-    assert clock.cum_energy == pytest.approx(totals["device"])
+    charges = [r.charge for r in res.rounds]
+    assert [r.charge for r in clock.records] == charges
+    for c in charges:  # a round's device energy is its four terms, each non-negative; the edge's is apart
+        assert min(c.e_draft, c.e_uplink, c.e_downlink, c.e_idle, c.e_edge) >= 0
+        assert c.e_round == pytest.approx(c.e_draft + c.e_uplink + c.e_downlink + c.e_idle, rel=1e-12)
+    device = sum(c.e_round for c in charges)
+    assert clock.cum_energy == pytest.approx(device)
+    assert clock.cum_energy == pytest.approx(sum(c.e_draft + c.e_uplink + c.e_downlink + c.e_idle for c in charges))
+    assert [c.cum_energy for c in charges] == pytest.approx([sum(x.e_round for x in charges[:i + 1])
+                                                             for i in range(len(charges))])
     assert res.rounds[-1].charge.cum_energy == clock.cum_energy
-    assert clock.cum_time == pytest.approx(sum(r.charge.t_round for r in res.rounds))
+    assert clock.cum_time == pytest.approx(sum(c.t_round for c in charges))
     assert clock.cum_tokens == sum(r.accepted + 1 for r in res.rounds)
-    assert totals["idle"] > 0 and totals["downlink"] > 0  # generic mode bills all four device terms
+    assert sum(c.e_idle for c in charges) > 0 and sum(c.e_downlink for c in charges) > 0  # generic: all four terms
     s = summarize_charged_rounds(clock.rows, clock.cum_tokens)  # the one modelled summariser, on the clock's rows
-    assert s["joules_per_token"] == pytest.approx(totals["device"] / clock.cum_tokens)
+    assert s["joules_per_token"] == pytest.approx(device / clock.cum_tokens)
     assert s["modelled_seconds"] == pytest.approx(clock.cum_time) and s["rounds"] == len(res.rounds)
     path = clock.rounds_jsonl(tmp_path / "rounds.jsonl")
     lines = [json.loads(x) for x in path.read_text().splitlines()]
     assert len(lines) == len(res.rounds)
     assert lines[0]["sent"] == res.rounds[0].sent and lines[0]["entropies"] == pytest.approx(res.rounds[0].entropies, abs=1e-5)
     assert set(CHARGE_KEYS) <= set(lines[-1])
+
+
+def test_begin_prompt_resets_the_draft_cache_state_and_begin_round_does_not():
+    clock = SystemConfig.generic().build_clock(0)
+    draft = Draft(tokens=[3, 4], q=None, entropies=[0.1] * 2, token_probs=[0.9] * 2, max_probs=[0.9] * 2, budget=2,
+                  n_computed=2, start=10)
+    record = RoundRecord(index=0, start=10, budget=2, drafted=2, sent=2, accepted=2, token=1, entropies=[0.1] * 2)
+    clock.begin_prompt()
+    clock.begin_round()
+    assert clock.charge(record, draft, Verdict(accepted=2, token=1)).n_pending == 1  # a prompt's first round
+    assert clock.predict_terms(2, None, 13, 8.0).n_pending == 2  # all accepted: verdict + last draft token
+    clock.begin_round(RoundContext(index=0, generated=0, context_len=13, max_budget=5))
+    assert clock.predict_terms(2, None, 13, 8.0).n_pending == 2  # a round never starts a prompt by itself
+    clock.begin_prompt()
+    assert clock.predict_terms(2, None, 13, 8.0).n_pending == 1
+
+
+def test_a_negative_energy_term_is_refused():
+    clock = SystemConfig.generic().build_clock(0)
+    clock.device_power = DevicePower.model_construct(compute_w=-1.0, transmit_w=None, receive_w=0.0, idle_w=0.0)
+    draft = Draft(tokens=[3, 4], q=None, entropies=[0.1] * 2, token_probs=[0.9] * 2, max_probs=[0.9] * 2, budget=2,
+                  n_computed=2, start=10)
+    record = RoundRecord(index=0, start=10, budget=2, drafted=2, sent=2, accepted=2, token=1, entropies=[0.1] * 2)
+    clock.begin_round()
+    with pytest.raises(ValueError, match="e_draft"):
+        clock.charge(record, draft, Verdict(accepted=2, token=1))
+    assert clock.records == [] and clock.cum_energy == 0.0
 
 
 class PredictingPolicy(DraftPolicy):
@@ -115,10 +145,10 @@ def test_predict_agrees_with_charge(near_pair, make_spec_pair, factory):
     for (snap, ctx), r in zip(policy.snapshots, res.rounds):
         if r.sent != 3 or r.drafted != 3:
             continue
-        ch = r.charge.as_dict()
-        t, e = snap.predict(3, ctx.link, ctx.context_len, ch["bits_up"] / 3, ch["bits_down"])
-        assert t == pytest.approx(ch["t_round"], rel=1e-12)
-        assert e == pytest.approx(ch["e_round"], rel=1e-12)
+        ch = r.charge
+        t, e = snap.predict(3, ctx.link, ctx.context_len, ch.bits_up / 3, ch.bits_down)
+        assert t == pytest.approx(ch.t_round, rel=1e-12)
+        assert e == pytest.approx(ch.e_round, rel=1e-12)
         checked += 1
     assert checked >= 3
 
@@ -210,7 +240,7 @@ def test_predict_defaults_and_validation():
     assert e7 == pytest.approx(12 * F / 40e9 + dbm_to_w(23) * 7000 / link.uplink_bps)
     assert clock.predict(7, None, 100, 1000.0) == (t7, e7)  # no link: the mean state
     t0, e0 = clock.predict(0, link, 100, 0.0)  # an edge-only round: verification and the verdict
-    assert e0 == 0.0 and t0 == pytest.approx(0.1 + clock.predict_terms(0, link, 100, 0.0)["t_downlink"])
+    assert e0 == 0.0 and t0 == pytest.approx(0.1 + clock.predict_terms(0, link, 100, 0.0).t_downlink)
     with pytest.raises(ValueError):
         clock.predict(-1, link, 100, 10.0)
 

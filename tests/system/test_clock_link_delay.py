@@ -14,7 +14,7 @@ def _round(clock, n=4):
                   max_probs=[0.9] * n, budget=n, n_computed=n, start=20)
     record = RoundRecord(index=0, start=20, budget=n, drafted=n, sent=n, accepted=2, token=7, entropies=[0.5] * n)
     clock.begin_round()
-    return clock.charge(record, draft, Verdict(accepted=2, token=7)).as_dict()
+    return clock.charge(record, draft, Verdict(accepted=2, token=7))
 
 
 def test_fixed_rates_and_delay_add_to_time_not_energy():
@@ -23,11 +23,11 @@ def test_fixed_rates_and_delay_add_to_time_not_energy():
     fixed = ChannelConfig(uplink_bps=1e6, downlink_bps=4e6, fading="none")
     a = _round(ModelledClock(channel=fixed, **base))
     b = _round(ModelledClock(channel=fixed.model_copy(update={"delay_s": 0.025}), **base))
-    assert a["rate_up_bps"] == 1e6 and a["rate_down_bps"] == 4e6
-    assert a["t_uplink"] == pytest.approx(a["bits_up"] / 1e6) and a["t_downlink"] == pytest.approx(a["bits_down"] / 4e6)
-    assert a["t_propagation"] == 0 and b["t_propagation"] == pytest.approx(0.05)
-    assert b["t_round"] - a["t_round"] == pytest.approx(0.05)
-    assert b["e_round"] == pytest.approx(a["e_round"])  # propagation costs no device energy
+    assert a.rate_up_bps == 1e6 and a.rate_down_bps == 4e6
+    assert a.t_uplink == pytest.approx(a.bits_up / 1e6) and a.t_downlink == pytest.approx(a.bits_down / 4e6)
+    assert a.t_propagation == 0 and b.t_propagation == pytest.approx(0.05)
+    assert b.t_round - a.t_round == pytest.approx(0.05)
+    assert b.e_round == pytest.approx(a.e_round)  # propagation costs no device energy
     t, e = ModelledClock(channel=fixed.model_copy(update={"delay_s": 0.025}), **base).predict(4, None, 20, 16.0)
     t0, e0 = ModelledClock(channel=fixed, **base).predict(4, None, 20, 16.0)
     assert t - t0 == pytest.approx(0.05) and e == pytest.approx(e0)  # plans see the delay too

@@ -13,6 +13,7 @@ from gelato.system.compute import (
     calibrate_profile,
     draft_seconds,
     forward_flops,
+    next_pending,
     verify_seconds,
 )
 
@@ -41,6 +42,12 @@ def test_sequential_accounting_with_pending_tokens():
     assert draft_seconds(model, 3, 10, n_pending=1) == pytest.approx(f(1, 9) + f(1, 10) + f(1, 11))
     assert draft_seconds(model, 3, 10, n_pending=2) == pytest.approx(f(2, 8) + f(1, 10) + f(1, 11))
     assert draft_seconds(model, 0, 10, n_pending=1) == 0.0
+
+
+def test_next_pending_the_draft_cache_rule():
+    assert next_pending(1, 0, 0) == 2 and next_pending(3, 0, 0) == 4  # nothing computed: the verdict token piles up
+    assert next_pending(1, 4, 4) == 2 and next_pending(3, 1, 1) == 2  # all accepted: verdict + the unfed last token
+    assert next_pending(1, 4, 3) == 1 and next_pending(5, 4, 0) == 1  # a rejection: only the verdict token
 
 
 def test_verify_and_constant():

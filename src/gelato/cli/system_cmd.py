@@ -133,7 +133,7 @@ def show(bandwidth_mhz: list[float] = typer.Option([1.0, 10.0], "--bandwidth-mhz
     per_token_bytes = packed_nbytes(support, pcfg.b_index, pcfg.b_prob)
     bits_up = synthetic_topp_bits([support] * g, pcfg, position=context)
     link = clock.channel.mean_state()
-    terms = clock.predict_terms(g, link, context, bits_up / g)
+    terms = clock.predict_terms(g, link, context, bits_up / g).as_dict()  # the predicted RoundCharge, by name
     pay = Table(title=f"One paper_topp round at the mean gain, B = {b_mhz:g} MHz, g = {g}, |S| = {support}")
     for col in ("quantity", "value", "note"):
         pay.add_column(col)

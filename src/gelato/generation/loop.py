@@ -45,8 +45,11 @@ class Verifier(Protocol):
 
 
 class RoundClock(Protocol):
-    """Charges time and energy per round. ``begin_round`` returns the link state the policy may read;
-    ``charge`` the round's cost (None: nothing charged, e.g. a recorder that charges later)."""
+    """Charges time and energy per round. ``begin_prompt`` starts a prompt (once per ``generate``, before
+    its first round); ``begin_round`` returns the link state the policy may read; ``charge`` the round's cost
+    (None: nothing charged, e.g. a recorder that charges later)."""
+
+    def begin_prompt(self) -> None: ...
 
     def begin_round(self, ctx: RoundContext) -> Any: ...
 
@@ -164,6 +167,8 @@ def generate(prompt_ids: Sequence[int], proposer: Proposer, verifier: Verifier, 
     stop_reason = "length"
     verification = _Verification(verifier, background_verify)
     t_start = time.perf_counter()
+    if clock is not None:
+        clock.begin_prompt()
     try:
         while len(committed) - prompt_len < max_new_tokens and (max_rounds is None or len(rounds) < max_rounds):
             t0 = time.perf_counter()

@@ -50,17 +50,18 @@ class LeakyBucket:
         return self.level > self.limit
 
 
-def charged(record: RoundRecord, key: str) -> float | None:
-    """A finite term of ``record.charge`` (a :class:`RoundCharge` field) or None without a clock."""
-    if record.charge is None:
+def finite(value: float | None) -> float | None:
+    """``value`` as a float if it is a finite number, else None: a charge term a policy may learn from
+    (``finite(record.charge.t_round)``; ``record.charge`` is None when the loop ran without a clock)."""
+    if value is None:
         return None
-    value = float(getattr(record.charge, key))
+    value = float(value)
     return value if math.isfinite(value) else None
 
 
 def bits_per_sent_token(record: RoundRecord) -> float | None:
     """Uplink bits per sent draft token of a finished round, from the clock's charge."""
-    bits = charged(record, "bits_up")
+    bits = finite(record.charge.bits_up) if record.charge is not None else None
     if bits is None or record.sent <= 0:
         return None
     return bits / record.sent

@@ -55,7 +55,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from gelato.constants import E_BAR_J, G_MAX, RHO0, C
 from gelato.decoding.policy import DraftPolicy, RoundContext
 from gelato.decoding.types import DraftStep, RoundRecord, StopDecision
-from gelato.policies.common import RunningMean, acceptance_outcomes, charged
+from gelato.policies.common import RunningMean, acceptance_outcomes, finite
 from gelato.policies.estimators import EntropyAcceptanceMap, PayloadModel
 from gelato.policies.predictor import RoundPredictor, require_predictor
 
@@ -95,7 +95,7 @@ class GelatoImprovedPolicy(DraftPolicy):
     Source: this project (docs/design-decisions.md, "Beyond the paper"), built on GELATO, arXiv 2605.10124.
     """
 
-    name = "gelato-improved (ours)"
+    name = "gelato-improved"
 
     def __init__(self, predictor: RoundPredictor | None = None, config: GelatoImprovedConfig | None = None,
                  **overrides: Any) -> None:
@@ -255,7 +255,8 @@ class GelatoImprovedPolicy(DraftPolicy):
 
     # update -----------------------------------------------------------------------------------------
     def _round_time_energy(self, record: RoundRecord) -> tuple[float | None, float | None]:
-        t, e = charged(record, "t_round"), charged(record, "e_round")
+        charge = record.charge
+        t, e = (finite(charge.t_round), finite(charge.e_round)) if charge is not None else (None, None)
         if t is not None and e is not None:
             return t, e
         ctx = self._ctx
@@ -280,7 +281,7 @@ class GelatoImprovedPolicy(DraftPolicy):
         self.recent_h.extend(float(h) for h in record.entropies)
         self.recent_pairs.extend(zip(record.entropies[:-1], record.entropies[1:]))
         # payload
-        bits = charged(record, "bits_up")
+        bits = finite(record.charge.bits_up) if record.charge is not None else None
         if bits is not None and record.sent > 0:
             self.payload.update(record.sent, list(record.entropies), bits)
             self.bits.update(bits / record.sent)

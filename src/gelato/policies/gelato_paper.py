@@ -10,7 +10,7 @@ Inner loop (per token): leaky bucket ``B_i = max(0, B_{i-1} + H_i - H_th)`` with
 
 Where the paper is silent (docs/design-decisions.md, "Where the paper is silent"): the bucket restarts at 0 each round; at least one token is
 always sent (the round loop sends position 0 whatever the hook says); the overflowing token was computed
-and is billed by the clock; the queue is fed the energy the clock charged (``record.charge["e_round"]``),
+and is billed by the clock; the queue is fed the energy the clock charged (``record.charge.e_round``),
 or the predictor's energy of the round as drafted and sent when no clock runs.
 """
 
@@ -28,8 +28,8 @@ from gelato.policies.common import (
     LeakyBucket,
     RunningMean,
     bits_per_sent_token,
-    charged,
     expected_tokens_const,
+    finite,
 )
 from gelato.policies.predictor import RoundPredictor, require_predictor
 
@@ -127,7 +127,7 @@ class GelatoPaperPolicy(DraftPolicy):
     # update -----------------------------------------------------------------------------------------
     def round_energy(self, record: RoundRecord) -> float | None:
         """The energy the clock charged, else the predictor's energy of the round as drafted and sent."""
-        e = charged(record, "e_round")
+        e = finite(record.charge.e_round) if record.charge is not None else None
         if e is not None or self.predictor is None:
             return e
         ctx = self._ctx

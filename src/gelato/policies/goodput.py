@@ -7,7 +7,7 @@ from gelato.decoding.types import RoundRecord
 from gelato.policies.common import (
     acceptance_outcomes,
     bits_per_sent_token,
-    charged,
+    finite,
 )
 from gelato.policies.predictor import RoundPredictor
 
@@ -103,7 +103,7 @@ class AdaptiveGoodputPolicy(DraftPolicy):
         if bpt is not None:
             self._bits_seen += 1
             self.bits_per_token += (bpt - self.bits_per_token) / min(self._bits_seen, 100)
-        t = charged(record, "t_round")  # the modelled round time, else the measured wall time
+        t = finite(record.charge.t_round) if record.charge is not None else None  # modelled, else measured wall
         if t is None:
             t = record.wall.draft + record.wall.verify + record.wall.other
         if t > 0:

@@ -106,7 +106,7 @@ class GelatoImprovedPipelinedPolicy(GelatoImprovedPolicy):
 
     Source: this project, built on GELATO (arXiv 2605.10124) and pipelined drafting (PipeSD, PicoSpec)."""
 
-    name = "gelato-improved-pipelined (ours)"
+    name = "gelato-improved-pipelined"
 
     def __init__(self, predictor: Any = None, config: Any = None, max_predraft: int | None = None,
                  **overrides: Any) -> None:

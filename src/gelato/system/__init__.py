@@ -26,16 +26,17 @@ from gelato.system.compute import (
                                    calibrate_profile,
                                    draft_seconds,
                                    forward_flops,
+                                   next_pending,
                                    verify_seconds,
 )
 from gelato.system.config import ComputeSpec, SystemConfig
-from gelato.system.energy import DevicePower, EdgePower, EnergyLedger, RoundEnergy
+from gelato.system.energy import DeviceEnergy, DevicePower, EdgePower
 from gelato.system.presets import PAPER, DevicePreset, EdgePreset, PaperConstants
 from gelato.system.units import db_to_linear, dbm_to_w, linear_to_db, w_to_dbm
 
 __all__ = ["ChannelConfig", "ChannelState", "PathLoss", "TraceChannel", "WirelessChannel", "make_channel",
            "shannon_rate", "CHARGE_KEYS", "ModelledClock", "QWEN25_0_5B", "QWEN25_7B", "ComputeModel",
            "ConstantCompute", "FlopsCompute", "MeasuredProfile", "ModelDims", "RooflineCompute", "calibrate_profile",
-           "draft_seconds", "forward_flops", "verify_seconds", "ComputeSpec", "SystemConfig", "DevicePower",
-           "EdgePower", "EnergyLedger", "RoundEnergy", "PAPER", "DevicePreset", "EdgePreset", "PaperConstants",
+           "draft_seconds", "forward_flops", "next_pending", "verify_seconds", "ComputeSpec", "SystemConfig",
+           "DeviceEnergy", "DevicePower", "EdgePower", "PAPER", "DevicePreset", "EdgePreset", "PaperConstants",
            "db_to_linear", "dbm_to_w", "linear_to_db", "w_to_dbm"]

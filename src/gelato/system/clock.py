@@ -2,6 +2,8 @@
 
 Implements the round loop's ``RoundClock`` protocol (``gelato.generation.loop``):
 
+* ``begin_prompt()`` starts a prompt: the draft's cache lacks only the last prompt token again
+  (:func:`~gelato.system.compute.next_pending`);
 * ``begin_round(ctx)`` draws this round's channel (fading) and returns the :class:`ChannelState` the
   policy sees as ``ctx.link``;
 * ``charge(record, draft, verdict)`` computes the round's terms (docs/design-decisions.md: "The round and the system model", "Metrics")
@@ -14,17 +16,17 @@ Implements the round loop's ``RoundClock`` protocol (``gelato.generation.loop``)
       t_round    = t_draft + t_uplink + t_prop + t_verify + t_downlink
       e_round    = e_draft + e_uplink + e_downlink + e_idle   (device; e_edge reported apart)
 
-  advances the modelled time and charges the :class:`EnergyLedger`; with pipelined drafting
+  as a :class:`RoundCharge` and advances the modelled time and energy; with pipelined drafting
   (``charge(..., predrafted=m)``) the tokens drafted ahead during the wait are billed in full and their
-  time overlaps the wait (:func:`overlap_timeline`);
-* ``predict(g, link, context_len, bits_per_token)`` gives the predicted (round time, device energy)
-  of a budget ``g`` with the same formulas (GELATO's outer loop).
+  time overlaps the wait (:func:`overlap_timeline`, a :class:`Timeline`);
+* ``predict_terms(g, link, context_len, bits_per_token)`` gives the predicted :class:`RoundCharge` of a
+  budget ``g`` with the same formulas, ``predict(...)`` its (round time, device energy) (GELATO's outer loop).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,15 +39,16 @@ from gelato.system.compute import (
     ConstantCompute,
     FlopsCompute,
     draft_seconds,
+    next_pending,
     verify_seconds,
 )
-from gelato.system.energy import DevicePower, EdgePower, EnergyLedger, device_round_energy, edge_round_energy
+from gelato.system.energy import DevicePower, EdgePower, device_round_energy, edge_round_energy
 from gelato.system.presets import PAPER
 from gelato.wire.payload import PayloadConfig, build_draft_up, build_verdict_down, message_bits
 
 Accounting = Literal["paper", "sequential"]
 
-__all__ = ["CHARGE_KEYS", "ModelledClock", "overlap_timeline"]
+__all__ = ["CHARGE_KEYS", "ModelledClock", "Timeline", "overlap_timeline"]
 
 
 class ModelledClock:
@@ -76,7 +79,6 @@ class ModelledClock:
         self.accounting: Accounting = accounting
         self.count_downlink_time = count_downlink_time
         self.name = name
-        self.ledger = EnergyLedger()
         self.reset(seed)
 
     # --- state ----------------------------------------------------------------------------------------
@@ -86,31 +88,19 @@ class ModelledClock:
         if seed is not None:
             self.seed = seed
         self.channel.reset(self.seed)
-        self.ledger.reset()
         self.records: list[RoundRecord] = []  # every charged round, with its charge
         self.cum_tokens = 0
         self.cum_time = 0.0
         self.cum_energy = 0.0
         self.cum_bits_up = 0
         self.cum_bits_down = 0
-        self.cum_sent = 0
         self._state: ChannelState | None = None
-        self._pending = 1  # committed tokens the draft cache lacks at the next round
-        self._pending_ids: list[int] = []  # tokens the edge has not seen (DSSD residual samples)
-
-    @property
-    def now(self) -> float:
-        return self.cum_time
+        self.begin_prompt()
 
     @property
     def link(self) -> ChannelState | None:
         """This round's channel state (after ``begin_round``, before ``charge``)."""
         return self._state
-
-    @property
-    def mean_bits_per_token(self) -> float | None:
-        """Running mean of uplink bits per sent draft token (the predicted payload of docs/design-decisions.md, "Where the paper is silent")."""
-        return self.cum_bits_up / self.cum_sent if self.cum_sent else None
 
     @property
     def mean_bits_down(self) -> float | None:
@@ -123,10 +113,12 @@ class ModelledClock:
 
     # --- RoundClock -----------------------------------------------------------------------------------
 
+    def begin_prompt(self) -> None:
+        """A new prompt starts (its prefill is not billed per round): the draft cache lacks one token."""
+        self._pending = 1  # committed tokens the draft cache lacks at the next round
+        self._pending_ids: list[int] = []  # tokens the edge has not seen (DSSD residual samples)
+
     def begin_round(self, ctx: Any = None) -> ChannelState:
-        if ctx is not None and getattr(ctx, "generated", None) == 0:
-            self._pending = 1  # a new prompt (its prefill is not billed per round)
-            self._pending_ids = []
         self._state = self.channel.next_state()
         return self._state
 
@@ -149,33 +141,29 @@ class ModelledClock:
                                  self.payload.header_bits_down)
         t_verify = verify_seconds(self.verify_compute, n_sent, L)
         terms = self._terms(state, t_draft, bits_up, t_verify, bits_down, t_predraft)
-        self.ledger.charge(record.index, terms["e_draft"], terms["e_uplink"], terms["e_downlink"], terms["e_idle"],
-                           terms["e_edge"])
+        bad = {k: v for k, v in (("e_draft", terms.e_draft), ("e_uplink", terms.e_uplink),
+                                 ("e_downlink", terms.e_downlink), ("e_idle", terms.e_idle),
+                                 ("e_edge", terms.e_edge)) if not v >= 0}
+        if bad:
+            raise ValueError(f"energy terms must be >= 0 J, got {bad}")
         self.cum_tokens += verdict.accepted + 1
-        self.cum_time += terms["t_round"]
-        self.cum_energy += terms["e_round"]
+        self.cum_time += terms.t_round
+        self.cum_energy += terms.e_round
         self.cum_bits_up += bits_up
         self.cum_bits_down += bits_down
-        self.cum_sent += n_sent
-        # what the draft cache lacks next round (see draft_seconds): the verdict token, plus the last draft
-        # token when every computed token was accepted (it was produced but never fed back)
-        if n_computed == 0:
-            self._pending += 1
-        else:
-            self._pending = 2 if verdict.accepted >= n_computed else 1
+        self._pending = next_pending(self._pending, n_computed, verdict.accepted)
         self._pending_ids = RoundCommit.of(draft.tokens, verdict).pending
-        charge = RoundCharge(**terms, cum_tokens=self.cum_tokens, cum_time=self.cum_time,
-                             cum_energy=self.cum_energy, context_len=L, n_pending=n_pending,
-                             channel_index=state.index, fading=state.fading)
+        charge = replace(terms, cum_tokens=self.cum_tokens, cum_time=self.cum_time, cum_energy=self.cum_energy,
+                         context_len=L, n_pending=n_pending, channel_index=state.index, fading=state.fading)
         self.records.append(replace(record, charge=charge))
         return charge
 
     # --- prediction -----------------------------------------------------------------------------------
 
     def predict_terms(self, g: int, link: ChannelState | None, context_len: int, bits_per_token: float,
-                      bits_down: float | None = None) -> dict:
-        """All predicted terms for drafting and sending ``g`` tokens this round (``link=None``: the
-        channel's mean state)."""
+                      bits_down: float | None = None) -> RoundCharge:
+        """The predicted charge of drafting and sending ``g`` tokens this round (``link=None``: the channel's
+        mean state); its running totals (``cum_*``) are 0."""
         if link is None:
             link = self.channel.mean_state()
         if g < 0:
@@ -191,20 +179,22 @@ class ModelledClock:
                                                         len(self.records), context_len + g + 1, g),
                                      self.payload.header_bits_down)
         t_verify = verify_seconds(self.verify_compute, g, context_len)
-        return self._terms(link, t_draft, g * bits_per_token, t_verify, bits_down)
+        return replace(self._terms(link, t_draft, g * bits_per_token, t_verify, bits_down), context_len=context_len,
+                       n_pending=n_pending)
 
     def predict(self, g: int, link: ChannelState | None, context_len: int, bits_per_token: float,
                 bits_down: float | None = None) -> tuple[float, float]:
         """Predicted (round time s, device energy J) for a budget ``g`` with every token sent.
 
-        ``bits_per_token``: predicted uplink bits per draft token (e.g. :attr:`mean_bits_per_token`);
+        ``bits_per_token``: predicted uplink bits per draft token (e.g. a policy's running mean);
         ``bits_down``: predicted downlink bits (default: the running mean, or an id-only verdict).
         """
         terms = self.predict_terms(g, link, context_len, bits_per_token, bits_down)
-        return terms["t_round"], terms["e_round"]
+        return terms.t_round, terms.e_round
 
     def _terms(self, state: ChannelState, t_draft: float, bits_up: float, t_verify: float,
-               bits_down: float, t_predraft: float = 0.0) -> dict:
+               bits_down: float, t_predraft: float = 0.0) -> RoundCharge:
+        """The round's terms from its phase times and bits over ``state`` (no running totals yet)."""
         if not (state.uplink_bps > 0 and state.downlink_bps > 0):
             raise ValueError(f"channel rate is zero in round {state.index} (gain {state.gain}); cannot send")
         t_uplink = bits_up / state.uplink_bps
@@ -214,18 +204,15 @@ class ModelledClock:
         timeline = overlap_timeline(t_draft, t_uplink, t_verify, t_downlink, t_predraft, self.count_downlink_time,
                                     t_prop)
         e = device_round_energy(self.device_power, cfg.uplink_power_w, t_draft + t_predraft, t_uplink, t_downlink,
-                                timeline["t_idle"])
-        e_edge = edge_round_energy(self.edge_power, cfg.downlink_power_w, t_verify, t_downlink)
-        terms = {"t_draft": t_draft, "t_uplink": t_uplink, "t_verify": t_verify, "t_downlink": t_downlink,
-                 "t_propagation": t_prop, "t_round": timeline["t_round"], "e_draft": e["draft"], "e_uplink": e["uplink"],
-                 "e_downlink": e["downlink"], "e_idle": e["idle"],
-                 "e_round": e["draft"] + e["uplink"] + e["downlink"] + e["idle"],
-                 "e_edge": e_edge, "bits_up": bits_up, "bits_down": bits_down, "gain": state.gain,
-                 "snr_db": state.snr_db, "rate_up_bps": state.uplink_bps, "rate_down_bps": state.downlink_bps}
-        if t_predraft > 0:
-            terms.update(t_predraft=t_predraft, t_predraft_exposed=timeline["t_exposed"],
-                         e_predraft=self.device_power.compute_w * t_predraft)
-        return terms
+                                timeline.t_idle)
+        return RoundCharge(t_draft=t_draft, t_uplink=t_uplink, t_propagation=t_prop, t_verify=t_verify,
+                           t_downlink=t_downlink, t_round=timeline.t_round, e_draft=e.draft, e_uplink=e.uplink,
+                           e_downlink=e.downlink, e_idle=e.idle, e_round=e.total,
+                           e_edge=edge_round_energy(self.edge_power, cfg.downlink_power_w, t_verify, t_downlink),
+                           t_predraft=t_predraft, t_predraft_exposed=timeline.t_exposed,
+                           e_predraft=self.device_power.compute_w * t_predraft, bits_up=bits_up, bits_down=bits_down,
+                           gain=state.gain, snr_db=state.snr_db, rate_up_bps=state.uplink_bps,
+                           rate_down_bps=state.downlink_bps)
 
     # --- logs -----------------------------------------------------------------------------------------
 
@@ -247,8 +234,18 @@ class ModelledClock:
                 "payload": self.payload.model_dump()}
 
 
+@dataclass(frozen=True)
+class Timeline:
+    """One round's timeline, seconds (:func:`overlap_timeline`)."""
+
+    t_round: float  # the round's length
+    t_wait: float  # from the end of drafting to the verdict's arrival
+    t_exposed: float  # pre-draft time beyond the wait, which the round pays for
+    t_idle: float  # time of the verification window the device spends idle (billed at idle power)
+
+
 def overlap_timeline(t_draft: float, t_uplink: float, t_verify: float, t_downlink: float, t_predraft: float = 0.0,
-                     count_downlink_time: bool = True, t_propagation: float = 0.0) -> dict:
+                     count_downlink_time: bool = True, t_propagation: float = 0.0) -> Timeline:
     """One round's timeline when the device drafts ahead during the wait (pipelined drafting).
 
     The device drafts for ``t_draft`` (what still must be drafted), sends, and then waits
@@ -267,6 +264,6 @@ def overlap_timeline(t_draft: float, t_uplink: float, t_verify: float, t_downlin
         raise ValueError("phase times must be >= 0")
     t_wait = t_uplink + t_propagation + t_verify + (t_downlink if count_downlink_time else 0.0)
     busy_in_verify = min(max(0.0, t_predraft - t_uplink - t_propagation / 2), t_verify)
-    return {"t_round": t_draft + max(t_wait, t_predraft), "t_wait": t_wait,
-            "t_exposed": max(0.0, t_predraft - t_wait), "t_idle": t_verify - busy_in_verify}
+    return Timeline(t_round=t_draft + max(t_wait, t_predraft), t_wait=t_wait, t_exposed=max(0.0, t_predraft - t_wait),
+                    t_idle=t_verify - busy_in_verify)
 

@@ -238,6 +238,19 @@ def draft_seconds(model: ComputeModel, n_computed: int, context_len: int, n_pend
     return first + sum(model.forward_seconds(1, context_len + i - 1) for i in range(1, n_computed))
 
 
+def next_pending(pending: int, n_computed: int, accepted: int) -> int:
+    """Committed tokens the draft's KV cache lacks at the next round (``n_pending`` of :func:`draft_seconds`).
+
+    ``pending``: what it lacked at this round's start (1 at a new prompt). A round that computed no draft
+    token fed nothing, so its lack grows by the verdict token: ``pending + 1``. Otherwise the draft fed all
+    it had but its last token, so it lacks the verdict token only (1), plus that last draft token when every
+    computed token was accepted (2): it was produced but never fed back.
+    """
+    if n_computed == 0:
+        return pending + 1
+    return 2 if accepted >= n_computed else 1
+
+
 def verify_seconds(model: ComputeModel, n_sent: int, context_len: int) -> float:
     """One target forward over the newest committed token plus the ``n_sent`` draft tokens."""
     return model.forward_seconds(n_sent + 1, max(0, context_len - 1))

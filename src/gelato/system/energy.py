@@ -14,15 +14,13 @@ never charged to the device: the edge is grid-powered.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from gelato.system.units import dbm_to_w
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
-
-DEVICE_TERMS = ("draft", "uplink", "downlink", "idle")
 
 
 class DevicePower(BaseModel):
@@ -49,67 +47,29 @@ class EdgePower(BaseModel):
 
 
 @dataclass(frozen=True)
-class RoundEnergy:
-    """One round's energy terms in joules."""
+class DeviceEnergy:
+    """One round's four device energy terms, joules (the edge's energy is apart: :func:`edge_round_energy`)."""
 
-    index: int
     draft: float
     uplink: float
     downlink: float
     idle: float
-    edge: float
 
     @property
-    def device(self) -> float:
+    def total(self) -> float:
+        """``draft + uplink + downlink + idle``: the round's device energy (``RoundCharge.e_round``)."""
         return self.draft + self.uplink + self.downlink + self.idle
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "device": self.device}
 
 
 def device_round_energy(power: DevicePower, uplink_power_w: float, t_draft: float, t_uplink: float,
-                        t_downlink: float, t_verify: float) -> dict[str, float]:
-    """The four device terms of one round from its phase times."""
+                        t_downlink: float, t_verify: float) -> DeviceEnergy:
+    """The four device terms of one round from its phase times (``t_verify``: the device's idle wait)."""
     tx = power.transmit_w if power.transmit_w is not None else uplink_power_w
-    return {"draft": power.compute_w * t_draft, "uplink": tx * t_uplink,
-            "downlink": power.receive_w * t_downlink, "idle": power.idle_w * t_verify}
+    return DeviceEnergy(draft=power.compute_w * t_draft, uplink=tx * t_uplink,
+                        downlink=power.receive_w * t_downlink, idle=power.idle_w * t_verify)
 
 
 def edge_round_energy(power: EdgePower, downlink_power_w: float, t_verify: float, t_downlink: float) -> float:
+    """The edge's energy of one round, joules: verification plus sending the verdict (never the device's)."""
     tx = power.transmit_w if power.transmit_w is not None else downlink_power_w
     return power.verify_w * t_verify + tx * t_downlink
-
-
-class EnergyLedger:
-    """Per-round device terms and edge energy; every total is the sum of the per-round entries."""
-
-    def __init__(self) -> None:
-        self.rounds: list[RoundEnergy] = []
-
-    def reset(self) -> None:
-        self.rounds.clear()
-
-    def charge(self, index: int, draft: float, uplink: float, downlink: float, idle: float,
-               edge: float) -> RoundEnergy:
-        values = {"draft": draft, "uplink": uplink, "downlink": downlink, "idle": idle, "edge": edge}
-        bad = {k: v for k, v in values.items() if not v >= 0}
-        if bad:
-            raise ValueError(f"energy terms must be >= 0 J, got {bad}")
-        entry = RoundEnergy(index=index, **values)
-        self.rounds.append(entry)
-        return entry
-
-    def totals(self) -> dict[str, float]:
-        """Per-term totals over all rounds, plus ``device`` (sum of the four device terms) and ``edge``."""
-        out = {term: sum(getattr(r, term) for r in self.rounds) for term in (*DEVICE_TERMS, "edge")}
-        out["device"] = sum(r.device for r in self.rounds)
-        return out
-
-    def per_token(self, tokens: int) -> dict[str, float]:
-        """Totals divided by generated tokens (J/token)."""
-        if tokens <= 0:
-            raise ValueError(f"need a positive token count for J/token, got {tokens}")
-        return {k: v / tokens for k, v in self.totals().items()}
-
-    def __len__(self) -> int:
-        return len(self.rounds)

@@ -20,12 +20,12 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 
 from gelato.decoding.payload_modes import PAYLOAD_CHOICES, PayloadMode
 from gelato.decoding.sampling import SamplingParams
+from gelato.decoding.types import RoundCharge
 from gelato.device.client import RemoteVerifier
 from gelato.device.edge_client import EdgeClient
 from gelato.generation import draft_proposer, generate
@@ -33,7 +33,7 @@ from gelato.models.loading import load_causal_lm
 from gelato.policies.registry import make_policy, policy_spec
 from gelato.system.channel import ChannelConfig
 from gelato.system.clock import ModelledClock
-from gelato.system.compute import MeasuredProfile, calibrate_profile, draft_seconds
+from gelato.system.compute import MeasuredProfile, calibrate_profile, draft_seconds, next_pending
 from gelato.system.config import SystemConfig
 from gelato.testbed.presets import power_profile
 from gelato.wire.codec import payload_config
@@ -43,21 +43,36 @@ MEASURED_PLANNER = "@measured"  # policy-name suffix: plan with the testbed's me
 
 
 class Recorder:
-    """A RoundClock that charges nothing and keeps each round's inputs for the modelled replay."""
+    """A RoundClock that charges nothing and keeps each round's inputs for the modelled replay:
+    ``rounds`` holds ``(starts_prompt, record, draft, verdict, predrafted)``, ``starts_prompt`` True for the
+    first round after ``begin_prompt`` (where the replay calls the clock's ``begin_prompt``)."""
 
     def __init__(self, keep_q: bool) -> None:
         self.keep_q = keep_q
         self.rounds: list[tuple] = []
-        self._generated = 0
+        self._new_prompt = False
+
+    def begin_prompt(self) -> None:
+        self._new_prompt = True
 
     def begin_round(self, ctx) -> None:
-        self._generated = ctx.generated
         return None
 
     def charge(self, record, draft, verdict, predrafted: int = 0) -> None:
         if not self.keep_q:
             draft = dataclasses.replace(draft, q=None)
-        self.rounds.append((self._generated, record, draft, verdict, predrafted))
+        self.rounds.append((self._new_prompt, record, draft, verdict, predrafted))
+        self._new_prompt = False
+
+    def replay(self, clock: ModelledClock) -> list[RoundCharge]:
+        """Charge the recorded rounds to ``clock`` as the loop would have live (a new prompt where one began)."""
+        charges = []
+        for starts_prompt, record, draft, verdict, predrafted in self.rounds:
+            if starts_prompt:
+                clock.begin_prompt()
+            clock.begin_round()
+            charges.append(clock.charge(record, draft, verdict, predrafted=predrafted))
+        return charges
 
 
 def live_payload(policy: str, params: SamplingParams) -> PayloadConfig:
@@ -147,13 +162,13 @@ class DeviceWorker:
         for run in (self.runs.values() if runs is None else runs):
             for rec in run["recorders"]:
                 pending = 1
-                for _, record, draft, verdict, predrafted in rec.rounds:
+                for starts_prompt, record, draft, verdict, predrafted in rec.rounds:
                     if predrafted or draft.n_carried:
                         break
+                    pending = 1 if starts_prompt else pending
                     measured += record.wall.draft
                     modelled += draft_seconds(self.draft_profile, draft.n_computed, draft.start, pending)
-                    pending = (pending + 1 if draft.n_computed == 0
-                               else 2 if verdict.accepted >= draft.n_computed else 1)
+                    pending = next_pending(pending, draft.n_computed, verdict.accepted)
         return measured / modelled if modelled > 0 else 0.0
 
     def clock(self, payload: PayloadConfig, scale: float | None = None, samples: list | None = None) -> ModelledClock:
@@ -179,13 +194,10 @@ class DeviceWorker:
             per_prompt = []
             for rec in run["recorders"]:
                 t0, e0, n0 = clock.cum_time, clock.cum_energy, len(clock.records)
-                first = None
-                for generated, record, draft, verdict, predrafted in rec.rounds:
-                    clock.begin_round(SimpleNamespace(generated=generated))
-                    charge = clock.charge(record, draft, verdict, predrafted=predrafted)
-                    first = charge.t_round if first is None else first
+                charges = rec.replay(clock)
                 per_prompt.append({"time_s": clock.cum_time - t0, "energy_j": clock.cum_energy - e0,
-                                   "first_round_s": first or 0.0, "rows": len(clock.records) - n0})
+                                   "first_round_s": charges[0].t_round if charges else 0.0,
+                                   "rows": len(clock.records) - n0})
             rows = clock.rows
             total = lambda key: float(sum(r.get(key, 0.0) for r in rows))  # noqa: E731
             out["policies"][name] = {"draft_scale": own_scale, "verify_profile": self.verify_profile(
