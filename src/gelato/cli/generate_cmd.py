@@ -45,6 +45,8 @@ def generate(
 
     params = sampling_params(temperature, top_k, top_p)
     policy = policy or DEFAULT_POLICY
+    if num_draft_tokens is not None and num_draft_tokens < 1:  # named as the user typed it
+        fail(f"--num-draft-tokens must be >= 1, got {num_draft_tokens}")
     chosen = make_policy_or_fail(policy, num_draft_tokens)
     draft_dir, target_dir = resolve_pair_dirs(draft, target)
     try:

@@ -2,7 +2,8 @@
 
 ``generate(prompt, DraftModelProposer(...), RemoteVerifier(...), policy, ...)`` runs the
 same round loop as in-process verification. Public API: construct, ``open(prompt_ids)`` (optional),
-``verify(committed, draft) -> Verdict`` (one thread at a time; any thread), ``close()`` (from any thread,
+``verify(committed, draft) -> Verdict`` (one thread at a time; any thread; the verdict carries the round's
+:class:`~gelato.decoding.types.RoundMeasurement`, also kept in ``stats``), ``close()`` (from any thread,
 also while a ``verify`` waits: that call then raises :class:`EdgeCancelledError`). Faults:
 
 - every round waits at most ``rpc_timeout`` for its verdict; an open, which prefills, waits while the edge
