@@ -12,10 +12,11 @@ import sys
 import time
 
 import pytest
+import typer
 from edge_helpers import VOCAB, reference
 from typer.testing import CliRunner
 
-from gelato.cli.common import policy_by_name
+from gelato.cli.common import make_policy_or_fail
 from gelato.cli.main import app
 from gelato.policies.registry import DEFAULT_POLICY
 
@@ -114,12 +115,16 @@ def test_serve_link_device_end_to_end(pair, model_dirs, tmp_path):
     assert re.search(r"link: up \d+ B", link_out)
 
 
-def test_policy_names_come_from_the_registry():
-    assert policy_by_name("static-5").k == 5 and policy_by_name("static-2").k == 2
-    assert policy_by_name(DEFAULT_POLICY).name.startswith("gelato-improved")
-    assert policy_by_name("gelato-paper").name.startswith("gelato")
-    with pytest.raises(ValueError, match="unknown policy"):
-        policy_by_name("nonsense")
+def test_policy_names_come_from_the_registry(capsys):
+    assert make_policy_or_fail("static-5").k == 5 and make_policy_or_fail("static-2").k == 2
+    assert make_policy_or_fail("static-5", 3).k == 3 and make_policy_or_fail("gelato-paper", 6).config.g_max == 6
+    assert make_policy_or_fail(DEFAULT_POLICY).name.startswith("gelato-improved")
+    assert make_policy_or_fail("gelato-paper").name.startswith("gelato")
+    for bad, why in (("nonsense", "unknown policy"), ("hf-heuristic", "has no draft length")):
+        with pytest.raises(typer.Exit):
+            make_policy_or_fail(bad, 4 if bad.startswith("hf") else None)
+        err = capsys.readouterr().err
+        assert why in err and err.count("\n") == 1
 
 
 def _one_clear_line(result, *needles):

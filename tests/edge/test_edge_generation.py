@@ -37,6 +37,10 @@ def test_greedy_networked_equals_target(pair, edge, policy):
         assert result.token_ids == reference(target, prompt, N)
         assert verifier.stats.retries == 0 and verifier.stats.reopens == 0
         assert verifier.stats.up_bytes > 0 and len(verifier.stats.timings) == result.metrics.rounds
+        # each round's measurement is on its record: the same messages the verifier's totals count
+        assert sum(r.measured.up_bytes for r in result.rounds) == verifier.stats.up_bytes
+        assert sum(r.measured.down_bytes for r in result.rounds) == verifier.stats.down_bytes
+        assert all(r.measured.rpc_ms > 0 and r.measured.server_ms > 0 for r in result.rounds)
     m = edge.metrics()
     assert m["errors"] == {} and m["sessions"]["active"] == 0
     assert 0 < m["accepted"] < m["drafted"]  # the noisy draft is partly accepted
@@ -47,6 +51,7 @@ def test_explicit_open_reports_edge_limits(pair, edge):
     verifier = remote_verifier(edge.address)
     reply = verifier.open(PROMPTS[0])
     assert reply.vocab_size == 96 and reply.max_draft_tokens == 32 and verifier.session_open
+    assert verifier.max_draft == 32  # the round loop's ceiling, known at open
     result, _ = remote_generate(None, draft, PROMPTS[0], 10, verifier=verifier)
     assert result.token_ids == reference(target, PROMPTS[0], 10)
     assert verifier.stats.opens == 1
@@ -78,11 +83,11 @@ def test_sampling_payload_modes_run(pair, edge, mode):
                                        generator=torch.Generator().manual_seed(4), seed=5)
     assert len(result.token_ids) == N and all(0 <= t < 96 for t in result.token_ids)
     assert verifier.stats.reopens == 0
-    rejected = [t for r, t in zip(result.rounds, verifier.stats.timings) if r.accepted < r.sent]
+    rejected = [r.measured for r in result.rounds if r.accepted < r.sent]
     assert rejected  # seeded: some rounds reject a token
     if mode == "dssd":  # a rejection comes back as the target distribution; the device samples the residual
-        assert min(t.down_bytes for t in rejected) > 3 * max(t.down_bytes for t in verifier.stats.timings
-                                                             if t not in rejected)
+        assert min(t.down_bytes for t in rejected) > 3 * max(r.measured.down_bytes for r in result.rounds
+                                                             if r.accepted == r.sent)
 
 
 def test_fingerprint_mismatch_names_both(pair, edge):

@@ -11,7 +11,6 @@ import pytest
 
 from gelato.experiments.acceptance import acceptance_fit, bin_acceptance, fit_exp_c, trace_acceptance_samples
 from gelato.experiments.paper import (
-    BudgetCap,
     PaperSource,
     Variant,
     aggregate,
@@ -255,9 +254,7 @@ def test_trace_acceptance_samples_use_first_rollout_token():
 def test_budget_cap_limits_long_schedules():
     variant = next(v for v in default_variants() if v.label == "hf-confidence")
     rec = run_variant(PaperSource("synthetic"), variant, Point(10.0, 100.0), 0, rounds=30, keep_rows=True)
-    assert max(r["budget"] for r in rec["rows"]) <= 15
-    capped = BudgetCap(type("P", (), {"name": "x", "budget": lambda self, ctx: 20})(), 15)
-    assert capped.budget(None) == 15 and capped.name == "x"
+    assert max(r["budget"] for r in rec["rows"]) == 15  # it asks for 20: the round loop's ceiling is g_max
 
 
 def test_own_pair_charging_uses_the_pairs_dims(tmp_path):

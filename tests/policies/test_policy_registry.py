@@ -11,6 +11,7 @@ from gelato.policies import (
     DraftPolicy,
     LinearRoundPredictor,
     RoundPredictor,
+    draft_length_setting,
     make_policy,
     policy_spec,
 )
@@ -82,6 +83,21 @@ def test_errors_are_clear():
             make_policy(name)
     with pytest.raises(TypeError):
         make_policy("static-5", k_max=3)
+    for name, length, why in (("hf-confidence", 4, "has no draft length"), ("edge-autoregressive", 2, "no draft"),
+                              ("static-5", 0, "must be >= 1"), ("gelato-paper", -1, "must be >= 1")):
+        with pytest.raises(ValueError, match=why) as exc:
+            make_policy(name, predictor=PRED, draft_length=length)
+        assert "\n" not in str(exc.value)  # one clear line (never pydantic's multi-line report)
+
+
+def test_one_draft_length_override_per_policy():
+    """``draft_length`` sets each policy's own length argument (``PolicySpec.length_arg``)."""
+    assert make_policy("static-5", draft_length=3).k == 3 and make_policy("static-12", draft_length=2).k == 2
+    assert make_policy("dssd", draft_length=4).k == 4
+    assert make_policy("gelato-paper", predictor=PRED, draft_length=6).config.g_max == 6
+    assert make_policy("gelato-improved", predictor=PRED, draft_length=9).config.g_max == 9
+    assert make_policy("adaptive-goodput", predictor=PRED, draft_length=7).k_max == 7
+    assert draft_length_setting("static-5", None) == {} and draft_length_setting("gelato-paper", 8) == {"g_max": 8}
 
 
 def test_linear_predictor_is_a_round_predictor():

@@ -15,22 +15,24 @@ from __future__ import annotations
 import random
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
-from gelato.api.edge import EdgeSession
 from gelato.api.speculative import Speculation, build_policy
 from gelato.decoding.sampling import SamplingParams
 from gelato.decoding.types import Draft, Verdict
+from gelato.device.client import message_measurement
+from gelato.device.edge_client import EdgeClient
+from gelato.device.pair import remote_pair
 from gelato.edge.process import EdgeServerThread
 from gelato.edge.server import EdgeConfig, EdgeServer
-from gelato.generation import DraftModelProposer, draft_proposer, target_verifier
+from gelato.generation import DraftModelProposer, local_pair
 from gelato.models.loading import load_causal_lm, load_pair, load_tokenizer, shared_vocab_size
 from gelato.system.config import SystemConfig
 from gelato.wire.fingerprint import tokenizer_fingerprint
-from gelato.wire.payload import PayloadConfig, build_draft_up, build_verdict_down
+from gelato.wire.payload import PayloadConfig
 
 SYSTEMS = {"paper": SystemConfig.paper, "generic": SystemConfig.generic}
 
@@ -39,37 +41,35 @@ class GenerationCancelled(Exception):
     """Raised inside the round loop when the client went away or a stop string ended the text."""
 
 
-class MeteredVerifier:
-    """Wraps a verifier: stops before a round once cancelled, and keeps the sizes of each round's messages
-    (measured on an edge, else those of the messages the wire would carry), in round order."""
+class CancellableVerifier:
+    """Wraps a request's verifier: stops before a round once cancelled. Each verdict carries the round's
+    measurement (``Verdict.measured``): the edge's, else the sizes of the messages the wire would carry."""
 
-    def __init__(self, inner, payload: PayloadConfig, cancelled: Callable[[], bool],
-                 measured: Callable[[], tuple[int, int]] | None = None) -> None:
+    def __init__(self, inner, payload: PayloadConfig, cancelled: Callable[[], bool]) -> None:
         self.inner = inner
         self.payload = payload
         self.cancelled = cancelled
-        self.measured = measured
-        self.round_bytes: list[tuple[int, int]] = []  # (uplink, downlink) bytes per verified round
+        self._round = 0
+
+    @property
+    def max_draft(self) -> int | None:
+        return getattr(self.inner, "max_draft", None)
 
     def verify(self, committed: Sequence[int], draft: Draft) -> Verdict:
         if self.cancelled():
             raise GenerationCancelled()
         verdict = self.inner.verify(committed, draft)
-        if self.measured is not None:
-            up, down = self.measured()
-        else:
-            index = len(self.round_bytes)
-            up = build_draft_up(draft, self.payload, index).ByteSize()
-            down = build_verdict_down(verdict, self.payload, index, len(committed) + verdict.accepted + 1,
-                                      len(draft.tokens)).ByteSize()
-        self.round_bytes.append((up, down))
+        self._round += 1
+        if verdict.measured is None:
+            verdict = replace(verdict, measured=message_measurement(committed, draft, verdict, self._round,
+                                                                    self.payload))
         return verdict
 
 
 @dataclass
 class GenerationParts:
     proposer: DraftModelProposer
-    verifier: MeteredVerifier
+    verifier: CancellableVerifier
     policy: object
     clock: object | None
     close: Callable[[], None] = field(default=lambda: None)
@@ -123,30 +123,30 @@ class Backend:
             clock = cfg.model_copy(update={"payload": cfg.payload.model_copy(
                 update={"mode": spec.payload, "greedy": params.greedy})}).build_clock(seed)
         predictor = clock if clock is not None else SystemConfig.paper().build_clock(seed)
+        policy = build_policy(spec, predictor)
         if self.edge is None and not self.batch:
-            vocab = shared_vocab_size(self.draft, self.target)
-            verifier = MeteredVerifier(target_verifier(self.target, params, seed, vocab), payload, cancelled)
-            close, max_draft = (lambda: None), None
+            proposer, inner = local_pair(self.draft, self.target, params, seed,
+                                         shared_vocab_size(self.draft, self.target))
+            close = lambda: None  # noqa: E731
         else:
             e = self.edge or EdgeSettings(self.local_edge_address())
-            session = EdgeSession(e.address, params, fingerprint=self.fingerprint, seed=seed, payload=spec.payload,
-                                  max_new_tokens=max_new_tokens, token=e.token, rpc_timeout=e.rpc_timeout,
-                                  unreachable_after=e.unreachable_after, tls=e.tls, tls_ca=e.tls_ca,
-                                  server_name=e.server_name)
+            client = EdgeClient(e.address, token=e.token, tls=e.tls, root_ca=e.tls_ca, server_name=e.server_name)
             on_cancel = getattr(cancelled, "on_cancel", None)
-            if on_cancel is not None:  # a client that leaves ends the open (and the edge's prefill) at once
-                on_cancel(session.cancel)
+            # a client that leaves ends the open (and the edge's prefill) at once
+            watch = (lambda verifier: on_cancel(verifier.cancel)) if on_cancel is not None else None
             try:
-                edge_vocab, max_draft = session.open(prompt_ids)
+                proposer, inner = remote_pair(self.draft, client, params, prompt_ids, fingerprint=self.fingerprint,
+                                              seed=seed, on_verifier=watch, payload=spec.payload,
+                                              device_name="gelato-api", max_new_tokens=max_new_tokens,
+                                              rpc_timeout=e.rpc_timeout, unreachable_after=e.unreachable_after)
             except BaseException:
-                session.close()
+                client.close()
                 raise
-            vocab = min(int(self.draft.config.vocab_size), edge_vocab)
-            verifier = MeteredVerifier(session, payload, cancelled, session.last_round_bytes)
-            close = session.close
-        proposer = draft_proposer(self.draft, params, seed, vocab)
-        policy = build_policy(spec, predictor, max_draft)
-        return GenerationParts(proposer, verifier, policy, clock, close)
+
+            def close() -> None:
+                inner.close()
+                client.close()
+        return GenerationParts(proposer, CancellableVerifier(inner, payload, cancelled), policy, clock, close)
 
 
     def local_edge_address(self) -> str:

@@ -23,13 +23,20 @@ from gelato.generation import generate
 
 @dataclass(frozen=True)
 class RoundEvent:
-    """A committed round: its record (``record.tokens``: the ids it committed), its message bytes."""
+    """A committed round: its record (``record.tokens``: the ids it committed; ``record.measured``: its
+    messages' bytes, measured by the verifier)."""
 
     record: RoundRecord
-    up_bytes: int
-    down_bytes: int
     joules: float | None  # modelled device energy of the round (None without a system model)
     at: float  # time.perf_counter() when the round was committed
+
+    @property
+    def up_bytes(self) -> int:
+        return self.record.measured.up_bytes if self.record.measured is not None else 0
+
+    @property
+    def down_bytes(self) -> int:
+        return self.record.measured.down_bytes if self.record.measured is not None else 0
 
 
 @dataclass(frozen=True)
@@ -127,9 +134,8 @@ class GenerationJob:
             parts = self.make_parts(self._cancel)
 
             def on_round(record: RoundRecord) -> None:
-                up, down = parts.verifier.round_bytes[record.index]
                 joules = record.charge.e_round if record.charge is not None else None
-                self._emit(RoundEvent(record, up, down, joules, time.perf_counter()))
+                self._emit(RoundEvent(record, joules, time.perf_counter()))
                 if self._cancel.is_set():
                     raise GenerationCancelled()
 

@@ -152,7 +152,7 @@ def _finish(reason: str, tally: UsageTally, metrics: ApiMetrics, text: str = "")
 
 
 def _edge_error(exc: BaseException | None) -> APIError:
-    from gelato.api.edge import TransportError
+    from gelato.wire.errors import TransportError
 
     if isinstance(exc, APIError):
         return exc

@@ -1,9 +1,10 @@
 """Per-request speculation: the request's ``speculative`` object over the server's defaults, as objects.
 
-``num_draft_tokens`` overrides K for the fixed-length policies and is the largest draft length for the
-adaptive ones (their own ``g_max`` / ``k_max`` where they have one, else a cap on the budget); None keeps the
-policy's own (K of ``static-K``, GELATO's ``g_max``). ``e_bar`` is the
-GELATO policies' device energy budget per round and is refused for policies without one.
+``num_draft_tokens`` is the policy's draft length by the registry's one rule
+(:func:`gelato.policies.registry.draft_length_setting`): K for the fixed-length policies, the largest draft
+length for the adaptive ones (``g_max`` / ``k_max``), refused for policies without one; None keeps the
+policy's own. ``e_bar`` is the GELATO policies' device energy budget per round and is refused for policies
+without one. The edge's largest draft per round is the round loop's ceiling, not a setting here.
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ from gelato.api.errors import bad_request
 from gelato.api.schemas import SpeculativeSettings
 from gelato.constants import E_BAR_J
 from gelato.decoding.policy import DraftPolicy
-from gelato.policies.cap import BudgetCap
-from gelato.policies.registry import POLICIES, make_policy, policy_spec
+from gelato.policies.registry import POLICIES, draft_length_setting, make_policy, policy_spec
 
 # the GELATO family's own default energy budget per round (the paper's Table I value)
 _DEFAULT_E_BAR = {name: E_BAR_J for name, spec in POLICIES.items() if spec.uses_energy_budget}
@@ -51,22 +51,17 @@ def resolve(request: SpeculativeSettings | None, default: Speculation) -> Specul
         raise bad_request(f"policy {policy!r} has no energy budget; e_bar applies to "
                           f"{', '.join(sorted(_HAS_E_BAR))}", param="speculative.e_bar")
     k = r.num_draft_tokens if r.num_draft_tokens is not None else default.num_draft_tokens
+    try:
+        draft_length_setting(policy, k)
+    except ValueError as exc:
+        raise bad_request(str(exc), param="speculative.num_draft_tokens") from None
     return Speculation(policy, k, e_bar, r.payload or default.payload)
 
 
-def build_policy(spec: Speculation, predictor, max_draft_tokens: int | None = None) -> DraftPolicy:
-    """A fresh policy object for one request (policies keep per-generation state)."""
-    cfg: dict = {"predictor": predictor}
-    arg = policy_spec(spec.policy).length_arg
-    if arg is not None and spec.num_draft_tokens is not None:
-        cfg[arg] = spec.num_draft_tokens
-    if spec.e_bar is not None:
-        cfg["e_bar"] = spec.e_bar
+def build_policy(spec: Speculation, predictor) -> DraftPolicy:
+    """A fresh policy object for one request (policies keep per-generation state), by the registry's builder."""
     try:
-        policy = make_policy(spec.policy, **cfg)
+        return make_policy(spec.policy, predictor=predictor, energy_budget=spec.e_bar,
+                           draft_length=spec.num_draft_tokens)
     except (TypeError, ValueError) as exc:
         raise bad_request(f"policy {spec.policy!r} refused its settings: {exc}", param="speculative") from None
-    cap = spec.num_draft_tokens if arg is None else None
-    if max_draft_tokens is not None:
-        cap = min(cap or max_draft_tokens, max_draft_tokens)
-    return BudgetCap(policy, cap) if cap is not None else policy

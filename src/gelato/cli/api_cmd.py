@@ -74,10 +74,10 @@ def api(
     from gelato.api.server import serve
     from gelato.api.speculative import Speculation
     from gelato.models.loading import ModelLoadError, VocabularyMismatchError
-    from gelato.policies.registry import policy_spec
+    from gelato.policies.registry import draft_length_setting
 
-    try:
-        policy_spec(policy)
+    try:  # the registry's rule: a known name, a draft length only where the policy has one
+        draft_length_setting(policy, num_draft_tokens)
     except ValueError as exc:
         fail(str(exc))
     try:

@@ -49,20 +49,16 @@ def sampling_params(temperature: float, top_k: int, top_p: float) -> "SamplingPa
         raise typer.BadParameter(str(exc)) from None
 
 
-def policy_by_name(name: str, num_draft_tokens: int | None = None):
-    """A registered policy (``gelato policies`` lists them; ``static-K`` for any K); ``num_draft_tokens``
-    overrides its (largest) draft length. Policies that plan with a system model get the paper's modelled
-    device and link as their predictor. ValueError for an unknown name or a policy without a draft length."""
-    from gelato.policies.registry import make_policy, policy_spec
+def make_policy_or_fail(name: str, draft_length: int | None = None):
+    """The registry's policy ``name`` (:func:`gelato.policies.registry.make_policy`), planning with the paper's
+    modelled device and link where it plans; a bad name or draft length is one ``error:`` line."""
+    from gelato.policies.registry import make_policy
     from gelato.system.config import SystemConfig
 
-    cfg = {}
-    if num_draft_tokens is not None:
-        arg = policy_spec(name).length_arg
-        if arg is None:
-            raise ValueError(f"policy {name!r} has no draft length to set with --num-draft-tokens")
-        cfg[arg] = num_draft_tokens
-    return make_policy(name, predictor=SystemConfig.paper().build_clock(), **cfg)
+    try:
+        return make_policy(name, predictor=SystemConfig.paper().build_clock(), draft_length=draft_length)
+    except (TypeError, ValueError) as exc:
+        fail(str(exc))
 
 
 def check_port_free(host: str, port: int) -> None:

@@ -55,18 +55,19 @@ def device(
     from rich.console import Console
     from rich.table import Table
 
-    from gelato.cli.common import policy_by_name
+    from gelato.cli.common import make_policy_or_fail
     from gelato.decoding.sampling import SamplingParams
-    from gelato.device.client import RemoteVerifier
     from gelato.device.edge_client import EdgeClient
-    from gelato.generation import draft_proposer, generate
+    from gelato.device.pair import remote_pair
+    from gelato.generation import generate
     from gelato.models.loading import ModelLoadError, load_causal_lm, load_tokenizer
-    from gelato.policies.cap import capped
     from gelato.policies.registry import DEFAULT_POLICY, policy_spec
     from gelato.wire.errors import TransportError
     from gelato.wire.fingerprint import tokenizer_fingerprint
 
     policy = policy or DEFAULT_POLICY
+    chosen = make_policy_or_fail(policy)  # a bad name is one error line before anything loads
+    unpipelined = policy_spec(policy).drafts_ahead_of
 
     console = Console(stderr=False, soft_wrap=True)  # piped output is not hard-wrapped at 80 columns
     if threads:
@@ -88,7 +89,6 @@ def device(
         fingerprint = resolve_fingerprint(fingerprint)
         params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p)
         payload_cfg = payload_config(payload, params)
-        chosen = policy_by_name(policy)
         root_ca = read_pem(tls_ca)
         ids = parse_prompt_ids(prompt_ids) if prompt_ids is not None else None
     except (ValueError, FileNotFoundError) as exc:
@@ -111,20 +111,17 @@ def device(
     except ModelLoadError as exc:
         fail(str(exc))
     client = EdgeClient(edge, token=token, tls=tls, root_ca=root_ca, server_name=server_name)
-    verifier = RemoteVerifier(client, params, fingerprint=fingerprint, seed=seed, payload=payload_cfg,
-                              device_name=os.uname().nodename, max_new_tokens=max_new_tokens,
-                              rpc_timeout=rpc_timeout, unreachable_after=unreachable_after)
     eos = stop_token_id(tokenizer, raw=raw or prompt is None) if tokenizer is not None else None
+    verifier = None
     try:
-        reply = verifier.open(ids)
-        cap = int(reply.max_draft_tokens) or None  # never draft more than the edge accepts (it would refuse)
-        chosen = capped(chosen, cap)
-        vocab = min(int(draft_model.config.vocab_size), int(reply.vocab_size))
-        proposer = draft_proposer(draft_model, params, seed, vocab)
+        # the edge's largest draft per round (its open reply) is the round loop's ceiling: never more is sent
+        proposer, verifier = remote_pair(draft_model, client, params, ids, fingerprint=fingerprint, seed=seed,
+                                         payload=payload_cfg, device_name=os.uname().nodename,
+                                         max_new_tokens=max_new_tokens, rpc_timeout=rpc_timeout,
+                                         unreachable_after=unreachable_after)
         plain = None
-        unpipelined = policy_spec(policy).drafts_ahead_of
         if unpipelined is not None:  # draft ahead while the request is out; compare with the same policy without
-            plain = generate(ids, proposer, verifier, capped(policy_by_name(unpipelined), cap), max_new_tokens,
+            plain = generate(ids, proposer, verifier, make_policy_or_fail(unpipelined), max_new_tokens,
                              eos_token_id=eos)
             verifier.open(ids)
             proposer.model.reset()
@@ -136,7 +133,8 @@ def device(
             console.print(f"committed before the failure ({len(exc.generated_ids)} tokens): {text}")
         raise typer.Exit(1) from None
     finally:
-        verifier.close()
+        if verifier is not None:
+            verifier.close()
         client.close()
 
     m = result.metrics
@@ -144,7 +142,7 @@ def device(
     rounds = max(1, m.rounds)
     text = decode_text(tokenizer, result.token_ids) if tokenizer is not None else " ".join(map(str, result.token_ids))
     console.print(text, markup=False, highlight=False)
-    table = Table(title=f"device -> {edge} ({reply.model_name}), policy {chosen.name}")
+    table = Table(title=f"device -> {edge} ({verifier.model_name}), policy {chosen.name}")
     table.add_column("per round")
     table.add_column("ms", justify="right")
     table.add_row("draft (device compute)", f"{m.draft_seconds / rounds * 1e3:.2f}")

@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from gelato.cli.common import encode_or_fail, fail, policy_by_name, resolve_pair_dirs, sampling_params
+from gelato.cli.common import encode_or_fail, fail, make_policy_or_fail, resolve_pair_dirs, sampling_params
 
 
 def generate(
@@ -45,12 +45,9 @@ def generate(
 
     params = sampling_params(temperature, top_k, top_p)
     policy = policy or DEFAULT_POLICY
-    if num_draft_tokens is not None and num_draft_tokens < 1:
+    if num_draft_tokens is not None and num_draft_tokens < 1:  # named as the user typed it
         fail(f"--num-draft-tokens must be >= 1, got {num_draft_tokens}")
-    try:
-        chosen = policy_by_name(policy, num_draft_tokens)
-    except (ValueError, TypeError) as exc:
-        fail(str(exc))
+    chosen = make_policy_or_fail(policy, num_draft_tokens)
     draft_dir, target_dir = resolve_pair_dirs(draft, target)
     try:
         draft_model, target_model, tokenizer = load_pair(draft_dir, target_dir, dtype, device)

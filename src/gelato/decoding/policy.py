@@ -22,7 +22,9 @@ class RoundContext:
     index: int  # round index over the policy's lifetime (across prompts)
     generated: int  # tokens generated so far for the current prompt
     context_len: int  # committed tokens (prompt + generated)
-    max_budget: int  # the loop will clip the budget to this (remaining tokens - 1)
+    # the loop clips the budget to this, the one ceiling: the least of the tokens left (remaining - 1), the
+    # proposer's reach and the verifier's largest draft
+    max_budget: int
     link: Any = None  # the clock's view of this round's channel (e.g. a ChannelState), if modelled
     carried: int = 0  # pipelined loop: tokens already drafted ahead for this round (free to send)
 

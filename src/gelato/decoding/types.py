@@ -77,14 +77,38 @@ class Draft:
     # round's wait (already billed there); the clock bills only the ``n_computed - n_carried`` fresh ones.
     n_carried: int = 0
 
+
+@dataclass(frozen=True)
+class RoundMeasurement:
+    """What a networked round measured (milliseconds, bytes): its messages and the time they took.
+
+    Bytes are the serialized sizes of the round's real messages (``StreamUp`` and ``StreamDown``: protobuf
+    payload, no HTTP/2 framing); the edge's handler, queue and forward times are what it reported.
+    """
+
+    up_bytes: int
+    down_bytes: int
+    rpc_ms: float = 0.0  # last (successful) attempt, request out to reply in
+    total_ms: float = 0.0  # including failed attempts, backoff and reopening
+    server_ms: float = 0.0  # edge time from receiving the round to its verdict (queue + forward + verification)
+    queue_ms: float = 0.0
+    forward_ms: float = 0.0
+    batch: int = 0
+    attempts: int = 0
+    reopened: int = 0
+
     @property
-    def stopped_early(self) -> bool:
-        return len(self.tokens) < self.budget
+    def network_ms(self) -> float:
+        """rpc time not spent in the edge handler: serialization, gRPC/HTTP2, transport."""
+        return max(0.0, self.rpc_ms - self.server_ms)
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """The edge's answer: how many draft tokens were accepted and the target's own next token."""
+    """The edge's answer: how many draft tokens were accepted and the target's own next token.
+
+    ``measured``: what the verifier measured of the round (a networked verifier; None in process). It
+    travels with the verdict, so a verification on another thread cannot mix rounds up."""
 
     accepted: int
     token: int
@@ -93,6 +117,7 @@ class Verdict:
     # The residual was deferred to the device (DSSD): the edge learns ``token`` next round. Set whenever
     # ``residual_p`` is, and kept once the device has sampled ``token`` from it.
     deferred: bool = False
+    measured: RoundMeasurement | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.residual_p is not None and not self.deferred:
@@ -205,6 +230,7 @@ class RoundRecord:
     predrafted: int = 0  # tokens drafted ahead while this round's verdict was in flight
     carried: int = 0  # tokens of this round's draft that came from the previous round's pre-draft
     predraft_used: bool = False  # the pre-draft became the head of the next round's draft
+    measured: RoundMeasurement | None = field(default=None, compare=False)  # the verifier's (None in process)
 
     @property
     def new_tokens(self) -> int:

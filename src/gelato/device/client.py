@@ -2,7 +2,8 @@
 
 ``generate(prompt, DraftModelProposer(...), RemoteVerifier(...), policy, ...)`` runs the
 same round loop as in-process verification. Public API: construct, ``open(prompt_ids)`` (optional),
-``verify(committed, draft) -> Verdict`` (one thread at a time; any thread), ``close()`` (from any thread,
+``verify(committed, draft) -> Verdict`` (one thread at a time; any thread; the verdict carries the round's
+:class:`~gelato.decoding.types.RoundMeasurement`, also kept in ``stats``), ``close()`` (from any thread,
 also while a ``verify`` waits: that call then raises :class:`EdgeCancelledError`). Faults:
 
 - every round waits at most ``rpc_timeout`` for its verdict; an open, which prefills, waits while the edge
@@ -24,7 +25,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import grpc
 import torch
@@ -33,14 +34,14 @@ from gelato.decoding.payload_modes import PayloadMode
 from gelato.decoding.rejection import sample_deferred_residual
 from gelato.decoding.sampling import SamplingParams
 from gelato.decoding.seeds import residual_generator, verification_seed
-from gelato.decoding.types import Draft, RoundCommit, Verdict
+from gelato.decoding.types import Draft, RoundCommit, RoundMeasurement, Verdict
 from gelato.device.edge_client import EdgeClient, EdgeStream, is_tls_failure, looks_like_plaintext_to_tls, speaks_tls
-from gelato.wire.codec import decode_verdict, encode_draft, payload_config, sampling_to_proto
+from gelato.wire.codec import decode_verdict, encode_draft, encode_verdict, payload_config, sampling_to_proto
 from gelato.wire.errors import EdgeCancelledError, EdgeRejectedError, EdgeTLSError, EdgeUnavailableError, TransportError
 from gelato.wire.payload import PayloadConfig
 from gelato.wire.proto import gelato_pb2 as pb
 
-__all__ = ["EdgeClient", "RemoteStats", "RemoteVerifier", "RoundTiming"]
+__all__ = ["EdgeClient", "RemoteStats", "RemoteVerifier", "draft_message", "measure", "message_measurement"]
 
 log = logging.getLogger("gelato.device.client")
 
@@ -52,25 +53,26 @@ RESYNC = frozenset({grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITI
 BUSY = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
-@dataclass
-class RoundTiming:
-    """Client-side view of one round's network exchange (milliseconds, bytes)."""
+def draft_message(committed: Sequence[int], draft: Draft, round_id: int, payload: PayloadConfig,
+                  pending: int = 0) -> pb.StreamUp:
+    """The round's uplink message on a stream: ``draft`` after ``committed``, whose last ``pending`` ids the
+    edge learns with it."""
+    return pb.StreamUp(draft=encode_draft(draft, round_id=round_id, position=len(committed),
+                                          pending_ids=list(committed[len(committed) - pending:]), cfg=payload))
 
-    rpc_ms: float  # last (successful) attempt, request out to reply in
-    total_ms: float  # including failed attempts, backoff and reopening
-    server_ms: float  # edge time from receiving the round to its verdict (queue + forward + verification)
-    queue_ms: float
-    forward_ms: float
-    batch: int
-    attempts: int
-    reopened: int
-    up_bytes: int  # encoded StreamUp (protobuf payload, no HTTP/2 framing)
-    down_bytes: int
 
-    @property
-    def network_ms(self) -> float:
-        """rpc time not spent in the edge handler: serialization, gRPC/HTTP2, transport."""
-        return max(0.0, self.rpc_ms - self.server_ms)
+def measure(up: pb.StreamUp, down: pb.StreamDown, **timing) -> RoundMeasurement:
+    """A round's measurement: the serialized sizes of its real messages (the one way bytes are measured),
+    with the times given."""
+    return RoundMeasurement(up_bytes=up.ByteSize(), down_bytes=down.ByteSize(), **timing)
+
+
+def message_measurement(committed: Sequence[int], draft: Draft, verdict: Verdict, round_id: int,
+                        payload: PayloadConfig) -> RoundMeasurement:
+    """The measurement of a round verified in process: the sizes of the messages a stream would carry."""
+    down = pb.StreamDown(verdict=encode_verdict(verdict, round_id=round_id,
+                                                position=len(committed) + verdict.accepted + 1))
+    return measure(draft_message(committed, draft, round_id, payload), down)
 
 
 @dataclass
@@ -83,7 +85,7 @@ class RemoteStats:
     busy_retries: int = 0
     up_bytes: int = 0
     down_bytes: int = 0
-    timings: list[RoundTiming] = field(default_factory=list)
+    timings: list[RoundMeasurement] = field(default_factory=list)
 
     def summary(self) -> dict:
         t = self.timings
@@ -134,7 +136,7 @@ class RemoteVerifier:
         self.report_times = report_times
         self.stats = RemoteStats()
         self.vocab_size: int | None = None
-        self.max_draft_tokens: int | None = None
+        self.max_draft: int | None = None  # the edge's largest draft per round (its open reply; None: unbounded)
         self.model_name = ""
         self._stream: EdgeStream | None = None
         self._round = 0
@@ -179,7 +181,8 @@ class RemoteVerifier:
             raise TransportError(f"the edge answered open with {down.WhichOneof('kind')}", committed,
                                  self._prompt_len or 0)
         reply = down.opened
-        self.vocab_size, self.max_draft_tokens, self.model_name = reply.vocab_size, reply.max_draft_tokens, reply.model_name
+        self.vocab_size, self.model_name = reply.vocab_size, reply.model_name
+        self.max_draft = int(reply.max_draft_tokens) or None
         self._round = 0
         self._edge_ids = list(committed)
         self.stats.opens += 1
@@ -249,24 +252,22 @@ class RemoteVerifier:
                 raise TransportError(f"the edge sent a residual distribution: {exc}", committed,
                                      self._prompt_len) from None
         times = down.times
-        timing = RoundTiming(rpc_ms=rpc_ms, total_ms=(time.perf_counter() - t0) * 1e3, server_ms=times.server_ms,
-                             queue_ms=times.queue_ms, forward_ms=times.forward_ms, batch=times.batch,
-                             attempts=self.stats.attempts - attempts0, reopened=self.stats.reopens - reopens0,
-                             up_bytes=up.ByteSize(), down_bytes=down.ByteSize())
+        timing = measure(up, down, rpc_ms=rpc_ms, total_ms=(time.perf_counter() - t0) * 1e3, server_ms=times.server_ms,
+                         queue_ms=times.queue_ms, forward_ms=times.forward_ms, batch=times.batch,
+                         attempts=self.stats.attempts - attempts0, reopened=self.stats.reopens - reopens0)
         self.stats.rounds += 1
         self.stats.up_bytes += timing.up_bytes
         self.stats.down_bytes += timing.down_bytes
         self.stats.timings.append(timing)
-        return verdict
+        return replace(verdict, measured=timing)  # the round's measurement travels with its verdict
 
     def _verify_once(self, committed: list[int], draft: Draft, remaining: float):
         known = len(self._edge_ids)
         if (self._stream is None or known > len(committed) or committed[:known] != self._edge_ids
-                or (self.max_draft_tokens is not None and len(committed) - known > self.max_draft_tokens + 1)):
+                or (self.max_draft is not None and len(committed) - known > self.max_draft + 1)):
             self._open(committed, remaining)  # first round, or resume with what the device committed
             known = len(committed)
-        up = pb.StreamUp(draft=encode_draft(draft, round_id=self._round + 1, position=len(committed),
-                                            pending_ids=committed[known:], cfg=self.payload))
+        up = draft_message(committed, draft, self._round + 1, self.payload, pending=len(committed) - known)
         t = time.perf_counter()
         down = self._stream.exchange(up, self.rpc_timeout)
         rpc_ms = (time.perf_counter() - t) * 1e3

@@ -23,7 +23,6 @@ from gelato.experiments.runner import PromptRun, RunResult, live_sessions, run_p
 from gelato.experiments.trace import Trace, TraceProposer, TraceVerifier
 from gelato.experiments.trace_fast import record_trace_fast
 from gelato.models.chat import stop_token_id
-from gelato.policies.cap import BudgetCap
 from gelato.policies.registry import make_policy, policy_spec
 from gelato.system.compute import ModelDims
 from gelato.system.config import ComputeSpec
@@ -61,8 +60,10 @@ def replay_sessions(trace: Trace, payload_top_p: float | None = None) -> Iterato
                       trace.header.get("eos_token_id"), pt.prompt_id)
 
 
-def _run(name: str, sessions, cfg_kw: dict, e_bar: float, seed: int, on_round, cap: int | None,
+def _run(name: str, sessions, cfg_kw: dict, e_bar: float, seed: int, on_round,
          draft_dims: ModelDims | None = None) -> RunResult:
+    """``name`` over ``sessions``; a replayed round drafts at most the trace's rollout (``TraceProposer.reach``,
+    the round loop's ceiling)."""
     cfg = RunConfig(source="live", policy=name, **cfg_kw)
     if policy_spec(name).payload_mode is not None:  # DSSD and edge-only decoding keep their own payload
         cfg = cfg.model_copy(update={"payload": None})
@@ -73,8 +74,6 @@ def _run(name: str, sessions, cfg_kw: dict, e_bar: float, seed: int, on_round, c
                                                                 flops_per_s=PAPER.flops_per_s)})
     clock = system.build_clock(seed)
     policy = make_policy(name, predictor=clock, energy_budget=e_bar)
-    if cap is not None:
-        policy = BudgetCap(policy, cap)
     return run_policy(policy, clock, sessions, rounds=10**9, e_bar=e_bar, on_round=on_round)
 
 
@@ -108,7 +107,7 @@ def run_demo(draft, target, tokenizer, prompts: Sequence[tuple[str, list[int]]],
         if on_policy is not None:
             on_policy(f"{name} (replay)")
         payload_top_p = RunConfig(source="live", policy=name, **cfg_kw).payload_top_p
-        result = _run(name, replay_sessions(trace, payload_top_p), cfg_kw, e_bar, seed, on_round, k_max, draft_dims)
+        result = _run(name, replay_sessions(trace, payload_top_p), cfg_kw, e_bar, seed, on_round, draft_dims)
         result.write(out_dir, name)
         results[name] = result
     reference = [pt.target_tokens.tolist() for pt in trace.prompts[:live_check_prompts]]
@@ -118,7 +117,7 @@ def run_demo(draft, target, tokenizer, prompts: Sequence[tuple[str, list[int]]],
             on_policy(f"{name} (live, lossless check)")
         sessions = live_sessions(draft, target, prompts[:live_check_prompts], SamplingParams(), max_new_tokens, stop,
                                  seed, vocab_size, cycle=False)
-        live = _run(name, sessions, cfg_kw, e_bar, seed, on_round, None, draft_dims)
+        live = _run(name, sessions, cfg_kw, e_bar, seed, on_round, draft_dims)
         lossless &= [ids for _, ids in live.texts] == reference
         if name in results:
             replayed = results[name].rows[:len(live.rows)]

@@ -16,7 +16,6 @@ from gelato.experiments.runner import (
     trace_sessions,
 )
 from gelato.experiments.trace import Trace
-from gelato.policies.cap import BudgetCap
 from gelato.policies.registry import make_policy
 
 
@@ -51,9 +50,8 @@ def sessions_for(cfg: RunConfig) -> Iterator[PromptRun]:
 
 def execute(cfg: RunConfig, on_round: Callable | None = None, write: bool = True) -> RunResult:
     clock = cfg.system_config().build_clock(cfg.seed)
+    # a replayed round cannot draft past the recorded rollouts: TraceProposer.reach, the round loop's ceiling
     policy = make_policy(cfg.policy, predictor=clock, energy_budget=cfg.e_bar, **cfg.policy_args)
-    if cfg.source == "trace":  # a replayed round cannot draft past the recorded rollouts
-        policy = BudgetCap(policy, Trace.load(cfg.trace).k_max)
     result = run_policy(policy, clock, sessions_for(cfg), cfg.rounds, cfg.e_bar, on_round)
     result.summary["config"] = cfg.model_dump(mode="json")
     result.summary["clock"] = clock.describe()

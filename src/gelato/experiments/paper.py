@@ -35,7 +35,6 @@ from gelato.experiments.config import RunConfig
 from gelato.experiments.runner import PromptRun, run_policy, synthetic_sessions, trace_sessions
 from gelato.experiments.sweep import Point, run_sweep
 from gelato.experiments.trace import Trace
-from gelato.policies.cap import BudgetCap
 from gelato.policies.registry import make_policy
 from gelato.system.config import ComputeSpec, SystemConfig
 from gelato.system.presets import PAPER
@@ -219,9 +218,15 @@ class PaperSource:
         return what + f", charged with the pair's own draft FLOPs and vocabulary ({self.draft_dir})"
 
     def sessions(self, top_p: float, seed: int) -> Iterator[PromptRun]:
+        """The source's prompts, each verified by the paper's edge: at most g_max draft tokens a round (Table I),
+        the round loop's ceiling for every policy (transformers' hf-confidence asks for 20)."""
         if self.kind == "synthetic":
-            return synthetic_sessions(seed, top_p, context=PAPER.prompt_context, answer_tokens=PAPER.reset_every)
-        return trace_sessions(self.trace, top_p)
+            runs = synthetic_sessions(seed, top_p, context=PAPER.prompt_context, answer_tokens=PAPER.reset_every)
+        else:
+            runs = trace_sessions(self.trace, top_p)
+        for run in runs:
+            run.verifier.max_draft = G_MAX
+            yield run
 
     def system_config(self, variant: Variant, point: Point) -> SystemConfig:
         cfg = RunConfig(source="synthetic", policy=variant.policy, policy_args=variant.policy_args, system="paper",
@@ -251,8 +256,7 @@ def run_variant(source: PaperSource, variant: Variant, point: Point, seed: int, 
                 e_bar: float = E_BAR_J, keep_rows: bool = False) -> dict:
     """One run: a flat record of the run's summary metrics (plus ``rows`` when ``keep_rows``)."""
     clock = source.system_config(variant, point).build_clock(seed)
-    policy = BudgetCap(make_policy(variant.policy, predictor=clock, energy_budget=e_bar, **variant.policy_args),
-                       G_MAX)
+    policy = make_policy(variant.policy, predictor=clock, energy_budget=e_bar, **variant.policy_args)
     result = run_policy(policy, clock, source.sessions(variant.top_p, seed), rounds, e_bar)
     s = result.summary
     record = {"source": source.key, "bandwidth_mhz": point.bandwidth_mhz, "t_verify_ms": point.t_verify_ms,

@@ -1,15 +1,17 @@
 """The round loop, written once for every mode: in process, replayed, modelled, networked, drafting ahead.
 
     for each round:
-        budget  = policy.budget(ctx)                                    # outer loop: the draft length
+        budget  = policy.budget(ctx), clipped to ctx.max_budget        # outer loop: the draft length
         draft   = carried pre-draft + fresh tokens, policy.keep_drafting asked after each   # inner loop
         pending = verifier.verify(committed, draft), in the background when it is worth it
         ahead   = proposer.predraft(...) up to policy.predraft(ctx, draft) tokens while it runs
         commit  = RoundCommit.of(draft.tokens, verdict), cut at EOS or the length limit
         carry   = ahead[1:] if every sent token was accepted and the edge's token == ahead[0] else []
-        record  = RoundRecord(..., tokens=commit, charge=clock.charge(...))
+        record  = RoundRecord(..., tokens=commit, measured=verdict.measured, charge=clock.charge(...))
         policy.observe(record); on_round(record)
 
+``ctx.max_budget`` is the one draft-length ceiling (:func:`draft_ceiling`): the least of the tokens left, the
+proposer's ``reach`` and the verifier's ``max_draft``; no caller wraps a policy to bound its budget.
 Proposers, verifiers and clocks are interchangeable objects; this loop does not know which it has. With
 ``policy.predraft`` 0 (every policy but the pipelined ones) nothing is drafted ahead and the rounds are the
 plain draft-verify rounds. A pre-draft is only a proposal: the next round's draft is sent to the same
@@ -41,6 +43,11 @@ from gelato.models.cached import CachedCausalLM
 
 
 class Verifier(Protocol):
+    """Verifies a round's draft. A verifier may also have ``max_draft``: the most draft tokens it verifies a
+    round (known once its session is open; None or absent: unbounded); the loop never asks for more.
+    A verdict may carry what the verifier measured of the round (``Verdict.measured``), which the loop puts
+    on the round's record."""
+
     def verify(self, committed: Sequence[int], draft: Draft) -> Verdict: ...
 
 
@@ -103,13 +110,20 @@ def propose_with_carry(proposer: Proposer, committed: Sequence[int], budget: int
     return replace(draft, n_carried=min(len(carry), draft.n_computed))
 
 
-def predraft_depth(policy: DraftPolicy, proposer: Proposer, ctx: RoundContext, draft: Draft) -> int:
-    """Tokens to draft ahead: the policy's wish, within the tokens left to generate and the proposer's reach."""
+def draft_ceiling(tokens_left: int, reach: int | None, max_draft: int | None) -> int:
+    """The one draft-length ceiling: the least of the tokens left to draft, the proposer's reach and the
+    verifier's largest draft (None: no bound)."""
+    return min(x for x in (tokens_left, reach, max_draft) if x is not None)
+
+
+def predraft_depth(policy: DraftPolicy, proposer: Proposer, ctx: RoundContext, draft: Draft,
+                   tokens_left: int) -> int:
+    """Tokens to draft ahead: the policy's wish, within what a round may look ahead (draft plus pre-draft):
+    the tokens left to draft and the proposer's reach. (The verifier's largest draft bounds the next
+    round's draft, which clips the carried tokens.)"""
     if not draft.tokens:
         return 0
-    limit = max(0, ctx.max_budget - len(draft.tokens))
-    if proposer.reach is not None:
-        limit = min(limit, max(0, proposer.reach - len(draft.tokens)))
+    limit = max(0, draft_ceiling(tokens_left, proposer.reach, None) - len(draft.tokens))
     return max(0, min(int(policy.predraft(ctx, draft)), limit))
 
 
@@ -173,14 +187,16 @@ def generate(prompt_ids: Sequence[int], proposer: Proposer, verifier: Verifier, 
         while len(committed) - prompt_len < max_new_tokens and (max_rounds is None or len(rounds) < max_rounds):
             t0 = time.perf_counter()
             generated = len(committed) - prompt_len
+            tokens_left = max_new_tokens - generated - 1  # the round's own token is the last one
+            ceiling = draft_ceiling(tokens_left, proposer.reach, getattr(verifier, "max_draft", None))
             ctx = RoundContext(index=round_offset + len(rounds), generated=generated, context_len=len(committed),
-                               max_budget=max_new_tokens - generated - 1, carried=len(carry))
+                               max_budget=ceiling, carried=len(carry))
             if clock is not None:
                 ctx = replace(ctx, link=clock.begin_round(ctx))
             budget = max(0, min(policy.budget(ctx), ctx.max_budget))
             t1 = time.perf_counter()
             draft = propose_with_carry(proposer, committed, budget, policy.keep_drafting, carry)
-            depth = predraft_depth(policy, proposer, ctx, draft)
+            depth = predraft_depth(policy, proposer, ctx, draft, tokens_left)
             pending = verification.start(committed, draft, drafting_ahead=depth > 0)
             ahead = proposer.predraft(committed, draft.tokens, depth, pending.done) if depth else []
             t2 = time.perf_counter()
@@ -194,7 +210,7 @@ def generate(prompt_ids: Sequence[int], proposer: Proposer, verifier: Verifier, 
             record = RoundRecord(index=ctx.index, start=start, budget=budget, drafted=draft.n_computed,
                                  sent=len(draft.tokens), accepted=verdict.accepted, token=verdict.token,
                                  entropies=draft.entropies, tokens=new, wall=wall, predrafted=len(ahead),
-                                 carried=draft.n_carried, predraft_used=bool(carry))
+                                 carried=draft.n_carried, predraft_used=bool(carry), measured=verdict.measured)
             if clock is not None:  # the clock sees the whole record, its measured phases included
                 record = replace(record, charge=clock.charge(record, draft, verdict, predrafted=len(ahead)))
             policy.observe(record)

@@ -1,8 +1,8 @@
 """One assembly of the draft/target pair: the proposer and the in-process verifier, seeded by the seed rule.
 
 Every in-process caller (the CLI, the experiment runner, the API without an edge, the zoo's evaluation, the
-benchmarks) builds its parts here; the device client builds the remote pair with :func:`draft_proposer`
-and the same rule (:mod:`gelato.decoding.seeds`).
+benchmarks) builds its parts here; :func:`gelato.device.pair.remote_pair` builds the remote pair with
+:func:`draft_proposer` and the same rule (:mod:`gelato.decoding.seeds`).
 """
 
 from __future__ import annotations

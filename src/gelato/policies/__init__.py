@@ -1,6 +1,6 @@
 """Draft-length policies: a per-round budget, a per-token keep-drafting decision, an update per round.
 
-``make_policy(name, **cfg)`` builds any of them by its name in ``POLICIES``; see docs/policies.md.
+``make_policy(name, ...)`` builds any of them by its name in ``POLICIES`` (the one builder); see docs/policies.md.
 """
 
 from gelato.decoding.policy import DraftPolicy, RoundContext
@@ -15,7 +15,7 @@ from gelato.policies.gelato_paper import (
 from gelato.policies.goodput import AdaptiveGoodputPolicy
 from gelato.policies.hf import HFAssistedPolicy, hf_confidence, hf_heuristic
 from gelato.policies.predictor import LinearRoundPredictor, RoundPredictor
-from gelato.policies.registry import POLICIES, PolicySpec, make_policy, policy_spec
+from gelato.policies.registry import POLICIES, PolicySpec, draft_length_setting, make_policy, policy_spec
 from gelato.policies.static import DSSDPolicy, EdgeAutoregressivePolicy, StaticPolicy
 
 __all__ = [
@@ -23,5 +23,5 @@ __all__ = [
     "GelatoConfig", "GelatoImprovedConfig", "GelatoImprovedPolicy", "GelatoInnerOnlyPolicy",
     "GelatoOuterOnlyPolicy", "GelatoPaperPolicy", "HFAssistedPolicy", "LinearRoundPredictor", "PMinPolicy",
     "PolicySpec", "RoundContext", "RoundPredictor", "SVIPPolicy", "StaticPolicy",
-    "hf_confidence", "hf_heuristic", "make_policy", "policy_spec",
+    "draft_length_setting", "hf_confidence", "hf_heuristic", "make_policy", "policy_spec",
 ]

@@ -1,9 +1,13 @@
-"""Every draft-length policy by name: ``POLICIES`` and ``make_policy(name, **cfg)``, the one factory.
+"""Every draft-length policy by name: ``POLICIES`` and ``make_policy(name, ...)``, the one builder (the CLI, the
+API, the experiments and the testbed build every policy with it).
 
-``cfg`` goes to the policy's constructor. Two run-wide settings may be handed to every name, and reach
-only the policies that use them: ``predictor=`` (any object with ``predict(g, link, context_len,
-bits_per_token) -> (seconds, joules)``, e.g. the modelled clock) and ``energy_budget=`` (the run's device
-energy budget per round, J, given as ``e_bar`` to the GELATO variants unless ``cfg`` sets its own).
+``cfg`` goes to the policy's constructor. Three run-wide settings may be handed to every name, and reach
+only the policies that use them: ``draft_length=`` (the policy's (largest) draft length, set through its
+``PolicySpec.length_arg``: ``static-K``'s ``k``, GELATO's ``g_max``...; refused for a policy without one),
+``predictor=`` (any object with ``predict(g, link, context_len, bits_per_token) -> (seconds, joules)``, e.g.
+the modelled clock) and ``energy_budget=`` (the run's device energy budget per round, J, given as ``e_bar``
+to the GELATO variants unless ``cfg`` sets its own). A bound that is not the policy's own (a trace's longest
+rollout, the edge's largest round) is the round loop's ceiling, never a wrapper around the policy.
 
 Each entry also carries the payload its policy implies (``payload_mode``: a value of
 ``gelato.decoding.payload_modes.PayloadMode``, or None for the run's own setting), so a runner picks the clock's
@@ -98,10 +102,27 @@ def policy_spec(name: str) -> PolicySpec:
     raise ValueError(f"unknown policy {name!r}{hint}; known: static-K, {', '.join(POLICIES)}")
 
 
-def make_policy(name: str, predictor: Any = None, energy_budget: float | None = None, **cfg: Any) -> DraftPolicy:
-    """Build the policy registered as ``name`` with constructor arguments ``cfg`` (see the module docstring
-    for ``predictor`` and ``energy_budget``)."""
+def draft_length_setting(name: str, draft_length: int | None) -> dict[str, int]:
+    """The constructor argument that sets ``name``'s (largest) draft length to ``draft_length`` (empty for
+    None); ValueError (one line) for an unknown name, a length below 1, or a policy without one."""
     spec = policy_spec(name)
+    if draft_length is None:
+        return {}
+    if spec.length_arg is None:
+        named = ", ".join(n for n, s in POLICIES.items() if s.length_arg and not _STATIC_NAME.fullmatch(n))
+        raise ValueError(f"policy {name!r} has no draft length to set; policies with one: static-K, {named}")
+    if draft_length < 1:
+        raise ValueError(f"a draft length must be >= 1, got {draft_length}")
+    return {spec.length_arg: draft_length}
+
+
+def make_policy(name: str, predictor: Any = None, energy_budget: float | None = None,
+                draft_length: int | None = None, **cfg: Any) -> DraftPolicy:
+    """Build the policy registered as ``name`` with constructor arguments ``cfg`` (see the module docstring
+    for ``draft_length``, ``predictor`` and ``energy_budget``). ValueError (one line) for an unknown name, or
+    a draft length below 1 or for a policy without one (:func:`draft_length_setting`)."""
+    spec = policy_spec(name)
+    cfg.update(draft_length_setting(name, draft_length))
     if spec.uses_predictor and predictor is not None:
         cfg["predictor"] = predictor
     if spec.uses_energy_budget and energy_budget is not None:

@@ -26,9 +26,9 @@ import torch
 from gelato.decoding.payload_modes import PAYLOAD_CHOICES, PayloadMode
 from gelato.decoding.sampling import SamplingParams
 from gelato.decoding.types import RoundCharge
-from gelato.device.client import RemoteVerifier
 from gelato.device.edge_client import EdgeClient
-from gelato.generation import draft_proposer, generate
+from gelato.device.pair import remote_pair
+from gelato.generation import generate
 from gelato.models.loading import load_causal_lm
 from gelato.policies.registry import make_policy, policy_spec
 from gelato.system.channel import ChannelConfig
@@ -89,7 +89,7 @@ class DeviceWorker:
         self.model = load_causal_lm(spec["draft_dir"], "float32")
         self.draft_profile = calibrate_profile(self.model, n_values=(1, 2, 3), ctx_values=(16, 64, 160), repeats=3)
         self.channel = ChannelConfig.model_validate(spec["channel"])
-        self.runs: dict[str, dict] = {}  # policy -> {"recorders": [...], "timings": [...]}
+        self.runs: dict[str, dict] = {}  # policy -> {"recorders": [...], "payload": ..., "edge_samples": [...]}
         self.edge_samples: list[tuple[int, int, float]] = []  # (tokens fed, context, seconds) reported by the edge
 
     # ------------------------------------------------------------------ one policy, live
@@ -102,7 +102,7 @@ class DeviceWorker:
         spec, params = self.spec, self.params
         payload = live_payload(name, params)
         prompts = []
-        recorders, timings = [], []
+        recorders, measured = [], []
         cpu0, wall0 = time.process_time(), time.perf_counter()
         first_sample = len(self.edge_samples)
         for i, prompt in enumerate(spec["prompts"]):
@@ -110,37 +110,39 @@ class DeviceWorker:
                                  energy_budget=spec["e_bar"])
             seed = spec["seed"] + i
             client = EdgeClient(edge)
-            verifier = RemoteVerifier(client, params, fingerprint=spec["fingerprint"], seed=seed, payload=payload,
-                                      device_name="testbed", max_new_tokens=spec["max_new_tokens"], rpc_timeout=60.0)
             recorder = Recorder(keep_q=not params.greedy or payload.mode != PayloadMode.COMPACT)
+            verifier = None
             try:
                 t0 = time.perf_counter()
-                reply = verifier.open(prompt["ids"])
+                proposer, verifier = remote_pair(self.model, client, params, prompt["ids"],
+                                                 fingerprint=spec["fingerprint"], seed=seed, payload=payload,
+                                                 device_name="testbed", max_new_tokens=spec["max_new_tokens"],
+                                                 rpc_timeout=60.0)
                 t_open = time.perf_counter() - t0
-                vocab = min(int(self.model.config.vocab_size), int(reply.vocab_size))
-                proposer = draft_proposer(self.model, params, seed, vocab)
                 first: list[float] = []
                 on_round = (lambda r: first.append(time.perf_counter() - t0) if not first else None)
                 result = generate(prompt["ids"], proposer, verifier, policy, spec["max_new_tokens"],
                                   eos_token_id=spec["eos"], clock=recorder, background_verify=True, on_round=on_round)
             finally:
-                verifier.close()
+                if verifier is not None:
+                    verifier.close()
                 client.close()
-            for (_, record, draft, _, _), t in zip(recorder.rounds, verifier.stats.timings):
-                self.edge_samples.append((len(draft.tokens) + 1, max(0, record.start - 1), t.server_ms / 1e3))
+            rounds = [r.measured for r in result.rounds]  # each round's measurement, on its record
+            for record in result.rounds:
+                self.edge_samples.append((record.sent + 1, max(0, record.start - 1), record.measured.server_ms / 1e3))
             recorders.append(recorder)
-            timings.append(verifier.stats.timings)
+            measured.append(rounds)
             m = result.metrics
             prompts.append({"id": prompt["id"], "prompt_tokens": len(prompt["ids"]), "token_ids": result.token_ids,
                             "open_s": t_open, "ttft_s": first[0] if first else t_open, "generate_s": m.wall_seconds,
                             "rounds": m.rounds, "stop_reason": result.stop_reason, "metrics": m.to_dict(),
-                            "rounds_up_bytes": sum(t.up_bytes for t in verifier.stats.timings),
-                            "rounds_down_bytes": sum(t.down_bytes for t in verifier.stats.timings),
+                            "rounds_up_bytes": sum(t.up_bytes for t in rounds),
+                            "rounds_down_bytes": sum(t.down_bytes for t in rounds),
                             "retries": verifier.stats.retries, "reopens": verifier.stats.reopens})
         cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
-        self.runs[name] = {"recorders": recorders, "timings": timings, "payload": payload,
+        self.runs[name] = {"recorders": recorders, "payload": payload,
                            "edge_samples": self.edge_samples[first_sample:]}
-        rounds = [t for ts in timings for t in ts]
+        rounds = [t for ts in measured for t in ts]
         return {"policy": name, "payload": payload.mode, "cpu_s": cpu, "wall_s": wall, "prompts": prompts,
                 "edge_forward_s": sum(t.forward_ms for t in rounds) / 1e3,
                 "edge_server_s": sum(t.server_ms for t in rounds) / 1e3,
