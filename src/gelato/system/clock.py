@@ -2,8 +2,8 @@
 
 Implements the round loop's ``RoundClock`` protocol (``gelato.generation.loop``):
 
-* ``begin_prompt()`` starts a prompt: the draft's cache lacks only the last prompt token again
-  (:func:`~gelato.system.compute.next_pending`);
+* ``begin_prompt()`` starts a prompt (once per ``generate``): the draft's cache lacks one committed token
+  again, and the edge has seen every token (:func:`~gelato.system.compute.next_pending`);
 * ``begin_round(ctx)`` draws this round's channel (fading) and returns the :class:`ChannelState` the
   policy sees as ``ctx.link``;
 * ``charge(record, draft, verdict)`` computes the round's terms (docs/design-decisions.md: "The round and the system model", "Metrics")
