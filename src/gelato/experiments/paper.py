@@ -32,7 +32,7 @@ from typing import Any, Literal
 from gelato.constants import E_BAR_J, G_MAX, V, within_energy_budget
 from gelato.decoding.payload_modes import PayloadMode
 from gelato.experiments.config import RunConfig
-from gelato.experiments.runner import PromptRun, run_policy, synthetic_sessions, trace_sessions
+from gelato.experiments.runner import PromptRun, run_policy, synthetic_prompt_runs, trace_prompt_runs
 from gelato.experiments.sweep import Point, run_sweep
 from gelato.experiments.trace import Trace
 from gelato.policies.cap import BudgetCap
@@ -218,10 +218,10 @@ class PaperSource:
             return what + ", charged with the paper system (Qwen2.5-0.5B FLOPs, Qwen vocabulary payload)"
         return what + f", charged with the pair's own draft FLOPs and vocabulary ({self.draft_dir})"
 
-    def sessions(self, top_p: float, seed: int) -> Iterator[PromptRun]:
+    def prompt_runs(self, top_p: float, seed: int) -> Iterator[PromptRun]:
         if self.kind == "synthetic":
-            return synthetic_sessions(seed, top_p, context=PAPER.prompt_context, answer_tokens=PAPER.reset_every)
-        return trace_sessions(self.trace, top_p)
+            return synthetic_prompt_runs(seed, top_p, context=PAPER.prompt_context, answer_tokens=PAPER.reset_every)
+        return trace_prompt_runs(self.trace, top_p)
 
     def system_config(self, variant: Variant, point: Point) -> SystemConfig:
         cfg = RunConfig(source="synthetic", policy=variant.policy, policy_args=variant.policy_args, system="paper",
@@ -253,7 +253,7 @@ def run_variant(source: PaperSource, variant: Variant, point: Point, seed: int, 
     clock = source.system_config(variant, point).build_clock(seed)
     policy = BudgetCap(make_policy(variant.policy, predictor=clock, energy_budget=e_bar, **variant.policy_args),
                        G_MAX)
-    result = run_policy(policy, clock, source.sessions(variant.top_p, seed), rounds, e_bar)
+    result = run_policy(policy, clock, source.prompt_runs(variant.top_p, seed), rounds, e_bar)
     s = result.summary
     record = {"source": source.key, "bandwidth_mhz": point.bandwidth_mhz, "t_verify_ms": point.t_verify_ms,
               "variant": variant.label, "policy": variant.policy, "group": variant.group, "top_p": variant.top_p,
