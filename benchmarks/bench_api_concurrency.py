@@ -19,12 +19,12 @@ PROMPTS = ("Write a short poem about autumn leaves.", "Describe a sunrise over t
            "Write a short story about a friendly robot.", "Explain why the sky is blue.")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--no-batch", action="store_true")
     ap.add_argument("--policy", default="static-4")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
 
     import torch
     from openai import OpenAI

@@ -95,22 +95,19 @@ class EdgeProcess:
 
 # --------------------------------------------------------------------------- synthetic devices
 
-class RandomDraftProposer:
-    """Drafts ``budget`` random tokens (no compute): isolates the edge and the protocol."""
+def random_draft_proposer(vocab: int, seed: int):
+    """A :class:`~gelato.decoding.proposer.Proposer` drafting random tokens (no compute): isolates the edge and
+    the protocol."""
+    from gelato.decoding.proposer import DraftedToken, Proposer
 
-    def __init__(self, vocab: int, seed: int) -> None:
-        self.rng = random.Random(seed)
-        self.vocab = vocab
+    class RandomDraftProposer(Proposer):
+        def __init__(self) -> None:
+            self.rng = random.Random(seed)
 
-    def propose(self, committed, budget, keep_drafting):
-        from gelato.decoding.types import Draft
-        tokens = [self.rng.randrange(self.vocab) for _ in range(budget)]
-        n = len(tokens)
-        return Draft(tokens=tokens, q=None, entropies=[0.1] * n, token_probs=[0.9] * n, max_probs=[0.9] * n,
-                     budget=budget, n_computed=n, start=len(committed))
+        def draft_next(self, committed, sent) -> DraftedToken:
+            return DraftedToken(self.rng.randrange(vocab), entropy=0.1, token_prob=0.9, max_prob=0.9)
 
-    def rollback(self, committed_len: int) -> None:
-        pass
+    return RandomDraftProposer()
 
 
 def process_cpu_s(pid: int | None) -> float | None:
@@ -147,7 +144,7 @@ def run_devices(port: int, n_devices: int, rounds: int, k: int, vocab: int, prom
             prompt = [rng.randrange(vocab) for _ in range(prompt_len)]
             verifier.open(prompt)
             barrier.wait()
-            res = generate(prompt, RandomDraftProposer(vocab, i), verifier,
+            res = generate(prompt, random_draft_proposer(vocab, i), verifier,
                                        StaticPolicy(k), max_new_tokens=rounds)  # ~1 token per round
             done_at[i] = time.perf_counter()
             results[i] = (res, verifier.stats)
@@ -196,7 +193,7 @@ def _one_device(address: str, vocab: int, rounds: int, k: int, seed: int = 0, pr
     verifier = RemoteVerifier(address, SamplingParams(), fingerprint=synthetic_fingerprint(vocab), rpc_timeout=60)
     try:
         verifier.open(prompt)
-        generate(prompt, RandomDraftProposer(vocab, seed), verifier, StaticPolicy(k),
+        generate(prompt, random_draft_proposer(vocab, seed), verifier, StaticPolicy(k),
                              max_new_tokens=rounds, on_round=on_round)
     finally:
         verifier.close()
@@ -226,12 +223,14 @@ def measure_wire(port: int, vocab: int, rounds: int, k: int) -> tuple[float, flo
     skip = 5  # steady state: connection setup, stream headers and the open are not per-round costs
     snaps = {}
     with LinkThread(f"127.0.0.1:{port}", cfg) as link:
-        def on_round(record):
-            if record.index in (skip - 1, rounds - 1):
+        def on_round(record):  # a random draft is now and then accepted: fewer rounds than ``rounds`` may run
+            if record.index >= skip - 1:
                 snaps[record.index] = link.stats()
         stats = _one_device(link.address, vocab, rounds, k, on_round=on_round)
-    first, last = snaps[skip - 1], snaps[rounds - 1]
-    timed = stats.timings[skip:rounds]
+    if len(snaps) < 2:
+        raise ValueError(f"--single-rounds {rounds} leaves no steady-state round after the first {skip}")
+    first, last = snaps[skip - 1], snaps[max(snaps)]
+    timed = stats.timings[skip:max(snaps) + 1]
     payload = {"up": sum(t.up_bytes for t in timed), "down": sum(t.down_bytes for t in timed)}
     ratio = {d: (last[d]["bytes"] - first[d]["bytes"]) / max(1, payload[d]) for d in payload}
     frames = {d: {"payload": payload[d] / len(timed),

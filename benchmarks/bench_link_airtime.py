@@ -6,12 +6,13 @@ so its measured airtime is wire bytes / rate. The modelled clock charges payload
 payload is the encoded DraftUp / VerdictDown messages. The difference is the HTTP/2 + gRPC framing the
 model does not charge (headers, frame and length prefixes, the Open/Close calls).
 
-    python benchmarks/bench_link_airtime.py [--bandwidth-mhz 1] [--tokens 96]
+    python benchmarks/bench_link_airtime.py [--bandwidth-mhz 1] [--tokens 96] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 
 import torch
 from rich.console import Console
@@ -32,12 +33,13 @@ from gelato.system.config import SystemConfig
 from gelato.wire.fingerprint import tokenizer_fingerprint
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bandwidth-mhz", type=float, default=1.0)
     ap.add_argument("--tokens", type=int, default=96)
     ap.add_argument("--k", type=int, default=4)
-    args = ap.parse_args()
+    ap.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    args = ap.parse_args(argv)
     torch.set_num_threads(1)
     draft, target, tok = load_pair(*fast_pair_dirs())
     vocab = shared_vocab_size(draft, target)
@@ -57,18 +59,28 @@ def main() -> None:
             wire = link.stats()
     reference = target_only_generate(CachedCausalLM(target, vocab), prompt, params, args.tokens, tok.eos_token_id)
     up_payload, down_payload = verifier.stats.up_bytes, verifier.stats.down_bytes
+    rows = {}
+    for name, rate, payload, stats in (("uplink", mean.uplink_bps, up_payload, wire["up"]),
+                                       ("downlink", mean.downlink_bps, down_payload, wire["down"])):
+        rows[name] = {"rate_bps": rate, "payload_bytes": payload, "modelled_s": 8 * payload / rate,
+                      "wire_bytes": stats["bytes"], "measured_s": stats["airtime_s"]}
+    identical = result.token_ids == reference.token_ids
+    if args.json:
+        print(json.dumps({"rounds": result.metrics.rounds, "tokens": len(result.token_ids),
+                          "bandwidth_mhz": args.bandwidth_mhz, "identical": identical, **rows}))
+        return
     table = Table(title=f"airtime of one run ({result.metrics.rounds} rounds, {len(result.token_ids)} tokens, "
                         f"{args.bandwidth_mhz:g} MHz paper link at its mean gain)")
     for col in ("direction", "rate Mbit/s", "payload B", "modelled ms", "wire B", "measured ms", "measured/modelled"):
         table.add_column(col, justify="right")
-    for name, rate, payload, stats in (("uplink", mean.uplink_bps, up_payload, wire["up"]),
-                                       ("downlink", mean.downlink_bps, down_payload, wire["down"])):
-        modelled = 8 * payload / rate
-        table.add_row(name, f"{rate / 1e6:.2f}", f"{payload}", f"{modelled * 1e3:.2f}", f"{stats['bytes']}",
-                      f"{stats['airtime_s'] * 1e3:.2f}", f"{stats['airtime_s'] / modelled:.1f}x" if modelled else "-")
+    for name, r in rows.items():
+        modelled = r["modelled_s"]
+        table.add_row(name, f"{r['rate_bps'] / 1e6:.2f}", f"{r['payload_bytes']}", f"{modelled * 1e3:.2f}",
+                      f"{r['wire_bytes']}", f"{r['measured_s'] * 1e3:.2f}",
+                      f"{r['measured_s'] / modelled:.1f}x" if modelled else "-")
     console = Console()
     console.print(table)
-    console.print(f"output identical to target-only decoding: {result.token_ids == reference.token_ids}")
+    console.print(f"output identical to target-only decoding: {identical}")
 
 
 if __name__ == "__main__":

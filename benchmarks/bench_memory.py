@@ -1,7 +1,7 @@
 """Edge memory under attack (issue 19): RSS back to idle, KV bytes inside --kv-memory, fairness under cancelled opens.
 
 The edge runs in its own process (as deployed) with only the target loaded; devices are threads of this
-process sending synthetic drafts (bench_edge's RandomDraftProposer). The sequence:
+process sending synthetic drafts (bench_edge's random_draft_proposer). The sequence:
 
 1. one short session (warm-up), then the edge's idle RSS;
 2. 80 cancelled 1,500-token opens (four streams at a time, each giving up after 50 ms), one 4,200-token
@@ -99,7 +99,7 @@ def give_up_open(address: str, vocab: int, prompt_len: int, after_s: float, seed
 def long_session(address: str, vocab: int, prompt_len: int, rounds: int, k: int) -> None:
     """One session with a ``prompt_len``-token prompt, ``rounds`` rounds, closed; the device waits for the
     prefill as long as it takes (open_timeout 15 min: this machine's 2 shared cores are slow)."""
-    from bench_edge import RandomDraftProposer
+    from bench_edge import random_draft_proposer
 
     from gelato.decoding.sampling import SamplingParams
     from gelato.device.client import RemoteVerifier
@@ -112,7 +112,7 @@ def long_session(address: str, vocab: int, prompt_len: int, rounds: int, k: int)
     with RemoteVerifier(address, SamplingParams(), fingerprint=synthetic_fingerprint(vocab), rpc_timeout=120,
                         open_timeout=900) as verifier:
         verifier.open(prompt)
-        generate(prompt, RandomDraftProposer(vocab, 2), verifier, StaticPolicy(k),
+        generate(prompt, random_draft_proposer(vocab, 2), verifier, StaticPolicy(k),
                              max_new_tokens=rounds * k)
 
 

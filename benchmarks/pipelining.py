@@ -40,7 +40,7 @@ def read_seed_rows(path: Path) -> list[dict]:
     return rows
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=1000)
@@ -54,7 +54,7 @@ def main() -> None:
                     help="keep the rows of other sources already in --out/pipelining_seeds.csv")
     ap.add_argument("--e-bar", type=float, default=E_BAR_J)
     ap.add_argument("--out", type=Path, default=Path("docs/results/pipelining"))
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if not args.no_trace and not args.trace.exists():
         sys.exit(f"error: trace file not found: {args.trace}")
     policies = unpipelined_policies() + list(PIPELINED)
@@ -82,7 +82,8 @@ def main() -> None:
         rows = kept + rows
         sources = sorted({r["source"] for r in kept}) + sources
     meta = {"e_bar": args.e_bar, "seeds": args.seeds, "rounds": args.rounds, "sources": sources, "seconds": seconds,
-            "jobs": args.jobs, "command": "python " + " ".join(sys.argv)}
+            "jobs": args.jobs,
+            "command": " ".join(["python benchmarks/pipelining.py", *(sys.argv[1:] if argv is None else argv)])}
     res = write_results(rows, args.out, meta)
     print(json.dumps({"seconds": seconds, "gains": res["gains"],
                       "paths": {k: str(v) for k, v in res["paths"].items()}}, indent=1))

@@ -26,13 +26,13 @@ from gelato.system.config import SystemConfig
 PROMPT = "Write a short story about a lighthouse keeper."
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--policy", default="static-4")
     ap.add_argument("--draft-top-k", type=int, default=DRAFT_TOP_K)
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     torch.set_num_threads(1)
     draft, target, tok = load_pair(*resolve_pair_dirs(None, None))
     vocab = shared_vocab_size(draft, target)

@@ -5,6 +5,8 @@ One server with API keys, a small body limit and one request in flight at a time
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import openai
 import pytest
@@ -112,7 +114,16 @@ def test_body_too_large_and_not_json(server):
     assert r.status_code == 404 and r.json()["error"]["type"] == "invalid_request_error"
 
 
-def test_too_many_requests_then_recovers(client):
+def wait_idle(server, timeout_s: float = 60.0) -> None:
+    """Until no request is in flight (a closed stream frees its slot when the worker reaches its next round)."""
+    deadline = time.monotonic() + timeout_s
+    while server.state.in_flight and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not server.state.in_flight, "a request still holds the one slot"
+
+
+def test_too_many_requests_then_recovers(server, client):
+    wait_idle(server)
     busy = client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=1000, temperature=0, stream=True,
                                      extra_body={"ignore_eos": True})
     first = next(iter(busy))  # the one allowed request is now generating
@@ -122,15 +133,16 @@ def test_too_many_requests_then_recovers(client):
     assert info.value.response.headers["Retry-After"] == "1"
     assert info.value.response.json()["error"]["type"] == "rate_limit_error"
     busy.close()
+    wait_idle(server)  # the client left: its slot comes back, and the next request is served
+    out = client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=8, temperature=0)
+    assert out.usage.completion_tokens == 8 and out.choices[0].finish_reason == "length"
 
 
-def test_server_stays_up_after_all_of_them(server, client):
-    # the disconnected stream above frees its slot (the worker notices at its next round)
-    import time
-
-    deadline = time.monotonic() + 60
-    while server.state.in_flight and time.monotonic() < deadline:
-        time.sleep(0.05)
+def test_server_stays_up_after_bad_requests(server, client):
+    auth = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    assert httpx.post(server.url + "/v1/completions", headers=auth, content=b"{not json").status_code == 400
+    assert error_of(lambda: client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=4, n=2))[0] == 400
+    wait_idle(server)
     assert httpx.get(server.url + "/health").json()["status"] == "ok"
     out = client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=8, temperature=0)
     assert out.usage.completion_tokens == 8 and out.choices[0].finish_reason == "length"

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
+from gelato.decoding.rejection import verify_greedy
 from gelato.decoding.sampling import SamplingParams
-from gelato.decoding.types import DraftStep, StopDecision
+from gelato.decoding.types import Draft, DraftStep, StopDecision
 from gelato.experiments.synthetic import SyntheticProposer, SyntheticSource, SyntheticVerifier
 from gelato.experiments.trace import Trace, TraceProposer, TraceVerifier, record_trace
 from gelato.generation import generate, generate_speculative
@@ -74,3 +76,20 @@ def test_synthetic_source_mean_acceptance():
     result = generate([0], SyntheticProposer(source), SyntheticVerifier(source), StaticPolicy(1), 20000)
     rate = result.metrics.draft_acceptance_rate
     assert abs(rate - 0.9) < 0.01
+
+
+def test_trace_verifier_gives_the_verdict_of_greedy_verification(trace):
+    """The replayed verdict is the rule's own (decoding.rejection.verify_greedy) on the recorded target tokens."""
+    pt = trace.prompts[0]
+    target = pt.target_tokens.tolist()
+    def draft(tokens: list[int]) -> Draft:
+        return Draft(tokens, None, [], [], [], budget=len(tokens), n_computed=len(tokens), start=0)
+
+    verdicts = []
+    for s, drafted in ((0, target[:3]), (2, [target[2], (target[3] + 1) % 64, target[4]]), (4, [])):
+        logits = torch.nn.functional.one_hot(torch.tensor(target[s:s + len(drafted) + 1]), 64).float()
+        verdicts.append(TraceVerifier(pt).verify(pt.prompt_ids + target[:s], draft(drafted)))
+        assert verdicts[-1] == verify_greedy(logits, drafted)
+    assert [v.accepted for v in verdicts] == [3, 1, 0]
+    with pytest.raises(ValueError, match="trace too short"):
+        TraceVerifier(pt).verify(pt.prompt_ids + target[:-2], draft(target[-2:]))

@@ -9,7 +9,7 @@ import pytest
 
 from gelato.decoding.sampling import SamplingParams
 from gelato.decoding.types import DraftStep, StopDecision
-from gelato.experiments.runner import run_policy, synthetic_sessions
+from gelato.experiments.runner import run_policy, synthetic_prompt_runs
 from gelato.generation import DraftModelProposer, TargetModelVerifier, generate
 from gelato.generation.loop import target_only_generate
 from gelato.models import CachedCausalLM
@@ -100,8 +100,8 @@ def test_depth_zero_gives_the_plain_rounds(background):
     def once(policy, background_verify):
         clock = SystemConfig.paper(bandwidth_mhz=5, payload_mode="compact").build_clock(2)
         rows = []
-        for session in synthetic_sessions(seed=1):
-            gen = generate(session.prompt_ids, session.proposer, session.verifier, policy, 64, clock=clock,
+        for run in synthetic_prompt_runs(seed=1):
+            gen = generate(run.prompt_ids, run.proposer, run.verifier, policy, 64, clock=clock,
                            max_rounds=40, background_verify=background_verify)
             rows.append((gen.token_ids, [(r.tokens, r.predrafted, r.carried, r.charge) for r in gen.rounds]))
             if len(rows) == 3:
@@ -117,12 +117,12 @@ def test_synthetic_predrafts_are_used_about_as_often_as_a_full_accept_and_a_matc
     from gelato.policies.registry import make_policy
 
     clock = SystemConfig.paper(bandwidth_mhz=5, payload_mode="compact").build_clock(0)
-    result = run_policy(make_policy("static-5-pipelined"), clock, synthetic_sessions(seed=0), 2000)
+    result = run_policy(make_policy("static-5-pipelined"), clock, synthetic_prompt_runs(seed=0), 2000)
     share = result.summary["predraft_used_rounds"] / result.summary["rounds"]
     assert 0.45 < share < 0.62
     assert result.summary["carried"] > 0
     plain = run_policy(StaticPolicy(5), SystemConfig.paper(bandwidth_mhz=5, payload_mode="compact").build_clock(0),
-                       synthetic_sessions(seed=0), 2000)
+                       synthetic_prompt_runs(seed=0), 2000)
     assert result.summary["tokens_per_second"] > 1.15 * plain.summary["tokens_per_second"]
     assert result.summary["mean_round_energy"] > plain.summary["mean_round_energy"]  # pre-drafts cost energy
 
@@ -145,8 +145,8 @@ def test_the_clock_is_charged_with_the_whole_record():
             self.seen.append(record)
 
     keeper = Keeper()
-    session = next(synthetic_sessions(seed=2))
-    result = generate(session.prompt_ids, session.proposer, session.verifier, AheadPolicy(4, 2), 48, clock=keeper)
+    run = next(synthetic_prompt_runs(seed=2))
+    result = generate(run.prompt_ids, run.proposer, run.verifier, AheadPolicy(4, 2), 48, clock=keeper)
     assert [r.wall for r in keeper.seen] == [r.wall for r in result.rounds]
     assert [r.tokens for r in keeper.seen] == [r.tokens for r in result.rounds]
     assert all(r.wall.verify > 0 for r in keeper.seen)

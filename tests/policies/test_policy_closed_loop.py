@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from gelato.constants import within_energy_budget
-from gelato.experiments.runner import RunResult, run_policy, synthetic_sessions
+from gelato.experiments.runner import RunResult, run_policy, synthetic_prompt_runs
 from gelato.policies.registry import make_policy
 from gelato.system.config import SystemConfig
 
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow
 def run(name: str, cfg: dict, seed: int) -> RunResult:
     clock = SystemConfig.paper(bandwidth_mhz=5.0).build_clock(seed)
     policy = make_policy(name, predictor=clock, energy_budget=E_BAR, **cfg)
-    return run_policy(policy, clock, synthetic_sessions(seed), ROUNDS, E_BAR)
+    return run_policy(policy, clock, synthetic_prompt_runs(seed), ROUNDS, E_BAR)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import pytest
 from gelato.constants import E_BAR_J
 from gelato.decoding.policy import RoundContext
 from gelato.decoding.types import Draft
-from gelato.experiments.runner import run_policy, synthetic_sessions
+from gelato.experiments.runner import run_policy, synthetic_prompt_runs
 from gelato.policies.pipelined import best_predraft_depth, predraft_value, wait_and_token_cost
 from gelato.policies.predictor import LinearRoundPredictor
 from gelato.policies.registry import POLICIES, make_policy, policy_spec
@@ -73,7 +73,7 @@ def test_static_pipelined_caps_its_depth_to_the_wait():
 def test_energy_priced_controller_stays_within_e_bar_and_beats_its_unpipelined_self():
     def go(name):
         clock = SystemConfig.paper(bandwidth_mhz=5, t_verify_s=0.1, payload_mode="compact").build_clock(1)
-        return run_policy(make_policy(name, predictor=clock, e_bar=E_BAR_J), clock, synthetic_sessions(seed=1), 600,
+        return run_policy(make_policy(name, predictor=clock, e_bar=E_BAR_J), clock, synthetic_prompt_runs(seed=1), 600,
                           e_bar=E_BAR_J).summary
 
     piped, plain = go("gelato-improved-pipelined"), go("gelato-improved")

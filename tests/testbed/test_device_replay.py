@@ -8,7 +8,7 @@ import itertools
 
 import pytest
 
-from gelato.experiments.runner import synthetic_sessions
+from gelato.experiments.runner import synthetic_prompt_runs
 from gelato.generation import generate
 from gelato.policies.registry import make_policy
 from gelato.system.config import SystemConfig
@@ -24,7 +24,7 @@ def _prompts(clock, policy_name: str, n: int = 3):
     """``n`` synthetic prompts, 40 tokens each, one policy across them, under ``clock``."""
     policy = make_policy(policy_name)
     return [generate(s.prompt_ids, s.proposer, s.verifier, policy, 40, clock=clock)
-            for s in itertools.islice(synthetic_sessions(seed=5), n)]
+            for s in itertools.islice(synthetic_prompt_runs(seed=5), n)]
 
 
 @pytest.mark.parametrize("policy", ["static-3", "static-5-pipelined", "edge-autoregressive"])

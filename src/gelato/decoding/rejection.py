@@ -45,10 +45,18 @@ def verify_greedy(target_logits: torch.Tensor, draft_tokens: Sequence[int]) -> V
     """
     check_rows(target_logits, draft_tokens)
     greedy = torch.argmax(target_logits, dim=-1).tolist()
-    accepted = 0
-    while accepted < len(draft_tokens) and draft_tokens[accepted] == greedy[accepted]:
-        accepted += 1
+    accepted = greedy_accepted(draft_tokens, greedy)
     return Verdict(accepted=accepted, token=int(greedy[accepted]))
+
+
+def greedy_accepted(draft_tokens: Sequence[int], target_tokens: Sequence[int]) -> int:
+    """How many draft tokens greedy verification accepts: the longest prefix equal to the target's own greedy
+    tokens at those positions (``target_tokens[i]`` predicts draft position i; fewer target tokens bound it)."""
+    accepted = 0
+    while (accepted < len(draft_tokens) and accepted < len(target_tokens)
+           and draft_tokens[accepted] == target_tokens[accepted]):
+        accepted += 1
+    return accepted
 
 
 def residual_distribution(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,7 @@ class EdgeCollector(Collector):
 
     def collect(self):
         s, m = self.server, self.server.metrics
-        store = s.pool
+        store = s.kv_store
         gauges = [("gelato_edge_kv_used_bytes", "Bytes of KV cache allocated now", store.bytes_used if store else 0),
                   ("gelato_edge_kv_budget_bytes", "The KV cache's budget (--kv-memory)", s.kv_budget),
                   ("gelato_edge_kv_peak_bytes", "Most KV cache bytes ever allocated at once",

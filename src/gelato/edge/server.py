@@ -117,7 +117,7 @@ class EdgeServer(EdgeService):
             self.max_context = self.static.max_len
         self.limits = Limits(self.config.max_prompt_tokens, self.config.max_draft_tokens, self.max_context,
                              self.vocab_size)
-        self.store = SessionStore(self.config.max_sessions,
+        self.sessions = SessionStore(self.config.max_sessions,
                                   self.config.max_sessions_per_device if self.config.tokens else None)
         self.metrics = EdgeMetrics()
         self.auth = TokenAuthenticator(self.config.tokens)
@@ -126,19 +126,19 @@ class EdgeServer(EdgeService):
         # rounds copy no history, a session costs what its context needs, and closed sessions' memory returns.
         device = next(self.model.parameters()).device
         self.kv_budget = int(self.config.kv_memory or default_kv_budget(device))
-        self.pool = (SlotKVStore(self.model, self.vocab_size, budget_bytes=self.kv_budget,
+        self.kv_store = (SlotKVStore(self.model, self.vocab_size, budget_bytes=self.kv_budget,
                                  block_slots=min(8, self.config.max_sessions),
                                  max_capacity=min(self.max_context, 1 << 20))
                      if supports_slots(self.model) and self.static is None else None)
-        self.pool_context = self.pool.max_capacity if self.pool is not None else self.max_context
-        self.batchable = self.pool is not None
+        self.kv_context = self.kv_store.max_capacity if self.kv_store is not None else self.max_context
+        self.batchable = self.kv_store is not None
         if self.config.max_batch > 1 and not self.batchable and self.static is None:
             log.warning("the model's attention does not fit slot caching: verifying one session at a time")
         self.worker = ModelWorker(self.metrics, max_batch=self.config.max_batch if self.batchable else 1,
                                   window_s=self.config.batch_window_ms / 1000.0,
                                   prefill_chunk=self.config.prefill_chunk,
                                   prefill_budget_ms=self.config.prefill_budget_ms, others_waiting=self._others_could_send,
-                                  on_idle=self.pool.trim if self.pool is not None else None)
+                                  on_idle=self.kv_store.trim if self.kv_store is not None else None)
         self._server: grpc.aio.Server | None = None
         self.port: int | None = None
         self.stopping = False
@@ -182,8 +182,8 @@ class EdgeServer(EdgeService):
         if self._server is not None:
             await self._server.stop(self.config.grace_s if grace is None else grace)
         await self.worker.stop()
-        for session in self.store:
-            self.store.remove(session.id)
+        for session in self.sessions:
+            self.sessions.remove(session.id)
             await self.worker.run(session.free)
         self.worker.shutdown()
         self._server = None
@@ -195,11 +195,11 @@ class EdgeServer(EdgeService):
     # ------------------------------------------------------------------ introspection
     @property
     def active_sessions(self) -> int:
-        return len(self.store)
+        return len(self.sessions)
 
     def kv_holders(self) -> int:
         """Sessions' caches holding KV storage right now (0 when no session is open and nothing leaked)."""
-        return self.pool.holders if self.pool is not None else 0
+        return self.kv_store.holders if self.kv_store is not None else 0
 
     def cache_tokens(self) -> int:
         """KV cache positions held by every live session cache (open or not yet collected)."""
@@ -209,13 +209,13 @@ class EdgeServer(EdgeService):
         d = self.metrics.to_dict(self.active_sessions, self.cache_tokens())
         d.update(model_name=self.config.model_name, vocab_size=self.vocab_size, max_batch=self.worker.max_batch,
                  batch_window_ms=self.config.batch_window_ms, prefilling=self.worker.prefilling)
-        if self.pool is not None:
-            d.update(kv_slots=self.pool.slots, kv_capacity=self.pool.capacity, kv_bytes=self.pool.bytes_allocated,
-                     kv_budget_bytes=self.kv_budget, kv_peak_bytes=self.pool.peak_bytes,
-                     kv_blocks=len(self.pool.blocks), kv_held_slots=self.pool.holders,
-                     kv_migrations=self.pool.migrations,
-                     kv_grow_events=self.pool.grow_events, kv_forwards=self.pool.forward_calls,
-                     kv_feed_ms=self.pool.feed_s * 1e3, kv_model_ms=self.pool.model_s * 1e3)
+        if self.kv_store is not None:
+            d.update(kv_slots=self.kv_store.slots, kv_capacity=self.kv_store.capacity, kv_bytes=self.kv_store.bytes_allocated,
+                     kv_budget_bytes=self.kv_budget, kv_peak_bytes=self.kv_store.peak_bytes,
+                     kv_blocks=len(self.kv_store.blocks), kv_held_slots=self.kv_store.holders,
+                     kv_migrations=self.kv_store.migrations,
+                     kv_grow_events=self.kv_store.grow_events, kv_forwards=self.kv_store.forward_calls,
+                     kv_feed_ms=self.kv_store.feed_s * 1e3, kv_model_ms=self.kv_store.model_s * 1e3)
         if self.static is not None:
             d.update(static_forwards=self.static.forward_calls, static_graphs=self.static.graphs_captured,
                      static_swaps=self.static.swaps, static_padded_tokens=self.static.padded_tokens)
@@ -223,4 +223,4 @@ class EdgeServer(EdgeService):
 
     def _others_could_send(self, in_batch: int) -> bool:
         """Worth waiting for more rounds only if ready sessions exist besides those already batched."""
-        return len(self.store) - self.worker.prefilling > in_batch
+        return len(self.sessions) - self.worker.prefilling > in_batch

@@ -57,8 +57,8 @@ def _parse(message_type, raw) -> object:
 
 class EdgeService:
     """The handlers of the ``Edge`` service. Mixed into :class:`~gelato.edge.server.EdgeServer`, which sets
-    what they use: ``config``, ``limits``, ``fingerprint``, ``vocab_size``, ``model``, ``pool``, ``pool_context``,
-    ``store``, ``metrics``, ``auth``, ``worker``, ``stopping`` and ``_live_caches``."""
+    what they use: ``config``, ``limits``, ``fingerprint``, ``vocab_size``, ``model``, ``kv_store``, ``kv_context``,
+    ``sessions``, ``metrics``, ``auth``, ``worker``, ``stopping`` and ``_live_caches``."""
 
     async def generate(self, context) -> None:
         """One ``Generate`` stream over any context with grpc.aio's ``read``/``write``/``abort``/``invocation_metadata``."""
@@ -155,19 +155,19 @@ class EdgeService:
         params = sampling_from_proto(req.sampling)
         prompt = list(req.prompt_ids)
         check_open(prompt, params, req.max_new_tokens, self.limits)
-        self.store.reserve_check(device)
-        lm = (self.static.sequence() if self.static is not None else self.pool.sequence() if self.pool is not None
+        self.sessions.reserve_check(device)
+        lm = (self.static.sequence() if self.static is not None else self.kv_store.sequence() if self.kv_store is not None
               else CachedCausalLM(self.model, self.vocab_size))
         self._live_caches.add(lm)
         generator = torch.Generator().manual_seed(int(req.sampling.seed))  # the device derives it (client.py)
-        session = Session(id=self.store.new_id(), lm=lm, committed=prompt, params=params, generator=generator,
+        session = Session(id=self.sessions.new_id(), lm=lm, committed=prompt, params=params, generator=generator,
                           owner=device, device_name=req.device_name or (device or ""), prompt_len=len(prompt),
                           max_new_tokens=req.max_new_tokens, report_times=req.report_times)
-        self.store.add(session)
+        self.sessions.add(session)
         try:
             # the newest token is fed with the first draft; the store first reserves room for that round too
             await self.worker.prefill(lm, prompt[:-1],
-                                      reserve=min(len(prompt) + self.config.max_draft_tokens, self.pool_context))
+                                      reserve=min(len(prompt) + self.config.max_draft_tokens, self.kv_context))
         except BaseException:
             self._release(session)
             raise
@@ -178,7 +178,7 @@ class EdgeService:
 
     def _release(self, session: Session) -> None:
         """Forget the session now; its cache is freed on the model thread (never awaited: may run on cancel)."""
-        if self.store.remove(session.id) is None:
+        if self.sessions.remove(session.id) is None:
             return
         if session.opened:  # an open that failed or was cancelled during prefill was never counted as opened
             self.metrics.count("sessions_closed")

@@ -60,7 +60,6 @@ class EdgeMetrics:
         self.tokens = 0  # tokens appended to sessions (accepted + edge tokens)
         self.drafted = 0  # draft tokens received
         self.accepted = 0
-        self.retries_served = 0  # kept for dashboards; a stream never repeats a round
         self.prefill_chunks = 0
         self.sessions_opened = 0
         self.sessions_closed = 0
@@ -112,7 +111,6 @@ class EdgeMetrics:
             "accepted": self.accepted,
             "acceptance_rate": self.accepted / self.drafted if self.drafted else 0.0,
             "mean_acceptance_length": self.tokens / self.rounds if self.rounds else 0.0,
-            "retries_served": self.retries_served,
             "prefill_chunks": self.prefill_chunks,
             "sessions": {"active": active_sessions, "opened": self.sessions_opened,
                          "closed": self.sessions_closed, "expired": self.sessions_expired,

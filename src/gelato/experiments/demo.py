@@ -19,7 +19,7 @@ from gelato.constants import E_BAR_J, G_MAX
 from gelato.decoding.payload_modes import PayloadMode
 from gelato.decoding.sampling import SamplingParams
 from gelato.experiments.config import RunConfig
-from gelato.experiments.runner import PromptRun, RunResult, live_sessions, run_policy
+from gelato.experiments.runner import PromptRun, RunResult, live_prompt_runs, run_policy
 from gelato.experiments.trace import Trace, TraceProposer, TraceVerifier
 from gelato.experiments.trace_fast import record_trace_fast
 from gelato.models.chat import stop_token_id
@@ -50,7 +50,7 @@ class DemoOutcome:
     replay_matches_live: bool | None = None  # the live runs' rounds equal the replayed ones
 
 
-def replay_sessions(trace: Trace, payload_top_p: float | None = None) -> Iterator[PromptRun]:
+def replay_prompt_runs(trace: Trace, payload_top_p: float | None = None) -> Iterator[PromptRun]:
     """Each recorded prompt once, replayed with no model calls (drafts carry q's top-p support sizes
     when ``payload_top_p`` is one the trace recorded)."""
     top_ps = trace.header.get("top_ps", [])
@@ -60,9 +60,9 @@ def replay_sessions(trace: Trace, payload_top_p: float | None = None) -> Iterato
                       trace.header.get("eos_token_id"), pt.prompt_id)
 
 
-def _run(name: str, sessions, cfg_kw: dict, e_bar: float, seed: int, on_round,
+def _run(name: str, prompt_runs, cfg_kw: dict, e_bar: float, seed: int, on_round,
          draft_dims: ModelDims | None = None) -> RunResult:
-    """``name`` over ``sessions``; a replayed round drafts at most the trace's rollout (``TraceProposer.reach``,
+    """``name`` over ``prompt_runs``; a replayed round drafts at most the trace's rollout (``TraceProposer.reach``,
     the round loop's ceiling)."""
     cfg = RunConfig(source="live", policy=name, **cfg_kw)
     if policy_spec(name).payload_mode is not None:  # DSSD and edge-only decoding keep their own payload
@@ -74,7 +74,7 @@ def _run(name: str, sessions, cfg_kw: dict, e_bar: float, seed: int, on_round,
                                                                 flops_per_s=PAPER.flops_per_s)})
     clock = system.build_clock(seed)
     policy = make_policy(name, predictor=clock, energy_budget=e_bar)
-    return run_policy(policy, clock, sessions, rounds=10**9, e_bar=e_bar, on_round=on_round)
+    return run_policy(policy, clock, prompt_runs, rounds=10**9, e_bar=e_bar, on_round=on_round)
 
 
 def run_demo(draft, target, tokenizer, prompts: Sequence[tuple[str, list[int]]], out_dir: Path,
@@ -107,7 +107,7 @@ def run_demo(draft, target, tokenizer, prompts: Sequence[tuple[str, list[int]]],
         if on_policy is not None:
             on_policy(f"{name} (replay)")
         payload_top_p = RunConfig(source="live", policy=name, **cfg_kw).payload_top_p
-        result = _run(name, replay_sessions(trace, payload_top_p), cfg_kw, e_bar, seed, on_round, draft_dims)
+        result = _run(name, replay_prompt_runs(trace, payload_top_p), cfg_kw, e_bar, seed, on_round, draft_dims)
         result.write(out_dir, name)
         results[name] = result
     reference = [pt.target_tokens.tolist() for pt in trace.prompts[:live_check_prompts]]
@@ -115,9 +115,9 @@ def run_demo(draft, target, tokenizer, prompts: Sequence[tuple[str, list[int]]],
     for name in live_check:
         if on_policy is not None:
             on_policy(f"{name} (live, lossless check)")
-        sessions = live_sessions(draft, target, prompts[:live_check_prompts], SamplingParams(), max_new_tokens, stop,
-                                 seed, vocab_size, cycle=False)
-        live = _run(name, sessions, cfg_kw, e_bar, seed, on_round, draft_dims)
+        runs = live_prompt_runs(draft, target, prompts[:live_check_prompts], SamplingParams(), max_new_tokens, stop,
+                                seed, vocab_size, cycle=False)
+        live = _run(name, runs, cfg_kw, e_bar, seed, on_round, draft_dims)
         lossless &= [ids for _, ids in live.texts] == reference
         if name in results:
             replayed = results[name].rows[:len(live.rows)]

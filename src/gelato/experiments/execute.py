@@ -1,4 +1,4 @@
-"""Execute a :class:`RunConfig`: build the clock, the policy and the sessions, run, write the outputs."""
+"""Execute a :class:`RunConfig`: build the clock, the policy and the prompt runs, run, write the outputs."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from gelato.experiments.config import RunConfig
 from gelato.experiments.runner import (
     PromptRun,
     RunResult,
-    live_sessions,
+    live_prompt_runs,
     run_policy,
-    synthetic_sessions,
-    trace_sessions,
+    synthetic_prompt_runs,
+    trace_prompt_runs,
 )
 from gelato.experiments.trace import Trace
 from gelato.policies.registry import make_policy
@@ -31,20 +31,20 @@ def load_prompt_ids(cfg: RunConfig, tokenizer) -> list[tuple[str, list[int]]]:
     return [(p.id, tokenizer(format_for_pair(p, cfg.pair))["input_ids"]) for p in loader()]
 
 
-def sessions_for(cfg: RunConfig) -> Iterator[PromptRun]:
+def prompt_runs_for(cfg: RunConfig) -> Iterator[PromptRun]:
     if cfg.source == "synthetic":
-        return synthetic_sessions(cfg.seed, cfg.payload_top_p, answer_tokens=cfg.max_new_tokens)
+        return synthetic_prompt_runs(cfg.seed, cfg.payload_top_p, answer_tokens=cfg.max_new_tokens)
     if cfg.source == "trace":
         trace = Trace.load(cfg.trace)
         top_p = cfg.payload_top_p if cfg.payload_top_p in trace.header.get("top_ps", []) else None
-        return trace_sessions(trace, top_p)
+        return trace_prompt_runs(trace, top_p)
     from gelato.models import load_pair, shared_vocab_size
     from gelato.models.pairs import resolve_pair_dirs
 
     draft_dir, target_dir = resolve_pair_dirs(cfg.draft, cfg.target)
     draft, target, tok = load_pair(draft_dir, target_dir)
     params = SamplingParams(cfg.temperature, cfg.top_k, cfg.sampling_top_p)
-    return live_sessions(draft, target, load_prompt_ids(cfg, tok), params, cfg.max_new_tokens, tok.eos_token_id,
+    return live_prompt_runs(draft, target, load_prompt_ids(cfg, tok), params, cfg.max_new_tokens, tok.eos_token_id,
                          cfg.seed, shared_vocab_size(draft, target))
 
 
@@ -52,7 +52,7 @@ def execute(cfg: RunConfig, on_round: Callable | None = None, write: bool = True
     clock = cfg.system_config().build_clock(cfg.seed)
     # a replayed round cannot draft past the recorded rollouts: TraceProposer.reach, the round loop's ceiling
     policy = make_policy(cfg.policy, predictor=clock, energy_budget=cfg.e_bar, **cfg.policy_args)
-    result = run_policy(policy, clock, sessions_for(cfg), cfg.rounds, cfg.e_bar, on_round)
+    result = run_policy(policy, clock, prompt_runs_for(cfg), cfg.rounds, cfg.e_bar, on_round)
     result.summary["config"] = cfg.model_dump(mode="json")
     result.summary["clock"] = clock.describe()
     if write:

@@ -32,7 +32,7 @@ from typing import Any, Literal
 from gelato.constants import E_BAR_J, G_MAX, V, within_energy_budget
 from gelato.decoding.payload_modes import PayloadMode
 from gelato.experiments.config import RunConfig
-from gelato.experiments.runner import PromptRun, run_policy, synthetic_sessions, trace_sessions
+from gelato.experiments.runner import PromptRun, run_policy, synthetic_prompt_runs, trace_prompt_runs
 from gelato.experiments.sweep import Point, run_sweep
 from gelato.experiments.trace import Trace
 from gelato.policies.registry import make_policy
@@ -217,13 +217,13 @@ class PaperSource:
             return what + ", charged with the paper system (Qwen2.5-0.5B FLOPs, Qwen vocabulary payload)"
         return what + f", charged with the pair's own draft FLOPs and vocabulary ({self.draft_dir})"
 
-    def sessions(self, top_p: float, seed: int) -> Iterator[PromptRun]:
+    def prompt_runs(self, top_p: float, seed: int) -> Iterator[PromptRun]:
         """The source's prompts, each verified by the paper's edge: at most g_max draft tokens a round (Table I),
         the round loop's ceiling for every policy (transformers' hf-confidence asks for 20)."""
         if self.kind == "synthetic":
-            runs = synthetic_sessions(seed, top_p, context=PAPER.prompt_context, answer_tokens=PAPER.reset_every)
+            runs = synthetic_prompt_runs(seed, top_p, context=PAPER.prompt_context, answer_tokens=PAPER.reset_every)
         else:
-            runs = trace_sessions(self.trace, top_p)
+            runs = trace_prompt_runs(self.trace, top_p)
         for run in runs:
             run.verifier.max_draft = G_MAX
             yield run
@@ -257,7 +257,7 @@ def run_variant(source: PaperSource, variant: Variant, point: Point, seed: int, 
     """One run: a flat record of the run's summary metrics (plus ``rows`` when ``keep_rows``)."""
     clock = source.system_config(variant, point).build_clock(seed)
     policy = make_policy(variant.policy, predictor=clock, energy_budget=e_bar, **variant.policy_args)
-    result = run_policy(policy, clock, source.sessions(variant.top_p, seed), rounds, e_bar)
+    result = run_policy(policy, clock, source.prompt_runs(variant.top_p, seed), rounds, e_bar)
     s = result.summary
     record = {"source": source.key, "bandwidth_mhz": point.bandwidth_mhz, "t_verify_ms": point.t_verify_ms,
               "variant": variant.label, "policy": variant.policy, "group": variant.group, "top_p": variant.top_p,

@@ -9,7 +9,6 @@ greedy trace; the median over seeds of throughput, J/token and mean round energy
 
 from __future__ import annotations
 
-import csv
 import functools
 import statistics
 import time
@@ -20,7 +19,7 @@ from gelato.constants import E_BAR_J, within_energy_budget
 from gelato.decoding.payload_modes import PayloadMode
 from gelato.experiments.config import RunConfig
 from gelato.experiments.execute import execute
-from gelato.experiments.sweep import Point, best_within_budget, relative_gain, run_sweep
+from gelato.experiments.sweep import Point, best_within_budget, by_point, gains, run_sweep, write_csv
 
 OURS = "gelato-improved-pipelined"
 STATIC_PIPELINED = "static-5-pipelined"
@@ -81,41 +80,29 @@ def medians(rows: Sequence[dict], e_bar: float) -> list[dict]:
     return out
 
 
-def gains(med: Sequence[dict], e_bar: float) -> list[dict]:
-    """Per (source, point): ours, the best unpipelined policy within E_bar, static-5-pipelined, and the gains."""
-    by: dict[tuple, dict[str, dict]] = {}
-    for r in med:
-        by.setdefault((r["source"], r["bandwidth_mhz"], r["t_verify_ms"]), {})[r["policy"]] = r
+def headline(med: Sequence[dict], e_bar: float) -> list[dict]:
+    """Per (source, point): ours, the best unpipelined policy within E_bar, static-5-pipelined, and ours' gains
+    over the two (:func:`~gelato.experiments.sweep.gains`)."""
     out = []
-    for (source, bw, tv), pols in by.items():
+    for at in by_point(med).values():
+        pols = {r["policy"]: r for r in at}
         ours, stp = pols.get(OURS), pols.get(STATIC_PIPELINED)
         best = best_within_budget([r for n, r in pols.items() if n not in PIPELINED], e_bar)
-        row = {"source": source, "bandwidth_mhz": bw, "t_verify_ms": tv}
+        vs = {g.base["policy"]: g.tp for g in gains(at, [OURS], lambda _: [r for r in (best, stp) if r],
+                                                        item="policy")}
+        row = {k: at[0][k] for k in ("source", "bandwidth_mhz", "t_verify_ms")}
         if ours:
             row.update(ours_tps=ours["tokens_per_second"], ours_jpt=ours["joules_per_token"],
                        ours_energy=ours["mean_round_energy"], ours_within=ours["within_e_bar"])
         if best and ours:
             row.update(best_unpipelined=best["policy"], best_tps=best["tokens_per_second"],
-                       best_jpt=best["joules_per_token"],
-                       gain_vs_best=relative_gain(ours["tokens_per_second"], best["tokens_per_second"]))
+                       best_jpt=best["joules_per_token"], gain_vs_best=vs[best["policy"]])
         if stp and ours:
             row.update(static_pipelined_tps=stp["tokens_per_second"], static_pipelined_jpt=stp["joules_per_token"],
                        static_pipelined_energy=stp["mean_round_energy"],
-                       static_pipelined_within=stp["within_e_bar"],
-                       gain_vs_static_pipelined=relative_gain(ours["tokens_per_second"], stp["tokens_per_second"]))
+                       static_pipelined_within=stp["within_e_bar"], gain_vs_static_pipelined=vs[STATIC_PIPELINED])
         out.append(row)
     return out
-
-
-def write_csv(rows: Sequence[dict], path: Path) -> Path:
-    keys: list[str] = []
-    for r in rows:
-        keys += [k for k in r if k not in keys]
-    with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows(rows)
-    return path
 
 
 def plot(med: Sequence[dict], path: Path) -> Path:
@@ -189,9 +176,9 @@ def markdown(med: Sequence[dict], gain_rows: Sequence[dict], meta: dict) -> str:
 def write_results(rows: Sequence[dict], out: Path, meta: dict) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     med = medians(rows, meta["e_bar"])
-    g = gains(med, meta["e_bar"])
-    paths = {"seeds": write_csv(rows, out / "pipelining_seeds.csv"), "csv": write_csv(med, out / "pipelining.csv"),
-             "gains": write_csv(g, out / "pipelining_gains.csv"), "png": plot(med, out / "pipelining.png")}
+    g = headline(med, meta["e_bar"])
+    paths = {"seeds": write_csv(out / "pipelining_seeds.csv", rows), "csv": write_csv(out / "pipelining.csv", med),
+             "gains": write_csv(out / "pipelining_gains.csv", g), "png": plot(med, out / "pipelining.png")}
     md = out.parent / "pipelining.md" if out.name == "pipelining" else out / "pipelining.md"
     md.write_text(markdown(med, g, meta))
     paths["md"] = md

@@ -1,8 +1,8 @@
-"""Run a policy for a fixed number of rounds over a stream of sessions, in the modelled clock.
+"""Run a policy for a fixed number of rounds over a stream of prompt runs, in the modelled clock.
 
-A *session* is one prompt with its proposer and verifier (live models, a replayed trace, or the
-synthetic source); the context is reset between sessions (one GSM8K answer each, as in the paper).
-The policy and the clock persist across sessions: the energy queue spans the whole run.
+A *prompt run* (:class:`PromptRun`) is one prompt with its proposer and verifier (live models, a replayed
+trace, or the synthetic source); the context is reset between prompt runs (one GSM8K answer each, as in the
+paper). The policy and the clock persist across them: the energy queue spans the whole run.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class PromptRun:
     prompt_id: str = ""
 
 
-def trace_sessions(trace: Trace, top_p: float | None = None) -> Iterator[PromptRun]:
+def trace_prompt_runs(trace: Trace, top_p: float | None = None) -> Iterator[PromptRun]:
     """Cycle through a trace's prompts forever."""
     top_ps = trace.header.get("top_ps", [])
     for pt in itertools.cycle(trace.prompts):
@@ -43,7 +43,7 @@ def trace_sessions(trace: Trace, top_p: float | None = None) -> Iterator[PromptR
                       trace.header.get("eos_token_id"), pt.prompt_id)
 
 
-def synthetic_sessions(seed: int = 0, top_p: float = 0.99995, context: int = 100,
+def synthetic_prompt_runs(seed: int = 0, top_p: float = 0.99995, context: int = 100,
                        answer_tokens: int = 256) -> Iterator[PromptRun]:
     """The paper's regime: a 100-token context reset every 256 generated tokens."""
     source = SyntheticSource(seed=seed, top_p=top_p)
@@ -52,7 +52,7 @@ def synthetic_sessions(seed: int = 0, top_p: float = 0.99995, context: int = 100
                       prompt_id=f"synthetic-{i}")
 
 
-def live_sessions(draft, target, prompts: Sequence[tuple[str, Sequence[int]]], params: SamplingParams,
+def live_prompt_runs(draft, target, prompts: Sequence[tuple[str, Sequence[int]]], params: SamplingParams,
                   max_new_tokens: int, eos_token_id: int | None, seed: int = 0,
                   vocab_size: int | None = None, cycle: bool = True) -> Iterator[PromptRun]:
     """Real models; one KV cache pair reused (re-synced per prompt by the common-prefix crop)."""
@@ -66,7 +66,7 @@ class RunResult:
     policy: str
     rows: list[dict] = field(default_factory=list)
     summary: dict = field(default_factory=dict)
-    texts: list[tuple[str, list[int]]] = field(default_factory=list)  # (prompt id, generated ids) per session
+    texts: list[tuple[str, list[int]]] = field(default_factory=list)  # (prompt id, generated ids) per prompt run
 
     def write(self, out_dir: str | Path, name: str | None = None) -> tuple[Path, Path]:
         out = Path(out_dir)
@@ -80,9 +80,9 @@ class RunResult:
         return rounds_path, summary_path
 
 
-def run_policy(policy: DraftPolicy, clock: RoundClock, sessions: Iterable[PromptRun], rounds: int,
+def run_policy(policy: DraftPolicy, clock: RoundClock, prompt_runs: Iterable[PromptRun], rounds: int,
                e_bar: float | None = None, on_round: Callable[[RoundRecord], None] | None = None) -> RunResult:
-    """Drive ``policy`` for exactly ``rounds`` rounds (sessions are consumed as needed)."""
+    """Drive ``policy`` for exactly ``rounds`` rounds (prompt runs are consumed as needed)."""
     result = RunResult(policy=getattr(policy, "name", type(policy).__name__))
     tokens = 0
 
@@ -91,14 +91,13 @@ def run_policy(policy: DraftPolicy, clock: RoundClock, sessions: Iterable[Prompt
         if on_round is not None:
             on_round(record)
 
-    for session in sessions:
+    for run in prompt_runs:
         if len(result.rows) >= rounds:
             break
-        gen = generate(session.prompt_ids, session.proposer, session.verifier, policy, session.max_new_tokens,
-                       session.eos_token_id, clock, round_offset=len(result.rows), on_round=record_row,
-                       max_rounds=rounds - len(result.rows))
+        gen = generate(run.prompt_ids, run.proposer, run.verifier, policy, run.max_new_tokens, run.eos_token_id,
+                       clock, round_offset=len(result.rows), on_round=record_row, max_rounds=rounds - len(result.rows))
         tokens += len(gen.token_ids)
-        result.texts.append((session.prompt_id, gen.token_ids))
+        result.texts.append((run.prompt_id, gen.token_ids))
     result.summary = {"policy": result.policy, **summarize_charged_rounds(result.rows, tokens, e_bar)}
     return result
 

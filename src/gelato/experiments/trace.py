@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gelato.decoding.proposer import DraftedToken, KeepDrafting, Proposer, always_continue, draft_loop
-from gelato.decoding.sampling import SamplingParams, entropy_nats, processed_probs
+from gelato.decoding.proposer import DraftedToken, KeepDrafting, Proposer, always_continue, draft_loop, draft_token
+from gelato.decoding.rejection import greedy_accepted
+from gelato.decoding.sampling import SamplingParams
 from gelato.decoding.types import Draft, Verdict
 from gelato.generation.loop import target_only_generate
 from gelato.models.cached import CachedCausalLM
@@ -92,6 +93,14 @@ def topp_support_size(q: torch.Tensor, top_p: float) -> int:
     return max(1, int((mass_before < top_p).sum()))
 
 
+def greedy_draft_step(draft: CachedCausalLM, ids: Sequence[int], top_ps: Sequence[float]
+                      ) -> tuple[int, float, float, list[int]]:
+    """The draft's greedy token after ``ids``, drafted as the live proposer drafts it (:func:`draft_token`), with
+    what a trace records of it: (token, entropy, q(token), top-p support size per threshold of ``top_ps``)."""
+    token, q, entropy = draft_token(draft.feed(list(ids))[-1], SamplingParams(), None)
+    return token, entropy, float(q[token]), [topp_support_size(q, p) for p in top_ps]
+
+
 @torch.inference_mode()
 def record_prompt(draft: CachedCausalLM, target: CachedCausalLM, prompt_ids: Sequence[int], k_max: int,
                   max_new_tokens: int, eos_token_id: int | None = None, top_ps: Sequence[float] = DEFAULT_TOP_PS,
@@ -110,12 +119,9 @@ def record_prompt(draft: CachedCausalLM, target: CachedCausalLM, prompt_ids: Seq
         ids = list(prompt_ids) + continuation[:s]
         rollout: list[int] = []
         for j in range(k_max):
-            q = processed_probs(draft.feed(ids + rollout)[-1], greedy)
-            token = int(torch.argmax(q))
-            tokens[s, j], ent[s, j] = token, float(entropy_nats(q))
-            tok_p[s, j], max_p[s, j] = float(q[token]), float(q[token])
-            for t, p in enumerate(top_ps):
-                support[t, s, j] = topp_support_size(q, p)
+            token, entropy, prob, supports = greedy_draft_step(draft, ids + rollout, top_ps)
+            tokens[s, j], ent[s, j], tok_p[s, j], max_p[s, j] = token, entropy, prob, prob  # greedy: q(token) is max
+            support[:, s, j] = supports
             rollout.append(token)
     return PromptTrace(list(prompt_ids), np.asarray(continuation, dtype=np.int32), tokens, ent, tok_p, max_p,
                        support, prompt_id)
@@ -186,9 +192,7 @@ class TraceVerifier:
     def verify(self, committed: Sequence[int], draft: Draft) -> Verdict:
         s = len(committed) - self.prompt_len
         target = self.prompt.target_tokens
-        accepted = 0
-        while accepted < len(draft.tokens) and s + accepted < len(target) and draft.tokens[accepted] == target[s + accepted]:
-            accepted += 1
+        accepted = greedy_accepted(draft.tokens, target[s:])
         if s + accepted >= len(target):
             raise ValueError(f"trace too short: round at position {s} needs target token {s + accepted}, "
                              f"the trace has {len(target)}")

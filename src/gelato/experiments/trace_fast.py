@@ -15,16 +15,10 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from gelato.decoding.sampling import SamplingParams, entropy_nats, processed_probs
-from gelato.experiments.trace import DEFAULT_TOP_PS, PromptTrace, Trace, record_trace, topp_support_size
+from gelato.decoding.sampling import SamplingParams
+from gelato.experiments.trace import DEFAULT_TOP_PS, PromptTrace, Trace, greedy_draft_step, record_trace
 from gelato.generation.loop import target_only_generate
 from gelato.models.cached import CachedCausalLM
-
-
-def _step(draft: CachedCausalLM, ids: list[int], top_ps: Sequence[float]) -> tuple:
-    q = processed_probs(draft.feed(ids)[-1], SamplingParams())
-    token = int(torch.argmax(q))
-    return token, float(entropy_nats(q)), float(q[token]), [topp_support_size(q, p) for p in top_ps]
 
 
 @torch.inference_mode()
@@ -44,7 +38,7 @@ def record_prompt_fast(draft: CachedCausalLM, target: CachedCausalLM, prompt_ids
         else:
             rollout = []
         while len(rollout) < k_max:
-            rollout.append(_step(draft, base + [r[0] for r in rollout], top_ps))
+            rollout.append(greedy_draft_step(draft, base + [r[0] for r in rollout], top_ps))
         rows.append(rollout)
         prev = rollout
     shape = (n, k_max)

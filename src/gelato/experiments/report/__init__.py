@@ -11,7 +11,7 @@ from gelato.experiments.report.analysis import (
                                                 improved_vs_paper,
                                                 pct_gain,
 )
-from gelato.experiments.report.artifacts import ARTIFACT_DIR, REPORT_NAME, load_fits, read_csv, write_csv
+from gelato.experiments.report.artifacts import ARTIFACT_DIR, REPORT_NAME, load_fits
 from gelato.experiments.report.produce import (
                                                 fig2_fits,
                                                 load_results,
@@ -21,6 +21,7 @@ from gelato.experiments.report.produce import (
                                                 replot,
                                                 write_report,
 )
+from gelato.experiments.sweep import read_csv, write_csv
 
 __all__ = ["ARTIFACT_DIR", "GAIN_COLUMNS", "IVP_COLUMNS", "REPORT_NAME", "SOURCE_ORDER", "fig2_fits", "gains",
            "improved_vs_paper", "load_fits", "pct_gain", "load_results", "produce_fig2", "produce_fig4", "produce_sweep",

@@ -17,7 +17,8 @@ from gelato.experiments.paper import (
     Sweep,
 )
 from gelato.experiments.report.artifacts import SourceArtifacts
-from gelato.experiments.sweep import best_within_budget, relative_gain
+from gelato.experiments.sweep import best_within_budget, by_point, relative_gain
+from gelato.experiments.sweep import gains as paired_gains
 from gelato.system.presets import PAPER
 
 SOURCE_ORDER = ("synthetic", "trace-paper", "trace-own-pair")
@@ -48,10 +49,6 @@ def pct_gain(new: float, old: float) -> float:
     return 100.0 * relative_gain(new, old)
 
 
-def point_key(r: dict) -> tuple:
-    return (r["source"], r.get("sweep", ""), float(r["bandwidth_mhz"]), float(r["t_verify_ms"]))
-
-
 def _rank(rows: list[dict], metric: str, higher_better: bool) -> tuple[str | None, str | None]:
     """(best, worst) variant label among ``rows`` for ``metric``."""
     vals = [(float(r[metric]), r["variant"]) for r in rows
@@ -71,67 +68,66 @@ GAIN_COLUMNS = ("source", "sweep", "bandwidth_mhz", "t_verify_ms", "gelato", "ba
 
 def gains(summary: Sequence[dict], gelato: Sequence[str] = GELATO_COMPARED, seed_records: Sequence[dict] | None = None,
           e_bar: float = E_BAR_J) -> list[dict]:
-    """GELATO's gain over EACH baseline at each point, from the medians across seeds.
+    """GELATO's gain over EACH baseline at each point, from the medians across seeds (:func:`paired_gains`).
 
     ``tp_gain_pct = 100 (tokens/s_G / tokens/s_B - 1)`` (positive: GELATO faster), ``jpt_gain_pct = 100
     (J/token_G / J/token_B - 1)`` (negative: GELATO cheaper). ``*_rank_paper`` marks the best and worst
     baseline per metric among the paper's baselines (static SD x top-p, DSSD), ``*_rank_all`` among every
     baseline. With ``seed_records`` the per-seed paired gains (same seed: same fading) give min and max.
     """
-    by_point: dict[tuple, list[dict]] = defaultdict(list)
-    for r in summary:
-        by_point[point_key(r)].append(r)
-    per_seed: dict[tuple, dict] = {}
-    for r in seed_records or ():
-        per_seed[(*point_key(r), r["variant"], r["seed"])] = r
+    ranks = {key: _ranks(rows) for key, rows in by_point(summary).items()}
     out = []
-    for key, rows in by_point.items():
-        baselines = [r for r in rows if r["group"] in BASELINE_GROUPS]
-        paper_b = [r for r in baselines if r["group"] == "paper-baseline"]
-        # a baseline that spends ~no device energy (edge-only decoding in paper mode) is not ranked on J/token:
-        # every gain against it is >+999%, which says nothing about drafting
-        median_jpt = statistics.median(float(r["joules_per_token"]) for r in baselines) if baselines else 0.0
-        spends = [r for r in baselines if float(r["joules_per_token"]) >= 0.01 * median_jpt]
-        ranks = {}
-        for scope, rs in (("paper", paper_b), ("all", baselines)):
-            ranks[("tp", scope)] = _rank(rs, "tokens_per_second", True)
-            ranks[("jpt", scope)] = _rank([r for r in rs if r in spends], "joules_per_token", False)
+    for g in paired_gains(summary, gelato, _baselines, seed_records=seed_records):
+        key, b = g.point, g.base
         reported = PAPER_REPORTED.get((key[1], float(key[2] if key[1] == "fig5ab" else key[3])), (None, None))
-        for g in gelato:
-            gr = next((r for r in rows if r["variant"] == g), None)
-            if gr is None:
-                continue
-            for b in baselines:
-                paired_tp, paired_e = [], []
-                seeds = sorted({s for (*k, v, s) in per_seed if tuple(k) == key and v == g})
-                for s in seeds:
-                    a, c = per_seed.get((*key, g, s)), per_seed.get((*key, b["variant"], s))
-                    if a is not None and c is not None:
-                        paired_tp.append(pct_gain(float(a["tokens_per_second"]), float(c["tokens_per_second"])))
-                        paired_e.append(pct_gain(float(a["joules_per_token"]), float(c["joules_per_token"])))
 
-                def mark(metric: str, scope: str) -> str:
-                    best, worst = ranks[(metric, scope)]
-                    if scope == "paper" and b["group"] != "paper-baseline":
-                        return ""
-                    return "best" if b["variant"] == best else "worst" if b["variant"] == worst else ""
+        def mark(metric: str, scope: str) -> str:
+            best, worst = ranks[key][(metric, scope)]
+            if scope == "paper" and b["group"] != "paper-baseline":
+                return ""
+            return "best" if b["variant"] == best else "worst" if b["variant"] == worst else ""
 
-                out.append({
-                    "source": key[0], "sweep": key[1], "bandwidth_mhz": key[2], "t_verify_ms": key[3],
-                    "gelato": g, "baseline": b["variant"], "baseline_group": b["group"],
-                    "tp_gelato": gr["tokens_per_second"], "tp_baseline": b["tokens_per_second"],
-                    "tp_gain_pct": pct_gain(float(gr["tokens_per_second"]), float(b["tokens_per_second"])),
-                    "tp_gain_pct_seed_min": min(paired_tp) if paired_tp else None,
-                    "tp_gain_pct_seed_max": max(paired_tp) if paired_tp else None,
-                    "jpt_gelato": gr["joules_per_token"], "jpt_baseline": b["joules_per_token"],
-                    "jpt_gain_pct": pct_gain(float(gr["joules_per_token"]), float(b["joules_per_token"])),
-                    "jpt_gain_pct_seed_min": min(paired_e) if paired_e else None,
-                    "jpt_gain_pct_seed_max": max(paired_e) if paired_e else None,
-                    "baseline_energy_ok": within_budget(b, e_bar),
-                    "tp_rank_paper": mark("tp", "paper"), "jpt_rank_paper": mark("jpt", "paper"),
-                    "tp_rank_all": mark("tp", "all"), "jpt_rank_all": mark("jpt", "all"),
-                    "paper_tp_gain_pct": reported[0], "paper_jpt_gain_pct": reported[1]})
+        out.append({
+            "source": key[0], "sweep": key[1], "bandwidth_mhz": key[2], "t_verify_ms": key[3],
+            "gelato": g.ours["variant"], "baseline": b["variant"], "baseline_group": b["group"],
+            "tp_gelato": g.ours["tokens_per_second"], "tp_baseline": b["tokens_per_second"],
+            "tp_gain_pct": 100.0 * g.tp, "tp_gain_pct_seed_min": _pct_min(g.paired_tp),
+            "tp_gain_pct_seed_max": _pct_max(g.paired_tp),
+            "jpt_gelato": g.ours["joules_per_token"], "jpt_baseline": b["joules_per_token"],
+            "jpt_gain_pct": 100.0 * g.jpt, "jpt_gain_pct_seed_min": _pct_min(g.paired_jpt),
+            "jpt_gain_pct_seed_max": _pct_max(g.paired_jpt),
+            "baseline_energy_ok": within_budget(b, e_bar),
+            "tp_rank_paper": mark("tp", "paper"), "jpt_rank_paper": mark("jpt", "paper"),
+            "tp_rank_all": mark("tp", "all"), "jpt_rank_all": mark("jpt", "all"),
+            "paper_tp_gain_pct": reported[0], "paper_jpt_gain_pct": reported[1]})
     return out
+
+
+def _baselines(rows: Sequence[dict]) -> list[dict]:
+    return [r for r in rows if r["group"] in BASELINE_GROUPS]
+
+
+def _ranks(rows: Sequence[dict]) -> dict[tuple[str, str], tuple[str | None, str | None]]:
+    """(best, worst) baseline per (metric, scope) at one point."""
+    baselines = _baselines(rows)
+    paper_b = [r for r in baselines if r["group"] == "paper-baseline"]
+    # a baseline that spends ~no device energy (edge-only decoding in paper mode) is not ranked on J/token:
+    # every gain against it is >+999%, which says nothing about drafting
+    median_jpt = statistics.median(float(r["joules_per_token"]) for r in baselines) if baselines else 0.0
+    spends = [r for r in baselines if float(r["joules_per_token"]) >= 0.01 * median_jpt]
+    ranks = {}
+    for scope, rs in (("paper", paper_b), ("all", baselines)):
+        ranks[("tp", scope)] = _rank(rs, "tokens_per_second", True)
+        ranks[("jpt", scope)] = _rank([r for r in rs if r in spends], "joules_per_token", False)
+    return ranks
+
+
+def _pct_min(paired: Sequence[float]) -> float | None:
+    return 100.0 * min(paired) if paired else None
+
+
+def _pct_max(paired: Sequence[float]) -> float | None:
+    return 100.0 * max(paired) if paired else None
 
 
 IVP_COLUMNS = ("source", "sweep", "bandwidth_mhz", "t_verify_ms", "tp_paper", "tp_improved", "tp_gain_pct",
@@ -148,37 +144,23 @@ def improved_vs_paper(summary: Sequence[dict], seed_records: Sequence[dict] | No
 
     ``target_met``: median throughput gain >= ``target_pct`` AND the median mean round energy of
     gelato-improved <= E_bar (1 + tolerance) (the target of docs/design-decisions.md, "gelato-improved")."""
-    by_point: dict[tuple, dict[str, dict]] = defaultdict(dict)
-    for r in summary:
-        by_point[point_key(r)][r["variant"]] = r
-    seeds_by: dict[tuple, dict] = {}
-    for r in seed_records or ():
-        seeds_by[(*point_key(r), r["variant"], r["seed"])] = r
+    points = {key: {r["variant"]: r for r in rows} for key, rows in by_point(summary).items()}
     out = []
-    for key, rows in by_point.items():
-        p, i = rows.get(paper_label), rows.get(improved_label)
-        if p is None or i is None:
-            continue
-        paired = []
-        seeds = sorted({s for (*k, v, s) in seeds_by if tuple(k) == key and v == improved_label})
-        for s in seeds:
-            a, b = seeds_by.get((*key, improved_label, s)), seeds_by.get((*key, paper_label, s))
-            if a is not None and b is not None:
-                paired.append(pct_gain(float(a["tokens_per_second"]), float(b["tokens_per_second"])))
-        gain = pct_gain(float(i["tokens_per_second"]), float(p["tokens_per_second"]))
+    for g in paired_gains(summary, [improved_label], lambda at: [r for r in at if r["variant"] == paper_label][:1],
+                          seed_records=seed_records):
+        key, p, i = g.point, g.base, g.ours
         e_ok = within_budget(i, e_bar, tolerance)
-        best = best_within_budget(rows.values(), e_bar, tolerance)
+        best = best_within_budget(points[key].values(), e_bar, tolerance)
         out.append({
             "source": key[0], "sweep": key[1], "bandwidth_mhz": key[2], "t_verify_ms": key[3],
-            "tp_paper": p["tokens_per_second"], "tp_improved": i["tokens_per_second"], "tp_gain_pct": gain,
-            "tp_gain_pct_seed_min": min(paired) if paired else None,
-            "tp_gain_pct_seed_max": max(paired) if paired else None,
+            "tp_paper": p["tokens_per_second"], "tp_improved": i["tokens_per_second"], "tp_gain_pct": 100.0 * g.tp,
+            "tp_gain_pct_seed_min": _pct_min(g.paired_tp), "tp_gain_pct_seed_max": _pct_max(g.paired_tp),
             "jpt_paper": p["joules_per_token"], "jpt_improved": i["joules_per_token"],
-            "jpt_gain_pct": pct_gain(float(i["joules_per_token"]), float(p["joules_per_token"])),
+            "jpt_gain_pct": 100.0 * g.jpt,
             "energy_paper": p["mean_round_energy"], "energy_improved": i["mean_round_energy"],
             "energy_improved_max_seed": i.get("mean_round_energy_max"), "improved_energy_ok": e_ok,
             "improved_energy_ok_seeds": i.get("energy_ok_seeds"), "seeds": i.get("seeds"),
-            "target_met": bool(gain >= target_pct and e_ok),
+            "target_met": bool(100.0 * g.tp >= target_pct and e_ok),
             "best_in_budget": best["variant"] if best else None,
             "tp_best_in_budget": best["tokens_per_second"] if best else None,
             "best_in_budget_gain_pct": pct_gain(float(best["tokens_per_second"]), float(p["tokens_per_second"]))
@@ -243,10 +225,7 @@ class SourceResults:
         fastest: dict[str, int] = defaultdict(int)
         n_points = 0
         for rows in self.summary.values():
-            by_point: dict[tuple, list[dict]] = defaultdict(list)
-            for r in rows:
-                by_point[point_key(r)].append(r)
-            for rs in by_point.values():
+            for rs in by_point(rows).values():
                 fastest[max(rs, key=lambda r: float(r["tokens_per_second"]))["variant"]] += 1
                 n_points += 1
         return dict(fastest), n_points

@@ -12,60 +12,19 @@ Artifacts of one source (``synthetic``, ``trace-paper``, ``trace-own-pair``) in 
 
 from __future__ import annotations
 
-import csv
 import json
-import math
 import subprocess
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gelato.experiments.acceptance import AcceptanceFit
 from gelato.experiments.paper import SWEEPS, PaperSource
+from gelato.experiments.sweep import read_csv
 
 REPORT_NAME = "paper-reproduction.md"
 ARTIFACT_DIR = "paper-reproduction"
-
-
-def write_csv(path: str | Path, rows: Sequence[dict], columns: Sequence[str] | None = None) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if columns is None:
-        columns = list(dict.fromkeys(k for r in rows for k in r))
-    with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: _csv_value(r.get(k)) for k in columns})
-    return path
-
-
-def _csv_value(v: Any) -> Any:
-    if v is None:
-        return ""
-    if isinstance(v, float):
-        return repr(v) if math.isfinite(v) else str(v)
-    return v
-
-
-def _parse(v: str) -> Any:
-    if v == "":
-        return None
-    if v in ("True", "False"):
-        return v == "True"
-    for conv in (int, float):
-        try:
-            return conv(v)
-        except ValueError:
-            pass
-    return v
-
-
-def read_csv(path: str | Path) -> list[dict]:
-    with Path(path).open(newline="") as f:
-        return [{k: _parse(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
 def stamp() -> dict:

@@ -46,7 +46,6 @@ from gelato.experiments.report.artifacts import (
     repo_root,
     stamp,
     update_meta,
-    write_csv,
 )
 from gelato.experiments.report.markdown import (
     section_fig2,
@@ -55,7 +54,7 @@ from gelato.experiments.report.markdown import (
     section_sweep,
 )
 from gelato.experiments.report.narrative import differences, findings_table
-from gelato.experiments.sweep import Point
+from gelato.experiments.sweep import Point, write_csv
 from gelato.system.presets import PAPER
 
 
