@@ -25,6 +25,8 @@ from gelato.api.server import ApiServerThread
 from gelato.api.speculative import Speculation
 from gelato.device.client import EdgeClient
 
+pytestmark = pytest.mark.slow  # starts an edge server process and the API server
+
 
 def spawn_edge():
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")

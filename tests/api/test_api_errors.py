@@ -17,6 +17,8 @@ from gelato.api.respond import Limits
 from gelato.api.server import ApiServerThread
 from gelato.api.speculative import Speculation
 
+pytestmark = pytest.mark.slow  # starts the API server
+
 KEY = "sk-test-key"
 
 

@@ -20,6 +20,8 @@ from gelato.api.server import ApiServerThread
 from gelato.api.speculative import Speculation
 from gelato.models.chat import encode_messages
 
+pytestmark = pytest.mark.slow  # starts the API server
+
 MAX_TOKENS = 24
 
 

@@ -14,6 +14,8 @@ from gelato.api.respond import Limits
 from gelato.api.server import ApiServerThread
 from gelato.api.speculative import Speculation
 
+pytestmark = pytest.mark.slow  # starts the API server
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "transport"))
 
 

@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow  # runs gelato cluster in subprocesses (Ray)
+
 EXTRA = "pip install -e '.[cluster]'"
 
 

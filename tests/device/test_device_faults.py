@@ -11,6 +11,8 @@ from edge_helpers import PROMPTS, FaultyClient, finishes, reference, remote_gene
 from gelato.policies import StaticPolicy
 from gelato.wire.errors import EdgeUnavailableError
 
+pytestmark = pytest.mark.slow  # starts an edge server
+
 N = 24
 
 

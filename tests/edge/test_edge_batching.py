@@ -16,6 +16,8 @@ from gelato.models.slots import SlotKVPool, _BatchView, supports_slots
 from gelato.models.tiny import tiny_llama
 from gelato.policies import StaticPolicy
 
+pytestmark = pytest.mark.slow  # starts an edge server
+
 
 def _histories(seed=0, lengths=(1, 6, 13, 30), drafts=(4, 0, 2, 7)):
     g = torch.Generator().manual_seed(seed)

@@ -31,6 +31,8 @@ from gelato.models.tiny import tiny_llama
 from gelato.policies import StaticPolicy
 from gelato.wire.fingerprint import synthetic_fingerprint
 
+pytestmark = pytest.mark.slow  # starts an edge server
+
 FINGERPRINT = synthetic_fingerprint(VOCAB)
 DEVICES = 4
 SAMPLES_PER_DEVICE = 300
@@ -101,7 +103,6 @@ def _network_samples(models, payload: str, draft_top_k: int) -> tuple[list[tuple
     return samples, stats
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("payload, draft_top_k", [("compact", 0), ("compact", 2), ("dssd", 2), ("paper_topp", 2),
                                                    ("paper_topp", 0)])
 def test_network_sampling_matches_target_with_batching_drops_and_restart(models, payload, draft_top_k):

@@ -16,6 +16,8 @@ from gelato.policies.gelato_paper import GelatoPaperPolicy
 from gelato.policies.predictor import LinearRoundPredictor
 from gelato.wire.errors import EdgeRejectedError
 
+pytestmark = pytest.mark.slow  # starts an edge server
+
 N = 24
 
 

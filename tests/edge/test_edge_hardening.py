@@ -22,6 +22,8 @@ from gelato.models.cached import CachedCausalLM
 from gelato.wire.errors import EdgeUnavailableError
 from gelato.wire.proto import gelato_pb2 as pb
 
+pytestmark = pytest.mark.slow  # starts an edge server
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

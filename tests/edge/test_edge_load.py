@@ -6,9 +6,12 @@ import gc
 import random
 import threading
 
+import pytest
 from edge_helpers import reference, remote_generate, start_edge
 
 from gelato.policies import StaticPolicy
+
+pytestmark = pytest.mark.slow  # starts an edge server
 
 DEVICES = 16
 N = 12

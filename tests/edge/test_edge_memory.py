@@ -11,6 +11,8 @@ from edge_helpers import FINGERPRINT, PROMPTS, clone, finishes, reference, remot
 from gelato.device.edge_client import EdgeClient, StreamTimeout
 from gelato.wire.proto import gelato_pb2 as pb
 
+pytestmark = pytest.mark.slow  # starts an edge server
+
 
 def _open_up(prompt: list[int]) -> pb.StreamUp:
     return pb.StreamUp(open=pb.OpenRequest(prompt_ids=prompt, tokenizer_fingerprint=FINGERPRINT,

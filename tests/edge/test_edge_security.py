@@ -19,6 +19,8 @@ from gelato.wire.proto import gelato_pb2 as pb
 from gelato.wire.proto import gelato_pb2_grpc as pb_grpc
 from gelato.wire.protocol import GENERATE
 
+pytestmark = pytest.mark.slow  # starts an edge server
+
 TOKENS = {"tok-a": "dev-a", "tok-b": "dev-b"}
 N = 20
 

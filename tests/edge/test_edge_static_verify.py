@@ -15,6 +15,8 @@ from gelato.cli.main import app
 from gelato.policies import StaticPolicy
 from gelato.wire.errors import EdgeRejectedError
 
+pytestmark = pytest.mark.slow  # starts an edge server
+
 N = 24
 
 

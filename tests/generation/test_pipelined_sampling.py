@@ -9,6 +9,7 @@ the real pipelined loop (KV caches, q transport, verification).
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from scipy.stats import chisquare
 
@@ -48,6 +49,7 @@ def exact_three_token_probs(target, params: SamplingParams) -> np.ndarray:
     return probs.flatten()
 
 
+@pytest.mark.slow  # 3,000 sampled generations over a three-token enumeration: minutes here
 def test_pipelined_sampling_matches_target_three_tokens():
     target_model = tiny_llama(vocab_size=VOCAB, hidden=16, layers=1, seed=3)
     draft_model = tiny_llama(vocab_size=VOCAB, hidden=16, layers=1, seed=3)  # same weights: frequent reuse

@@ -136,11 +136,13 @@ def speculative_pvalue(models, params: SamplingParams, verify, draft_top_k: int 
     return chi_square_pvalue(samples, exact_two_token_probs(target_table, params))
 
 
+@pytest.mark.slow  # 20,000 sampled generations: minutes here
 @pytest.mark.parametrize("name", list(SETTINGS))
 def test_speculative_sampling_matches_target(models, name):
     assert speculative_pvalue(models, SETTINGS[name], verify_stochastic) > 1e-3
 
 
+@pytest.mark.slow  # 20,000 sampled generations: minutes here
 @pytest.mark.parametrize("mode, name", [("dssd", "adversarial"), ("paper_topp", "adversarial"), ("dssd", "top-k")])
 def test_every_payload_mode_matches_target(models, mode, name):
     """The rules the edge and the device run for each payload mode sample the target's distribution."""
@@ -150,6 +152,7 @@ def test_every_payload_mode_matches_target(models, mode, name):
 SPARSE_TOP_K = 2  # of VOCAB = 6: the target often wants a token q~ never proposes
 
 
+@pytest.mark.slow  # 20,000 sampled generations: minutes here
 @pytest.mark.parametrize("mode, name", [("compact", "adversarial"), ("compact", "top-p"), ("compact", "top-k"),
                                         ("dssd", "adversarial"), ("paper_topp", "adversarial")])
 def test_sparse_proposals_match_target(models, mode, name):
@@ -158,6 +161,7 @@ def test_sparse_proposals_match_target(models, mode, name):
     assert speculative_pvalue(models, SETTINGS[name], PAYLOAD_RULES[mode], draft_top_k=SPARSE_TOP_K) > 1e-3
 
 
+@pytest.mark.slow  # 20,000 sampled generations: minutes here
 def test_sparse_proposals_verified_with_whole_q_fail(models):
     """Negative control: tokens drawn from q~ but verified against the whole q are biased, and the test sees it."""
     assert speculative_pvalue(models, SETTINGS["adversarial"], verify_stochastic, draft_top_k=SPARSE_TOP_K,
@@ -195,11 +199,13 @@ def test_draft_is_far_from_target(models):
     assert 0.5 * float((p - q).abs().sum()) > 0.3
 
 
+@pytest.mark.slow  # 20,000 sampled generations: minutes here
 @pytest.mark.parametrize("name", ["adversarial", "top-k"])
 def test_inverted_ratio_verifier_fails(models, name):
     assert speculative_pvalue(models, SETTINGS[name], inverted_ratio_verify) < 1e-6
 
 
+@pytest.mark.slow  # 4,000 sampled generations with real forwards: a minute here
 def test_engine_end_to_end_sampling_first_token(models):
     """The full round loop (KV caches, q transport, verification) also samples the target's distribution, with
     the draft proposing from q~ (top 2 of the request's top 4)."""

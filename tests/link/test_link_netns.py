@@ -29,7 +29,8 @@ def _netns_unavailable() -> str | None:
 
 
 _REASON = _netns_unavailable()
-pytestmark = pytest.mark.skipif(_REASON is not None, reason=f"netns link test skipped: {_REASON}")
+pytestmark = [pytest.mark.skipif(_REASON is not None, reason=f"netns link test skipped: {_REASON}"),
+              pytest.mark.slow]  # starts an edge server and processes in network namespaces
 
 SINK = """
 import socket, sys

@@ -11,6 +11,8 @@ from edge_helpers import PROMPTS, reference, remote_generate, start_edge
 from gelato.link.proxy import LinkConfig, LinkEmulator, LinkThread
 from gelato.policies import StaticPolicy
 
+pytestmark = pytest.mark.slow  # starts an edge server
+
 
 def _sink_server():
     """A TCP server that counts bytes and answers 'ok' at EOF."""

@@ -65,6 +65,7 @@ def _offline_env(tmp_path) -> dict:
     return env
 
 
+@pytest.mark.slow  # runs the CLI in subprocesses
 def test_offline_without_cache_is_one_line_naming_the_fetch_command(tmp_path):
     for args in (["models", "fetch", "smollm2"], ["generate", "--prompt", "hi"]):
         proc = subprocess.run([sys.executable, "-m", "gelato.cli.main", *args], capture_output=True, text=True,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from gelato.decoding.sampling import SamplingParams, processed_probs
@@ -72,6 +73,7 @@ def _teacher_sequences(n: int, seed: int, source: str = "queries"):
     return out
 
 
+@pytest.mark.slow  # trains a draft
 def test_draft_distillation_learns_and_resumes_from_its_checkpoint(tmp_path):
     from gelato.zoo.draft_distill import DraftRecipe, TargetFacts, make_draft, train_draft
     from gelato.zoo.teacher import output_support
