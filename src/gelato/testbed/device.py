@@ -147,7 +147,7 @@ class DeviceWorker:
                 "edge_forward_s": sum(t.forward_ms for t in rounds) / 1e3,
                 "edge_server_s": sum(t.server_ms for t in rounds) / 1e3,
                 "edge_queue_s": sum(t.queue_ms for t in rounds) / 1e3,
-                "rpc_s": sum(t.rpc_ms for t in rounds) / 1e3}
+                "rpc_s": sum(t.rpc_ms for t in rounds) / 1e3, "planner": planner.parameters()}
 
     # ------------------------------------------------------------------ the model
     def verify_profile(self, samples: list | None = None) -> MeasuredProfile:
