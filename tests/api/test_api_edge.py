@@ -96,6 +96,21 @@ def test_through_the_edge_equals_target_only(pair, server):
     assert client.completions.create(**kw).choices[0].text == client.completions.create(**kw).choices[0].text
 
 
+def test_requests_through_the_edge_plan_with_what_they_measure(pair, server):
+    """A planning policy over the edge plans with the backend's measured planner, which every request feeds
+    (shared across requests); greedy output still equals the target's own."""
+    reference, _ = target_only_text(pair, list(pair[2](PROMPT)["input_ids"]), 16)
+    client = openai_client(server.url)
+    kw = dict(model=MODEL, prompt=PROMPT, max_tokens=16, temperature=0,
+              extra_body={"speculative": {"policy": "gelato-improved"}})
+    assert client.completions.create(**kw).choices[0].text == reference
+    planner = server.state.backend.planner("compact")
+    first = planner.seen
+    assert first >= 1
+    assert client.completions.create(**kw).choices[0].text == reference
+    assert planner.seen > first and planner.fitted  # the second request's rounds joined the first's
+
+
 def edge_metrics(address: str) -> dict:
     with EdgeClient(address) as c:
         return c.metrics()

@@ -103,7 +103,15 @@ def test_serve_link_device_end_to_end(pair, model_dirs, tmp_path):
         # piped output: the text is one line, not hard-wrapped at 80 columns; static-40 was capped to the
         # edge's 32 draft tokens per round instead of being refused
         assert len(run["text"]) > 80 and run["text"] in result.output.splitlines()
-        assert run["policy"] == "static-40"
+        assert run["policy"] == "static-40" and "planner" not in run  # a policy that does not plan
+        # the default policy plans with what this run measured: its planner saw every round and fitted
+        planned = runner.invoke(app, ["device", "--edge", f"127.0.0.1:{listen}", "--draft", str(draft_dir),
+                                      "--prompt", prompt, "--max-new-tokens", "40", "--token", "s3cret",
+                                      "--json", str(out)])
+        assert planned.exit_code == 0, planned.output
+        run = json.loads(out.read_text())
+        assert run["token_ids"] == expected
+        assert run["planner"]["rounds"] == run["metrics"]["rounds"] >= 3 and run["planner"]["fitted"]
         # direct to the edge, with prompt ids and a wrong token: a clear refusal, exit code 1
         bad = runner.invoke(app, ["device", "--edge", f"127.0.0.1:{edge_port}", "--draft", str(draft_dir),
                                   "--prompt-ids", "3,17,42", "--max-new-tokens", "4", "--token", "nope"])
@@ -120,6 +128,8 @@ def test_policy_names_come_from_the_registry(capsys):
     assert make_policy_or_fail("static-5", 3).k == 3 and make_policy_or_fail("gelato-paper", 6).config.g_max == 6
     assert make_policy_or_fail(DEFAULT_POLICY).name.startswith("gelato-improved")
     assert make_policy_or_fail("gelato-paper").name.startswith("gelato")
+    assert type(make_policy_or_fail("gelato-paper").predictor).__name__ == "ModelledClock"  # gelato generate
+    assert type(make_policy_or_fail("gelato-paper", measured=True).predictor).__name__ == "MeasuredPlanner"
     for bad, why in (("nonsense", "unknown policy"), ("hf-heuristic", "has no draft length")):
         with pytest.raises(typer.Exit):
             make_policy_or_fail(bad, 4 if bad.startswith("hf") else None)

@@ -63,6 +63,10 @@ def test_testbed_json_shape_and_lossless_output(result, fast_pair):
         assert p["error"]["tokens_per_second"] == pytest.approx(
             p["modelled"]["tokens_per_second"] / p["measured"]["tokens_per_second"] - 1)
         assert p["measured"]["device_cpu_s"] > 0
+        # policies that plan do so with measured costs (no suffix): their planner was fed every round
+        planner = p["measured"]["planner"]
+        fed = name in ("gelato-improved", "static-5-pipelined")
+        assert planner["rounds"] == (p["measured"]["rounds"] if fed else 0) and planner["fitted"] == fed
     del torch
 
 

@@ -31,6 +31,7 @@ from gelato.edge.server import EdgeConfig, EdgeServer
 from gelato.generation import DraftModelProposer, local_pair
 from gelato.models.loading import load_causal_lm, load_pair, load_tokenizer, shared_vocab_size
 from gelato.system.config import SystemConfig
+from gelato.system.measured import MeasuredPlanner
 from gelato.wire.fingerprint import tokenizer_fingerprint
 from gelato.wire.payload import PayloadConfig
 
@@ -104,6 +105,7 @@ class Backend:
         self.batch = batch and target is not None  # verify through an in-process edge (see the module docstring)
         self._local_edge: EdgeServerThread | None = None
         self._lock = threading.Lock()
+        self._planners: dict[object, MeasuredPlanner] = {}  # payload mode -> the edge's measured planner
         models = [m for m in (draft, target) if m is not None]
         self.context_window = min(int(getattr(m.config, "max_position_embeddings", 0) or 1 << 30) for m in models)
         self.eos_token_id = tokenizer.eos_token_id
@@ -122,7 +124,12 @@ class Backend:
             cfg = SYSTEMS[self.system]()
             clock = cfg.model_copy(update={"payload": cfg.payload.model_copy(
                 update={"mode": spec.payload, "greedy": params.greedy})}).build_clock(seed)
-        predictor = clock if clock is not None else SystemConfig.paper().build_clock(seed)
+        if clock is not None:
+            predictor = clock
+        elif self.edge is not None:
+            predictor = self.planner(spec.payload)
+        else:
+            predictor = SystemConfig.paper().build_clock(seed)
         policy = build_policy(spec, predictor)
         if self.edge is None and not self.batch:
             proposer, inner = local_pair(self.draft, self.target, params, seed,
@@ -148,6 +155,14 @@ class Backend:
                 client.close()
         return GenerationParts(proposer, CancellableVerifier(inner, payload, cancelled), policy, clock, close)
 
+
+    def planner(self, payload: object) -> MeasuredPlanner:
+        """What requests over the edge plan with (``--system`` unset): one :class:`MeasuredPlanner` per payload
+        mode, shared by every request, so each plans with the rounds measured so far on this edge and link."""
+        with self._lock:
+            if payload not in self._planners:
+                self._planners[payload] = MeasuredPlanner()
+            return self._planners[payload]
 
     def local_edge_address(self) -> str:
         """The in-process edge's loopback address (started on first use)."""

@@ -49,14 +49,18 @@ def sampling_params(temperature: float, top_k: int, top_p: float) -> "SamplingPa
         raise typer.BadParameter(str(exc)) from None
 
 
-def make_policy_or_fail(name: str, draft_length: int | None = None):
-    """The registry's policy ``name`` (:func:`gelato.policies.registry.make_policy`), planning with the paper's
-    modelled device and link where it plans; a bad name or draft length is one ``error:`` line."""
+def make_policy_or_fail(name: str, draft_length: int | None = None, measured: bool = False):
+    """The registry's policy ``name`` (:func:`gelato.policies.registry.make_policy`); where it plans, it plans
+    with the paper's modelled device and link, or (``measured``: a live run over an edge) with a
+    :class:`~gelato.system.measured.MeasuredPlanner` fitted from the run's own rounds (the paper's system its
+    prior). A bad name or draft length is one ``error:`` line."""
     from gelato.policies.registry import make_policy
     from gelato.system.config import SystemConfig
+    from gelato.system.measured import MeasuredPlanner
 
+    clock = SystemConfig.paper().build_clock()
     try:
-        return make_policy(name, predictor=SystemConfig.paper().build_clock(), draft_length=draft_length)
+        return make_policy(name, predictor=MeasuredPlanner(clock) if measured else clock, draft_length=draft_length)
     except (TypeError, ValueError) as exc:
         fail(str(exc))
 

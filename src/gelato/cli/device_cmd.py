@@ -22,7 +22,8 @@ def device(
                                              help="Hugging Face model directory of the draft "
                                                   "(default: the default pair's draft)"),
     policy: Optional[str] = typer.Option(None, "--policy", help="draft-length policy: gelato-improved (the "
-                                         "default), gelato-paper, static-K, ... (`gelato policies`)"),
+                                         "default), gelato-paper, static-K, ... (`gelato policies`); it "
+                                         "plans with the costs this run measures"),
     prompt: Optional[str] = typer.Option(None, "--prompt", help="prompt text (needs a tokenizer)"),
     prompt_ids: Optional[str] = typer.Option(None, "--prompt-ids", help="comma-separated token ids instead"),
     raw: bool = typer.Option(False, "--raw", help="send --prompt as is (no chat template)"),
@@ -66,7 +67,7 @@ def device(
     from gelato.wire.fingerprint import tokenizer_fingerprint
 
     policy = policy or DEFAULT_POLICY
-    chosen = make_policy_or_fail(policy)  # a bad name is one error line before anything loads
+    chosen = make_policy_or_fail(policy, measured=True)  # a bad name is one error line before anything loads
     unpipelined = policy_spec(policy).drafts_ahead_of
 
     console = Console(stderr=False, soft_wrap=True)  # piped output is not hard-wrapped at 80 columns
@@ -121,8 +122,8 @@ def device(
                                          unreachable_after=unreachable_after)
         plain = None
         if unpipelined is not None:  # draft ahead while the request is out; compare with the same policy without
-            plain = generate(ids, proposer, verifier, make_policy_or_fail(unpipelined), max_new_tokens,
-                             eos_token_id=eos)
+            plain = generate(ids, proposer, verifier, make_policy_or_fail(unpipelined, measured=True),
+                             max_new_tokens, eos_token_id=eos)
             verifier.open(ids)
             proposer.model.reset()
         result = generate(ids, proposer, verifier, chosen, max_new_tokens, eos_token_id=eos, background_verify=True)
@@ -167,6 +168,9 @@ def device(
                       f"pre-drafts reused in {sum(1 for r in result.rounds if r.carried)} of {m.rounds} rounds; "
                       f"network figures above cover both runs)")
         extra = {"unpipelined_metrics": pm.to_dict(), "wall_clock_gain": gain}
+    planner = getattr(chosen, "predictor", None)  # a planning policy's measured planner: what it fitted
+    if callable(getattr(planner, "parameters", None)):
+        extra["planner"] = planner.parameters()
     if json_out is not None:
         try:
             json_out.write_text(json.dumps({"token_ids": result.token_ids, "text": text, "metrics": m.to_dict(),

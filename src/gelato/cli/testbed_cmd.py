@@ -21,7 +21,7 @@ def testbed(
     bandwidth_mhz: Optional[float] = typer.Option(None, "--bandwidth-mhz", help="channel-model bandwidth instead"),
     policies: Optional[str] = typer.Option(None, "--policies", help="comma-separated registry names (default: "
                                            "edge-only, static-3/5/7, dssd, gelato-paper, gelato-improved, the "
-                                           "pipelined ones, gelato-improved@measured)"),
+                                           "pipelined ones; planning ones plan with measured costs)"),
     workload: str = typer.Option("mixed", "--workload", help="mixed, chat, gsm8k or spec-bench"),
     prompts: int = typer.Option(3, "--prompts"),
     max_new_tokens: int = typer.Option(48, "--max-new-tokens"),
@@ -62,7 +62,7 @@ def testbed(
             raise ValueError(f"--max-new-tokens must be >= 1 and --e-bar > 0, got {max_new_tokens} and {e_bar}")
         names = [p.strip() for p in policies.split(",") if p.strip()] if policies else list(DEFAULT_POLICIES)
         for name in names:
-            policy_spec(name.removesuffix("@measured"))
+            policy_spec(name)
         default_edge, default_device = split_cores()
         e_cores = _cores(edge_cores) if edge_cores else default_edge
         d_cores = _cores(device_cores) if device_cores else default_device

@@ -57,7 +57,7 @@ from gelato.decoding.policy import DraftPolicy, RoundContext
 from gelato.decoding.types import DraftStep, RoundRecord, StopDecision
 from gelato.policies.common import RunningMean, acceptance_outcomes, finite
 from gelato.policies.estimators import EntropyAcceptanceMap, PayloadModel
-from gelato.policies.predictor import RoundPredictor, require_predictor
+from gelato.policies.predictor import RoundPredictor, observe_round, require_predictor
 
 
 class GelatoImprovedConfig(BaseModel):
@@ -300,6 +300,7 @@ class GelatoImprovedPolicy(DraftPolicy):
             self.energy_queue = max(0.0, self.energy_queue + e - cfg.e_bar)
             target = cfg.e_bar * (1.0 - cfg.energy_margin)
             self.price_units = max(0.0, self.price_units + cfg.price_step * (e - target) / cfg.e_bar)
+        observe_round(self.predictor, record)
 
     def state(self) -> dict:
         return {

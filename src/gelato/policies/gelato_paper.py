@@ -31,7 +31,7 @@ from gelato.policies.common import (
     expected_tokens_const,
     finite,
 )
-from gelato.policies.predictor import RoundPredictor, require_predictor
+from gelato.policies.predictor import RoundPredictor, observe_round, require_predictor
 
 
 class GelatoConfig(BaseModel):
@@ -146,6 +146,7 @@ class GelatoPaperPolicy(DraftPolicy):
         self.last_energy = e
         if e is not None and self.use_outer:
             self.queue = max(0.0, self.queue + e - self.config.e_bar)
+        observe_round(self.predictor, record)
 
     def state(self) -> dict:
         return {

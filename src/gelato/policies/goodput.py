@@ -9,7 +9,7 @@ from gelato.policies.common import (
     bits_per_sent_token,
     finite,
 )
-from gelato.policies.predictor import RoundPredictor
+from gelato.policies.predictor import RoundPredictor, observe_round
 
 
 class _LinearTimeFit:
@@ -108,6 +108,7 @@ class AdaptiveGoodputPolicy(DraftPolicy):
             t = record.wall.draft + record.wall.verify + record.wall.other
         if t > 0:
             self.time_fit.add(record.drafted, t)
+        observe_round(self.predictor, record)
 
     def state(self) -> dict:
         return {"policy": self.name, "budget": self.last_budget, "goodput": self.last_goodput,

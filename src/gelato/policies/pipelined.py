@@ -30,6 +30,7 @@ from gelato.decoding.policy import RoundContext
 from gelato.decoding.types import Draft, RoundRecord
 from gelato.policies.common import RunningMean, bits_per_sent_token
 from gelato.policies.gelato_improved import GelatoImprovedPolicy
+from gelato.policies.predictor import observe_round
 from gelato.policies.static import StaticPolicy
 
 
@@ -96,6 +97,7 @@ class StaticPipelinedPolicy(StaticPolicy):
         bits = bits_per_sent_token(record)
         if bits is not None:
             self.bits.update(bits)
+        observe_round(self.predictor, record)
 
     def state(self) -> dict:
         return {**super().state(), "predraft": self.last_depth}

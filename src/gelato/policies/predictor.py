@@ -4,7 +4,9 @@ GELATO's outer loop compares candidate draft lengths ``g`` by their predicted ro
 device energy ``E(g)`` under the current channel (paper section II; docs/design-decisions.md, "The outer loop"). The
 policies do not build that model themselves: they take any object with a ``predict`` method of the
 :class:`RoundPredictor` shape (``gelato.system``'s ``ModelledClock`` is one). :class:`LinearRoundPredictor`
-is a small, explicit linear model for tests and for runs without a modelled clock.
+is a small, explicit linear model for tests and for runs without a modelled clock. A predictor that learns
+(``observe(record)``, e.g. ``gelato.system.measured.MeasuredPlanner`` in live runs) is fed every finished round
+by the policy's ``observe`` (:func:`observe_round`).
 """
 
 from __future__ import annotations
@@ -70,6 +72,14 @@ class LinearRoundPredictor:
         t = self.t_fixed + g * (self.t_token + self.t_token_ctx * context_len) + t_up
         e = self.e_fixed + g * (self.e_token + self.e_token_ctx * context_len) + self.p_up * t_up
         return t, e
+
+
+def observe_round(predictor: Any, record: Any) -> None:
+    """Hand a finished round to a predictor that learns from rounds (one with ``observe(record)``, e.g.
+    ``gelato.system.measured.MeasuredPlanner``); the one place planning policies feed their predictor."""
+    observe = getattr(predictor, "observe", None)
+    if callable(observe):
+        observe(record)
 
 
 def require_predictor(predictor: Any, policy: str) -> RoundPredictor:

@@ -31,6 +31,7 @@ from gelato.system.compute import (
 )
 from gelato.system.config import ComputeSpec, SystemConfig
 from gelato.system.energy import DeviceEnergy, DevicePower, EdgePower
+from gelato.system.measured import MeasuredPlanner
 from gelato.system.presets import PAPER, DevicePreset, EdgePreset, PaperConstants
 from gelato.system.units import db_to_linear, dbm_to_w, linear_to_db, w_to_dbm
 
@@ -38,5 +39,6 @@ __all__ = ["ChannelConfig", "ChannelState", "PathLoss", "TraceChannel", "Wireles
            "shannon_rate", "CHARGE_KEYS", "ModelledClock", "QWEN25_0_5B", "QWEN25_7B", "ComputeModel",
            "ConstantCompute", "FlopsCompute", "MeasuredProfile", "ModelDims", "RooflineCompute", "calibrate_profile",
            "draft_seconds", "forward_flops", "next_pending", "verify_seconds", "ComputeSpec", "SystemConfig",
+           "MeasuredPlanner",
            "DeviceEnergy", "DevicePower", "EdgePower", "PAPER", "DevicePreset", "EdgePreset", "PaperConstants",
            "db_to_linear", "dbm_to_w", "linear_to_db", "w_to_dbm"]

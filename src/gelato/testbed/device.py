@@ -35,11 +35,10 @@ from gelato.system.channel import ChannelConfig
 from gelato.system.clock import ModelledClock
 from gelato.system.compute import MeasuredProfile, calibrate_profile, draft_seconds, next_pending
 from gelato.system.config import SystemConfig
+from gelato.system.measured import MeasuredPlanner
 from gelato.testbed.presets import power_profile
 from gelato.wire.codec import payload_config
 from gelato.wire.payload import GRPC_FRAMING_BYTES, PayloadConfig
-
-MEASURED_PLANNER = "@measured"  # policy-name suffix: plan with the testbed's measured costs, not the paper's
 
 
 class Recorder:
@@ -77,7 +76,7 @@ class Recorder:
 
 def live_payload(policy: str, params: SamplingParams) -> PayloadConfig:
     """The payload a live session of ``policy`` sends (its registry mode where the wire has it, else compact)."""
-    mode = policy_spec(policy.removesuffix(MEASURED_PLANNER)).payload_mode
+    mode = policy_spec(policy).payload_mode
     return payload_config(mode if mode in PAYLOAD_CHOICES else PayloadMode.COMPACT, params)
 
 
@@ -93,10 +92,11 @@ class DeviceWorker:
         self.edge_samples: list[tuple[int, int, float]] = []  # (tokens fed, context, seconds) reported by the edge
 
     # ------------------------------------------------------------------ one policy, live
-    def predictor(self, name: str):
-        if name.endswith(MEASURED_PLANNER) and self.edge_samples:
-            return self.clock(live_payload(name, self.params))
-        return SystemConfig.paper().build_clock()  # what live deployments plan with (`gelato device`)
+    def predictor(self, name: str) -> MeasuredPlanner:
+        """What a live policy plans with, as in every live run: a planner fitted from its own measured rounds
+        (across its prompts), its prior the clock fed the costs measured so far (the paper's before any)."""
+        prior = self.clock(live_payload(name, self.params)) if self.edge_samples else SystemConfig.paper().build_clock()
+        return MeasuredPlanner(prior, device_power=power_profile(self.spec["power_profile"]).device_power())
 
     def run_policy(self, name: str, edge: str) -> dict:
         spec, params = self.spec, self.params
@@ -105,9 +105,9 @@ class DeviceWorker:
         recorders, measured = [], []
         cpu0, wall0 = time.process_time(), time.perf_counter()
         first_sample = len(self.edge_samples)
+        planner = self.predictor(name)
         for i, prompt in enumerate(spec["prompts"]):
-            policy = make_policy(name.removesuffix(MEASURED_PLANNER), predictor=self.predictor(name),
-                                 energy_budget=spec["e_bar"])
+            policy = make_policy(name, predictor=planner, energy_budget=spec["e_bar"])
             seed = spec["seed"] + i
             client = EdgeClient(edge)
             recorder = Recorder(keep_q=not params.greedy or payload.mode != PayloadMode.COMPACT)
@@ -147,7 +147,7 @@ class DeviceWorker:
                 "edge_forward_s": sum(t.forward_ms for t in rounds) / 1e3,
                 "edge_server_s": sum(t.server_ms for t in rounds) / 1e3,
                 "edge_queue_s": sum(t.queue_ms for t in rounds) / 1e3,
-                "rpc_s": sum(t.rpc_ms for t in rounds) / 1e3}
+                "rpc_s": sum(t.rpc_ms for t in rounds) / 1e3, "planner": planner.parameters()}
 
     # ------------------------------------------------------------------ the model
     def verify_profile(self, samples: list | None = None) -> MeasuredProfile:

@@ -50,7 +50,8 @@ def measured_figures(raw: dict, delay_s: float, profile: PowerProfile, e_bar: fl
             "device_cpu_s": cpu, "wall_s": total_s, "energy_j": joules, "energy_terms_j": energy,
             "j_per_token": _ratio(joules, tokens), "j_per_round": _ratio(joules, rounds),
             "energy_budget_kept": within_energy_budget(_ratio(joules, rounds), e_bar),
-            "retries": sum(p["retries"] for p in prompts), "reopens": sum(p["reopens"] for p in prompts)}
+            "retries": sum(p["retries"] for p in prompts), "reopens": sum(p["reopens"] for p in prompts),
+            "planner": raw.get("planner")}  # what the policy planned with: its measured planner's fit
 
 
 def modelled_figures(m: dict, prompt_tokens: list[int], delay_s: float, verify_profile: dict, up_bps: float,

@@ -20,8 +20,7 @@ from gelato.testbed.metrics import assemble
 from gelato.testbed.presets import LinkPreset, power_profile, rapl_available
 
 DEFAULT_POLICIES = ("edge-autoregressive", "static-3", "static-5", "static-7", "dssd", "gelato-paper",
-                    "gelato-improved", "static-5-pipelined", "gelato-improved-pipelined",
-                    "gelato-improved@measured")
+                    "gelato-improved", "static-5-pipelined", "gelato-improved-pipelined")
 CHAT_QUERIES = ("What is the capital of France?", "Give me three tips for staying focused while studying.",
                 "Explain in two sentences why the sky is blue.", "Write a haiku about autumn rain.",
                 "What are the main differences between a list and a tuple in Python?")
