@@ -90,6 +90,7 @@ def test_generate_bad_input(pair_dirs, args, message):
     assert message in result.output
 
 
+@pytest.mark.slow  # runs the CLI in a subprocess
 def test_missing_model_directory_via_console_script(tmp_path, pair_dirs):
     proc = subprocess.run([sys.executable, "-m", "gelato.cli.main", "generate", "--draft", str(tmp_path / "nope"),
                            "--target", str(pair_dirs[1]), "--prompt", "w1"], capture_output=True, text=True)

@@ -74,6 +74,7 @@ def model_dirs(pair, tmp_path_factory):
     return root / "target", root / "draft"
 
 
+@pytest.mark.slow  # starts serve, link and device processes
 def test_serve_link_device_end_to_end(pair, model_dirs, tmp_path):
     target, _ = pair
     target_dir, draft_dir = model_dirs

@@ -30,6 +30,7 @@ def test_small_run_reports_identical_outputs():
     assert 0.0 <= result.draft_acceptance_rate <= 1.0 and result.verify_cost_ratio > 0
 
 
+@pytest.mark.slow  # the CLI on two workloads of the fast pair
 @pytest.mark.parametrize("workload", ["humaneval", "spec-bench"])
 def test_cli_runs_the_named_workload_on_the_fast_pair(workload):
     import json

@@ -71,6 +71,7 @@ class _Tok:
     eos_token_id = None
 
 
+@pytest.mark.slow  # records a trace and runs the whole demo
 def test_demo_pipeline_is_lossless_and_writes_outputs(tmp_path):
     target = tiny_llama(vocab_size=64, seed=0)
     draft = noisy_copy(target, 0.15, seed=1)

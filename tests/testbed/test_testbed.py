@@ -95,6 +95,7 @@ def test_testbed_bytes_at_the_link_are_the_protocols_and_budget_flags_agree(resu
     assert pols["edge-autoregressive"]["modelled"]["j_per_round"] < pols["static-3"]["modelled"]["j_per_round"]
 
 
+@pytest.mark.slow  # runs the testbed in subprocesses
 def test_testbed_bad_input_is_one_line():
     for args in (["--preset", "nope"], ["--policies", "static-3,nope"], ["--edge-cores", "0", "--device-cores", "0"],
                  ["--temperature", "-1"], ["--max-new-tokens", "0"], ["--workload", "poems"]):

@@ -192,6 +192,7 @@ SHIPPED = _shipped()
 needs_shipped = pytest.mark.skipif(SHIPPED is None, reason="the gsm8k pair is not built into gelato/zoo_data yet")
 
 
+@pytest.mark.slow  # runs the real SmolLM2 pair
 @needs_shipped
 def test_shipped_pair_loads_and_generates_losslessly():
     draft_dir, target_dir = SHIPPED
@@ -223,6 +224,7 @@ def test_shipped_pair_files_and_report():
     assert "gelato models build --pair gsm8k" in (base / "BUILD.md").read_text()
 
 
+@pytest.mark.slow  # trains twice
 def test_same_seed_gives_the_same_loss_curve():
     """Step-based, whatever the machine's speed: with a zero time budget, training runs exactly
     ``min_steps`` steps and the learning rate depends on the step alone, so the loss logged on the step grid
