@@ -16,13 +16,6 @@ pytestmark = pytest.mark.slow  # starts an edge server
 N = 24
 
 
-@pytest.fixture(scope="module")
-def edge(pair):
-    server = start_edge(pair[0], max_batch=4)
-    yield server
-    server.stop()
-
-
 def test_lost_and_delayed_messages_are_retried(pair, edge):
     target, draft = pair
     client = FaultyClient(edge.address, {2: "drop_request", 4: "drop_response", 5: "drop_response", 7: "delay:0.2"})

@@ -5,7 +5,7 @@ target's own."""
 from __future__ import annotations
 
 import pytest
-from edge_helpers import PROMPTS, reference, remote_generate, start_edge
+from edge_helpers import PROMPTS, reference, remote_generate
 
 from gelato.policies.registry import make_policy
 from gelato.system.compute import MeasuredProfile
@@ -13,13 +13,6 @@ from gelato.system.config import SystemConfig
 from gelato.system.measured import MeasuredPlanner
 
 N = 24
-
-
-@pytest.fixture(scope="module")
-def edge(pair):
-    server = start_edge(pair[0], max_batch=4)
-    yield server
-    server.stop()
 
 
 @pytest.mark.parametrize("name", ["gelato-improved", "gelato-paper"])
