@@ -138,6 +138,7 @@ def generate_families(target, tokenizer, out: Path, *, seed: int = 0, per_family
         f"({tokens:,} tokens); batch {batch}, sampled every {sampled_every}, {torch.get_num_threads()} thread(s)")
     rows: list[dict] = []
     t0 = last_ckpt = time.perf_counter()
+    cpu0 = time.process_time()
     new_tokens = 0
     while True:
         back = translate_from_prompts([(by_key[k], decode_text(tokenizer, a)) for k, a in translations.items()
@@ -168,7 +169,8 @@ def generate_families(target, tokenizer, out: Path, *, seed: int = 0, per_family
                 el = time.perf_counter() - t0
                 log(f"{len(done)}/{total} answers, {tokens:,} answer tokens; batch of {len(chunk)} "
                     f"({'T=1' if sampled else 'greedy'}, prompts <= {len(chunk[-1][1])} tokens) {n} tokens in "
-                    f"{time.perf_counter() - tb:.0f}s; {new_tokens / el:.1f} tok/s this run")
+                    f"{time.perf_counter() - tb:.0f}s; this run {new_tokens / el:.1f} tok/s wall, "
+                    f"{new_tokens / max(1e-9, time.process_time() - cpu0):.1f} tok/s of CPU time")
                 if time.perf_counter() - last_ckpt >= checkpoint_s:
                     log(f"checkpoint {_write_shard(out, rows).name}: {len(rows)} answers")
                     rows, last_ckpt = [], time.perf_counter()
