@@ -23,9 +23,10 @@ from gelato.zoo.families import (
 )
 
 DATA = resolve_data_dir()
-pytestmark = pytest.mark.skipif(not (DATA / "smollm2-teacher" / "greedy.npz").is_file()
-                                or not (DATA / "spec_bench_question.jsonl").is_file(),
-                                reason="needs ../shared/data (teacher data and the evaluation sets)")
+pytestmark = [pytest.mark.slow,  # builds the families from the teacher data and scans the evaluation sets
+              pytest.mark.skipif(not (DATA / "smollm2-teacher" / "greedy.npz").is_file()
+                                 or not (DATA / "spec_bench_question.jsonl").is_file(),
+                                 reason="needs ../shared/data (teacher data and the evaluation sets)")]
 N = 24
 
 
