@@ -24,7 +24,8 @@ def _testbed(*args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def result():
     proc = _testbed("--preset", "lte", "--rtt-ms", "10", "--workload", "gsm8k", "--prompts", "2", "--max-new-tokens",
-                    "14", "--e-bar", "0.02", "--policies", ",".join(POLICIES), "--json")
+                    "14", "--e-bar", "0.02", "--policies", ",".join(POLICIES), "--devices", "1,3",
+                    "--json")
     assert proc.returncode == 0, proc.stderr
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
     assert len(lines) == 1  # one JSON object, nothing else on stdout
@@ -68,6 +69,30 @@ def test_testbed_json_shape_and_lossless_output(result, fast_pair):
         fed = name in ("gelato-improved", "static-5-pipelined")
         assert planner["rounds"] == (p["measured"]["rounds"] if fed else 0) and planner["fitted"] == fed
     del torch
+
+
+@pytest.mark.slow
+def test_testbed_fleet_runs_n_devices_on_one_edge_losslessly(result):
+    """3 devices at once on one batching edge: each answers its prompt exactly as one device alone does (device j
+    takes prompt j of the workload); the edge counted its forwards; the model up to 64 devices is monotone."""
+    fleet = result["fleet"]
+    assert fleet["devices"] == [1, 3] and fleet["policies"] == ["edge-autoregressive", "gelato-improved"]
+    alone = result["policies"]["edge-autoregressive"]["token_ids"]  # the target's answers to prompts 0 and 1
+    for name in fleet["policies"]:
+        one, three = fleet["measured"][name]["1"], fleet["measured"][name]["3"]
+        assert one["token_ids"] == alone[:1]
+        assert three["token_ids"] == [alone[0], alone[1], alone[0]]
+        for f in (one, three):
+            assert f["tokens"] == sum(map(len, f["token_ids"])) and 0 < f["forwards"] <= f["tokens"]
+            assert f["per_device_tokens_per_second"] > 0 and f["edge_tokens_per_second"] > 0
+        assert one["batch_mean"] == 1.0 and 1.0 <= three["batch_mean"] <= 3.0
+        model = fleet["modelled"][name]
+        assert [r["devices"] for r in model] == [1, 2, 4, 8, 16, 32, 64]
+        per_device = [r["per_device_tokens_per_second"] for r in model]
+        edge = [r["edge_tokens_per_second"] for r in model]
+        assert per_device == sorted(per_device, reverse=True) and edge == sorted(edge)
+    curve = fleet["batch_cost_curve"]
+    assert curve["samples"] > 0 and curve["a_ms"] >= 0 and curve["b_ms_per_token"] >= 0
 
 
 @pytest.mark.slow

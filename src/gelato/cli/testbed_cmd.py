@@ -11,6 +11,7 @@ import typer
 
 from gelato.cli.common import fail
 from gelato.constants import E_BAR_J
+from gelato.testbed.run import FLEET_POLICIES
 
 
 def testbed(
@@ -37,6 +38,10 @@ def testbed(
     device_cores: Optional[str] = typer.Option(None, "--device-cores", help="default: the other half"),
     draft_dir: Optional[Path] = typer.Option(None, "--draft"),
     target_dir: Optional[Path] = typer.Option(None, "--target"),
+    devices: Optional[str] = typer.Option(None, "--devices", help="also run N devices at once on one edge for each "
+                                          "N listed, e.g. 1,2,4 (the fleet table; modelled up to 64)"),
+    fleet_policies: str = typer.Option(",".join(FLEET_POLICIES), "--fleet-policies",
+                                       help="policies of the fleet runs"),
     json_out: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
     out: Optional[Path] = typer.Option(None, "--out", help="also write NAME.json, NAME.md and NAME.png here"),
 ) -> None:
@@ -61,8 +66,10 @@ def testbed(
         if max_new_tokens < 1 or e_bar <= 0:
             raise ValueError(f"--max-new-tokens must be >= 1 and --e-bar > 0, got {max_new_tokens} and {e_bar}")
         names = [p.strip() for p in policies.split(",") if p.strip()] if policies else list(DEFAULT_POLICIES)
-        for name in names:
+        fleet_names = [p.strip() for p in fleet_policies.split(",") if p.strip()]
+        for name in [*names, *fleet_names]:
             policy_spec(name)
+        fleet_sizes = _devices(devices) if devices else []
         default_edge, default_device = split_cores()
         e_cores = _cores(edge_cores) if edge_cores else default_edge
         d_cores = _cores(device_cores) if device_cores else default_device
@@ -84,7 +91,7 @@ def testbed(
     cfg = TestbedConfig(link=link, draft_dir=Path(draft), target_dir=None if edge else Path(target), policies=names,
                         workload=workload, prompts=prompts, max_new_tokens=max_new_tokens, temperature=temperature,
                         top_k=top_k, top_p=top_p, seed=seed, e_bar=e_bar, power_profile=power, edge=edge,
-                        edge_cores=e_cores, device_cores=d_cores)
+                        edge_cores=e_cores, device_cores=d_cores, devices=fleet_sizes, fleet_policies=fleet_names)
     with _Progress(len(names)) as progress:
         try:
             result = run_testbed(cfg, chosen, tokenizer_fingerprint(tokenizer), stop_token_id(tokenizer),
@@ -100,6 +107,13 @@ def testbed(
     else:
         from gelato.testbed.report import markdown_table
         typer.echo(markdown_table(result))
+
+
+def _devices(text: str) -> list[int]:
+    sizes = [part.strip() for part in text.split(",") if part.strip()]
+    if not sizes or not all(s.isdigit() and 1 <= int(s) <= 64 for s in sizes):
+        raise ValueError(f"--devices {text!r} is not a list of device counts 1-64 like 1,2,4")
+    return sorted({int(s) for s in sizes})
 
 
 def _cores(text: str) -> list[int]:
@@ -135,6 +149,11 @@ class _Progress:
     def event(self, kind: str, data: dict) -> None:
         if kind == "ready":
             line = f"testbed: edge {data['edge']} and device ready in {data['startup_s']:.0f} s"
+        elif kind == "fleet":
+            f = data["figures"]
+            line = (f"testbed: fleet {data['name']} x {data['devices']} devices: {f['per_device_tokens_per_second']:.1f} "
+                    f"tok/s per device, {f['edge_tokens_per_second']:.1f} at the edge, "
+                    f"{f['forwards_per_token']:.2f} forwards/token")
         else:
             raw = data["raw"]
             tokens = sum(len(p["token_ids"]) for p in raw.get("prompts", []))
@@ -143,7 +162,7 @@ class _Progress:
                     + (f"error {raw['error']}" if "error" in raw else
                        f"{tokens} tokens, {tokens / wall if wall else 0:.1f} tok/s measured"))
         if self.bar is not None:
-            self.bar.update(self.task, description=line, advance=0 if kind == "ready" else 1)
+            self.bar.update(self.task, description=line, advance=1 if kind == "policy" else 0)
         else:
             print(line, file=sys.stderr, flush=True)
 

@@ -6,6 +6,8 @@ JSON command per stdin line and answers one ``@@{json}`` line each:
 * ``{"policy": NAME, "edge": HOST:PORT}``: run the workload through the real round loop (the engine's
   ``gelato.generation.generate`` over a :class:`RemoteVerifier`), measuring wall time,
   time to first token, CPU-seconds of this process and every round's phases; every round is recorded;
+* ``{"policy": NAME, "edge": HOST:PORT, "devices": N, "metrics_at": HOST:PORT}``: N sessions at once (threads),
+  device ``j`` on prompt ``j``, with the edge's own counters read before and after (``gelato.testbed.fleet``);
 * ``{"model": true}``: fit the edge's verify cost to the forward times the edge reported in every round of
   every policy, scale the draft's calibrated profile to the measured draft time, and charge each policy's
   recorded rounds to a :class:`ModelledClock` with the link preset's channel: the modelled prediction;
@@ -98,56 +100,87 @@ class DeviceWorker:
         prior = self.clock(live_payload(name, self.params)) if self.edge_samples else SystemConfig.paper().build_clock()
         return MeasuredPlanner(prior, device_power=power_profile(self.spec["power_profile"]).device_power())
 
-    def run_policy(self, name: str, edge: str) -> dict:
+    def run_prompt(self, name: str, edge: str, i: int, planner: MeasuredPlanner) -> tuple[dict, Recorder, list, list]:
+        """Prompt ``i`` of the workload through one device session of ``name``: its figures, its recorder (for the
+        modelled replay) and its rounds' measurements."""
         spec, params = self.spec, self.params
+        prompt = spec["prompts"][i % len(spec["prompts"])]
         payload = live_payload(name, params)
-        prompts = []
-        recorders, measured = [], []
+        policy = make_policy(name, predictor=planner, energy_budget=spec["e_bar"])
+        client = EdgeClient(edge)
+        recorder = Recorder(keep_q=not params.greedy or payload.mode != PayloadMode.COMPACT)
+        verifier = None
+        try:
+            t0 = time.perf_counter()
+            proposer, verifier = remote_pair(self.model, client, params, prompt["ids"],
+                                             fingerprint=spec["fingerprint"], seed=spec["seed"] + i, payload=payload,
+                                             device_name="testbed", max_new_tokens=spec["max_new_tokens"],
+                                             rpc_timeout=60.0)
+            t_open = time.perf_counter() - t0
+            first: list[float] = []
+            on_round = (lambda r: first.append(time.perf_counter() - t0) if not first else None)
+            result = generate(prompt["ids"], proposer, verifier, policy, spec["max_new_tokens"],
+                              eos_token_id=spec["eos"], clock=recorder, background_verify=True, on_round=on_round)
+        finally:
+            if verifier is not None:
+                verifier.close()
+            client.close()
+        rounds = [r.measured for r in result.rounds]  # each round's measurement, on its record
+        samples = [(record.sent + 1, max(0, record.start - 1), record.measured.server_ms / 1e3)
+                   for record in result.rounds]
+        m = result.metrics
+        figures = {"id": prompt["id"], "prompt_tokens": len(prompt["ids"]), "token_ids": result.token_ids,
+                   "open_s": t_open, "ttft_s": first[0] if first else t_open, "generate_s": m.wall_seconds,
+                   "rounds": m.rounds, "stop_reason": result.stop_reason, "metrics": m.to_dict(),
+                   "rounds_up_bytes": sum(t.up_bytes for t in rounds),
+                   "rounds_down_bytes": sum(t.down_bytes for t in rounds),
+                   "retries": verifier.stats.retries, "reopens": verifier.stats.reopens}
+        return figures, recorder, rounds, samples
+
+    def run_policy(self, name: str, edge: str) -> dict:
+        """Every prompt of the workload in turn, one device session each."""
+        prompts, recorders, measured = [], [], []
         cpu0, wall0 = time.process_time(), time.perf_counter()
         first_sample = len(self.edge_samples)
         planner = self.predictor(name)
-        for i, prompt in enumerate(spec["prompts"]):
-            policy = make_policy(name, predictor=planner, energy_budget=spec["e_bar"])
-            seed = spec["seed"] + i
-            client = EdgeClient(edge)
-            recorder = Recorder(keep_q=not params.greedy or payload.mode != PayloadMode.COMPACT)
-            verifier = None
-            try:
-                t0 = time.perf_counter()
-                proposer, verifier = remote_pair(self.model, client, params, prompt["ids"],
-                                                 fingerprint=spec["fingerprint"], seed=seed, payload=payload,
-                                                 device_name="testbed", max_new_tokens=spec["max_new_tokens"],
-                                                 rpc_timeout=60.0)
-                t_open = time.perf_counter() - t0
-                first: list[float] = []
-                on_round = (lambda r: first.append(time.perf_counter() - t0) if not first else None)
-                result = generate(prompt["ids"], proposer, verifier, policy, spec["max_new_tokens"],
-                                  eos_token_id=spec["eos"], clock=recorder, background_verify=True, on_round=on_round)
-            finally:
-                if verifier is not None:
-                    verifier.close()
-                client.close()
-            rounds = [r.measured for r in result.rounds]  # each round's measurement, on its record
-            for record in result.rounds:
-                self.edge_samples.append((record.sent + 1, max(0, record.start - 1), record.measured.server_ms / 1e3))
+        for i in range(len(self.spec["prompts"])):
+            figures, recorder, rounds, samples = self.run_prompt(name, edge, i, planner)
+            self.edge_samples.extend(samples)
+            prompts.append(figures)
             recorders.append(recorder)
             measured.append(rounds)
-            m = result.metrics
-            prompts.append({"id": prompt["id"], "prompt_tokens": len(prompt["ids"]), "token_ids": result.token_ids,
-                            "open_s": t_open, "ttft_s": first[0] if first else t_open, "generate_s": m.wall_seconds,
-                            "rounds": m.rounds, "stop_reason": result.stop_reason, "metrics": m.to_dict(),
-                            "rounds_up_bytes": sum(t.up_bytes for t in rounds),
-                            "rounds_down_bytes": sum(t.down_bytes for t in rounds),
-                            "retries": verifier.stats.retries, "reopens": verifier.stats.reopens})
         cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
-        self.runs[name] = {"recorders": recorders, "payload": payload,
+        self.runs[name] = {"recorders": recorders, "payload": live_payload(name, self.params),
                            "edge_samples": self.edge_samples[first_sample:]}
         rounds = [t for ts in measured for t in ts]
-        return {"policy": name, "payload": payload.mode, "cpu_s": cpu, "wall_s": wall, "prompts": prompts,
-                "edge_forward_s": sum(t.forward_ms for t in rounds) / 1e3,
+        return {"policy": name, "payload": live_payload(name, self.params).mode, "cpu_s": cpu, "wall_s": wall,
+                "prompts": prompts, "edge_forward_s": sum(t.forward_ms for t in rounds) / 1e3,
                 "edge_server_s": sum(t.server_ms for t in rounds) / 1e3,
                 "edge_queue_s": sum(t.queue_ms for t in rounds) / 1e3,
                 "rpc_s": sum(t.rpc_ms for t in rounds) / 1e3, "planner": planner.parameters()}
+
+    def run_fleet(self, name: str, edge: str, devices: int, metrics_at: str) -> dict:
+        """``devices`` sessions of ``name`` at once (threads of this process, device ``j`` on prompt ``j``), against
+        one edge; the edge's own counters (read at ``metrics_at``, not through the link) before and after."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        probe = EdgeClient(metrics_at)
+        try:
+            before = probe.metrics()
+            wall0 = time.perf_counter()
+            with ThreadPoolExecutor(devices) as pool:
+                done = list(pool.map(lambda j: self.run_prompt(name, edge, j, self.predictor(name)), range(devices)))
+            wall = time.perf_counter() - wall0
+            after = probe.metrics()
+        finally:
+            probe.close()
+        rows = [(figures, [(t.forward_ms, t.batch, s[0]) for t, s in zip(rounds, samples)])
+                for figures, _, rounds, samples in done]
+        return {"policy": name, "devices": devices, "wall_s": wall,
+                "prompts": [figures for figures, _ in rows],
+                "forwards": after["batches"] - before["batches"], "edge_tokens": after["tokens"] - before["tokens"],
+                "rounds": after["rounds"] - before["rounds"],
+                "forward_samples": [s for _, samples in rows for s in samples]}  # (forward ms, batch, tokens fed)
 
     # ------------------------------------------------------------------ the model
     def verify_profile(self, samples: list | None = None) -> MeasuredProfile:
@@ -222,7 +255,12 @@ def main(argv: list[str]) -> int:
         if cmd.get("quit"):
             break
         try:
-            reply = worker.modelled() if cmd.get("model") else worker.run_policy(cmd["policy"], cmd["edge"])
+            if cmd.get("model"):
+                reply = worker.modelled()
+            elif cmd.get("devices"):
+                reply = worker.run_fleet(cmd["policy"], cmd["edge"], int(cmd["devices"]), cmd["metrics_at"])
+            else:
+                reply = worker.run_policy(cmd["policy"], cmd["edge"])
         except Exception as exc:  # reported to the orchestrator as one line (the traceback goes to stderr)
             traceback.print_exc()
             where = traceback.extract_tb(exc.__traceback__)[-1]

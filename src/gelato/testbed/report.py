@@ -34,7 +34,28 @@ def markdown_table(result: dict) -> str:
         if "measured" in p:
             m, o = p["measured"]["per_round_ms"], p["modelled"]["per_round_ms"]
             lines.append(f"| {name} | " + " | ".join(f"{m[k]:.1f} ({o[k]:.1f})" for k in PHASES) + " |")
+    if "fleet" in result:
+        lines += ["", *fleet_table(result["fleet"])]
     return "\n".join(lines) + "\n"
+
+
+def fleet_table(fleet: dict) -> list[str]:
+    """N devices on one edge: measured rows for each N run, then the model up to 64 devices."""
+    lines = [f"Many devices on one edge ({fleet['note']}):", "",
+             "| policy | devices | tok/s per device | edge tok/s | edge forwards / token | mean batch | source |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for name in fleet["policies"]:
+        for n, f in fleet["measured"][name].items():
+            lines.append(f"| {name} | {n} | {f['per_device_tokens_per_second']:.2f} | "
+                         f"{f['edge_tokens_per_second']:.2f} | {f['forwards_per_token']:.3f} | {f['batch_mean']:.2f} "
+                         "| measured |")
+        for r in fleet["modelled"][name]:
+            lines.append(f"| {name} | {r['devices']} | {r['per_device_tokens_per_second']:.2f} | "
+                         f"{r['edge_tokens_per_second']:.2f} | {r['forwards_per_token']:.3f} | | modelled |")
+    c = fleet["batch_cost_curve"]
+    lines += ["", f"Edge batch-cost curve (fitted to {c['samples']} measured forwards): forward ms = "
+              f"{c['a_ms']:.2f} + {c['b_ms_per_token']:.3f} x tokens carried."]
+    return lines
 
 
 def plot(result: dict, path: Path) -> Path:

@@ -25,6 +25,7 @@ CHAT_QUERIES = ("What is the capital of France?", "Give me three tips for stayin
                 "Explain in two sentences why the sky is blue.", "Write a haiku about autumn rain.",
                 "What are the main differences between a list and a tuple in Python?")
 WORKLOADS = ("mixed", "chat", "gsm8k", "spec-bench")
+FLEET_POLICIES = ("edge-autoregressive", "gelato-improved")
 
 
 class TestbedError(RuntimeError):
@@ -49,6 +50,8 @@ class TestbedConfig:
     edge: str | None = None  # HOST:PORT of an edge already running
     edge_cores: Sequence[int] = ()
     device_cores: Sequence[int] = ()
+    devices: Sequence[int] = ()  # fleet runs: N devices at once on one edge, for each N here (none: skipped)
+    fleet_policies: Sequence[str] = FLEET_POLICIES
     extra: dict = field(default_factory=dict)
 
 
@@ -112,7 +115,8 @@ class Processes:
         if cfg.edge is None:
             self.edge_proc = self._spawn("edge", _gelato(
                 "serve", "--port", "0", "--target", str(cfg.target_dir), "--tokenizer-dir", str(cfg.draft_dir),
-                "--threads", threads, "--max-batch", "1", "--log-level", "warning"), cfg.edge_cores)
+                "--threads", threads, "--max-batch", str(max([1, *cfg.devices])), "--max-sessions",
+                str(max([64, *cfg.devices])), "--max-sessions-per-device", str(max([16, *cfg.devices])), "--log-level", "warning"), cfg.edge_cores)
             line = _wait_for(self.edge_proc, "edge listening on", "edge (gelato serve)")
             self.edge_address = line.rsplit(" ", 1)[-1]
         self.device_proc = self._spawn("device", [sys.executable, "-m", "gelato.testbed.device",
@@ -194,13 +198,47 @@ def run_testbed(cfg: TestbedConfig, prompts: list[dict], fingerprint: str, eos: 
                 raw[name] = measured
                 on_event("policy", {"index": i, "total": len(cfg.policies), "name": name, "raw": measured})
             modelled = procs.ask({"model": True})
+            fleet = run_fleets(cfg, procs, on_event)
     result = assemble(cfg, raw, modelled, profile)
+    if fleet:
+        result["fleet"] = fleet
     result.update(elapsed_s=time.perf_counter() - started, rapl=rapl_available(),
                   processes={"edge": {"address": procs.edge_address, "cores": list(cfg.edge_cores),
                                       "external": cfg.edge is not None},
                              "link": {"cores": list(cfg.edge_cores), "one process per policy": True},
                              "device": {"cores": list(cfg.device_cores), "threads": spec["threads"]}})
     return result
+
+
+def run_fleets(cfg: TestbedConfig, procs: Processes, on_event: Callable[[str, dict], None]) -> dict:
+    """For each N of ``cfg.devices`` and each fleet policy: N devices at once through one link (measured), then
+    every policy modelled up to 64 devices from the batch-cost curve fitted to all those forwards."""
+    from gelato.testbed.fleet import batch_cost_curve, fleet_figures, model_fleet
+
+    if not cfg.devices:
+        return {}
+    measured: dict[str, dict[str, dict]] = {}
+    samples: list = []
+    for n in cfg.devices:
+        for name in cfg.fleet_policies:
+            link = procs.start_link(cfg.seed)
+            try:
+                raw = procs.ask({"policy": name, "edge": link.address, "devices": n, "metrics_at": procs.edge_address})
+            finally:
+                _stop(link, signal.SIGINT)
+            if "error" in raw:
+                raise TestbedError(f"fleet run {name} x {n}: {raw['error']}")
+            samples.extend(raw["forward_samples"])
+            measured.setdefault(name, {})[str(n)] = fleet_figures(raw)
+            on_event("fleet", {"name": name, "devices": n, "figures": measured[name][str(n)]})
+    curve = batch_cost_curve(samples)
+    modelled = {name: model_fleet(by_n[str(min(cfg.devices))], curve) for name, by_n in measured.items()}
+    return {"policies": list(cfg.fleet_policies), "devices": list(cfg.devices), "measured": measured,
+            "batch_cost_curve": curve, "modelled": modelled,
+            "note": "measured: N device sessions at once (threads of one device process on its pinned core, so their "
+                    "drafting shares that core), one link emulator, one edge batching up to N; modelled: each device "
+                    "its own processor, time per token at N = 1 with the edge forward replaced by the fitted "
+                    "batch-cost curve at N x the tokens a forward carried at N = 1"}
 
 
 def workload_prompts(tokenizer, workload: str, n: int) -> list[dict]:
