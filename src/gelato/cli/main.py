@@ -11,6 +11,7 @@ from gelato.cli.demo_cmd import demo
 from gelato.cli.device_cmd import device
 from gelato.cli.generate_cmd import generate
 from gelato.cli.link_cmd import link
+from gelato.cli.map_cmd import drafting_map_cmd
 from gelato.cli.models_cmd import app as models_app
 from gelato.cli.paper_cmd import app as paper_app
 from gelato.cli.policies_cmd import policies
@@ -56,6 +57,7 @@ app.command()(device)
 app.command()(link)
 app.command()(api)
 app.command()(testbed)
+app.command(name="map")(drafting_map_cmd)
 app.add_typer(cluster_app, name="cluster", help="Many edge replicas behind one gRPC ingress (Ray Serve; extra .[cluster]).")
 
 if __name__ == "__main__":

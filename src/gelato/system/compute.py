@@ -141,6 +141,31 @@ class ConstantCompute:
 
 
 @dataclass(frozen=True)
+class BatchedEdgeCompute:
+    """The edge's forward when ``devices`` sessions share it, each feeding the same ``n`` tokens: a line in the
+    tokens carried, ``per_token_s * (saturation_tokens + devices * n) / (saturation_tokens + 1)``.
+
+    ``per_token_s`` is one session's one-token forward (the edge's time per token when it decodes alone);
+    ``saturation_tokens`` is where the forward's time has doubled (``a / b`` of a measured profile: about 5 for
+    the default target on one CPU core, hundreds on a GPU, whose small forwards are bandwidth bound).
+    """
+
+    per_token_s: float
+    devices: int = 1
+    saturation_tokens: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not (self.per_token_s > 0 and self.devices >= 1 and self.saturation_tokens > 0):
+            raise ValueError(f"per-token time, devices and saturation must be > 0, got {self.per_token_s}, "
+                             f"{self.devices}, {self.saturation_tokens}")
+
+    def forward_seconds(self, n_tokens: int, context_len: int) -> float:
+        if n_tokens <= 0:
+            return 0.0
+        return self.per_token_s * (self.saturation_tokens + self.devices * n_tokens) / (self.saturation_tokens + 1)
+
+
+@dataclass(frozen=True)
 class MeasuredProfile:
     """``forward_seconds = scale * (a + b * n + c * n * context_len)``, fitted to measured times."""
 
