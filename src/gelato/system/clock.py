@@ -22,7 +22,8 @@ Implements the round loop's ``RoundClock`` protocol (``gelato.generation.loop``)
 * a burst's record (``record.streamed`` > 0: the edge streamed its own tokens) is charged by
   :meth:`ModelledClock.burst_terms`: one request up, propagation once, n edge steps, n messages down;
 * ``predict_terms(g, link, context_len, bits_per_token)`` gives the predicted :class:`RoundCharge` of a
-  budget ``g`` with the same formulas, ``predict(...)`` its (round time, device energy) (GELATO's outer loop).
+  budget ``g`` with the same formulas, ``predict(...)`` its (round time, device energy) (GELATO's outer loop);
+  ``predict_burst(n, link, context_len)`` a burst's.
 """
 
 from __future__ import annotations
@@ -252,6 +253,11 @@ class ModelledClock:
         ``bits_down``: predicted downlink bits (default: the running mean, or an id-only verdict).
         """
         terms = self.predict_terms(g, link, context_len, bits_per_token, bits_down)
+        return terms.t_round, terms.e_round
+
+    def predict_burst(self, n: int, link: ChannelState | None, context_len: int) -> tuple[float, float]:
+        """Predicted (round time s, device energy J) of a burst of ``n`` tokens (:meth:`burst_terms`)."""
+        terms = self.burst_terms(n, link, context_len)
         return terms.t_round, terms.e_round
 
     def _terms(self, state: ChannelState, t_draft: float, bits_up: float, t_verify: float,
