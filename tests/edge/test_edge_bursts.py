@@ -119,3 +119,27 @@ def test_bad_bursts_get_one_invalid_argument_line_and_the_edge_stays_up(pair, ed
         assert client.health().status == "SERVING"
     result, _ = remote_generate(edge.address, draft, PROMPTS[0], 8, policy=make_policy("edge-streaming"))
     assert result.token_ids == ref
+
+
+def test_gelato_improved_bursts_over_the_network_give_target_only_text(pair, edge):
+    """gelato-improved planning a fast edge far away (the modelled clock) drafts, then streams; over a real
+    edge its output is target-only's."""
+    from edge_helpers import GREEDY, remote_verifier
+
+    from gelato.generation import DraftModelProposer, generate
+    from gelato.models.cached import CachedCausalLM
+    from gelato.system.channel import ChannelConfig
+    from gelato.system.clock import ModelledClock
+    from gelato.system.compute import ConstantCompute
+
+    target, draft = pair
+    clock = ModelledClock(channel=ChannelConfig(uplink_bps=10e6, downlink_bps=10e6, fading="none", delay_s=0.05),
+                          verify_compute=ConstantCompute(0.003), draft_compute=ConstantCompute(0.02))
+    verifier = remote_verifier(edge.address)
+    try:
+        result = generate(PROMPTS[2], DraftModelProposer(CachedCausalLM(draft), GREEDY), verifier,
+                          make_policy("gelato-improved", predictor=clock), N, clock=clock)
+    finally:
+        verifier.close()
+    assert result.token_ids == reference(target, PROMPTS[2], N)
+    assert result.rounds[0].sent > 0 and any(r.streamed for r in result.rounds)

@@ -46,7 +46,8 @@ per-position estimates is logged next to it.
    beats every draft length's ``EN(g) - theta T(g) - lambda E(g)``: when drafting does not pay (a fast edge,
    a long round trip, low acceptance), and when energy is dear (an exhausted budget waits for a burst
    instead of paying a round trip per token). Needs a predictor with ``predict_burst(n, link, context_len)``
-   (the modelled clock) and a verifier that streams.
+   (the modelled clock) and a verifier that streams; the first round drafts, so that drafting's payload is
+   measured before it is compared (its prior, the paper's top-p payload, would make every burst look cheap).
 
 Source: GELATO, arXiv 2605.10124 (the two loops and the queue); Dinkelbach 1967 (ratio objective);
 Neely, "Stochastic Network Optimization" 2010 (drift-plus-penalty, renewal form); docs/design-decisions.md, "Beyond the paper".
@@ -220,8 +221,8 @@ class GelatoImprovedPolicy(DraftPolicy):
         """A burst of ``burst_tokens`` when its value beats every draft length's (module docstring, 6)."""
         cfg = self.config
         predict_burst = getattr(self.predictor, "predict_burst", None)
-        if min(cfg.burst_tokens, ctx.max_stream) < 1 or not callable(predict_burst):
-            return 0
+        if min(cfg.burst_tokens, ctx.max_stream) < 1 or not callable(predict_burst) or not self.bits.count:
+            return 0  # (drafting's cost is known only once a drafted round was seen: its prior payload is huge)
         *_, values = self._plan(ctx)
         # the burst's length: long enough that its fixed cost (the round trip) is at most burst_overhead of it
         t1 = predict_burst(1, ctx.link, ctx.context_len)[0]
