@@ -134,10 +134,11 @@ def stream_ceiling(verifier: Verifier, tokens_left: int) -> int:
     return max(0, tokens_left if limit is None else min(tokens_left, limit))
 
 
-def run_burst(verifier: Verifier, committed: list[int], n: int, prompt_len: int, max_new_tokens: int,
-              eos_token_id: int | None, on_token: Callable[[int], None] | None):
+def burst_round(ctx: RoundContext, verifier: Verifier, proposer: Proposer, committed: list[int], n: int,
+                prompt_len: int, max_new_tokens: int, eos_token_id: int | None,
+                on_token: Callable[[int], None] | None, t0: float) -> tuple[RoundRecord, bool]:
     """A burst of ``n`` tokens the verifier generates by itself, committed (cut at EOS) into ``committed``;
-    (the burst, the ids appended, whether EOS was among them). ``on_token`` hears of each kept token at once."""
+    (its record, whether EOS was among the tokens). ``on_token`` hears of each kept token as it arrives."""
     seen: list[int] = []
 
     def arrived(token: int) -> None:
@@ -145,10 +146,17 @@ def run_burst(verifier: Verifier, committed: list[int], n: int, prompt_len: int,
             on_token(token)
         seen.append(token)
 
-    stops = () if eos_token_id is None else (eos_token_id,)
-    burst = verifier.stream(list(committed), n, on_token=arrived, stop_ids=stops)
+    t1 = time.perf_counter()
+    start = len(committed)
+    burst = verifier.stream(list(committed), n, on_token=arrived,
+                            stop_ids=() if eos_token_id is None else (eos_token_id,))
     new, hit_eos = commit_ids(committed, burst.tokens, prompt_len, max_new_tokens, eos_token_id)
-    return burst, new, hit_eos
+    proposer.rollback(len(committed))  # the draft's cache catches up at its next draft
+    t3 = time.perf_counter()
+    wall = PhaseTimes(verify=t3 - t1, other=t1 - t0)
+    return RoundRecord(index=ctx.index, start=start, budget=0, drafted=0, sent=0, accepted=0, token=burst.tokens[-1],
+                       entropies=[], tokens=new, wall=wall, measured=burst.measured,
+                       streamed=len(burst.tokens)), hit_eos
 
 
 def draft_ceiling(tokens_left: int, reach: int | None, max_draft: int | None) -> int:
@@ -239,46 +247,29 @@ def generate(prompt_ids: Sequence[int], proposer: Proposer, verifier: Verifier, 
             if clock is not None:
                 ctx = replace(ctx, link=clock.begin_round(ctx))
             n_stream = max(0, min(policy.stream(ctx), ctx.max_stream)) if ctx.max_stream else 0
-            if n_stream:
+            if n_stream:  # a burst: the verifier generates the round's tokens by itself
+                record, hit_eos = burst_round(ctx, verifier, proposer, committed, n_stream, prompt_len,
+                                              max_new_tokens, eos_token_id, on_token, t0)
+                draft, verdict, ahead = Draft.empty(record.start), Verdict(accepted=0, token=record.token), []
+            else:
+                budget = max(0, min(policy.budget(ctx), ctx.max_budget))
                 t1 = time.perf_counter()
-                start = len(committed)
-                burst, new, hit_eos = run_burst(verifier, committed, n_stream, prompt_len, max_new_tokens,
-                                                eos_token_id, on_token)
-                proposer.rollback(len(committed))
+                draft = propose_with_carry(proposer, committed, budget, policy.keep_drafting, carry)
+                depth = predraft_depth(policy, proposer, ctx, draft, tokens_left)
+                pending = verification.start(committed, draft, drafting_ahead=depth > 0)
+                ahead = proposer.predraft(committed, draft.tokens, depth, pending.done) if depth else []
+                t2 = time.perf_counter()
+                verdict = pending.result()
                 t3 = time.perf_counter()
-                wall = PhaseTimes(verify=t3 - t1, other=(t1 - t0) + (time.perf_counter() - t3))
-                record = RoundRecord(index=ctx.index, start=start, budget=0, drafted=0, sent=0, accepted=0,
-                                     token=burst.tokens[-1], entropies=[], tokens=new, wall=wall,
-                                     measured=burst.measured, streamed=len(burst.tokens))
-                if clock is not None:
-                    record = replace(record, charge=clock.charge(record, Draft.empty(start),
-                                                                 Verdict(accepted=0, token=burst.tokens[-1])))
-                policy.observe(record)
-                rounds.append(record)
-                if on_round is not None:
-                    on_round(record)
-                if hit_eos:
-                    stop_reason = "eos"
-                    break
-                continue
-            budget = max(0, min(policy.budget(ctx), ctx.max_budget))
-            t1 = time.perf_counter()
-            draft = propose_with_carry(proposer, committed, budget, policy.keep_drafting, carry)
-            depth = predraft_depth(policy, proposer, ctx, draft, tokens_left)
-            pending = verification.start(committed, draft, drafting_ahead=depth > 0)
-            ahead = proposer.predraft(committed, draft.tokens, depth, pending.done) if depth else []
-            t2 = time.perf_counter()
-            verdict = pending.result()
-            t3 = time.perf_counter()
-            start = len(committed)
-            new, hit_eos = commit_round(committed, draft, verdict, prompt_len, max_new_tokens, eos_token_id)
-            carry = [] if hit_eos else usable_carry(ahead, draft, verdict)
-            proposer.rollback(len(committed) + len(carry))
-            wall = PhaseTimes(draft=t2 - t1, verify=t3 - t2, other=(t1 - t0) + (time.perf_counter() - t3))
-            record = RoundRecord(index=ctx.index, start=start, budget=budget, drafted=draft.n_computed,
-                                 sent=len(draft.tokens), accepted=verdict.accepted, token=verdict.token,
-                                 entropies=draft.entropies, tokens=new, wall=wall, predrafted=len(ahead),
-                                 carried=draft.n_carried, predraft_used=bool(carry), measured=verdict.measured)
+                start = len(committed)
+                new, hit_eos = commit_round(committed, draft, verdict, prompt_len, max_new_tokens, eos_token_id)
+                carry = [] if hit_eos else usable_carry(ahead, draft, verdict)
+                proposer.rollback(len(committed) + len(carry))
+                wall = PhaseTimes(draft=t2 - t1, verify=t3 - t2, other=(t1 - t0) + (time.perf_counter() - t3))
+                record = RoundRecord(index=ctx.index, start=start, budget=budget, drafted=draft.n_computed,
+                                     sent=len(draft.tokens), accepted=verdict.accepted, token=verdict.token,
+                                     entropies=draft.entropies, tokens=new, wall=wall, predrafted=len(ahead),
+                                     carried=draft.n_carried, predraft_used=bool(carry), measured=verdict.measured)
             if clock is not None:  # the clock sees the whole record, its measured phases included
                 record = replace(record, charge=clock.charge(record, draft, verdict, predrafted=len(ahead)))
             policy.observe(record)
