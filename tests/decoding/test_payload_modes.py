@@ -29,7 +29,8 @@ def test_wire_and_api_use_the_one_enum():
 
 def test_policy_specs_carry_enum_members():
     modes = {name: spec.payload_mode for name, spec in POLICIES.items() if spec.payload_mode is not None}
-    assert modes == {"dssd": PayloadMode.DSSD, "edge-autoregressive": PayloadMode.EDGE_AR}
+    assert modes == {"dssd": PayloadMode.DSSD, "edge-autoregressive": PayloadMode.EDGE_AR,
+                     "edge-streaming": PayloadMode.EDGE_AR}
     assert all(type(m) is PayloadMode for m in modes.values())
 
 

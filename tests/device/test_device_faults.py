@@ -30,6 +30,25 @@ def test_lost_and_delayed_messages_are_retried(pair, edge):
     assert sum(t.attempts for t in verifier.stats.timings) == verifier.stats.attempts
 
 
+def test_a_stream_dropped_mid_burst_resumes_with_identical_output(pair, edge):
+    """Issue 31: the stream breaks inside bursts (after 3, then 1 tokens) and on a burst's first reply; the
+    device commits what it received, resumes on a new stream and asks for the rest."""
+    from burst_helpers import BurstMixPolicy
+
+    target, draft = pair
+    for pattern, plan in (("all-burst", {1: "cut:3"}), ("alternate", {1: "cut:1", 2: "drop_response", 4: "cut:2"})):
+        client = FaultyClient(edge.address, plan)
+        heard: list[int] = []
+        result, verifier = finishes(remote_generate, client, draft, PROMPTS[0], N,
+                                    policy=BurstMixPolicy(3, pattern, n=5), rpc_timeout=2.0, on_token=heard.append)
+        client.close()
+        assert result.token_ids == reference(target, PROMPTS[0], N), pattern
+        assert client.injected == list(plan.values())
+        assert verifier.stats.reopens == len(plan)  # every break resumed on a new stream
+        streamed = [t for r in result.rounds if r.streamed for t in r.tokens]
+        assert heard == streamed  # each streamed token was reported once, across the resumes
+
+
 def test_edge_restart_mid_generation_keeps_output(pair):
     target, draft = pair
     first = start_edge(target)

@@ -4,7 +4,8 @@ edge restart in the middle of the sampling.
 
 Four device threads share the edge (``max_batch=4``), each drawing generations of two tokens (K = 2) with
 an adversarial draft (an unrelated model, far from the target). One thread's client loses the reply of
-every fifth round after the edge verified it, so its device resumes on a new stream; halfway through, the
+every fifth round after the edge verified it (a burst's first message, with bursts), so its device resumes
+on a new stream; halfway through, the
 edge is stopped and restarted on the same port, and every device resumes. The chi-square test against
 exact enumeration must pass, also when the device drafts from the truncated q~ (sparse proposals); the same samples tested against the draft's own two-token distribution must
 fail, which shows the sample size can tell the two apart.
@@ -17,6 +18,7 @@ import time
 
 import pytest
 import torch
+from burst_helpers import PATTERNS, BurstMixPolicy
 from distribution_helpers import PROMPT, VOCAB, chi_square_pvalue, exact_two_token_probs, logits_table
 from edge_helpers import FaultyClient
 
@@ -54,7 +56,7 @@ def _start(target, port: int = 0) -> EdgeServerThread:
     return thread
 
 
-def _network_samples(models, payload: str, draft_top_k: int) -> tuple[list[tuple[int, int]], dict]:
+def _network_samples(models, payload: str, draft_top_k: int, bursts: bool = False) -> tuple[list[tuple[int, int]], dict]:
     draft_model, target_model = models
     edge = {"server": _start(target_model)}
     port = edge["server"].port
@@ -62,7 +64,7 @@ def _network_samples(models, payload: str, draft_top_k: int) -> tuple[list[tuple
     samples: list[tuple[int, int]] = []
     errors: list[BaseException] = []
     lock = threading.Lock()
-    stats = {"reopens": 0, "batched": 0, "restarted": False}
+    stats = {"reopens": 0, "batched": 0, "streamed": 0, "restarted": False}
 
     def device(i: int) -> None:
         try:
@@ -74,13 +76,17 @@ def _network_samples(models, payload: str, draft_top_k: int) -> tuple[list[tuple
                 verifier = RemoteVerifier(client, PARAMS, fingerprint=FINGERPRINT, seed=i * 1_000_003 + j,
                                           payload=payload, rpc_timeout=5.0, unreachable_after=20.0)
                 try:
-                    ids = generate(PROMPT, proposer, verifier, StaticPolicy(2), max_new_tokens=2).token_ids
+                    policy = (BurstMixPolicy(2, PATTERNS[j % len(PATTERNS)], n=1 + j // len(PATTERNS) % 2) if bursts
+                              else StaticPolicy(2))
+                    result = generate(PROMPT, proposer, verifier, policy, max_new_tokens=2)
+                    ids = result.token_ids
                 finally:
                     verifier.close()
                 with lock:
                     samples.append((ids[0], ids[1]))
                     stats["reopens"] += verifier.stats.reopens
                     stats["batched"] += sum(t.batch > 1 for t in verifier.stats.timings)
+                    stats["streamed"] += sum(r.streamed for r in result.rounds)
             client.close()
         except BaseException as exc:  # noqa: BLE001 - reported by the test
             errors.append(exc)
@@ -103,12 +109,16 @@ def _network_samples(models, payload: str, draft_top_k: int) -> tuple[list[tuple
     return samples, stats
 
 
-@pytest.mark.parametrize("payload, draft_top_k", [("compact", 0), ("compact", 2), ("dssd", 2), ("paper_topp", 2),
-                                                   ("paper_topp", 0)])
-def test_network_sampling_matches_target_with_batching_drops_and_restart(models, payload, draft_top_k):
-    """``draft_top_k`` 2 (of 6): sparse proposals, the device drafts from q~ and sends only its support."""
+@pytest.mark.parametrize("payload, draft_top_k, bursts", [("compact", 0, False), ("compact", 2, False),
+                                                           ("dssd", 2, False), ("paper_topp", 2, False),
+                                                           ("paper_topp", 0, False), ("compact", 0, True),
+                                                           ("dssd", 2, True)])
+def test_network_sampling_matches_target_with_batching_drops_and_restart(models, payload, draft_top_k, bursts):
+    """``draft_top_k`` 2 (of 6): sparse proposals, the device drafts from q~ and sends only its support.
+    ``bursts``: edge bursts (the edge streams tokens it generates itself) interleaved with drafted rounds."""
     draft_model, target_model = models
-    samples, stats = _network_samples(models, payload, draft_top_k)
+    samples, stats = _network_samples(models, payload, draft_top_k, bursts)
+    assert (stats["streamed"] > len(samples) // 2) == bursts
     assert len(samples) == DEVICES * SAMPLES_PER_DEVICE
     assert stats["restarted"] and stats["reopens"] >= SAMPLES_PER_DEVICE // 10  # drops and the restart resumed
     assert stats["batched"] > 0  # rounds really were verified in batches

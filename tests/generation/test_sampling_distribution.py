@@ -3,7 +3,8 @@
 Exact target probabilities P(a, b) = p(a | prompt) p(b | prompt, a) are computed by enumeration over a
 tiny vocabulary; speculative samples come from the real engine functions. A chi-square test compares
 them. The same file shows the test has power: a verifier with the ratio inverted (min(1, q/p), a bug
-found in public DSSD code) fails it decisively.
+found in public DSSD code) fails it decisively. Edge bursts (the edge streaming tokens it generates itself)
+interleaved with drafted rounds pass it too; a burst that forgets its own tokens fails it.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ import dataclasses
 
 import pytest
 import torch
+from burst_helpers import PATTERNS, BurstMixPolicy
 from distribution_helpers import PROMPT, VOCAB, chi_square_pvalue, exact_two_token_probs, logits_table
 
 from gelato.decoding.proposer import DraftedToken, draft_token
 from gelato.decoding.rejection import residual_distribution, sample_deferred_residual, verify_stochastic
 from gelato.decoding.sampling import SamplingParams, entropy_nats, processed_probs, sample_from
 from gelato.decoding.seeds import device_and_edge_generators
-from gelato.decoding.types import SparseDist, Verdict
+from gelato.decoding.types import Burst, Draft, SparseDist, Verdict
 from gelato.generation import DraftModelProposer, TargetModelVerifier, generate
 from gelato.models import CachedCausalLM
 from gelato.models.tiny import tiny_llama
@@ -223,3 +225,48 @@ def test_engine_end_to_end_sampling_first_token(models):
         samples.append((ids[0], ids[1]))
     expected = exact_two_token_probs(logits_table(target_model), params)
     assert chi_square_pvalue(samples, expected) > 1e-3
+
+
+BURST_SAMPLES = 3000  # the negative controls below fail with far fewer
+
+
+class ForgetfulStreamVerifier(TargetModelVerifier):
+    """The bug a burst test must catch: the edge does not feed its own streamed token before the next step, so
+    every token of a burst is drawn from the same conditional."""
+
+    def stream(self, committed, n, on_token=None, stop_ids=()):
+        tokens = [self.verify(list(committed), Draft.empty(len(committed))).token for _ in range(n)]
+        return Burst(tokens)
+
+
+def burst_samples(models, params: SamplingParams, verifier_type=TargetModelVerifier) -> list[tuple[int, int]]:
+    """The first two tokens of BURST_SAMPLES generations whose rounds mix edge bursts (of 1 and 2 tokens) with
+    drafted rounds (K = 2), cycling through every pattern of burst_helpers."""
+    draft_table, target_table = logits_table(models[0]), logits_table(models[1])
+    device_gen, edge_gen = device_and_edge_generators(4321)
+    proposer = DraftModelProposer(TabledModel(draft_table), params, device_gen)
+    verifier = verifier_type(TabledModel(target_table), params, edge_gen)
+    samples = []
+    for j in range(BURST_SAMPLES):
+        policy = BurstMixPolicy(2, PATTERNS[j % len(PATTERNS)], n=1 + j // len(PATTERNS) % 2)
+        ids = generate(PROMPT, proposer, verifier, policy, max_new_tokens=3).token_ids
+        samples.append((ids[0], ids[1]))
+    return samples
+
+
+@pytest.mark.slow  # a few thousand sampled generations
+def test_bursts_interleaved_with_drafts_match_target(models):
+    params = SETTINGS["adversarial"]
+    samples = burst_samples(models, params)
+    assert chi_square_pvalue(samples, exact_two_token_probs(logits_table(models[1]), params)) > 1e-3
+    # power: the same samples are far from the draft's own distribution
+    assert chi_square_pvalue(samples, exact_two_token_probs(logits_table(models[0]), params)) < 1e-6
+
+
+@pytest.mark.slow  # a few thousand sampled generations
+def test_a_burst_that_forgets_its_own_tokens_fails(models):
+    """Negative control: bursts whose steps do not condition on the tokens just streamed are biased, and the
+    test sees it."""
+    params = SETTINGS["adversarial"]
+    samples = burst_samples(models, params, ForgetfulStreamVerifier)
+    assert chi_square_pvalue(samples, exact_two_token_probs(logits_table(models[1]), params)) < 1e-6

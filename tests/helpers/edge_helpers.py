@@ -57,11 +57,12 @@ def remote_verifier(address: str | EdgeClient, params: SamplingParams = GREEDY, 
 
 def remote_generate(address, draft, prompt: Sequence[int], n: int, policy=None, params: SamplingParams = GREEDY,
                     draft_generator: torch.Generator | None = None, on_round=None, verifier: RemoteVerifier | None = None,
-                    **kwargs) -> tuple[GenerationResult, RemoteVerifier]:
+                    on_token=None, **kwargs) -> tuple[GenerationResult, RemoteVerifier]:
     verifier = verifier or remote_verifier(address, params, **kwargs)
     proposer = DraftModelProposer(CachedCausalLM(draft), params, draft_generator)
     try:
-        result = generate(prompt, proposer, verifier, policy or StaticPolicy(4), n, on_round=on_round)
+        result = generate(prompt, proposer, verifier, policy or StaticPolicy(4), n, on_round=on_round,
+                          on_token=on_token)
     finally:
         verifier.close()
     return result, verifier
@@ -88,6 +89,16 @@ class _FaultyStream:
 
     def __init__(self, stream: EdgeStream, owner: "FaultyClient") -> None:
         self.stream, self.owner = stream, owner
+        self.cut_in = None  # "cut:k": the stream breaks when the burst's k-th further message is due
+
+    def receive(self, timeout, patience=None):
+        if self.cut_in is not None:
+            self.cut_in -= 1
+            if self.cut_in <= 0:
+                self.cut_in = None
+                self.stream.cancel()
+                raise _Lost(grpc.StatusCode.UNAVAILABLE, "injected: stream broke mid-burst")
+        return self.stream.receive(timeout, patience)
 
     def exchange(self, up, timeout, patience=None):
         if up.WhichOneof("kind") != "draft":
@@ -102,6 +113,8 @@ class _FaultyStream:
         if action.startswith("delay:"):
             time.sleep(float(action.split(":", 1)[1]))
         reply = self.stream.exchange(up, timeout)
+        if action.startswith("cut:"):
+            self.cut_in = int(action.split(":", 1)[1])
         if action == "drop_response":  # the edge verified the round; its reply is lost with the stream
             raise _Lost(grpc.StatusCode.UNAVAILABLE, "injected: reply lost")
         if action == "kill":
@@ -118,8 +131,9 @@ class _FaultyStream:
 
 class FaultyClient(EdgeClient):
     """Injects faults into the Nth round: the request never arrives ("drop_request"), the reply is lost
-    after the edge verified the round ("drop_response"), the round is delayed ("delay:<seconds>"), or
-    the edge dies after verifying it ("kill", calling ``on_kill``)."""
+    after the edge verified the round ("drop_response"), the round is delayed ("delay:<seconds>"), the
+    edge dies after verifying it ("kill", calling ``on_kill``), or a burst's stream breaks after its first
+    message and k - 1 more ("cut:<k>")."""
 
     def __init__(self, target: str, plan: dict[int, str], on_kill=None) -> None:
         super().__init__(target)

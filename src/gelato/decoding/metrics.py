@@ -16,6 +16,7 @@ class SpecMetrics:
     sent: int = 0  # draft tokens proposed to the verifier
     accepted: int = 0
     discarded: int = 0  # computed but not sent (early stop on the token itself)
+    streamed: int = 0  # tokens the edge generated in bursts (no draft)
     mean_acceptance_length: float = 0.0  # generated tokens / rounds
     draft_acceptance_rate: float = 0.0  # accepted / sent
     acceptance_per_position: list[float] = field(default_factory=list)
@@ -38,6 +39,7 @@ def summarize_rounds(rounds: Sequence[RoundRecord], generated_tokens: int, wall_
         m.drafted += r.drafted
         m.sent += r.sent
         m.accepted += r.accepted
+        m.streamed += r.streamed
         m.draft_seconds += r.wall.draft
         m.verify_seconds += r.wall.verify
         m.other_seconds += r.wall.other

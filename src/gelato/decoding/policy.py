@@ -1,6 +1,7 @@
 """The interface the round loop asks a draft-length policy for (implemented in ``gelato.policies``).
 
-The loop asks, in order: ``budget(ctx)`` before drafting (the outer loop), ``keep_drafting(step)``
+The loop asks, in order: ``stream(ctx)`` (an edge burst instead of a draft, if > 0), ``budget(ctx)`` before
+drafting (the outer loop), ``keep_drafting(step)``
 after each drafted token (the inner loop), and ``observe(record)`` once the round is verified and
 charged (``record.charge`` then holds the clock's time and energy terms). The interface lives here, with
 the loop that calls it, so the loop never imports the policies that implement it.
@@ -27,6 +28,9 @@ class RoundContext:
     max_budget: int
     link: Any = None  # the clock's view of this round's channel (e.g. a ChannelState), if modelled
     carried: int = 0  # pipelined loop: tokens already drafted ahead for this round (free to send)
+    # the most tokens the edge may stream this round (the answer's tokens left, within the verifier's burst
+    # limit); 0 when the verifier cannot stream
+    max_stream: int = 0
 
 
 class DraftPolicy(ABC):
@@ -49,6 +53,11 @@ class DraftPolicy(ABC):
         The pre-draft continues ``draft.tokens`` as if all were accepted; it becomes the head of the next
         round's draft when the edge accepts every sent token and its own token equals the first pre-drafted
         one, and is discarded (its energy spent) otherwise. Default 0: no pre-drafting, today's rounds."""
+        return 0
+
+    def stream(self, ctx: RoundContext) -> int:
+        """Tokens the edge should generate by itself this round, streaming each (a burst; the loop clips it to
+        ``ctx.max_stream``). > 0: the round drafts nothing (its budget is not asked). Default 0: no bursts."""
         return 0
 
     def observe(self, record: RoundRecord) -> None:

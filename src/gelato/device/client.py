@@ -3,7 +3,9 @@
 ``generate(prompt, DraftModelProposer(...), RemoteVerifier(...), policy, ...)`` runs the
 same round loop as in-process verification. Public API: construct, ``open(prompt_ids)`` (optional),
 ``verify(committed, draft) -> Verdict`` (one thread at a time; any thread; the verdict carries the round's
-:class:`~gelato.decoding.types.RoundMeasurement`, also kept in ``stats``), ``close()`` (from any thread,
+:class:`~gelato.decoding.types.RoundMeasurement`, also kept in ``stats``), ``stream(committed, n, on_token)
+-> Burst`` (the edge generates up to ``n`` tokens itself and streams each; a stream dropped mid-burst
+resumes on a new one with the tokens received so far committed, and asks for the rest), ``close()`` (from any thread,
 also while a ``verify`` waits: that call then raises :class:`EdgeCancelledError`). Faults:
 
 - every round waits at most ``rpc_timeout`` for its verdict; an open, which prefills, waits while the edge
@@ -25,7 +27,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import grpc
 import torch
@@ -34,9 +36,16 @@ from gelato.decoding.payload_modes import PayloadMode
 from gelato.decoding.rejection import sample_deferred_residual
 from gelato.decoding.sampling import SamplingParams
 from gelato.decoding.seeds import residual_generator, verification_seed
-from gelato.decoding.types import Draft, RoundCommit, RoundMeasurement, Verdict
+from gelato.decoding.types import Burst, Draft, RoundCommit, RoundMeasurement, Verdict
 from gelato.device.edge_client import EdgeClient, EdgeStream, is_tls_failure, looks_like_plaintext_to_tls, speaks_tls
-from gelato.wire.codec import decode_verdict, encode_draft, encode_verdict, payload_config, sampling_to_proto
+from gelato.device.messages import RemoteStats, draft_message, measure, message_measurement
+from gelato.wire.codec import (
+    MAX_STREAM_TOKENS,
+    decode_verdict,
+    encode_draft,
+    payload_config,
+    sampling_to_proto,
+)
 from gelato.wire.errors import EdgeCancelledError, EdgeRejectedError, EdgeTLSError, EdgeUnavailableError, TransportError
 from gelato.wire.payload import PayloadConfig
 from gelato.wire.proto import gelato_pb2 as pb
@@ -53,50 +62,6 @@ RESYNC = frozenset({grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITI
 BUSY = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
-def draft_message(committed: Sequence[int], draft: Draft, round_id: int, payload: PayloadConfig,
-                  pending: int = 0) -> pb.StreamUp:
-    """The round's uplink message on a stream: ``draft`` after ``committed``, whose last ``pending`` ids the
-    edge learns with it."""
-    return pb.StreamUp(draft=encode_draft(draft, round_id=round_id, position=len(committed),
-                                          pending_ids=list(committed[len(committed) - pending:]), cfg=payload))
-
-
-def measure(up: pb.StreamUp, down: pb.StreamDown, **timing) -> RoundMeasurement:
-    """A round's measurement: the serialized sizes of its real messages (the one way bytes are measured),
-    with the times given."""
-    return RoundMeasurement(up_bytes=up.ByteSize(), down_bytes=down.ByteSize(), **timing)
-
-
-def message_measurement(committed: Sequence[int], draft: Draft, verdict: Verdict, round_id: int,
-                        payload: PayloadConfig) -> RoundMeasurement:
-    """The measurement of a round verified in process: the sizes of the messages a stream would carry."""
-    down = pb.StreamDown(verdict=encode_verdict(verdict, round_id=round_id,
-                                                position=len(committed) + verdict.accepted + 1))
-    return measure(draft_message(committed, draft, round_id, payload), down)
-
-
-@dataclass
-class RemoteStats:
-    rounds: int = 0
-    attempts: int = 0
-    retries: int = 0
-    reopens: int = 0
-    opens: int = 0
-    busy_retries: int = 0
-    up_bytes: int = 0
-    down_bytes: int = 0
-    timings: list[RoundMeasurement] = field(default_factory=list)
-
-    def summary(self) -> dict:
-        t = self.timings
-        mean = (lambda xs: sum(xs) / len(xs) if xs else 0.0)
-        return {"rounds": self.rounds, "retries": self.retries, "reopens": self.reopens, "opens": self.opens,
-                "busy_retries": self.busy_retries, "up_bytes": self.up_bytes, "down_bytes": self.down_bytes,
-                "rpc_ms_mean": mean([x.rpc_ms for x in t]), "server_ms_mean": mean([x.server_ms for x in t]),
-                "network_ms_mean": mean([x.network_ms for x in t]), "forward_ms_mean": mean([x.forward_ms for x in t]),
-                "queue_ms_mean": mean([x.queue_ms for x in t]), "batch_mean": mean([x.batch for x in t])}
-
-
 class RemoteVerifier:
     """Verifier protocol over gRPC: ``verify(committed, draft) -> Verdict`` on one edge stream.
 
@@ -110,7 +75,7 @@ class RemoteVerifier:
                  unreachable_after: float = 30.0,
                  busy_after: float = 60.0, backoff_s: tuple[float, float] = (0.02, 0.5), max_resyncs: int = 3,
                  generator: torch.Generator | None = None, send_entropies: bool = False,
-                 token: str | None = None, report_times: bool = True) -> None:
+                 token: str | None = None, report_times: bool = True, stop_ids: Sequence[int] = ()) -> None:
         self.client = client if isinstance(client, EdgeClient) else EdgeClient(client, token=token)
         self._owns_client = not isinstance(client, EdgeClient)
         self.params = params
@@ -134,6 +99,8 @@ class RemoteVerifier:
         # the device's DSSD residual stream: the seed rule's unless given
         self.generator = generator if generator is not None else residual_generator(seed)
         self.report_times = report_times
+        self.stop_ids = frozenset(stop_ids)  # the edge ends a burst after one (sent at open)
+        self.max_stream = MAX_STREAM_TOKENS  # the most tokens one burst asks for
         self.stats = RemoteStats()
         self.vocab_size: int | None = None
         self.max_draft: int | None = None  # the edge's largest draft per round (its open reply; None: unbounded)
@@ -165,7 +132,7 @@ class RemoteVerifier:
         seed = verification_seed(self.seed, self._prompt_len or len(committed), len(committed))
         request = pb.OpenRequest(prompt_ids=committed, sampling=sampling_to_proto(self.params, seed),
                                  device_name=self.device_name, tokenizer_fingerprint=self.fingerprint,
-                                 report_times=self.report_times,
+                                 report_times=self.report_times, stop_ids=sorted(self.stop_ids),
                                  max_new_tokens=max(0, self.max_new_tokens - (len(committed) - (self._prompt_len or 0))))
         stream = self.client.open_stream()
         with self._lock:
@@ -276,6 +243,80 @@ class RemoteVerifier:
                                  self._prompt_len or 0)
         self._round += 1
         return down, up, rpc_ms
+
+    # ------------------------------------------------------------------ stream (a burst)
+    def stream(self, committed: Sequence[int], n: int, on_token=None, stop_ids: Sequence[int] = ()) -> Burst:
+        """The edge generates up to ``n`` tokens after ``committed`` by itself (one round: a DraftUp with
+        ``stream_tokens``), each handed to ``on_token`` as it arrives; it ends after ``n``, or after a stop id
+        (this verifier's, or ``stop_ids``: those reach the edge at its next open; until then the device ends the
+        stream itself). A drop mid-burst resumes on a new stream with the received tokens committed."""
+        live = list(committed)
+        if self._prompt_len is None:
+            self._prompt_len = len(live)
+        self._committed = live  # grows as tokens arrive: a failure reports them as committed
+        self.stop_ids |= frozenset(stop_ids)
+        if n < 1:
+            raise ValueError(f"a burst streams at least one token, got n = {n}")
+        got: list[int] = []
+        seen = {"up": 0, "down": 0, "server_ms": 0.0, "queue_ms": 0.0, "forward_ms": 0.0, "batch": 0, "rpc_ms": 0.0}
+        t0 = time.perf_counter()
+        attempts0, reopens0 = self.stats.attempts, self.stats.reopens
+        self._with_retries(lambda remaining: self._stream_once(live, got, n, on_token, seen, remaining))
+        timing = RoundMeasurement(up_bytes=seen["up"], down_bytes=seen["down"], rpc_ms=seen["rpc_ms"],
+                                  total_ms=(time.perf_counter() - t0) * 1e3, server_ms=seen["server_ms"],
+                                  queue_ms=seen["queue_ms"], forward_ms=seen["forward_ms"], batch=seen["batch"],
+                                  attempts=self.stats.attempts - attempts0, reopened=self.stats.reopens - reopens0)
+        self.stats.rounds += 1
+        self.stats.up_bytes += timing.up_bytes
+        self.stats.down_bytes += timing.down_bytes
+        self.stats.timings.append(timing)
+        return Burst(got, measured=timing)
+
+    def _stream_once(self, live: list[int], got: list[int], n: int, on_token, seen: dict, remaining: float) -> None:
+        if got and (len(got) >= n or got[-1] in self.stop_ids):
+            return  # the drop came after the burst's last token
+        known = len(self._edge_ids)
+        if (self._stream is None or known > len(live) or live[:known] != self._edge_ids
+                or (self.max_draft is not None and len(live) - known > self.max_draft + 1)):
+            self._open(live, remaining)  # first round, or resume with everything received so far
+            known = len(live)
+        up = pb.StreamUp(draft=encode_draft(Draft.empty(len(live)), round_id=self._round + 1, position=len(live),
+                                            pending_ids=live[known:], cfg=self.payload, stream_tokens=n - len(got)))
+        seen["up"] += up.ByteSize()
+        t = time.perf_counter()
+        down = self._stream.exchange(up, self.rpc_timeout)
+        self._round += 1
+        self._edge_ids = list(live)
+        while True:
+            reply = down.verdict
+            if down.WhichOneof("kind") != "verdict" or not reply.streamed or reply.round != self._round:
+                raise TransportError(f"the edge answered burst round {self._round} with "
+                                     f"{down.WhichOneof('kind')} (streamed={reply.streamed}, round {reply.round})",
+                                     live, self._prompt_len or 0)
+            try:
+                token = decode_verdict(reply, self.vocab_size or 0).token
+            except ValueError as exc:
+                raise TransportError(str(exc), live, self._prompt_len or 0) from None
+            if token < 0 or len(got) >= n:
+                raise TransportError(f"the edge streamed {'a distribution' if token < 0 else 'more than ' + str(n)}"
+                                     " in a burst", live, self._prompt_len or 0)
+            for x in (got, live, self._edge_ids):
+                x.append(token)
+            seen["down"] += down.ByteSize()
+            times = down.times
+            seen["server_ms"] += times.server_ms
+            seen["queue_ms"] += times.queue_ms
+            seen["forward_ms"] += times.forward_ms
+            seen["batch"] = max(seen["batch"], times.batch)
+            seen["rpc_ms"] = (time.perf_counter() - t) * 1e3
+            if on_token is not None:
+                on_token(token)
+            if reply.last:
+                return
+            if token in self.stop_ids:  # a stop id the edge did not know at open: end the stream here
+                self._drop_stream()
+                return
+            down = self._stream.receive(self.rpc_timeout)
 
     def _with_retries(self, attempt, resync: bool = True):
         """Run ``attempt(remaining_s)`` until it succeeds; every failure drops the stream, and the next

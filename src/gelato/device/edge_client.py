@@ -1,7 +1,7 @@
 """The device's gRPC channel to one edge (:class:`EdgeClient`) and one generation's stream on it (:class:`EdgeStream`).
 
 A stream is one ``Generate`` call: :meth:`EdgeStream.exchange` sends one ``StreamUp`` and waits (with a
-timeout) for its ``StreamDown``; a reader thread moves replies into a queue so a wait can time out.
+timeout) for its ``StreamDown`` (:meth:`EdgeStream.receive`: a burst's further replies); a reader thread moves replies into a queue so a wait can time out.
 """
 
 from __future__ import annotations
@@ -97,6 +97,12 @@ class EdgeStream:
         if self.broken is not None:
             raise self.broken
         self._requests.put(up)
+        return self.receive(timeout, patience)
+
+    def receive(self, timeout: float, patience: float | None = None) -> pb.StreamDown:
+        """The next reply without sending (the further messages of a burst); raises as :meth:`exchange`."""
+        if self.broken is not None:
+            raise self.broken
         start = time.monotonic()
         wait = max(timeout, 1e-3)
         while True:

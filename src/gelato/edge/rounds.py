@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import grpc
 
 from gelato.decoding.sampling import SamplingParams
+from gelato.wire.codec import MAX_STREAM_TOKENS
 from gelato.wire.errors import RequestError
 
 # Below this, logits / temperature overflows float32 and no round can ever be verified (0 means greedy).
@@ -29,6 +30,7 @@ class Limits:
     max_draft_tokens: int
     max_context: int
     vocab_size: int
+    max_stream_tokens: int = MAX_STREAM_TOKENS  # the most tokens one burst may ask for
 
 
 def _refuse(code: grpc.StatusCode, message: str) -> RequestError:
@@ -58,12 +60,25 @@ def check_open(prompt: Sequence[int], params: SamplingParams, max_new_tokens: in
 
 
 def check_round(*, round_id: int, last_round: int, position: int, held: int, n_pending: int, n_draft: int,
-                limits: Limits) -> None:
+                limits: Limits, stream_tokens: int = 0, tokens_left: int | None = None) -> None:
     """A round must be the session's next one, continue exactly where the edge stands, and fit the limits.
 
     ``held``: committed tokens on the edge; ``position``: committed tokens on the device, ``n_pending`` of
-    which the edge has not seen.
+    which the edge has not seen. A burst (``stream_tokens`` > 0) sends no draft and asks for at most
+    ``limits.max_stream_tokens`` and at most ``tokens_left`` (the session's max_new_tokens left; None: no bound).
     """
+    if stream_tokens:
+        if n_draft:
+            raise _refuse(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"a burst (stream_tokens = {stream_tokens}) carries no draft, got {n_draft} tokens")
+        if stream_tokens > limits.max_stream_tokens:
+            raise _refuse(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"stream_tokens = {stream_tokens}; this edge streams at most {limits.max_stream_tokens} "
+                          "tokens per burst")
+        if tokens_left is not None and stream_tokens > tokens_left:
+            raise _refuse(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"stream_tokens = {stream_tokens} but only {tokens_left} of the session's max_new_tokens "
+                          "are left")
     if round_id != last_round + 1:
         raise _refuse(grpc.StatusCode.FAILED_PRECONDITION,
                       f"round {round_id} is out of order: the session's next round is {last_round + 1}")
@@ -78,7 +93,8 @@ def check_round(*, round_id: int, last_round: int, position: int, held: int, n_p
         raise _refuse(grpc.StatusCode.FAILED_PRECONDITION,
                       f"position mismatch: the draft continues after {position} committed tokens but the edge "
                       f"holds {held} (+{n_pending} pending); open a new stream")
-    if held + n_pending + n_draft + 1 > limits.max_context:
+    new = max(n_draft + 1, stream_tokens)
+    if held + n_pending + new > limits.max_context:
         raise _refuse(grpc.StatusCode.OUT_OF_RANGE,
-                      f"the session would reach {held + n_pending + n_draft + 1} tokens, past the model context "
+                      f"the session would reach {held + n_pending + new} tokens, past the model context "
                       f"of {limits.max_context}")

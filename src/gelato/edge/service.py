@@ -4,14 +4,16 @@
 the sessions, the model worker and the gRPC server, and inherits these handlers).
 
 One generation is one ``Generate`` stream: ``open``, then one ``draft`` per round, then ``close``; the
-session ends with its stream. A refusal ends the stream with a precise status (the device opens a new
+session ends with its stream. A draft with ``stream_tokens`` = C > 0 (and no draft tokens) is a burst: the
+edge generates up to C tokens itself and writes each as soon as it exists (:meth:`EdgeService._burst`). A refusal ends the stream with a precise status (the device opens a new
 stream with everything committed so far where that helps). Requests are parsed by the handlers
 themselves, so malformed bytes get INVALID_ARGUMENT (not a generic INTERNAL):
 
 ==================== =============================================================================
 UNAUTHENTICATED      missing, malformed or unknown bearer token
 INVALID_ARGUMENT     undecodable message, empty/oversized prompt, draft longer than the limit, ids
-                     outside the vocabulary, bad sampling settings or q distributions
+                     outside the vocabulary, bad sampling settings or q distributions; a burst with a
+                     draft, over the edge's limit or over the session's max_new_tokens left
 NOT_FOUND            the session expired (idle too long): open a new stream with the committed tokens
 FAILED_PRECONDITION  tokenizer fingerprint mismatch; a draft before open, or whose position or round
                      does not follow the session (the device resynchronises on a new stream)
@@ -37,7 +39,7 @@ from gelato.edge.rounds import check_open, check_round
 from gelato.edge.sessions import Session
 from gelato.edge.worker import RoundJob, RoundResult
 from gelato.models.cached import CachedCausalLM
-from gelato.wire.codec import decode_draft, sampling_from_proto
+from gelato.wire.codec import DecodedDraft, decode_draft, sampling_from_proto
 from gelato.wire.errors import RequestError
 from gelato.wire.proto import gelato_pb2 as pb
 from gelato.wire.protocol import SERVICE
@@ -119,7 +121,10 @@ class EdgeService:
                 elif kind == "draft":
                     if session is None:
                         raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, "a draft came before open")
-                    await context.write(await self._round(session, up.draft))
+                    if up.draft.stream_tokens:
+                        await self._burst(session, up.draft, context.write)
+                    else:
+                        await context.write(await self._round(session, up.draft))
                 elif kind == "close":
                     reply = pb.CloseReply(rounds=session.rounds if session else 0,
                                           tokens=session.tokens if session else 0)
@@ -162,7 +167,8 @@ class EdgeService:
         generator = torch.Generator().manual_seed(int(req.sampling.seed))  # the device derives it (client.py)
         session = Session(id=self.sessions.new_id(), lm=lm, committed=prompt, params=params, generator=generator,
                           owner=device, device_name=req.device_name or (device or ""), prompt_len=len(prompt),
-                          max_new_tokens=req.max_new_tokens, report_times=req.report_times)
+                          max_new_tokens=req.max_new_tokens, report_times=req.report_times,
+                          stop_ids=frozenset(req.stop_ids))
         self.sessions.add(session)
         try:
             # the newest token is fed with the first draft; the store first reserves room for that round too
@@ -191,15 +197,41 @@ class EdgeService:
     # ------------------------------------------------------------------ rounds
     async def _round(self, session: Session, req: pb.DraftUp) -> bytes:
         t0 = time.perf_counter()
+        result = await self.worker.submit_round(self._first_job(session, req))
+        return self._reply(session, result, t0)
+
+    async def _burst(self, session: Session, req: pb.DraftUp, write) -> None:
+        """A burst: up to ``req.stream_tokens`` zero-draft steps, each written (``await write(bytes)``) as soon
+        as it resolves. Every step is a RoundJob on the same worker queue as other sessions' rounds, so it
+        joins their batched forward (continuous batching). The burst ends at C tokens or after a stop id."""
+        t0 = time.perf_counter()
+        job = self._first_job(session, req)
+        for i in range(req.stream_tokens):
+            if i:
+                t0 = time.perf_counter()
+                session.touch()
+                job = RoundJob(session, DecodedDraft([], None if session.params.greedy else []), req.round, [],
+                               list(session.committed), len(session.committed) - 1, step=i)
+            result: RoundResult = await self.worker.submit_round(job)
+            result.verdict.last = i + 1 == req.stream_tokens or result.verdict.token in session.stop_ids
+            await write(self._reply(session, result, t0))
+            if result.verdict.last:
+                return
+
+    def _first_job(self, session: Session, req: pb.DraftUp) -> RoundJob:
+        """The round's job (a burst's first step), after the session's rules (:func:`check_round`)."""
         session.touch()
         pending = list(req.pending_ids)
         held = len(session.committed)
+        tokens_left = session.max_new_tokens - session.tokens if session.max_new_tokens else None
         check_round(round_id=req.round, last_round=session.last_round, position=req.position, held=held,
-                    n_pending=len(pending), n_draft=len(req.token_ids), limits=self.limits)
+                    n_pending=len(pending), n_draft=len(req.token_ids), limits=self.limits,
+                    stream_tokens=req.stream_tokens, tokens_left=tokens_left)
         decoded = decode_draft(req, session.params, self.vocab_size, self.config.paper_payload)
-        job = RoundJob(session, decoded, req.round, pending, session.committed + pending + decoded.tokens,
-                       held + len(pending) - 1)
-        result: RoundResult = await self.worker.submit_round(job)
+        return RoundJob(session, decoded, req.round, pending, session.committed + pending + decoded.tokens,
+                        held + len(pending) - 1, step=0 if req.stream_tokens else -1)
+
+    def _reply(self, session: Session, result: RoundResult, t0: float) -> bytes:
         session.touch()
         server_ms = (time.perf_counter() - t0) * 1e3
         self.metrics.observe_latency(server_ms, result.queue_ms)

@@ -31,6 +31,7 @@ class Session:
     prompt_len: int = 0
     max_new_tokens: int = 0
     report_times: bool = False
+    stop_ids: frozenset[int] = frozenset()  # ids that end a burst (the device's EOS)
     created: float = field(default_factory=time.monotonic)
     last_used: float = field(default_factory=time.monotonic)
     last_round: int = 0

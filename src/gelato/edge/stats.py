@@ -57,7 +57,8 @@ class EdgeMetrics:
         self.lock = threading.Lock()
         self.started = time.time()
         self.rounds = 0
-        self.tokens = 0  # tokens appended to sessions (accepted + edge tokens)
+        self.tokens = 0  # tokens appended to sessions (accepted + edge tokens, streamed ones included)
+        self.streamed = 0  # tokens the edge generated in bursts (each also in ``tokens``)
         self.drafted = 0  # draft tokens received
         self.accepted = 0
         self.prefill_chunks = 0
@@ -72,12 +73,15 @@ class EdgeMetrics:
         self.queue_ms = Histogram()
         self.forward_ms = Histogram()
 
-    def observe_round(self, drafted: int, accepted: int, appended: int) -> None:
+    def observe_round(self, drafted: int, accepted: int, appended: int, streamed: bool = False,
+                      new_round: bool = True) -> None:
+        """One verification; a burst's step has ``streamed`` (its first also ``new_round``: a burst is one round)."""
         with self.lock:
-            self.rounds += 1
+            self.rounds += new_round
             self.drafted += drafted
             self.accepted += accepted
             self.tokens += appended
+            self.streamed += streamed
 
     def observe_batch(self, size: int, forward_ms: float) -> None:
         with self.lock:
@@ -107,6 +111,7 @@ class EdgeMetrics:
             "uptime_s": round(time.time() - self.started, 3),
             "rounds": self.rounds,
             "tokens": self.tokens,
+            "streamed": self.streamed,
             "drafted": self.drafted,
             "accepted": self.accepted,
             "acceptance_rate": self.accepted / self.drafted if self.drafted else 0.0,

@@ -49,6 +49,7 @@ class RoundJob:
     pending: list[int]
     ids: list[int]
     logits_from: int
+    step: int = -1  # a burst's step (0: its first, which carries the round's pending ids); -1: an ordinary round
     enqueued: float = field(default_factory=time.perf_counter)
     future: asyncio.Future | None = None
 
@@ -72,7 +73,8 @@ class _Prefill:
 
 
 def finish_round(job: RoundJob, logits: torch.Tensor) -> pb.VerdictDown:
-    """Verify one round from its target ``logits`` (len(draft) + 1, vocab) and advance the session."""
+    """Verify one round (or one step of a burst: an empty draft) from its target ``logits`` (len(draft) + 1,
+    vocab) and advance the session."""
     session, decoded = job.session, job.decoded
     n_before = job.logits_from + 1  # committed + pending
     verdict = verify_rows(logits, decoded.tokens, decoded.q, session.params, session.generator, rule=decoded.rule)
@@ -80,9 +82,9 @@ def finish_round(job: RoundJob, logits: torch.Tensor) -> pb.VerdictDown:
     appended = job.pending + RoundCommit.of(decoded.tokens, verdict).edge_ids
     session.committed.extend(appended)
     session.last_round = job.round_id
-    session.rounds += 1
+    session.rounds += job.step <= 0  # a burst is one round, however many steps
     session.tokens += len(appended) - len(job.pending)
-    return encode_verdict(verdict, round_id=job.round_id, position=len(session.committed))
+    return encode_verdict(verdict, round_id=job.round_id, position=len(session.committed), streamed=job.step >= 0)
 
 
 class ModelWorker:
@@ -267,7 +269,8 @@ class ModelWorker:
                     verdict = finish_round(job, logits[i])
                     results[i] = RoundResult(verdict, (t_start - job.enqueued) * 1e3, forward_ms, len(live))
                     self.metrics.observe_round(len(job.decoded.tokens), int(verdict.accepted),
-                                               len(job.session.committed) - before)
+                                               len(job.session.committed) - before, streamed=job.step >= 0,
+                                               new_round=job.step <= 0)
                 except Exception as exc:
                     job.session.lm.truncate(job.logits_from + 1)
                     results[i] = exc if isinstance(exc, RequestError) else RequestError(

@@ -6,14 +6,14 @@ verification rules themselves are the pure functions of :mod:`gelato.decoding.re
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
 from gelato.decoding.proposer import DraftedToken, Proposer, draft_token
 from gelato.decoding.rejection import verify_rows
 from gelato.decoding.sampling import DRAFT_TOP_K, SamplingParams
-from gelato.decoding.types import Draft, SparseDist, Verdict
+from gelato.decoding.types import Burst, Draft, SparseDist, Verdict
 from gelato.models.cached import CachedCausalLM
 
 
@@ -52,3 +52,19 @@ class TargetModelVerifier:
         verdict = verify_rows(logits, draft.tokens, draft.q, self.params, self.generator)
         self.model.truncate(len(committed) + verdict.accepted)  # roll back rejected positions
         return verdict
+
+    def stream(self, committed: Sequence[int], n: int, on_token: Callable[[int], None] | None = None,
+               stop_ids: Sequence[int] = ()) -> Burst:
+        """A burst in process: ``n`` zero-draft rounds (the target decoding alone, with this verifier's
+        generator: what the edge does), stopping after a stop id; ``on_token`` hears of each token at once."""
+        ids, out = list(committed), []
+        for _ in range(n):
+            token = self.verify(ids, Draft.empty(len(ids))).token
+            ids.append(token)
+            out.append(token)
+            if on_token is not None:
+                on_token(token)
+            if token in stop_ids:
+                break
+        return Burst(out)
+

@@ -10,6 +10,13 @@
         record  = RoundRecord(..., tokens=commit, measured=verdict.measured, charge=clock.charge(...))
         policy.observe(record); on_round(record)
 
+A round may instead be a burst: when ``policy.stream(ctx)`` > 0 (clipped to ``ctx.max_stream``: the tokens left,
+within the verifier's burst limit; 0 for a verifier without ``stream``) the device drafts nothing and the
+verifier generates that many tokens by itself, each reported to ``on_token`` as it arrives (the edge's
+zero-draft rounds back to back, with its own generator: lossless as edge-autoregressive is). Its record has
+budget, sent and accepted 0 and ``streamed`` = the tokens streamed; the draft's cache catches up at its next
+draft, whose first forward feeds the committed tokens it lacks.
+
 ``ctx.max_budget`` is the one draft-length ceiling (:func:`draft_ceiling`): the least of the tokens left, the
 proposer's ``reach`` and the verifier's ``max_draft``; no caller wraps a policy to bound its budget.
 Proposers, verifiers and clocks are interchangeable objects; this loop does not know which it has. With
@@ -46,7 +53,8 @@ class Verifier(Protocol):
     """Verifies a round's draft. A verifier may also have ``max_draft``: the most draft tokens it verifies a
     round (known once its session is open; None or absent: unbounded); the loop never asks for more.
     A verdict may carry what the verifier measured of the round (``Verdict.measured``), which the loop puts
-    on the round's record."""
+    on the round's record. A verifier that can run bursts also has ``stream(committed, n, on_token,
+    stop_ids) -> Burst`` and may have ``max_stream`` (its most tokens per burst)."""
 
     def verify(self, committed: Sequence[int], draft: Draft) -> Verdict: ...
 
@@ -84,7 +92,14 @@ def commit_round(committed: list[int], draft: Draft, verdict: Verdict, prompt_le
                  eos_token_id: int | None) -> tuple[list[int], bool]:
     """Append the round's :class:`RoundCommit` ids to ``committed``, cut at EOS or the length limit;
     (the ids appended, whether EOS was among them)."""
-    new = RoundCommit.of(draft.tokens, verdict).ids[: max_new_tokens - (len(committed) - prompt_len)]
+    return commit_ids(committed, RoundCommit.of(draft.tokens, verdict).ids, prompt_len, max_new_tokens, eos_token_id)
+
+
+def commit_ids(committed: list[int], ids: Sequence[int], prompt_len: int, max_new_tokens: int,
+               eos_token_id: int | None) -> tuple[list[int], bool]:
+    """Append ``ids`` to ``committed``, cut at EOS or the length limit; (the ids appended, whether EOS was
+    among them)."""
+    new = list(ids)[: max_new_tokens - (len(committed) - prompt_len)]
     hit_eos = eos_token_id is not None and eos_token_id in new
     if hit_eos:
         new = new[: new.index(eos_token_id) + 1]
@@ -108,6 +123,40 @@ def propose_with_carry(proposer: Proposer, committed: Sequence[int], budget: int
 
     draft = draft_loop(next_token, budget, keep_drafting, start=len(ids))
     return replace(draft, n_carried=min(len(carry), draft.n_computed))
+
+
+def stream_ceiling(verifier: Verifier, tokens_left: int) -> int:
+    """The most tokens a burst may ask for: the answer's tokens left, within the verifier's ``max_stream``;
+    0 for a verifier that cannot stream."""
+    if not callable(getattr(verifier, "stream", None)):
+        return 0
+    limit = getattr(verifier, "max_stream", None)
+    return max(0, tokens_left if limit is None else min(tokens_left, limit))
+
+
+def burst_round(ctx: RoundContext, verifier: Verifier, proposer: Proposer, committed: list[int], n: int,
+                prompt_len: int, max_new_tokens: int, eos_token_id: int | None,
+                on_token: Callable[[int], None] | None, t0: float) -> tuple[RoundRecord, bool]:
+    """A burst of ``n`` tokens the verifier generates by itself, committed (cut at EOS) into ``committed``;
+    (its record, whether EOS was among the tokens). ``on_token`` hears of each kept token as it arrives."""
+    seen: list[int] = []
+
+    def arrived(token: int) -> None:
+        if on_token is not None and (eos_token_id is None or eos_token_id not in seen):
+            on_token(token)
+        seen.append(token)
+
+    t1 = time.perf_counter()
+    start = len(committed)
+    burst = verifier.stream(list(committed), n, on_token=arrived,
+                            stop_ids=() if eos_token_id is None else (eos_token_id,))
+    new, hit_eos = commit_ids(committed, burst.tokens, prompt_len, max_new_tokens, eos_token_id)
+    proposer.rollback(len(committed))  # the draft's cache catches up at its next draft
+    t3 = time.perf_counter()
+    wall = PhaseTimes(verify=t3 - t1, other=t1 - t0)
+    return RoundRecord(index=ctx.index, start=start, budget=0, drafted=0, sent=0, accepted=0, token=burst.tokens[-1],
+                       entropies=[], tokens=new, wall=wall, measured=burst.measured,
+                       streamed=len(burst.tokens)), hit_eos
 
 
 def draft_ceiling(tokens_left: int, reach: int | None, max_draft: int | None) -> int:
@@ -169,10 +218,13 @@ class _Verification:
 def generate(prompt_ids: Sequence[int], proposer: Proposer, verifier: Verifier, policy: DraftPolicy,
              max_new_tokens: int, eos_token_id: int | None = None, clock: RoundClock | None = None, *,
              background_verify: bool = False, round_offset: int = 0, max_rounds: int | None = None,
-             on_round: Callable[[RoundRecord], None] | None = None) -> GenerationResult:
+             on_round: Callable[[RoundRecord], None] | None = None,
+             on_token: Callable[[int], None] | None = None) -> GenerationResult:
     """Generate up to ``max_new_tokens`` after ``prompt_ids`` by draft-verify rounds (at most ``max_rounds``).
 
-    ``on_round`` hears of each round as soon as it is committed (``record.tokens``: streaming)."""
+    ``on_round`` hears of each round as soon as it is committed (``record.tokens``: streaming); ``on_token``
+    hears of each token of a burst as soon as it arrives (before its round's ``on_round``, which repeats them
+    in ``record.tokens``)."""
     check_generation_args(prompt_ids, max_new_tokens)
     committed = list(prompt_ids)
     prompt_len = len(committed)
@@ -190,27 +242,34 @@ def generate(prompt_ids: Sequence[int], proposer: Proposer, verifier: Verifier, 
             tokens_left = max_new_tokens - generated - 1  # the round's own token is the last one
             ceiling = draft_ceiling(tokens_left, proposer.reach, getattr(verifier, "max_draft", None))
             ctx = RoundContext(index=round_offset + len(rounds), generated=generated, context_len=len(committed),
-                               max_budget=ceiling, carried=len(carry))
+                               max_budget=ceiling, carried=len(carry),
+                               max_stream=0 if carry else stream_ceiling(verifier, tokens_left + 1))
             if clock is not None:
                 ctx = replace(ctx, link=clock.begin_round(ctx))
-            budget = max(0, min(policy.budget(ctx), ctx.max_budget))
-            t1 = time.perf_counter()
-            draft = propose_with_carry(proposer, committed, budget, policy.keep_drafting, carry)
-            depth = predraft_depth(policy, proposer, ctx, draft, tokens_left)
-            pending = verification.start(committed, draft, drafting_ahead=depth > 0)
-            ahead = proposer.predraft(committed, draft.tokens, depth, pending.done) if depth else []
-            t2 = time.perf_counter()
-            verdict = pending.result()
-            t3 = time.perf_counter()
-            start = len(committed)
-            new, hit_eos = commit_round(committed, draft, verdict, prompt_len, max_new_tokens, eos_token_id)
-            carry = [] if hit_eos else usable_carry(ahead, draft, verdict)
-            proposer.rollback(len(committed) + len(carry))
-            wall = PhaseTimes(draft=t2 - t1, verify=t3 - t2, other=(t1 - t0) + (time.perf_counter() - t3))
-            record = RoundRecord(index=ctx.index, start=start, budget=budget, drafted=draft.n_computed,
-                                 sent=len(draft.tokens), accepted=verdict.accepted, token=verdict.token,
-                                 entropies=draft.entropies, tokens=new, wall=wall, predrafted=len(ahead),
-                                 carried=draft.n_carried, predraft_used=bool(carry), measured=verdict.measured)
+            n_stream = max(0, min(policy.stream(ctx), ctx.max_stream)) if ctx.max_stream else 0
+            if n_stream:  # a burst: the verifier generates the round's tokens by itself
+                record, hit_eos = burst_round(ctx, verifier, proposer, committed, n_stream, prompt_len,
+                                              max_new_tokens, eos_token_id, on_token, t0)
+                draft, verdict, ahead = Draft.empty(record.start), Verdict(accepted=0, token=record.token), []
+            else:
+                budget = max(0, min(policy.budget(ctx), ctx.max_budget))
+                t1 = time.perf_counter()
+                draft = propose_with_carry(proposer, committed, budget, policy.keep_drafting, carry)
+                depth = predraft_depth(policy, proposer, ctx, draft, tokens_left)
+                pending = verification.start(committed, draft, drafting_ahead=depth > 0)
+                ahead = proposer.predraft(committed, draft.tokens, depth, pending.done) if depth else []
+                t2 = time.perf_counter()
+                verdict = pending.result()
+                t3 = time.perf_counter()
+                start = len(committed)
+                new, hit_eos = commit_round(committed, draft, verdict, prompt_len, max_new_tokens, eos_token_id)
+                carry = [] if hit_eos else usable_carry(ahead, draft, verdict)
+                proposer.rollback(len(committed) + len(carry))
+                wall = PhaseTimes(draft=t2 - t1, verify=t3 - t2, other=(t1 - t0) + (time.perf_counter() - t3))
+                record = RoundRecord(index=ctx.index, start=start, budget=budget, drafted=draft.n_computed,
+                                     sent=len(draft.tokens), accepted=verdict.accepted, token=verdict.token,
+                                     entropies=draft.entropies, tokens=new, wall=wall, predrafted=len(ahead),
+                                     carried=draft.n_carried, predraft_used=bool(carry), measured=verdict.measured)
             if clock is not None:  # the clock sees the whole record, its measured phases included
                 record = replace(record, charge=clock.charge(record, draft, verdict, predrafted=len(ahead)))
             policy.observe(record)

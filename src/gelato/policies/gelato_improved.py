@@ -39,6 +39,16 @@ The budget handed to the round loop is the longest draft whose continuation valu
 (at most ``g_max``); the paper-style reference ``g_ref = argmax_g EN(g) - theta T(g) - lambda E(g)`` with the
 per-position estimates is logged next to it.
 
+6. **The edge may stream instead** (issue 31). Before drafting, the round may be a burst: the edge generates
+   C tokens by itself and streams them (one request, C edge steps, the downlink; the device pays only the
+   request, receiving and waiting); C is at least ``burst_tokens`` and long enough that the round trip is at
+   most ``burst_overhead`` of the burst's time (or the rest of the answer). It is chosen when its value ``C - theta T_b - lambda E_b``
+   beats every draft length's ``EN(g) - theta T(g) - lambda E(g)``: when drafting does not pay (a fast edge,
+   a long round trip, low acceptance), and when energy is dear (an exhausted budget waits for a burst
+   instead of paying a round trip per token). Needs a predictor with ``predict_burst(n, link, context_len)``
+   (the modelled clock) and a verifier that streams; the first round drafts, so that drafting's payload is
+   measured before it is compared (its prior, the paper's top-p payload, would make every burst look cheap).
+
 Source: GELATO, arXiv 2605.10124 (the two loops and the queue); Dinkelbach 1967 (ratio objective);
 Neely, "Stochastic Network Optimization" 2010 (drift-plus-penalty, renewal form); docs/design-decisions.md, "Beyond the paper".
 """
@@ -84,6 +94,10 @@ class GelatoImprovedConfig(BaseModel):
     dp_grid: int = Field(101, ge=11, description="grid points of the prefix probability P in W")
     init_bits_per_token: float = Field(250_000.0, gt=0, description="uplink bits per token before any data")
     payload_memory: float = Field(300.0, ge=2, description="rounds of memory of the payload regression")
+    burst_tokens: int = Field(16, ge=0, description="fewest tokens of an edge burst, the action beside every draft "
+                              "length (0: never burst)")
+    burst_overhead: float = Field(0.05, gt=0, le=1, description="a burst is long enough that its fixed cost (the "
+                                  "round trip) is at most this share of its time")
     min_acceptance: float = Field(1e-3, gt=0, lt=1)
     max_acceptance: float = Field(0.999, gt=0, lt=1)
 
@@ -129,6 +143,7 @@ class GelatoImprovedPolicy(DraftPolicy):
         self._grid = np.linspace(0.0, 1.0, cfg.dp_grid)
         self._send_cost_per_bit = 0.0
         self._prefix = 1.0
+        self._planned = None  # (ctx, plan) of the round being planned
         self.last = {"budget": 0, "g_ref": 0, "stop": None, "stop_position": None, "prefix_prob": 1.0}
 
     # prices -----------------------------------------------------------------------------------------
@@ -182,10 +197,12 @@ class GelatoImprovedPolicy(DraftPolicy):
         return edges, per_regime
 
     # outer loop -------------------------------------------------------------------------------------
-    def budget(self, ctx: RoundContext) -> int:
+    def _plan(self, ctx: RoundContext):
+        """The round's draft plan: (g_cap, t0, e0, tau_bit, eps_bit, EN(g), the value of each g), computed once
+        per round (by ``stream``, then reused by ``budget``)."""
+        if self._planned is not None and self._planned[0] is ctx:
+            return self._planned[1]
         cfg = self.config
-        self._ctx = ctx
-        self._prefix = 1.0
         g_cap = max(1, min(cfg.g_max, ctx.max_budget)) if ctx.max_budget >= 1 else 1
         t0, e0, tau_bit, eps_bit = self._costs(ctx, g_cap)
         bbar = self.bits.value
@@ -196,8 +213,37 @@ class GelatoImprovedPolicy(DraftPolicy):
             best = int(np.argmax(en / t_plan))
             self.theta = float(en[best] / t_plan[best])
             self.lambda0 = float(en[best] / max(e_plan[best], 1e-12))
+        plan = (g_cap, t0, e0, tau_bit, eps_bit, en, en - self.theta * t_plan - self.price * e_plan)
+        self._planned = (ctx, plan)
+        return plan
+
+    def stream(self, ctx: RoundContext) -> int:
+        """A burst of ``burst_tokens`` when its value beats every draft length's (module docstring, 6)."""
+        cfg = self.config
+        predict_burst = getattr(self.predictor, "predict_burst", None)
+        if min(cfg.burst_tokens, ctx.max_stream) < 1 or not callable(predict_burst) or not self.bits.count:
+            return 0  # (drafting's cost is known only once a drafted round was seen: its prior payload is huge)
+        *_, values = self._plan(ctx)
+        # the burst's length: long enough that its fixed cost (the round trip) is at most burst_overhead of it
+        t1 = predict_burst(1, ctx.link, ctx.context_len)[0]
+        step = max(predict_burst(2, ctx.link, ctx.context_len)[0] - t1, 1e-9)
+        n = min(ctx.max_stream, max(cfg.burst_tokens, math.ceil(max(0.0, t1 - step) / (cfg.burst_overhead * step))))
+        t_b, e_b = predict_burst(n, ctx.link, ctx.context_len)
+        burst_value = n - self.theta * t_b - self.price * e_b
+        self.last = {"budget": 0, "g_ref": 0, "stop": None, "stop_position": None, "prefix_prob": 1.0,
+                     "burst_value": burst_value, "draft_value": float(values.max())}
+        if burst_value > float(values.max()):
+            self.last.update(stream=n, theta=self.theta, price=self.price)
+            return n
+        return 0
+
+    def budget(self, ctx: RoundContext) -> int:
+        cfg = self.config
+        self._ctx = ctx
+        self._prefix = 1.0
+        g_cap, t0, e0, tau_bit, eps_bit, en, values = self._plan(ctx)
         theta, lam = self.theta, self.price
-        g_ref = int(np.argmax(en - theta * t_plan - lam * e_plan)) + 1
+        g_ref = int(np.argmax(values)) + 1
         # optimal stopping: W[i, r](P) = value of going on to draft token i when the prefix before it is
         # accepted with probability P and the last drafted token was in entropy regime r
         self._send_cost_per_bit = theta * tau_bit + lam * eps_bit
@@ -227,8 +273,9 @@ class GelatoImprovedPolicy(DraftPolicy):
         budget = 1
         while budget < g_cap and w[budget, :, -1].max() > 0.0:
             budget += 1
-        self.last = {"budget": budget, "g_ref": g_ref, "stop": None, "stop_position": None, "prefix_prob": 1.0,
-                     "theta": theta, "price": lam, "send_cost_per_bit": self._send_cost_per_bit}
+        self.last = {**self.last, "budget": budget, "g_ref": g_ref, "stop": None, "stop_position": None,
+                     "prefix_prob": 1.0, "theta": theta, "price": lam, "send_cost_per_bit": self._send_cost_per_bit,
+                     "stream": 0}
         return budget
 
     # inner loop -------------------------------------------------------------------------------------
@@ -311,6 +358,7 @@ class GelatoImprovedPolicy(DraftPolicy):
             "lambda0": self.lambda0,
             "theta": self.theta,
             "budget": self.last.get("budget"),
+            "stream": self.last.get("stream", 0),
             "g_ref": self.last.get("g_ref"),
             "stop": self.last.get("stop"),
             "stop_position": self.last.get("stop_position"),

@@ -29,7 +29,7 @@ from gelato.policies.gelato_paper import GelatoInnerOnlyPolicy, GelatoOuterOnlyP
 from gelato.policies.goodput import AdaptiveGoodputPolicy
 from gelato.policies.hf import hf_confidence, hf_heuristic
 from gelato.policies.pipelined import GelatoImprovedPipelinedPolicy, StaticPipelinedPolicy
-from gelato.policies.static import DSSDPolicy, EdgeAutoregressivePolicy, StaticPolicy
+from gelato.policies.static import DSSDPolicy, EdgeAutoregressivePolicy, EdgeStreamingPolicy, StaticPolicy
 
 # "static-K" for any K >= 1 (static-5/7/9 are listed): the one spelling of static SD's name.
 _STATIC_NAME = re.compile(r"static-(\d+)")
@@ -64,8 +64,11 @@ POLICIES: dict[str, PolicySpec] = {
     "static-9": _static(9),
     "dssd": PolicySpec(DSSDPolicy, "DSSD, static K=7, q(x) up and p down at a rejection",
                        payload_mode=PayloadMode.DSSD),
-    "edge-autoregressive": PolicySpec(EdgeAutoregressivePolicy, "no draft: the edge decodes 1 token/round",
-                                      payload_mode=PayloadMode.EDGE_AR, length_arg=None),
+    "edge-streaming": PolicySpec(EdgeStreamingPolicy, "no draft: the edge decodes the answer alone and streams "
+                                 "it (the baseline a user runs)", payload_mode=PayloadMode.EDGE_AR, length_arg=None),
+    "edge-autoregressive": PolicySpec(EdgeAutoregressivePolicy, "no draft: the edge decodes 1 token/round "
+                                      "(the paper-style reference)", payload_mode=PayloadMode.EDGE_AR,
+                                      length_arg=None),
     "gelato-paper": _gelato(GelatoPaperPolicy, "GELATO as published (predictor required)"),
     "gelato-outer-only": _gelato(GelatoOuterOnlyPolicy, "GELATO budget, no early exit (predictor required)"),
     "gelato-inner-only": _gelato(GelatoInnerOnlyPolicy, "GELATO entropy bucket, budget g_max, no queue"),

@@ -1,4 +1,5 @@
-"""Fixed-length baselines: static SD (``static-K``), DSSD and edge-only decoding.
+"""Fixed-length baselines: static SD (``static-K``), DSSD and edge-only decoding (one token per round, or
+streamed).
 
 Each one's payload (the run's own top-p payload, DSSD's q(x) up / p down, edge-only's one token down) is
 on its registry entry (``PolicySpec.payload_mode``), not on the policy.
@@ -56,6 +57,26 @@ class EdgeAutoregressivePolicy(DraftPolicy):
     """
 
     name = "edge-autoregressive"
+
+    def budget(self, ctx: RoundContext) -> int:
+        return 0
+
+    def state(self) -> dict:
+        return {"policy": self.name, "budget": 0}
+
+
+class EdgeStreamingPolicy(DraftPolicy):
+    """The edge streams its own answer: no draft, one burst for the rest of the answer (C = every token left).
+
+    What a user without speculative decoding runs: the device sends the prompt, the edge's LLM server decodes
+    alone at its own speed and streams each token down, so the link's delay is paid once, not per token. A
+    verifier that cannot stream (``ctx.max_stream`` 0) gets edge-autoregressive rounds instead.
+    """
+
+    name = "edge-streaming"
+
+    def stream(self, ctx: RoundContext) -> int:
+        return ctx.max_stream
 
     def budget(self, ctx: RoundContext) -> int:
         return 0

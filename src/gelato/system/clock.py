@@ -19,8 +19,11 @@ Implements the round loop's ``RoundClock`` protocol (``gelato.generation.loop``)
   as a :class:`RoundCharge` and advances the modelled time and energy; with pipelined drafting
   (``charge(..., predrafted=m)``) the tokens drafted ahead during the wait are billed in full and their
   time overlaps the wait (:func:`overlap_timeline`, a :class:`Timeline`);
+* a burst's record (``record.streamed`` > 0: the edge streamed its own tokens) is charged by
+  :meth:`ModelledClock.burst_terms`: one request up, propagation once, n edge steps, n messages down;
 * ``predict_terms(g, link, context_len, bits_per_token)`` gives the predicted :class:`RoundCharge` of a
-  budget ``g`` with the same formulas, ``predict(...)`` its (round time, device energy) (GELATO's outer loop).
+  budget ``g`` with the same formulas, ``predict(...)`` its (round time, device energy) (GELATO's outer loop);
+  ``predict_burst(n, link, context_len)`` a burst's.
 """
 
 from __future__ import annotations
@@ -128,6 +131,11 @@ class ModelledClock:
         full, time overlapped with uplink, verification and downlink: :func:`overlap_timeline`)."""
         state = self._state if self._state is not None else self.channel.next_state()
         self._state = None
+        if record.streamed:  # a burst: the draft's cache lacks every streamed token too
+            terms = self.burst_terms(record.streamed, state, record.start, record.index, list(record.tokens))
+            charge = self._book(record, replace(terms, n_pending=self._pending), record.streamed, state)
+            self._pending, self._pending_ids = self._pending + record.streamed, []
+            return charge
         n_sent, n_computed, L = len(draft.tokens), draft.n_computed, draft.start
         n_pending = 0 if self.accounting == "paper" else self._pending
         n_carried = min(draft.n_carried, n_computed)
@@ -141,22 +149,77 @@ class ModelledClock:
                                  self.payload.header_bits_down)
         t_verify = verify_seconds(self.verify_compute, n_sent, L)
         terms = self._terms(state, t_draft, bits_up, t_verify, bits_down, t_predraft)
+        terms = replace(terms, n_pending=n_pending, context_len=L)
+        charge = self._book(record, terms, verdict.accepted + 1, state)
+        self._pending = next_pending(self._pending, n_computed, verdict.accepted)
+        self._pending_ids = RoundCommit.of(draft.tokens, verdict).pending
+        return charge
+
+    def _book(self, record: RoundRecord, terms: RoundCharge, tokens: int, state: ChannelState) -> RoundCharge:
+        """Check a round's terms, add them to the running totals and the log; the charge with its totals."""
         bad = {k: v for k, v in (("e_draft", terms.e_draft), ("e_uplink", terms.e_uplink),
                                  ("e_downlink", terms.e_downlink), ("e_idle", terms.e_idle),
                                  ("e_edge", terms.e_edge)) if not v >= 0}
         if bad:
             raise ValueError(f"energy terms must be >= 0 J, got {bad}")
-        self.cum_tokens += verdict.accepted + 1
+        self.cum_tokens += tokens
         self.cum_time += terms.t_round
         self.cum_energy += terms.e_round
-        self.cum_bits_up += bits_up
-        self.cum_bits_down += bits_down
-        self._pending = next_pending(self._pending, n_computed, verdict.accepted)
-        self._pending_ids = RoundCommit.of(draft.tokens, verdict).pending
+        self.cum_bits_up += terms.bits_up
+        self.cum_bits_down += terms.bits_down
         charge = replace(terms, cum_tokens=self.cum_tokens, cum_time=self.cum_time, cum_energy=self.cum_energy,
-                         context_len=L, n_pending=n_pending, channel_index=state.index, fading=state.fading)
+                         channel_index=state.index, fading=state.fading)
         self.records.append(replace(record, charge=charge))
         return charge
+
+    def burst_terms(self, n: int, link: ChannelState | None, context_len: int, round_index: int = 0,
+                    tokens: list[int] | None = None) -> RoundCharge:
+        """The charge of a burst of ``n`` tokens the edge streams after ``context_len`` committed tokens (no
+        running totals; ``link=None``: the channel's mean state). Charged by :meth:`charge` for a burst's
+        record (which also moves the draft cache's lack by ``n``) and the prediction of one (GELATO).
+
+        One request up (the real DraftUp with ``stream_tokens``), the propagation both ways once, ``n`` edge
+        steps (a zero-draft verify each, at contexts ``L .. L+n-1``) and ``n`` messages down (the real
+        streamed VerdictDowns; ``tokens``: their ids, else the largest id). Each message goes down while the
+        edge computes the next step, so the round ends when the last message has arrived::
+
+            done_i = done_{i-1} + t_step_i;   sent_i = max(done_i, sent_{i-1}) + t_down_i
+            t_round = t_uplink + t_propagation + sent_n      (+ done_n instead without downlink time)
+
+        The device drafts nothing: it pays the request's transmission, receiving the n messages and waiting
+        (idle power during the edge's steps), as every round bills those terms."""
+        if n < 1:
+            raise ValueError(f"a burst streams at least one token, got n = {n}")
+        link = self.channel.mean_state() if link is None else link
+        if not (link.uplink_bps > 0 and link.downlink_bps > 0):
+            raise ValueError(f"channel rate is zero in round {link.index} (gain {link.gain}); cannot send")
+        up = build_draft_up(Draft.empty(context_len), self.payload, round_index, self._pending_ids)
+        up.stream_tokens = n
+        bits_up = message_bits(up, self.payload.header_bits_up)
+        ids = list(tokens or [])[:n]
+        ids += [ids[-1] if ids else self.payload.max_id] * (n - len(ids))
+        steps, downs, bits_down, done, sent = [], [], 0, 0.0, 0.0
+        for i, token in enumerate(ids):
+            msg = build_verdict_down(Verdict(accepted=0, token=token), self.payload, round_index, context_len + i + 1)
+            msg.streamed, msg.last = True, i == n - 1
+            t_step = verify_seconds(self.verify_compute, 0, context_len + i)
+            bits = message_bits(msg, self.payload.header_bits_down)
+            bits_down += bits
+            t_down = bits / link.downlink_bps
+            steps.append(t_step)
+            downs.append(t_down)
+            done += t_step
+            sent = max(done, sent) + t_down
+        cfg = self.channel.config
+        t_uplink, t_prop, t_verify, t_downlink = bits_up / link.uplink_bps, 2.0 * cfg.delay_s, sum(steps), sum(downs)
+        t_round = t_uplink + t_prop + (sent if self.count_downlink_time else done)
+        e = device_round_energy(self.device_power, cfg.uplink_power_w, 0.0, t_uplink, t_downlink, t_verify)
+        return RoundCharge(t_uplink=t_uplink, t_propagation=t_prop, t_verify=t_verify, t_downlink=t_downlink,
+                           t_round=t_round, e_uplink=e.uplink, e_downlink=e.downlink, e_idle=e.idle, e_round=e.total,
+                           e_edge=edge_round_energy(self.edge_power, cfg.downlink_power_w, t_verify, t_downlink),
+                           bits_up=bits_up, bits_down=bits_down, gain=link.gain,
+                           snr_db=link.snr_db, rate_up_bps=link.uplink_bps, rate_down_bps=link.downlink_bps,
+                           context_len=context_len)
 
     # --- prediction -----------------------------------------------------------------------------------
 
@@ -190,6 +253,11 @@ class ModelledClock:
         ``bits_down``: predicted downlink bits (default: the running mean, or an id-only verdict).
         """
         terms = self.predict_terms(g, link, context_len, bits_per_token, bits_down)
+        return terms.t_round, terms.e_round
+
+    def predict_burst(self, n: int, link: ChannelState | None, context_len: int) -> tuple[float, float]:
+        """Predicted (round time s, device energy J) of a burst of ``n`` tokens (:meth:`burst_terms`)."""
+        terms = self.burst_terms(n, link, context_len)
         return terms.t_round, terms.e_round
 
     def _terms(self, state: ChannelState, t_draft: float, bits_up: float, t_verify: float,

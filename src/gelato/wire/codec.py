@@ -31,6 +31,8 @@ from gelato.wire.errors import RequestError
 from gelato.wire.payload import PayloadConfig, build_draft_up, build_verdict_down, proto_to_sparse, q_from_draft_up
 from gelato.wire.proto import gelato_pb2 as pb
 
+MAX_STREAM_TOKENS = 4096  # the most tokens one burst (DraftUp.stream_tokens) may ask an edge for, by default
+
 
 def payload_config(mode: PayloadMode | str, params: SamplingParams, *, send_entropies: bool = False, **overrides) -> PayloadConfig:
     """The :class:`PayloadConfig` of a live session (``overrides``: top_p, b_index, b_prob, prob_format)."""
@@ -58,14 +60,16 @@ def sampling_from_proto(msg: pb.SamplingSettings) -> SamplingParams:
 # ----------------------------------------------------------------------------- uplink
 
 def encode_draft(draft: Draft, *, round_id: int, position: int, pending_ids: Sequence[int],
-                 cfg: PayloadConfig, session: int = 0) -> pb.DraftUp:
+                 cfg: PayloadConfig, session: int = 0, stream_tokens: int = 0) -> pb.DraftUp:
     """The DraftUp of one round (built by :func:`gelato.wire.payload.build_draft_up`).
 
     ``position`` counts committed tokens including ``pending_ids``; on a stream the session is implied (0).
+    ``stream_tokens`` > 0 asks for a burst: the edge generates that many tokens itself (the draft is empty).
     """
     msg = build_draft_up(draft, cfg, round_id, pending_ids)
     msg.session = session
     msg.position = position
+    msg.stream_tokens = stream_tokens
     return msg
 
 
@@ -172,11 +176,13 @@ def _check_probs(probs: torch.Tensor, what: str) -> None:
 
 # ----------------------------------------------------------------------------- downlink
 
-def encode_verdict(verdict: Verdict, *, round_id: int, position: int, session: int = 0) -> pb.VerdictDown:
+def encode_verdict(verdict: Verdict, *, round_id: int, position: int, session: int = 0, streamed: bool = False,
+                   last: bool = False) -> pb.VerdictDown:
     """``position`` = committed tokens on the edge after the verdict (sent with a token). On a stream the
-    session is implied (0, not sent)."""
+    session is implied (0, not sent). ``streamed``: one token of a burst; ``last``: the burst's last message."""
     mode = PayloadMode.DSSD if verdict.residual_p is not None else PayloadMode.COMPACT
     msg = build_verdict_down(verdict, PayloadConfig(mode=mode, session=session), round_id, position)
+    msg.streamed, msg.last = streamed, last
     return msg
 
 
