@@ -94,6 +94,8 @@ class RoundMeasurement:
 
     up_bytes: int
     down_bytes: int
+    up_messages: int = 1  # a burst: its request (one more a resume); a round: its draft
+    down_messages: int = 1  # a burst: every token streamed; a round: its verdict
     rpc_ms: float = 0.0  # last (successful) attempt, request out to reply in
     total_ms: float = 0.0  # including failed attempts, backoff and reopening
     server_ms: float = 0.0  # edge time from receiving the round to its verdict (queue + forward + verification)

@@ -258,11 +258,12 @@ class RemoteVerifier:
         if n < 1:
             raise ValueError(f"a burst streams at least one token, got n = {n}")
         got: list[int] = []
-        seen = {"up": 0, "down": 0, "server_ms": 0.0, "queue_ms": 0.0, "forward_ms": 0.0, "batch": 0, "rpc_ms": 0.0}
+        seen = {"up": 0, "down": 0, "up_messages": 0, "down_messages": 0, "server_ms": 0.0, "queue_ms": 0.0, "forward_ms": 0.0, "batch": 0, "rpc_ms": 0.0}
         t0 = time.perf_counter()
         attempts0, reopens0 = self.stats.attempts, self.stats.reopens
         self._with_retries(lambda remaining: self._stream_once(live, got, n, on_token, seen, remaining))
-        timing = RoundMeasurement(up_bytes=seen["up"], down_bytes=seen["down"], rpc_ms=seen["rpc_ms"],
+        timing = RoundMeasurement(up_bytes=seen["up"], down_bytes=seen["down"], up_messages=seen["up_messages"],
+                                  down_messages=seen["down_messages"], rpc_ms=seen["rpc_ms"],
                                   total_ms=(time.perf_counter() - t0) * 1e3, server_ms=seen["server_ms"],
                                   queue_ms=seen["queue_ms"], forward_ms=seen["forward_ms"], batch=seen["batch"],
                                   attempts=self.stats.attempts - attempts0, reopened=self.stats.reopens - reopens0)
@@ -283,6 +284,7 @@ class RemoteVerifier:
         up = pb.StreamUp(draft=encode_draft(Draft.empty(len(live)), round_id=self._round + 1, position=len(live),
                                             pending_ids=live[known:], cfg=self.payload, stream_tokens=n - len(got)))
         seen["up"] += up.ByteSize()
+        seen["up_messages"] += 1
         t = time.perf_counter()
         down = self._stream.exchange(up, self.rpc_timeout)
         self._round += 1
@@ -303,6 +305,7 @@ class RemoteVerifier:
             for x in (got, live, self._edge_ids):
                 x.append(token)
             seen["down"] += down.ByteSize()
+            seen["down_messages"] += 1
             times = down.times
             seen["server_ms"] += times.server_ms
             seen["queue_ms"] += times.queue_ms

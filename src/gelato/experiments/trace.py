@@ -19,7 +19,7 @@ import torch
 from gelato.decoding.proposer import DraftedToken, KeepDrafting, Proposer, always_continue, draft_loop, draft_token
 from gelato.decoding.rejection import greedy_accepted
 from gelato.decoding.sampling import SamplingParams
-from gelato.decoding.types import Draft, Verdict
+from gelato.decoding.types import Burst, Draft, Verdict
 from gelato.generation.loop import target_only_generate
 from gelato.models.cached import CachedCausalLM
 
@@ -197,3 +197,20 @@ class TraceVerifier:
             raise ValueError(f"trace too short: round at position {s} needs target token {s + accepted}, "
                              f"the trace has {len(target)}")
         return Verdict(accepted=accepted, token=int(target[s + accepted]))
+
+    def stream(self, committed: Sequence[int], n: int, on_token: Callable[[int], None] | None = None,
+               stop_ids: Sequence[int] = ()) -> Burst:
+        """A burst: the next ``n`` recorded target tokens (the target decoding alone), up to a stop id."""
+        s = len(committed) - self.prompt_len
+        target = self.prompt.target_tokens
+        if s + n > len(target):
+            raise ValueError(f"trace too short: a burst at position {s} needs {n} target tokens, the trace has "
+                             f"{len(target) - s}")
+        out: list[int] = []
+        for token in (int(t) for t in target[s:s + n]):
+            out.append(token)
+            if on_token is not None:
+                on_token(token)
+            if token in stop_ids:
+                break
+        return Burst(out)

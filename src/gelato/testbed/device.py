@@ -76,6 +76,24 @@ class Recorder:
         return charges
 
 
+def edge_samples(record) -> list[tuple[int, int, float]]:
+    """The edge's cost samples of a round, (tokens fed, context, seconds): its one forward, or each step of a
+    burst (one token each; the burst's handler time shared evenly)."""
+    if record.streamed:
+        step = record.measured.server_ms / 1e3 / record.streamed
+        return [(1, record.start + i, step) for i in range(record.streamed)]
+    return [(record.sent + 1, max(0, record.start - 1), record.measured.server_ms / 1e3)]
+
+
+def first_token_s(charge: RoundCharge, record) -> float:
+    """When a prompt's first round delivers its first token: the whole round, or a burst's first step (its
+    request up, the propagation, one edge step and one message down)."""
+    n = record.streamed
+    if not n:
+        return charge.t_round
+    return charge.t_uplink + charge.t_propagation + (charge.t_verify + charge.t_downlink) / n
+
+
 def live_payload(policy: str, params: SamplingParams) -> PayloadConfig:
     """The payload a live session of ``policy`` sends (its registry mode where the wire has it, else compact)."""
     mode = policy_spec(policy).payload_mode
@@ -117,23 +135,25 @@ class DeviceWorker:
                                              device_name="testbed", max_new_tokens=spec["max_new_tokens"],
                                              rpc_timeout=60.0)
             t_open = time.perf_counter() - t0
-            first: list[float] = []
-            on_round = (lambda r: first.append(time.perf_counter() - t0) if not first else None)
+            first: list[float] = []  # the first token's arrival: a round's commit, or a burst's first token
+            arrived = (lambda *_: first.append(time.perf_counter() - t0) if not first else None)
             result = generate(prompt["ids"], proposer, verifier, policy, spec["max_new_tokens"],
-                              eos_token_id=spec["eos"], clock=recorder, background_verify=True, on_round=on_round)
+                              eos_token_id=spec["eos"], clock=recorder, background_verify=True, on_round=arrived,
+                              on_token=arrived)
         finally:
             if verifier is not None:
                 verifier.close()
             client.close()
         rounds = [r.measured for r in result.rounds]  # each round's measurement, on its record
-        samples = [(record.sent + 1, max(0, record.start - 1), record.measured.server_ms / 1e3)
-                   for record in result.rounds]
+        samples = [sample for record in result.rounds for sample in edge_samples(record)]
         m = result.metrics
         figures = {"id": prompt["id"], "prompt_tokens": len(prompt["ids"]), "token_ids": result.token_ids,
                    "open_s": t_open, "ttft_s": first[0] if first else t_open, "generate_s": m.wall_seconds,
                    "rounds": m.rounds, "stop_reason": result.stop_reason, "metrics": m.to_dict(),
                    "rounds_up_bytes": sum(t.up_bytes for t in rounds),
                    "rounds_down_bytes": sum(t.down_bytes for t in rounds),
+                   "up_messages": sum(t.up_messages for t in rounds),
+                   "down_messages": sum(t.down_messages for t in rounds),
                    "retries": verifier.stats.retries, "reopens": verifier.stats.reopens}
         return figures, recorder, rounds, samples
 
@@ -231,7 +251,7 @@ class DeviceWorker:
                 t0, e0, n0 = clock.cum_time, clock.cum_energy, len(clock.records)
                 charges = rec.replay(clock)
                 per_prompt.append({"time_s": clock.cum_time - t0, "energy_j": clock.cum_energy - e0,
-                                   "first_round_s": charges[0].t_round if charges else 0.0,
+                                   "first_round_s": first_token_s(charges[0], rec.rounds[0][1]) if charges else 0.0,
                                    "rows": len(clock.records) - n0})
             rows = clock.rows
             total = lambda key: float(sum(r.get(key, 0.0) for r in rows))  # noqa: E731

@@ -19,13 +19,13 @@ from gelato.constants import E_BAR_J
 from gelato.testbed.metrics import assemble
 from gelato.testbed.presets import LinkPreset, power_profile, rapl_available
 
-DEFAULT_POLICIES = ("edge-autoregressive", "static-3", "static-5", "static-7", "dssd", "gelato-paper",
+DEFAULT_POLICIES = ("edge-streaming", "edge-autoregressive", "static-3", "static-5", "static-7", "dssd", "gelato-paper",
                     "gelato-improved", "static-5-pipelined", "gelato-improved-pipelined")
 CHAT_QUERIES = ("What is the capital of France?", "Give me three tips for staying focused while studying.",
                 "Explain in two sentences why the sky is blue.", "Write a haiku about autumn rain.",
                 "What are the main differences between a list and a tuple in Python?")
 WORKLOADS = ("mixed", "chat", "gsm8k", "spec-bench")
-FLEET_POLICIES = ("edge-autoregressive", "gelato-improved")
+FLEET_POLICIES = ("edge-streaming", "gelato-improved")
 
 
 class TestbedError(RuntimeError):
