@@ -83,3 +83,25 @@ def test_planning_policies_feed_their_planner_once_per_round(name):
         policy.observe(record)
     assert planner.seen == 5
     assert planner.parameters()["edge"] == pytest.approx(EDGE, rel=1e-9, abs=1e-12)
+
+
+def test_bursts_feed_the_edge_fit_and_price_the_burst_action():
+    """A burst (the edge streaming n tokens itself) is n one-token edge steps: it feeds the edge's fit and prices
+    ``predict_burst`` = one round trip's overhead + n fitted steps, at idle power (the prior's before a fit)."""
+    prior = SystemConfig.paper().build_clock()
+    planner = MeasuredPlanner(prior, device_power=POWER)
+    assert planner.predict_burst(8, None, 100) == prior.predict_burst(8, None, 100)
+    with pytest.raises(ValueError, match="at least one token"):
+        planner.predict_burst(0, None, 100)
+    for record in _records(6):
+        planner.observe(record)
+    steps = sum(_cost(EDGE, 1, 50 + i) for i in range(10))
+    m = RoundMeasurement(up_bytes=10, down_bytes=120, rpc_ms=(steps + LINK[0]) * 1e3, server_ms=steps * 1e3)
+    planner.observe(RoundRecord(index=6, start=50, budget=0, drafted=0, sent=0, accepted=0, token=1, entropies=[],
+                                tokens=list(range(10)), wall=PhaseTimes(), measured=m, streamed=10))
+    p = planner.parameters()
+    assert p["rounds"] == 7 and p["edge"] == pytest.approx(EDGE, rel=2e-2)
+    t, e = planner.predict_burst(8, None, 100)
+    assert t == pytest.approx(LINK[0] + sum(_cost(EDGE, 1, 100 + i) for i in range(8)), rel=1e-2)
+    assert e == pytest.approx(POWER.idle_w * t)
+    assert planner.predict_burst(16, None, 100)[0] > t  # longer bursts take longer

@@ -140,7 +140,8 @@ class GelatoImprovedPipelinedPolicy(GelatoImprovedPolicy):
 
     def observe(self, record: RoundRecord) -> None:
         super().observe(record)
-        self.sent.update(record.sent)
+        if not record.streamed:  # a burst sends no draft: it says nothing of the next drafted round's size
+            self.sent.update(record.sent)
         if record.predrafted:
             self.used_rate.update(float(record.predraft_used))
             self.pre["used"] = record.predraft_used

@@ -8,7 +8,8 @@ last ``window`` rounds :class:`MeasuredPlanner` fits, by non-negative least squa
 (:meth:`MeasuredProfile.fit`, ``a + b n + c n L``):
 
 * the edge's time per round: ``server_ms`` (queue + forward + verification) against the tokens it is fed
-  (``sent + 1``) and the context;
+  (``sent + 1``) and the context; a burst (the edge streaming ``n`` tokens by itself) adds ``n`` one-token
+  steps, which also price :meth:`MeasuredPlanner.predict_burst` (GELATO's burst action);
 * the draft's time: ``wall.draft`` against the drafted tokens and the context;
 * the link: the round trip's overhead ``rpc_ms - server_ms`` = ``fixed + per_token * sent`` (serialization,
   transport and the bytes of the sent tokens), and the uplink bytes per sent token (reported).
@@ -73,10 +74,11 @@ class MeasuredPlanner:
 
     def _fit(self) -> None:
         rounds = list(self.rounds)
-        self.edge = MeasuredProfile.fit([(r.sent + 1, r.start, r.measured.server_ms / 1e3) for r in rounds])
+        self.edge = MeasuredProfile.fit([s for r in rounds for s in edge_samples(r)])
         drafted = [(r.drafted, r.start, r.wall.draft) for r in rounds if r.drafted > 0]
         self.draft = MeasuredProfile.fit(drafted) if len(drafted) >= 3 else None
-        # the link's overhead, fixed + per sent token
+        # the link's overhead, fixed + per sent token; a burst's messages go down while the edge computes the
+        # next step, so its overhead beyond the edge's steps is one round trip's (fixed)
         link = _line([(r.sent, r.measured.network_ms / 1e3) for r in rounds])
         self.link_fixed_s, self.link_per_token_s = link
         sent = sum(r.sent for r in rounds)
@@ -116,6 +118,29 @@ class MeasuredPlanner:
         tx = power.transmit_w if power.transmit_w is not None else self.prior.channel.config.uplink_power_w
         energy = power.compute_w * t_draft + tx * t_payload + power.idle_w * t_wait
         return t_draft + t_payload + t_wait, energy
+
+    def predict_burst(self, n: int, link: Any, context_len: int) -> tuple[float, float]:
+        """Predicted (time s, device energy J) of a burst of ``n`` tokens the edge streams (the prior's until
+        fitted): one round trip's overhead and ``n`` edge steps; the device drafts nothing and waits at idle power
+        (receiving the n messages of a few bytes each takes microseconds of the wait)."""
+        if n < 1:
+            raise ValueError(f"a burst streams at least one token, got n = {n}")
+        with self._lock:
+            if not self.fitted:
+                return self.prior.predict_burst(n, link, context_len)
+            steps = sum(self.edge.forward_seconds(1, context_len + i) for i in range(n))
+            fixed = self.link_fixed_s
+        power = self.device_power
+        return fixed + steps, power.idle_w * (fixed + steps)
+
+
+def edge_samples(record: RoundRecord) -> list[tuple[int, int, float]]:
+    """The edge's cost samples of a measured round, ``(tokens fed, context, seconds)``: its one forward, or each
+    step of a burst (one token each, the burst's handler time shared evenly)."""
+    if record.streamed:
+        step = record.measured.server_ms / 1e3 / record.streamed
+        return [(1, record.start + i, step) for i in range(record.streamed)]
+    return [(record.sent + 1, record.start, record.measured.server_ms / 1e3)]
 
 
 def _line(points: list[tuple[float, float]]) -> tuple[float, float]:

@@ -37,7 +37,7 @@ from gelato.system.channel import ChannelConfig
 from gelato.system.clock import ModelledClock
 from gelato.system.compute import MeasuredProfile, calibrate_profile, draft_seconds, next_pending
 from gelato.system.config import SystemConfig
-from gelato.system.measured import MeasuredPlanner
+from gelato.system.measured import MeasuredPlanner, edge_samples
 from gelato.testbed.presets import power_profile
 from gelato.wire.codec import payload_config
 from gelato.wire.payload import GRPC_FRAMING_BYTES, PayloadConfig
@@ -74,15 +74,6 @@ class Recorder:
             clock.begin_round()
             charges.append(clock.charge(record, draft, verdict, predrafted=predrafted))
         return charges
-
-
-def edge_samples(record) -> list[tuple[int, int, float]]:
-    """The edge's cost samples of a round, (tokens fed, context, seconds): its one forward, or each step of a
-    burst (one token each; the burst's handler time shared evenly)."""
-    if record.streamed:
-        step = record.measured.server_ms / 1e3 / record.streamed
-        return [(1, record.start + i, step) for i in range(record.streamed)]
-    return [(record.sent + 1, max(0, record.start - 1), record.measured.server_ms / 1e3)]
 
 
 def first_token_s(charge: RoundCharge, record) -> float:
@@ -133,7 +124,7 @@ class DeviceWorker:
             proposer, verifier = remote_pair(self.model, client, params, prompt["ids"],
                                              fingerprint=spec["fingerprint"], seed=spec["seed"] + i, payload=payload,
                                              device_name="testbed", max_new_tokens=spec["max_new_tokens"],
-                                             rpc_timeout=60.0)
+                                             rpc_timeout=60.0, stop_ids=[] if spec["eos"] is None else [spec["eos"]])
             t_open = time.perf_counter() - t0
             first: list[float] = []  # the first token's arrival: a round's commit, or a burst's first token
             arrived = (lambda *_: first.append(time.perf_counter() - t0) if not first else None)
