@@ -31,12 +31,20 @@ import grpc
 import torch
 
 from gelato.decoding.payload_modes import PayloadMode
-from gelato.decoding.rejection import sample_deferred_residual
+from gelato.decoding.rejection import sample_deferred_residual, sample_from_draws
 from gelato.decoding.sampling import SamplingParams
 from gelato.decoding.seeds import residual_generator, verification_seed
 from gelato.decoding.types import Draft, RoundCommit, RoundMeasurement, Verdict
 from gelato.device.edge_client import EdgeClient, EdgeStream, is_tls_failure, looks_like_plaintext_to_tls, speaks_tls
-from gelato.wire.codec import decode_verdict, encode_draft, encode_verdict, payload_config, sampling_to_proto
+from gelato.wire.codec import (
+    decode_verdict,
+    encode_draft,
+    encode_redraw,
+    encode_verdict,
+    payload_config,
+    payload_to_proto,
+    sampling_to_proto,
+)
 from gelato.wire.errors import EdgeCancelledError, EdgeRejectedError, EdgeTLSError, EdgeUnavailableError, TransportError
 from gelato.wire.payload import PayloadConfig
 from gelato.wire.proto import gelato_pb2 as pb
@@ -61,10 +69,12 @@ def draft_message(committed: Sequence[int], draft: Draft, round_id: int, payload
                                           pending_ids=list(committed[len(committed) - pending:]), cfg=payload))
 
 
-def measure(up: pb.StreamUp, down: pb.StreamDown, **timing) -> RoundMeasurement:
-    """A round's measurement: the serialized sizes of its real messages (the one way bytes are measured),
-    with the times given."""
-    return RoundMeasurement(up_bytes=up.ByteSize(), down_bytes=down.ByteSize(), **timing)
+def measure(up: pb.StreamUp, down: pb.StreamDown, extra: Sequence[tuple[pb.StreamUp, pb.StreamDown]] = (),
+            **timing) -> RoundMeasurement:
+    """A round's measurement: the serialized sizes of its real messages (the one way bytes are measured; ``extra``:
+    the round's further exchanges, a draws payload's redraws), with the times given."""
+    return RoundMeasurement(up_bytes=up.ByteSize() + sum(u.ByteSize() for u, _ in extra),
+                            down_bytes=down.ByteSize() + sum(d.ByteSize() for _, d in extra), **timing)
 
 
 def message_measurement(committed: Sequence[int], draft: Draft, verdict: Verdict, round_id: int,
@@ -83,6 +93,7 @@ class RemoteStats:
     reopens: int = 0
     opens: int = 0
     busy_retries: int = 0
+    redraws: int = 0  # draws payload: fallback exchanges (every draw of a verdict failed)
     up_bytes: int = 0
     down_bytes: int = 0
     timings: list[RoundMeasurement] = field(default_factory=list)
@@ -91,7 +102,7 @@ class RemoteStats:
         t = self.timings
         mean = (lambda xs: sum(xs) / len(xs) if xs else 0.0)
         return {"rounds": self.rounds, "retries": self.retries, "reopens": self.reopens, "opens": self.opens,
-                "busy_retries": self.busy_retries, "up_bytes": self.up_bytes, "down_bytes": self.down_bytes,
+                "busy_retries": self.busy_retries, "redraws": self.redraws, "up_bytes": self.up_bytes, "down_bytes": self.down_bytes,
                 "rpc_ms_mean": mean([x.rpc_ms for x in t]), "server_ms_mean": mean([x.server_ms for x in t]),
                 "network_ms_mean": mean([x.network_ms for x in t]), "forward_ms_mean": mean([x.forward_ms for x in t]),
                 "queue_ms_mean": mean([x.queue_ms for x in t]), "batch_mean": mean([x.batch for x in t])}
@@ -165,7 +176,7 @@ class RemoteVerifier:
         seed = verification_seed(self.seed, self._prompt_len or len(committed), len(committed))
         request = pb.OpenRequest(prompt_ids=committed, sampling=sampling_to_proto(self.params, seed),
                                  device_name=self.device_name, tokenizer_fingerprint=self.fingerprint,
-                                 report_times=self.report_times,
+                                 report_times=self.report_times, payload=payload_to_proto(self.payload),
                                  max_new_tokens=max(0, self.max_new_tokens - (len(committed) - (self._prompt_len or 0))))
         stream = self.client.open_stream()
         with self._lock:
@@ -245,6 +256,9 @@ class RemoteVerifier:
             raise TransportError(f"edge answered round {reply.round} with {reply.accepted} accepted for round "
                                  f"{self._round} of {len(draft.tokens)} tokens", committed, self._prompt_len)
         self._edge_ids = committed + RoundCommit.of(draft.tokens, verdict).edge_ids
+        extra = []  # the draws payload's fallback exchanges: (up, down) of each
+        if verdict.draws is not None:
+            verdict = self._accept_draws(committed, draft, verdict, extra)
         if verdict.deferred:  # DSSD: sample the residual here; the edge learns the token as a pending id next round
             try:
                 verdict = sample_deferred_residual(verdict, draft.q, self.generator)
@@ -252,7 +266,7 @@ class RemoteVerifier:
                 raise TransportError(f"the edge sent a residual distribution: {exc}", committed,
                                      self._prompt_len) from None
         times = down.times
-        timing = measure(up, down, rpc_ms=rpc_ms, total_ms=(time.perf_counter() - t0) * 1e3, server_ms=times.server_ms,
+        timing = measure(up, down, extra, rpc_ms=rpc_ms, total_ms=(time.perf_counter() - t0) * 1e3, server_ms=times.server_ms,
                          queue_ms=times.queue_ms, forward_ms=times.forward_ms, batch=times.batch,
                          attempts=self.stats.attempts - attempts0, reopened=self.stats.reopens - reopens0)
         self.stats.rounds += 1
@@ -260,6 +274,40 @@ class RemoteVerifier:
         self.stats.down_bytes += timing.down_bytes
         self.stats.timings.append(timing)
         return replace(verdict, measured=timing)  # the round's measurement travels with its verdict
+
+    def _accept_draws(self, committed: list[int], draft: Draft, verdict: Verdict, extra: list) -> Verdict:
+        """The draws payload: accept one of the verdict's draws with the whole q (decoding/rejection.py); while every
+        draw fails, one more exchange (a redraw round) fetches M fresh ones. Resumes like any round."""
+        base = committed + list(draft.tokens[:verdict.accepted])  # what the edge holds now
+
+        def redraw():
+            self._committed = base
+            up, down = self._with_retries(lambda remaining: self._redraw_once(base, remaining))
+            extra.append((up, down))
+            self.stats.redraws += 1
+            try:
+                fresh = decode_verdict(down.verdict, self.vocab_size or 0)
+            except ValueError as exc:
+                raise TransportError(str(exc), base, self._prompt_len or 0) from None
+            if fresh.draws is None:
+                raise TransportError("the edge answered a redraw without draws", base, self._prompt_len or 0)
+            return fresh.draws
+
+        try:
+            return sample_from_draws(verdict, draft.q, self.vocab_size or 0, self.generator, redraw)[0]
+        except ValueError as exc:
+            raise TransportError(f"the edge sent draws: {exc}", committed, self._prompt_len or 0) from None
+
+    def _redraw_once(self, base: list[int], remaining: float):
+        if self._stream is None or self._edge_ids != base:
+            self._open(base, remaining)  # the stream dropped: a fresh session at what is committed
+        up = pb.StreamUp(draft=encode_redraw(round_id=self._round + 1, position=len(base)))
+        down = self._stream.exchange(up, self.rpc_timeout)
+        if down.WhichOneof("kind") != "verdict" or down.verdict.round != self._round + 1:
+            raise TransportError("the edge answered a redraw with something else than its verdict", base,
+                                 self._prompt_len or 0)
+        self._round += 1
+        return up, down
 
     def _verify_once(self, committed: list[int], draft: Draft, remaining: float):
         known = len(self._edge_ids)

@@ -11,7 +11,7 @@ themselves, so malformed bytes get INVALID_ARGUMENT (not a generic INTERNAL):
 ==================== =============================================================================
 UNAUTHENTICATED      missing, malformed or unknown bearer token
 INVALID_ARGUMENT     undecodable message, empty/oversized prompt, draft longer than the limit, ids
-                     outside the vocabulary, bad sampling settings or q distributions
+                     outside the vocabulary, bad sampling settings, payload or q values (wire's MalformedMessage)
 NOT_FOUND            the session expired (idle too long): open a new stream with the committed tokens
 FAILED_PRECONDITION  tokenizer fingerprint mismatch; a draft before open, or whose position or round
                      does not follow the session (the device resynchronises on a new stream)
@@ -37,7 +37,7 @@ from gelato.edge.rounds import check_open, check_round
 from gelato.edge.sessions import Session
 from gelato.edge.worker import RoundJob, RoundResult
 from gelato.models.cached import CachedCausalLM
-from gelato.wire.codec import decode_draft, sampling_from_proto
+from gelato.wire.codec import decode_draft, payload_from_proto, sampling_from_proto
 from gelato.wire.errors import RequestError
 from gelato.wire.proto import gelato_pb2 as pb
 from gelato.wire.protocol import SERVICE
@@ -153,6 +153,7 @@ class EdgeService:
                                f"edge {self.fingerprint!r} (model {self.config.model_name}); device and edge must "
                                "share one vocabulary")
         params = sampling_from_proto(req.sampling)
+        payload = payload_from_proto(req)
         prompt = list(req.prompt_ids)
         check_open(prompt, params, req.max_new_tokens, self.limits)
         self.sessions.reserve_check(device)
@@ -162,7 +163,7 @@ class EdgeService:
         generator = torch.Generator().manual_seed(int(req.sampling.seed))  # the device derives it (client.py)
         session = Session(id=self.sessions.new_id(), lm=lm, committed=prompt, params=params, generator=generator,
                           owner=device, device_name=req.device_name or (device or ""), prompt_len=len(prompt),
-                          max_new_tokens=req.max_new_tokens, report_times=req.report_times)
+                          max_new_tokens=req.max_new_tokens, report_times=req.report_times, payload=payload)
         self.sessions.add(session)
         try:
             # the newest token is fed with the first draft; the store first reserves room for that round too
@@ -196,7 +197,7 @@ class EdgeService:
         held = len(session.committed)
         check_round(round_id=req.round, last_round=session.last_round, position=req.position, held=held,
                     n_pending=len(pending), n_draft=len(req.token_ids), limits=self.limits)
-        decoded = decode_draft(req, session.params, self.vocab_size, self.config.paper_payload)
+        decoded = decode_draft(req, session.params, self.vocab_size, self.config.paper_payload, session.payload)
         job = RoundJob(session, decoded, req.round, pending, session.committed + pending + decoded.tokens,
                        held + len(pending) - 1)
         result: RoundResult = await self.worker.submit_round(job)

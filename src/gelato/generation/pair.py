@@ -20,11 +20,13 @@ from gelato.models.cached import CachedCausalLM
 
 
 def draft_proposer(draft: torch.nn.Module | CachedCausalLM, params: SamplingParams, seed: int | None = 0,
-                   vocab_size: int | None = None) -> DraftModelProposer:
+                   vocab_size: int | None = None, quantized: bool = False) -> DraftModelProposer:
     """The device's proposer: the draft model with its own KV cache, sampling from the device's stream
-    (``seed=None``: unseeded)."""
+    (``seed=None``: unseeded); ``quantized`` (the draws payload, ``PayloadMode.quantized_q``): from its whole q
+    rounded to 2^24 instead of the sparse q~."""
     lm = draft if isinstance(draft, CachedCausalLM) else CachedCausalLM(draft, vocab_size)
-    return DraftModelProposer(lm, params, None if seed is None else generator(device_seed(seed)))
+    extra = {"draft_top_k": 0, "quantized": True} if quantized else {}
+    return DraftModelProposer(lm, params, None if seed is None else generator(device_seed(seed)), **extra)
 
 
 def target_verifier(target: torch.nn.Module | CachedCausalLM, params: SamplingParams, seed: int | None = 0,

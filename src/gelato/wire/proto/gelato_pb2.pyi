@@ -1,12 +1,8 @@
-from collections.abc import Iterable as _Iterable
-from collections.abc import Mapping as _Mapping
-from typing import ClassVar as _ClassVar
-from typing import Optional as _Optional
-from typing import Union as _Union
-
+from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from google.protobuf.internal import containers as _containers
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -31,7 +27,7 @@ class SparseDistribution(_message.Message):
     def __init__(self, ids: _Optional[_Iterable[int]] = ..., probs: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class DraftUp(_message.Message):
-    __slots__ = ("session", "position", "round", "pending_ids", "token_ids", "q", "q_token", "q_packed", "entropies")
+    __slots__ = ("session", "position", "round", "pending_ids", "token_ids", "q", "q_token", "q_packed", "entropies", "q_int", "redraw")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     POSITION_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
@@ -41,6 +37,8 @@ class DraftUp(_message.Message):
     Q_TOKEN_FIELD_NUMBER: _ClassVar[int]
     Q_PACKED_FIELD_NUMBER: _ClassVar[int]
     ENTROPIES_FIELD_NUMBER: _ClassVar[int]
+    Q_INT_FIELD_NUMBER: _ClassVar[int]
+    REDRAW_FIELD_NUMBER: _ClassVar[int]
     session: int
     position: int
     round: int
@@ -50,10 +48,12 @@ class DraftUp(_message.Message):
     q_token: _containers.RepeatedScalarFieldContainer[float]
     q_packed: _containers.RepeatedScalarFieldContainer[bytes]
     entropies: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, session: _Optional[int] = ..., position: _Optional[int] = ..., round: _Optional[int] = ..., pending_ids: _Optional[_Iterable[int]] = ..., token_ids: _Optional[_Iterable[int]] = ..., q: _Optional[_Iterable[_Union[SparseDistribution, _Mapping]]] = ..., q_token: _Optional[_Iterable[float]] = ..., q_packed: _Optional[_Iterable[bytes]] = ..., entropies: _Optional[_Iterable[float]] = ...) -> None: ...
+    q_int: _containers.RepeatedScalarFieldContainer[int]
+    redraw: bool
+    def __init__(self, session: _Optional[int] = ..., position: _Optional[int] = ..., round: _Optional[int] = ..., pending_ids: _Optional[_Iterable[int]] = ..., token_ids: _Optional[_Iterable[int]] = ..., q: _Optional[_Iterable[_Union[SparseDistribution, _Mapping]]] = ..., q_token: _Optional[_Iterable[float]] = ..., q_packed: _Optional[_Iterable[bytes]] = ..., entropies: _Optional[_Iterable[float]] = ..., q_int: _Optional[_Iterable[int]] = ..., redraw: _Optional[bool] = ...) -> None: ...
 
 class VerdictDown(_message.Message):
-    __slots__ = ("session", "round", "accepted", "token", "has_token", "target_p", "position")
+    __slots__ = ("session", "round", "accepted", "token", "has_token", "target_p", "position", "draw_ids", "draw_p")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
@@ -61,6 +61,8 @@ class VerdictDown(_message.Message):
     HAS_TOKEN_FIELD_NUMBER: _ClassVar[int]
     TARGET_P_FIELD_NUMBER: _ClassVar[int]
     POSITION_FIELD_NUMBER: _ClassVar[int]
+    DRAW_IDS_FIELD_NUMBER: _ClassVar[int]
+    DRAW_P_FIELD_NUMBER: _ClassVar[int]
     session: int
     round: int
     accepted: int
@@ -68,23 +70,35 @@ class VerdictDown(_message.Message):
     has_token: bool
     target_p: SparseDistribution
     position: int
-    def __init__(self, session: _Optional[int] = ..., round: _Optional[int] = ..., accepted: _Optional[int] = ..., token: _Optional[int] = ..., has_token: _Optional[bool] = ..., target_p: _Optional[_Union[SparseDistribution, _Mapping]] = ..., position: _Optional[int] = ...) -> None: ...
+    draw_ids: _containers.RepeatedScalarFieldContainer[int]
+    draw_p: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, session: _Optional[int] = ..., round: _Optional[int] = ..., accepted: _Optional[int] = ..., token: _Optional[int] = ..., has_token: _Optional[bool] = ..., target_p: _Optional[_Union[SparseDistribution, _Mapping]] = ..., position: _Optional[int] = ..., draw_ids: _Optional[_Iterable[int]] = ..., draw_p: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class PayloadSettings(_message.Message):
+    __slots__ = ("mode", "draws")
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    DRAWS_FIELD_NUMBER: _ClassVar[int]
+    mode: str
+    draws: int
+    def __init__(self, mode: _Optional[str] = ..., draws: _Optional[int] = ...) -> None: ...
 
 class OpenRequest(_message.Message):
-    __slots__ = ("prompt_ids", "sampling", "device_name", "tokenizer_fingerprint", "max_new_tokens", "report_times")
+    __slots__ = ("prompt_ids", "sampling", "device_name", "tokenizer_fingerprint", "max_new_tokens", "report_times", "payload")
     PROMPT_IDS_FIELD_NUMBER: _ClassVar[int]
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
     DEVICE_NAME_FIELD_NUMBER: _ClassVar[int]
     TOKENIZER_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     MAX_NEW_TOKENS_FIELD_NUMBER: _ClassVar[int]
     REPORT_TIMES_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     prompt_ids: _containers.RepeatedScalarFieldContainer[int]
     sampling: SamplingSettings
     device_name: str
     tokenizer_fingerprint: str
     max_new_tokens: int
     report_times: bool
-    def __init__(self, prompt_ids: _Optional[_Iterable[int]] = ..., sampling: _Optional[_Union[SamplingSettings, _Mapping]] = ..., device_name: _Optional[str] = ..., tokenizer_fingerprint: _Optional[str] = ..., max_new_tokens: _Optional[int] = ..., report_times: _Optional[bool] = ...) -> None: ...
+    payload: PayloadSettings
+    def __init__(self, prompt_ids: _Optional[_Iterable[int]] = ..., sampling: _Optional[_Union[SamplingSettings, _Mapping]] = ..., device_name: _Optional[str] = ..., tokenizer_fingerprint: _Optional[str] = ..., max_new_tokens: _Optional[int] = ..., report_times: _Optional[bool] = ..., payload: _Optional[_Union[PayloadSettings, _Mapping]] = ...) -> None: ...
 
 class OpenReply(_message.Message):
     __slots__ = ("session", "vocab_size", "max_draft_tokens", "model_name")
