@@ -2,12 +2,15 @@
 when every round crosses the real messages (DraftUp with the integer q(x), the edge's decoder and rule, VerdictDown
 with M draws of p) and the device accepts a draw with its whole rounded q, redrawing while every draw fails.
 
-Forced fallback: M = 1, so most rejections need a redraw (and the test asserts they happened). Negative control: a
+Forced fallback: M = 1 with a hook that discards every verdict's draws unseen for a redraw's (exact: the draws are
+independent), so every rejection crosses the redraw path (and the test asserts it did). Negative control: a
 device that takes the first draw unconditionally samples p instead of the residual, and the same test fails it.
 Over the network: tests/edge/test_edge_distribution.py.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 import torch
@@ -45,9 +48,10 @@ class DrawsVerifier(TargetModelVerifier):
     """The draws payload in process through its real messages and rules (edge: decode_draft + verify_rows; device:
     decode_verdict + sample_from_draws, a redraw being the edge's redraw rule on the same row)."""
 
-    def __init__(self, model, params, generator, device_generator, m: int, take_first: bool = False) -> None:
+    def __init__(self, model, params, generator, device_generator, m: int, take_first: bool = False,
+                 discard_first: bool = False) -> None:
         super().__init__(model, params, generator)
-        self.device_generator, self.m, self.take_first = device_generator, m, take_first
+        self.device_generator, self.m, self.take_first, self.discard_first = device_generator, m, take_first, discard_first
         self.payload = SessionPayload(PayloadMode.DRAWS, m, declared=True)
         self.rejections = self.redraws = 0
 
@@ -72,16 +76,21 @@ class DrawsVerifier(TargetModelVerifier):
                                 draws=again.draws, redraw=again.redraw)
             return decode_verdict(_wire(encode_verdict(fresh, round_id=2, position=0)), VOCAB).draws
 
+        if self.discard_first:  # the forced-fallback hook: the first draws go unseen, a redraw replaces them (exact)
+            verdict = dataclasses.replace(verdict, draws=redraw())
+            self.redraws += 1
         verdict, redraws = sample_from_draws(verdict, draft.q, VOCAB, self.device_generator, redraw)
         self.redraws += redraws
         return verdict
 
 
-def draws_pvalue(tables, params: SamplingParams, m: int, take_first: bool = False) -> tuple[float, DrawsVerifier]:
+def draws_pvalue(tables, params: SamplingParams, m: int, take_first: bool = False,
+                 discard_first: bool = False) -> tuple[float, DrawsVerifier]:
     draft_table, target_table = tables
     device_gen, edge_gen = device_and_edge_generators(4321)
     proposer = DraftModelProposer(TabledModel(draft_table), params, device_gen, draft_top_k=0, quantized=True)
-    verifier = DrawsVerifier(TabledModel(target_table), params, edge_gen, residual_generator(4321), m, take_first)
+    verifier = DrawsVerifier(TabledModel(target_table), params, edge_gen, residual_generator(4321), m, take_first,
+                             discard_first)
     samples = []
     for _ in range(N_SAMPLES):
         ids = generate(PROMPT, proposer, verifier, StaticPolicy(2), max_new_tokens=3).token_ids
@@ -92,10 +101,11 @@ def draws_pvalue(tables, params: SamplingParams, m: int, take_first: bool = Fals
 @pytest.mark.slow  # 20,000 sampled generations: a minute or more here
 @pytest.mark.parametrize("m, params", [(16, ADVERSARIAL), (1, ADVERSARIAL), (1, TOP_K)], ids=["M16", "M1", "M1-top-k"])
 def test_draws_payload_matches_target(tables, m, params):
-    pvalue, verifier = draws_pvalue(tables, params, m)
+    """M = 1 runs with the forced-fallback hook: every rejection's draws are replaced by a redraw's."""
+    pvalue, verifier = draws_pvalue(tables, params, m, discard_first=m == 1)
     assert verifier.rejections > N_SAMPLES // 4
-    if m == 1:  # forced fallback: many rejections needed more than one exchange
-        assert verifier.redraws > verifier.rejections // 10
+    if m == 1:  # forced fallback: every rejection crossed the redraw path, some more than once
+        assert verifier.redraws > verifier.rejections
     assert pvalue > 1e-3
 
 

@@ -279,24 +279,25 @@ class RemoteVerifier:
         """The draws payload: accept one of the verdict's draws with the whole q (decoding/rejection.py); while every
         draw fails, one more exchange (a redraw round) fetches M fresh ones. Resumes like any round."""
         base = committed + list(draft.tokens[:verdict.accepted])  # what the edge holds now
-
-        def redraw():
-            self._committed = base
-            up, down = self._with_retries(lambda remaining: self._redraw_once(base, remaining))
-            extra.append((up, down))
-            self.stats.redraws += 1
-            try:
-                fresh = decode_verdict(down.verdict, self.vocab_size or 0)
-            except ValueError as exc:
-                raise TransportError(str(exc), base, self._prompt_len or 0) from None
-            if fresh.draws is None:
-                raise TransportError("the edge answered a redraw without draws", base, self._prompt_len or 0)
-            return fresh.draws
-
         try:
-            return sample_from_draws(verdict, draft.q, self.vocab_size or 0, self.generator, redraw)[0]
+            return sample_from_draws(verdict, draft.q, self.vocab_size or 0, self.generator,
+                                     lambda: self._redraw(base, extra))[0]
         except ValueError as exc:
             raise TransportError(f"the edge sent draws: {exc}", committed, self._prompt_len or 0) from None
+
+    def _redraw(self, base: list[int], extra: list) -> tuple[tuple[int, float], ...]:
+        """One fallback exchange: M fresh draws of the p row after ``base`` (the edge's committed tokens)."""
+        self._committed = base
+        up, down = self._with_retries(lambda remaining: self._redraw_once(base, remaining))
+        extra.append((up, down))
+        self.stats.redraws += 1
+        try:
+            fresh = decode_verdict(down.verdict, self.vocab_size or 0)
+        except ValueError as exc:
+            raise TransportError(str(exc), base, self._prompt_len or 0) from None
+        if fresh.draws is None:
+            raise TransportError("the edge answered a redraw without draws", base, self._prompt_len or 0)
+        return fresh.draws
 
     def _redraw_once(self, base: list[int], remaining: float):
         if self._stream is None or self._edge_ids != base:
