@@ -258,6 +258,9 @@ class RemoteVerifier:
         self._edge_ids = committed + RoundCommit.of(draft.tokens, verdict).edge_ids
         extra = []  # the draws payload's fallback exchanges: (up, down) of each
         if verdict.draws is not None:
+            if self.payload.mode != PayloadMode.DRAWS:
+                raise TransportError(f"the edge sent draws to a {self.payload.mode} session", committed,
+                                     self._prompt_len or 0)
             verdict = self._accept_draws(committed, draft, verdict, extra)
         if verdict.deferred:  # DSSD: sample the residual here; the edge learns the token as a pending id next round
             try:
