@@ -40,6 +40,11 @@ class PayloadMode(enum.StrEnum):
         return self is PayloadMode.DRAWS
 
 
+DEFAULT_PAYLOAD = PayloadMode.DRAWS
+"""The payload of ``generate``, ``device``, the API, the testbed and the modelled clock unless one is chosen: under
+sampling a few bytes a drafted token and the whole q's acceptance (docs/results/sampling-payload.md); under greedy
+decoding ids only, as ``compact``."""
+
 PAYLOAD_CHOICES: tuple[str, ...] = tuple(m.value for m in PayloadMode if m is not PayloadMode.EDGE_AR)
 """The modes a drafting run may choose (each is a verification rule); ``edge_ar`` belongs to the edge-only policy."""
 
