@@ -51,7 +51,8 @@ class DrawsVerifier(TargetModelVerifier):
     def __init__(self, model, params, generator, device_generator, m: int, take_first: bool = False,
                  discard_first: bool = False) -> None:
         super().__init__(model, params, generator)
-        self.device_generator, self.m, self.take_first, self.discard_first = device_generator, m, take_first, discard_first
+        self.device_generator, self.m = device_generator, m
+        self.take_first, self.discard_first = take_first, discard_first
         self.payload = SessionPayload(PayloadMode.DRAWS, m, declared=True)
         self.rejections = self.redraws = 0
 

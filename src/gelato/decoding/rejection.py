@@ -129,7 +129,8 @@ def accept_draw(draws: Sequence[tuple[int, float]], q_row: torch.Tensor,
     ValueError for a draw that could not have come from a distribution (id outside q_row, p(y) not in (0, 1])."""
     for y, p_y in draws:
         if not 0 <= y < q_row.shape[-1] or not 0.0 < p_y <= 1.0:
-            raise ValueError(f"draw ({y}, {p_y}) is not a token of the vocabulary of {q_row.shape[-1]} with p(y) in (0, 1]")
+            raise ValueError(f"draw ({y}, {p_y}) is not a token of the vocabulary of {q_row.shape[-1]} "
+                             "with p(y) in (0, 1]")
         u = float(torch.rand((), generator=generator))
         if u < max(0.0, 1.0 - float(q_row[y]) / p_y):
             return int(y)

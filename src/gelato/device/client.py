@@ -40,13 +40,12 @@ from gelato.wire.codec import (
     decode_verdict,
     encode_draft,
     encode_redraw,
-    encode_verdict,
     payload_config,
     payload_to_proto,
     sampling_to_proto,
 )
 from gelato.wire.errors import EdgeCancelledError, EdgeRejectedError, EdgeTLSError, EdgeUnavailableError, TransportError
-from gelato.wire.payload import PayloadConfig
+from gelato.wire.payload import PayloadConfig, build_verdict_down
 from gelato.wire.proto import gelato_pb2 as pb
 
 __all__ = ["EdgeClient", "RemoteStats", "RemoteVerifier", "draft_message", "measure", "message_measurement"]
@@ -79,9 +78,11 @@ def measure(up: pb.StreamUp, down: pb.StreamDown, extra: Sequence[tuple[pb.Strea
 
 def message_measurement(committed: Sequence[int], draft: Draft, verdict: Verdict, round_id: int,
                         payload: PayloadConfig) -> RoundMeasurement:
-    """The measurement of a round verified in process: the sizes of the messages a stream would carry."""
-    down = pb.StreamDown(verdict=encode_verdict(verdict, round_id=round_id,
-                                                position=len(committed) + verdict.accepted + 1))
+    """The measurement of a round verified in process: the sizes of the messages a stream would carry (under the
+    draws payload a rejected round's verdict carries M draws of p, not the token the in-process verifier drew)."""
+    on_stream = payload.model_copy(update={"session": 0})  # the stream is the session
+    down = pb.StreamDown(verdict=build_verdict_down(verdict, on_stream, round_id, len(committed) + verdict.accepted + 1,
+                                                    n_sent=len(draft.tokens)))
     return measure(draft_message(committed, draft, round_id, payload), down)
 
 
@@ -269,7 +270,8 @@ class RemoteVerifier:
                 raise TransportError(f"the edge sent a residual distribution: {exc}", committed,
                                      self._prompt_len) from None
         times = down.times
-        timing = measure(up, down, extra, rpc_ms=rpc_ms, total_ms=(time.perf_counter() - t0) * 1e3, server_ms=times.server_ms,
+        timing = measure(up, down, extra, rpc_ms=rpc_ms, total_ms=(time.perf_counter() - t0) * 1e3,
+                         server_ms=times.server_ms,
                          queue_ms=times.queue_ms, forward_ms=times.forward_ms, batch=times.batch,
                          attempts=self.stats.attempts - attempts0, reopened=self.stats.reopens - reopens0)
         self.stats.rounds += 1

@@ -162,8 +162,8 @@ def decode_draft(msg: pb.DraftUp, params: SamplingParams, vocab_size: int,
 
 def _recognised_mode(msg: pb.DraftUp) -> PayloadMode:
     """An undeclared session's round: its mode from the fields it fills (compact when none)."""
-    for field_name, mode in (("q", PayloadMode.COMPACT), ("q_token", PayloadMode.DSSD), ("q_packed", PayloadMode.PAPER_TOPP),
-                             ("q_int", PayloadMode.DRAWS)):
+    for field_name, mode in (("q", PayloadMode.COMPACT), ("q_token", PayloadMode.DSSD),
+                             ("q_packed", PayloadMode.PAPER_TOPP), ("q_int", PayloadMode.DRAWS)):
         if len(getattr(msg, field_name)):
             return mode
     return PayloadMode.DRAWS if msg.redraw else PayloadMode.COMPACT
@@ -257,8 +257,8 @@ def decode_verdict(msg: pb.VerdictDown, vocab_size: int) -> Verdict:
     if len(msg.draw_ids) or len(msg.draw_p):
         return Verdict(accepted=int(msg.accepted), token=-1, draws=_draws_from_proto(msg, vocab_size))
     if len(msg.target_p.ids) > vocab_size or len(msg.target_p.probs) > vocab_size:
-        raise MalformedMessage(f"the edge sent a target distribution of "
-                               f"{max(len(msg.target_p.ids), len(msg.target_p.probs))} entries for a vocabulary of {vocab_size}")
+        raise MalformedMessage(f"the edge sent a target distribution of {max(len(msg.target_p.ids), len(msg.target_p.probs))}"
+                               f" entries for a vocabulary of {vocab_size}")
     try:
         dist = sparse_from_proto(msg.target_p, vocab_size, "target_p")
     except MalformedMessage as exc:
