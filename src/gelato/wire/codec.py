@@ -152,8 +152,9 @@ def decode_draft(msg: pb.DraftUp, params: SamplingParams, vocab_size: int,
     tokens = list(msg.token_ids)
     _check_ids(tokens, vocab_size, "token_ids")
     _check_ids(msg.pending_ids, vocab_size, "pending_ids")
-    if msg.redraw and (payload.mode != PayloadMode.DRAWS or params.greedy or tokens):
-        raise MalformedMessage("redraw belongs to the draws payload under sampling, with no draft tokens")
+    if msg.redraw and (payload.mode != PayloadMode.DRAWS or not payload.declared or params.greedy or tokens):
+        raise MalformedMessage("redraw belongs to a session that declared the draws payload, under sampling, with "
+                               "no draft tokens")
     if params.greedy:
         return DecodedDraft(tokens, None)
     mode = payload.mode if payload.declared else _recognised_mode(msg)
@@ -166,7 +167,7 @@ def _recognised_mode(msg: pb.DraftUp) -> PayloadMode:
                              ("q_packed", PayloadMode.PAPER_TOPP), ("q_int", PayloadMode.DRAWS)):
         if len(getattr(msg, field_name)):
             return mode
-    return PayloadMode.DRAWS if msg.redraw else PayloadMode.COMPACT
+    return PayloadMode.COMPACT
 
 
 def _decode_compact(msg, tokens, vocab_size, paper_cfg, payload) -> DecodedDraft:
