@@ -71,11 +71,13 @@ class DrawsVerifier(TargetModelVerifier):
             return Verdict(accepted=verdict.accepted, token=verdict.draws[0][0], deferred=True)
         row = logits[verdict.accepted: verdict.accepted + 1]
 
-        def redraw():
-            again = decode_draft(_wire(encode_redraw(round_id=2, position=0)), self.params, VOCAB, payload=self.payload)
+        def redraw(dense=False):
+            again = decode_draft(_wire(encode_redraw(round_id=2, position=0, dense=dense)), self.params, VOCAB,
+                                 payload=self.payload)
             fresh = verify_rows(row, again.tokens, again.q, self.params, self.generator, rule=again.rule,
                                 draws=again.draws, redraw=again.redraw)
-            return decode_verdict(_wire(encode_verdict(fresh, round_id=2, position=0)), VOCAB).draws
+            back = decode_verdict(_wire(encode_verdict(fresh, round_id=2, position=0)), VOCAB)
+            return back.residual_p if dense else back.draws
 
         if self.discard_first:  # the forced-fallback hook: the first draws go unseen, a redraw replaces them (exact)
             verdict = dataclasses.replace(verdict, draws=redraw())

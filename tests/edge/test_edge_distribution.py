@@ -23,6 +23,7 @@ import torch
 from distribution_helpers import PROMPT, VOCAB, chi_square_pvalue, exact_two_token_probs, logits_table
 from edge_helpers import FaultyClient
 
+from gelato.decoding import rejection
 from gelato.decoding.payload_modes import PayloadMode
 from gelato.decoding.sampling import SamplingParams
 from gelato.decoding.types import Verdict
@@ -69,11 +70,18 @@ class FirstDrawVerifier(RemoteVerifier):
 
 class RedrawingVerifier(RemoteVerifier):
     """The forced fallback (a hook, exact): every verdict's draws are discarded unseen and a redraw exchange fetches
-    fresh ones, so each rejection crosses the fallback path (discarding independent draws of p biases nothing)."""
+    fresh ones, so each rejection crosses the fallback path (discarding independent draws of p biases nothing).
+    With MAX_REDRAWS 0 (the test sets it) a redraw whose draws fail too asks for the dense row."""
+
+    dense_redraws = 0  # over all instances
 
     def _accept_draws(self, committed, draft, verdict, extra):
         base = committed + list(draft.tokens[:verdict.accepted])
         return super()._accept_draws(committed, draft, replace(verdict, draws=self._redraw(base, extra)), extra)
+
+    def _redraw(self, base, extra, dense=False):
+        RedrawingVerifier.dense_redraws += dense
+        return super()._redraw(base, extra, dense)
 
 
 def _payload(payload: str) -> str | PayloadConfig:
@@ -135,17 +143,19 @@ def _network_samples(models, payload: str, draft_top_k: int,
 
 @pytest.mark.parametrize("payload, draft_top_k", [("compact", 0), ("compact", 2), ("dssd", 2), ("paper_topp", 2),
                                                    ("paper_topp", 0), ("draws", 0), ("draws-m1", 0)])
-def test_network_sampling_matches_target_with_batching_drops_and_restart(models, payload, draft_top_k):
+def test_network_sampling_matches_target_with_batching_drops_and_restart(models, payload, draft_top_k, monkeypatch):
     """``draft_top_k`` 2 (of 6): sparse proposals, the device drafts from q~ and sends only its support.
     ``draws-m1``: the draws payload with M = 1 and every verdict's draws discarded for a redraw (forced fallback)."""
     draft_model, target_model = models
+    if payload == "draws-m1":  # the dense fallback after one failed redraw
+        monkeypatch.setattr(rejection, "MAX_REDRAWS", 0)
     samples, stats = _network_samples(models, payload, draft_top_k,
                                       RedrawingVerifier if payload == "draws-m1" else RemoteVerifier)
     assert len(samples) == DEVICES * SAMPLES_PER_DEVICE
     assert stats["restarted"] and stats["reopens"] >= SAMPLES_PER_DEVICE // 10  # drops and the restart resumed
     assert stats["batched"] > 0  # rounds really were verified in batches
     if payload == "draws-m1":  # forced fallback: every rejection redrew (resuming across drops and the restart)
-        assert stats["redraws"] >= SAMPLES_PER_DEVICE
+        assert stats["redraws"] >= SAMPLES_PER_DEVICE and RedrawingVerifier.dense_redraws > 0
     expected = exact_two_token_probs(logits_table(target_model), PARAMS)
     assert chi_square_pvalue(samples, expected) > 1e-3
     # power: the same samples are far from the draft's own distribution

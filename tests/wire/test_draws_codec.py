@@ -83,3 +83,32 @@ def test_a_draw_is_accepted_with_probability_one_minus_q_over_p():
     assert accept_draw([(2, 0.1)], q, gen) == 2  # q(y) = 0: always
     hits = sum(accept_draw([(1, 0.8)], q, gen) == 1 for _ in range(4000))  # 1 - 0.5/0.8 = 0.375
     assert abs(hits / 4000 - 0.375) < 0.03
+
+
+def test_after_max_redraws_the_device_asks_for_the_dense_row_and_samples_the_residual():
+    """A residual of almost no mass would take ever more redraws: after MAX_REDRAWS the dense row is asked once
+    (exact: the failed draws are independent of the residual sample) and the exchanges stay bounded."""
+    from gelato.decoding.rejection import sample_from_draws
+    from gelato.decoding.sampling import MAX_REDRAWS
+    from gelato.decoding.types import SparseDist
+
+    q = SparseDist(ids=torch.tensor([0, 1]), probs=torch.tensor([0.5, 0.5]))
+    p_row = torch.tensor([0.5, 0.4, 0.1, 0.0])  # residual norm(max(0, p - q)): all on token 2
+    asked = []
+
+    def redraw(dense):
+        asked.append(dense)
+        return p_row if dense else ((0, 0.5),)  # q(0) >= p(0): a draw that always fails
+
+    verdict = Verdict(accepted=0, token=-1, draws=((1, 0.4),))
+    out, redraws = sample_from_draws(verdict, [q], 4, torch.Generator().manual_seed(0), redraw)
+    assert out.token == 2 and out.deferred and redraws == MAX_REDRAWS + 1
+    assert asked == [False] * MAX_REDRAWS + [True]
+    # the edge answers a dense redraw with its p row, as DSSD's target_p
+    up = pb.DraftUp(position=3, round=2, redraw=True, dense=True)
+    decoded = decode_draft(up, SAMPLED, 16, payload=DRAWS)
+    assert decoded.redraw and decoded.draws == 0
+    answer = verify_rows(torch.zeros(1, 16), [], [], SAMPLED, rule=decoded.rule, draws=decoded.draws, redraw=True)
+    assert answer.residual_p is not None and decode_verdict(encode_verdict(answer, round_id=2, position=3), 16).deferred
+    with pytest.raises(MalformedMessage, match="dense belongs to a redraw"):
+        decode_draft(pb.DraftUp(position=3, round=2, dense=True), SAMPLED, 16, payload=DRAWS)

@@ -15,7 +15,7 @@ the verifier knows of q:
   the first draw with probability max(0, 1 - q(y)/p(y)) (:func:`accept_draw`): rejection sampling of
   norm(max(0, p - q)) with proposal p, exact (its acceptance ratio (p - q)+/p is at most 1). If all M fail the
   device asks for M fresh draws (a ``redraw`` round: no draft, the same p row): one more exchange, never an
-  approximation;
+  approximation; after ``MAX_REDRAWS`` such rounds (q nearly equal to p) it asks for the dense row instead;
 - ``paper_topp``: the top-p part q_S of q. A drafted token outside S is rejected (its q is unknown) and
   the correction comes from norm(max(0, p - q_S)) with q_S zero outside S. This is still exact: for y
   outside S the rejection mass max(0, p - 0) = p(y) is exactly what acceptance cannot produce.
@@ -28,7 +28,7 @@ from collections.abc import Sequence
 import torch
 
 from gelato.decoding.payload_modes import PAYLOAD_CHOICES, PayloadMode
-from gelato.decoding.sampling import DRAWS_M, SamplingParams, processed_probs, sample_from
+from gelato.decoding.sampling import DRAWS_M, MAX_REDRAWS, SamplingParams, processed_probs, sample_from
 from gelato.decoding.types import SparseDist, Verdict
 
 
@@ -140,9 +140,11 @@ def accept_draw(draws: Sequence[tuple[int, float]], q_row: torch.Tensor,
 def sample_from_draws(verdict: Verdict, q: Sequence[SparseDist] | None, vocab_size: int,
                       generator: torch.Generator | None, redraw=None) -> tuple[Verdict, int]:
     """Device side of ``draws`` for a whole round: a verdict carrying draws becomes one with the accepted draw as
-    its token (deferred: the edge learns it next round); while every draw fails, ``redraw()`` fetches fresh
-    draws of the same p row (over the network one more exchange). Returns the verdict and how many redraws it
-    took; other verdicts pass through."""
+    its token (deferred: the edge learns it next round); while every draw fails, ``redraw(dense=False)`` fetches
+    fresh draws of the same p row (over the network one more exchange). After ``MAX_REDRAWS`` failed redraws
+    (a residual of almost no mass: q nearly equals p) ``redraw(dense=True)`` fetches the dense p row instead and
+    the residual is sampled from it, as DSSD's: still exact (the draws are independent of the residual sample),
+    and the exchanges stay bounded. Returns the verdict and how many redraws it took; other verdicts pass through."""
     if verdict.draws is None:
         return verdict, 0
     if q is None or verdict.accepted >= len(q):
@@ -152,8 +154,14 @@ def sample_from_draws(verdict: Verdict, q: Sequence[SparseDist] | None, vocab_si
     while (token := accept_draw(draws, q_row, generator)) is None:
         if redraw is None:
             raise ValueError("every draw failed and no redraw is possible")
-        draws = redraw()
         redraws += 1
+        if redraws > MAX_REDRAWS:
+            p_row = redraw(dense=True)
+            if not isinstance(p_row, torch.Tensor) or p_row.shape != q_row.shape:
+                raise ValueError("a dense redraw must answer the p row over the vocabulary")
+            token = sample_from(residual_distribution(p_row, q_row), generator)
+            break
+        draws = redraw(dense=False)
     return Verdict(accepted=verdict.accepted, token=token, deferred=True), redraws
 
 
@@ -164,7 +172,7 @@ def verify_rows(target_logits: torch.Tensor, draft_tokens: Sequence[int], q: Seq
 
     ``target_logits``: (len(draft_tokens) + 1, vocab) raw target logits; ``q``: what the verifier knows
     of each drafted token's q (unused when greedy). ``draws``: M of the ``draws`` rule; ``redraw`` (``draws``
-    rule, no draft tokens): M fresh draws of the one row's p instead of a token.
+    rule, no draft tokens): M fresh draws of the one row's p instead of a token (``draws`` 0: the dense row).
     """
     if rule not in PAYLOAD_CHOICES:
         raise ValueError(f"unknown verification rule {str(rule)!r}; choose one of {PAYLOAD_CHOICES}")
@@ -177,6 +185,8 @@ def verify_rows(target_logits: torch.Tensor, draft_tokens: Sequence[int], q: Seq
         if redraw:
             if draft_tokens:
                 raise ValueError("a redraw round carries no draft tokens")
+            if not draws:  # the device gave up on draws (a residual of almost no mass): the dense row, as DSSD's
+                return Verdict(accepted=0, token=-1, residual_p=p[0].clone())
             return Verdict(accepted=0, token=-1, draws=residual_draws(p[0], draws, generator))
         verdict = verify_stochastic(p, draft_tokens, q, generator, defer_residual=True)
         if verdict.residual_p is None:

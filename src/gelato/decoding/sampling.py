@@ -27,6 +27,7 @@ Q_BITS = 24
 Q_ONE = 1 << Q_BITS
 DRAWS_M = 16
 MAX_DRAWS_M = 1024  # the most draws one verdict may carry (an edge refuses a larger M at open)
+MAX_REDRAWS = 4  # failed redraw rounds after which the device asks for the dense p row (bounded exchanges)
 
 
 @dataclass(frozen=True)

@@ -286,28 +286,32 @@ class RemoteVerifier:
         base = committed + list(draft.tokens[:verdict.accepted])  # what the edge holds now
         try:
             return sample_from_draws(verdict, draft.q, self.vocab_size or 0, self.generator,
-                                     lambda: self._redraw(base, extra))[0]
+                                     lambda dense: self._redraw(base, extra, dense))[0]
         except ValueError as exc:
             raise TransportError(f"the edge sent draws: {exc}", committed, self._prompt_len or 0) from None
 
-    def _redraw(self, base: list[int], extra: list) -> tuple[tuple[int, float], ...]:
-        """One fallback exchange: M fresh draws of the p row after ``base`` (the edge's committed tokens)."""
+    def _redraw(self, base: list[int], extra: list, dense: bool = False):
+        """One fallback exchange: M fresh draws of the p row after ``base`` (the edge's committed tokens); ``dense``:
+        that row itself (a tensor over the vocabulary)."""
         self._committed = base
-        up, down = self._with_retries(lambda remaining: self._redraw_once(base, remaining))
+        up, down = self._with_retries(lambda remaining: self._redraw_once(base, remaining, dense))
         extra.append((up, down))
         self.stats.redraws += 1
         try:
             fresh = decode_verdict(down.verdict, self.vocab_size or 0)
         except ValueError as exc:
             raise TransportError(str(exc), base, self._prompt_len or 0) from None
-        if fresh.draws is None:
-            raise TransportError("the edge answered a redraw without draws", base, self._prompt_len or 0)
+        if dense and fresh.residual_p is not None:
+            return fresh.residual_p
+        if dense or fresh.draws is None:
+            raise TransportError(f"the edge answered a {'dense ' if dense else ''}redraw without "
+                                 f"{'its p row' if dense else 'draws'}", base, self._prompt_len or 0)
         return fresh.draws
 
-    def _redraw_once(self, base: list[int], remaining: float):
+    def _redraw_once(self, base: list[int], remaining: float, dense: bool = False):
         if self._stream is None or self._edge_ids != base:
             self._open(base, remaining)  # the stream dropped: a fresh session at what is committed
-        up = pb.StreamUp(draft=encode_redraw(round_id=self._round + 1, position=len(base)))
+        up = pb.StreamUp(draft=encode_redraw(round_id=self._round + 1, position=len(base), dense=dense))
         down = self._stream.exchange(up, self.rpc_timeout)
         if down.WhichOneof("kind") != "verdict" or down.verdict.round != self._round + 1:
             raise TransportError("the edge answered a redraw with something else than its verdict", base,

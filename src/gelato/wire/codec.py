@@ -80,7 +80,7 @@ class DecodedDraft:
     tokens: list[int]
     q: list[SparseDist] | None  # None under greedy decoding
     rule: PayloadMode = PayloadMode.COMPACT  # the verification rule of gelato.decoding.rejection
-    draws: int = DRAWS_M  # draws rule: M
+    draws: int = DRAWS_M  # draws rule: M (0 on a redraw that asks for the dense p row)
     redraw: bool = False  # draws rule: no draft, M fresh draws of the one row's p
 
 
@@ -209,7 +209,10 @@ def _decode_draws(msg, tokens, vocab_size, paper_cfg, payload) -> DecodedDraft:
     if bad is not None:
         raise MalformedMessage(f"q_int[{bad}] = {msg.q_int[bad]}: q(x) * 2^24 of a drafted token lies in 1..2^24")
     probs = torch.tensor([k / Q_ONE for k in msg.q_int], dtype=torch.float32)  # exact: k <= 2^24
-    return DecodedDraft(tokens, _token_qs(tokens, probs), PayloadMode.DRAWS, payload.draws, bool(msg.redraw))
+    if msg.dense and not msg.redraw:
+        raise MalformedMessage("dense belongs to a redraw round")
+    return DecodedDraft(tokens, _token_qs(tokens, probs), PayloadMode.DRAWS, 0 if msg.dense else payload.draws,
+                        bool(msg.redraw))
 
 
 def _decode_paper_topp(msg, tokens, vocab_size, paper_cfg, payload) -> DecodedDraft:
@@ -284,7 +287,7 @@ def _draws_from_proto(msg: pb.VerdictDown, vocab_size: int) -> tuple[tuple[int, 
 
 # ----------------------------------------------------------------------------- redraw
 
-def encode_redraw(*, round_id: int, position: int) -> pb.DraftUp:
+def encode_redraw(*, round_id: int, position: int, dense: bool = False) -> pb.DraftUp:
     """The draws payload's fallback round: no draft, every draw of the last verdict failed; the edge answers M fresh
-    draws of the p row after ``position`` committed tokens."""
-    return pb.DraftUp(position=position, round=round_id, redraw=True)
+    draws of the p row after ``position`` committed tokens (``dense``: that row itself, as DSSD's target_p)."""
+    return pb.DraftUp(position=position, round=round_id, redraw=True, dense=dense)

@@ -27,7 +27,7 @@ class SparseDistribution(_message.Message):
     def __init__(self, ids: _Optional[_Iterable[int]] = ..., probs: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class DraftUp(_message.Message):
-    __slots__ = ("session", "position", "round", "pending_ids", "token_ids", "q", "q_token", "q_packed", "entropies", "q_int", "redraw")
+    __slots__ = ("session", "position", "round", "pending_ids", "token_ids", "q", "q_token", "q_packed", "entropies", "q_int", "redraw", "dense")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     POSITION_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
@@ -39,6 +39,7 @@ class DraftUp(_message.Message):
     ENTROPIES_FIELD_NUMBER: _ClassVar[int]
     Q_INT_FIELD_NUMBER: _ClassVar[int]
     REDRAW_FIELD_NUMBER: _ClassVar[int]
+    DENSE_FIELD_NUMBER: _ClassVar[int]
     session: int
     position: int
     round: int
@@ -50,7 +51,8 @@ class DraftUp(_message.Message):
     entropies: _containers.RepeatedScalarFieldContainer[float]
     q_int: _containers.RepeatedScalarFieldContainer[int]
     redraw: bool
-    def __init__(self, session: _Optional[int] = ..., position: _Optional[int] = ..., round: _Optional[int] = ..., pending_ids: _Optional[_Iterable[int]] = ..., token_ids: _Optional[_Iterable[int]] = ..., q: _Optional[_Iterable[_Union[SparseDistribution, _Mapping]]] = ..., q_token: _Optional[_Iterable[float]] = ..., q_packed: _Optional[_Iterable[bytes]] = ..., entropies: _Optional[_Iterable[float]] = ..., q_int: _Optional[_Iterable[int]] = ..., redraw: _Optional[bool] = ...) -> None: ...
+    dense: bool
+    def __init__(self, session: _Optional[int] = ..., position: _Optional[int] = ..., round: _Optional[int] = ..., pending_ids: _Optional[_Iterable[int]] = ..., token_ids: _Optional[_Iterable[int]] = ..., q: _Optional[_Iterable[_Union[SparseDistribution, _Mapping]]] = ..., q_token: _Optional[_Iterable[float]] = ..., q_packed: _Optional[_Iterable[bytes]] = ..., entropies: _Optional[_Iterable[float]] = ..., q_int: _Optional[_Iterable[int]] = ..., redraw: _Optional[bool] = ..., dense: _Optional[bool] = ...) -> None: ...
 
 class VerdictDown(_message.Message):
     __slots__ = ("session", "round", "accepted", "token", "has_token", "target_p", "position", "draw_ids", "draw_p")
