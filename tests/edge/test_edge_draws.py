@@ -105,9 +105,9 @@ def test_redraw_answers_fresh_draws_of_the_rejected_row(edge):
 
 
 def test_sampled_generation_sends_a_few_bytes_a_drafted_token(edge, pair):
-    """The device drafts from its rounded q (the pair's quantized proposer) and sends ids plus q(x) * 2^24."""
+    """The device drafts from its rounded q (the pair's proposer for the draws payload), sends ids plus q(x) * 2^24."""
     target, draft = pair
-    proposer = draft_proposer(draft, SAMPLED, seed=3, quantized=True)
+    proposer = draft_proposer(draft, SAMPLED, seed=3, payload="draws")
     verifier = remote_verifier(edge.address, SAMPLED, payload="draws", seed=3)
     try:
         result = generate(PROMPTS[0], proposer, verifier, StaticPolicy(4), 24)
