@@ -20,7 +20,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "benchmarks"
 SMOKED = {"bench_api.py", "bench_api_concurrency.py", "bench_cluster.py", "bench_edge.py", "bench_link_airtime.py",
-          "bench_memory.py", "cluster_autoscale.py", "draft_truncation.py", "pipelining.py", "sampling_answer.py"}
+          "bench_memory.py", "cluster_autoscale.py", "draft_truncation.py", "pipelining.py", "sampling_answer.py",
+          "sampling_payload.py"}
 # a random Llama as small as bench_edge / bench_cluster build it, and few rounds
 TINY_EDGE = ["--vocab", "512", "--hidden", "32", "--layers", "1", "--rounds", "6", "--single-rounds", "12"]
 
@@ -96,6 +97,19 @@ def test_draft_truncation(tmp_path, capsys):
         positive(r, "bytes_per_drafted_token", "mean_support")
         assert 0 < r["acceptance"] <= 1
     assert (tmp_path / "draft-truncation.png").stat().st_size > 0 and "| whole q |" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_sampling_payload(tmp_path, capsys):
+    run_main("sampling_payload.py", "--max-new-tokens", "6", "--out", str(tmp_path))
+    result = json.loads((tmp_path / "sampling-payload.json").read_text())
+    assert [r["temperature"] for r in result["results"]] == [1.0, 0.7]
+    for r in result["results"]:
+        assert r["positions"] > 0 and 0 < r["acceptance"]["rounded"] <= 1
+        positive(r["up_bytes_per_drafted_token"], "draws", "compact_k24")
+        fallbacks = [row["fallback_per_rejection"] for row in r["rows"]]
+        assert [row["m"] for row in r["rows"]] == [1, 2, 4, 8, 16, 32] and fallbacks == sorted(fallbacks, reverse=True)
+    assert "| 16 |" in capsys.readouterr().out
 
 
 @pytest.mark.slow

@@ -17,9 +17,9 @@ from gelato.wire.codec import payload_config
 
 
 def test_the_drafting_choices_are_the_enum_less_the_edge_only_mode():
-    assert PAYLOAD_CHOICES == ("compact", "paper_topp", "dssd")
+    assert PAYLOAD_CHOICES == ("compact", "paper_topp", "dssd", "draws")
     assert set(PAYLOAD_CHOICES) | {"edge_ar"} == {m.value for m in PayloadMode}
-    assert choices_help() == "compact | paper_topp | dssd"
+    assert choices_help() == "compact | paper_topp | dssd | draws"
 
 
 def test_wire_and_api_use_the_one_enum():
@@ -38,7 +38,7 @@ def test_payload_mode_parses_and_refuses_with_one_line():
     assert payload_mode("dssd") is PayloadMode.DSSD
     with pytest.raises(ValueError) as exc:
         payload_mode("jpeg")
-    assert str(exc.value) == "unknown payload 'jpeg'; choose compact, paper_topp or dssd"
+    assert str(exc.value) == "unknown payload 'jpeg'; choose compact, paper_topp, dssd or draws"
     with pytest.raises(ValueError, match="choose compact or paper_topp$"):
         payload_mode("dssd", ("compact", "paper_topp"))
     with pytest.raises(ValueError):

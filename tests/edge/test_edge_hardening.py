@@ -144,7 +144,17 @@ def _dist(v, ids, probs):
                           target_p=pb.SparseDistribution(ids=ids, probs=probs))
 
 
+def _draws(v, ids, probs):
+    return pb.VerdictDown(round=v.round, accepted=0, has_token=False, position=v.position, draw_ids=ids, draw_p=probs)
+
+
 @pytest.mark.parametrize("lie, words", [
+    (lambda v: _draws(v, [1, 2], [float("nan"), 0.5]), r"p\(y\) is not in"),
+    (lambda v: _draws(v, [1], [-0.5]), r"p\(y\) is not in"),
+    (lambda v: _draws(v, [1, 2], [0.5]), "2 draw ids and 1"),
+    (lambda v: _draws(v, [10**6], [0.5]), "outside the vocabulary"),
+    (lambda v: _draws(v, [1] * 2000, [0.5] * 2000), "2000 draw ids"),
+    (lambda v: _draws(v, [1], [0.5]), "draws to a compact session"),
     (lambda v: _token(v, 10**6), "outside the vocabulary"),
     (lambda v: _dist(v, [], []), "invalid target distribution"),
     (lambda v: _dist(v, list(range(200)), [0.005] * 200), "entries for a vocabulary"),

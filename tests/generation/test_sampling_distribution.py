@@ -14,7 +14,7 @@ import dataclasses
 import pytest
 import torch
 from burst_helpers import PATTERNS, BurstMixPolicy
-from distribution_helpers import PROMPT, VOCAB, chi_square_pvalue, exact_two_token_probs, logits_table
+from distribution_helpers import PROMPT, VOCAB, TabledModel, chi_square_pvalue, exact_two_token_probs, logits_table
 
 from gelato.decoding.proposer import DraftedToken, draft_token
 from gelato.decoding.rejection import residual_distribution, sample_deferred_residual, verify_stochastic
@@ -73,22 +73,6 @@ def paper_topp_verify(p, draft_tokens, q, generator=None):
 
 
 PAYLOAD_RULES = {"compact": verify_stochastic, "dssd": dssd_verify, "paper_topp": paper_topp_verify}
-
-
-class TabledModel:
-    """A model's next-token logits after PROMPT + each continuation (:func:`logits_table`: the real model's, computed
-    once), served through CachedCausalLM's ``feed``/``truncate`` so the real proposer, verifier and round loop run
-    on them at table speed (a forward per sample would make 20,000 samples too slow)."""
-
-    def __init__(self, table: dict[tuple[int, ...], torch.Tensor]) -> None:
-        self.table = table
-
-    def feed(self, ids, logits_from=None) -> torch.Tensor:
-        start = len(ids) - 1 if logits_from is None else logits_from
-        return torch.stack([self.table[tuple(ids[len(PROMPT): i + 1])] for i in range(start, len(ids))])
-
-    def truncate(self, length: int) -> None:
-        pass  # nothing is cached
 
 
 class RuleVerifier(TargetModelVerifier):

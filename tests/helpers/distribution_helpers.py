@@ -49,3 +49,19 @@ def chi_square_pvalue(samples: Sequence[tuple[int, int]], expected_probs: np.nda
         assert counts[~keep].sum() == 0, "samples landed where the target has zero probability"
     expected = expected * observed.sum() / expected.sum()  # float32 probabilities: renormalise exactly
     return float(chisquare(observed, expected).pvalue)
+
+
+class TabledModel:
+    """A model's next-token logits after PROMPT + each continuation (:func:`logits_table`: the real model's, computed
+    once), served through CachedCausalLM's ``feed``/``truncate`` so the real proposer, verifier and round loop run
+    on them at table speed (a forward per sample would make 20,000 samples too slow)."""
+
+    def __init__(self, table: dict[tuple[int, ...], torch.Tensor]) -> None:
+        self.table = table
+
+    def feed(self, ids, logits_from=None) -> torch.Tensor:
+        start = len(ids) - 1 if logits_from is None else logits_from
+        return torch.stack([self.table[tuple(ids[len(PROMPT): i + 1])] for i in range(start, len(ids))])
+
+    def truncate(self, length: int) -> None:
+        pass  # nothing is cached

@@ -133,7 +133,7 @@ class Backend:
         policy = build_policy(spec, predictor)
         if self.edge is None and not self.batch:
             proposer, inner = local_pair(self.draft, self.target, params, seed,
-                                         shared_vocab_size(self.draft, self.target))
+                                         shared_vocab_size(self.draft, self.target), spec.payload)
             close = lambda: None  # noqa: E731
         else:
             e = self.edge or EdgeSettings(self.local_edge_address())

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from gelato.cli.common import check_port_free, fail, resolve_pair_dirs
-from gelato.decoding.payload_modes import PayloadMode, choices_help, payload_mode
+from gelato.decoding.payload_modes import DEFAULT_PAYLOAD, choices_help, payload_mode
 from gelato.policies.registry import DEFAULT_POLICY
 
 
@@ -47,7 +47,7 @@ def api(
                                                                  "own: K of static-K, 15 for GELATO).")] = None,
     e_bar: Annotated[Optional[float], typer.Option(help="Default device energy budget per round, J (GELATO "
                                                    "policies).")] = None,
-    payload: Annotated[str, typer.Option(help=f"Default payload: {choices_help()}.")] = PayloadMode.COMPACT.value,
+    payload: Annotated[str, typer.Option(help=f"Default payload: {choices_help()}.")] = DEFAULT_PAYLOAD.value,
     system: Annotated[Optional[str], typer.Option(help="System model for modelled device joules: paper or "
                                                   "generic (default: none).")] = None,
     max_tokens: Annotated[int, typer.Option(min=1, help="Largest max_tokens a request may ask for.")] = 1024,

@@ -13,7 +13,7 @@ os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 import typer  # noqa: E402
 
 from gelato.cli.common import fail, parse_prompt_ids, resolve_fingerprint, setup_logging  # noqa: E402
-from gelato.decoding.payload_modes import PayloadMode, choices_help  # noqa: E402
+from gelato.decoding.payload_modes import DEFAULT_PAYLOAD, choices_help  # noqa: E402
 
 
 def device(
@@ -34,7 +34,7 @@ def device(
     top_p: float = typer.Option(1.0, "--top-p"),
     seed: int = typer.Option(0, "--seed", min=0, max=2**63 - 2, help="seeds the draft's sampling and the edge's "
                              "verification"),
-    payload: str = typer.Option(PayloadMode.COMPACT.value, "--payload", help=choices_help()),
+    payload: str = typer.Option(DEFAULT_PAYLOAD.value, "--payload", help=choices_help()),
     token: Optional[str] = typer.Option(None, "--token", envvar="GELATO_TOKEN", help="bearer token"),
     tls: bool = typer.Option(False, "--tls", help="use TLS with the system roots"),
     tls_ca: Optional[Path] = typer.Option(None, "--tls-ca", help="PEM CA certificate of the edge (enables TLS)"),

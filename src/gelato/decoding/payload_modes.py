@@ -22,14 +22,28 @@ class PayloadMode(enum.StrEnum):
     DSSD = "dssd"
     """Ids plus q(x) per token; rule: accept on q(x), at a rejection the dense p goes down and the device samples."""
 
+    DRAWS = "draws"
+    """Ids plus the integer q(x) (q rounded to 2^24, sampled from exactly); rule: accept on q(x), at a rejection M
+    draws y ~ p with p(y) go down and the device accepts one with probability max(0, 1 - q(y)/p(y))."""
+
     EDGE_AR = "edge_ar"
     """No draft: the edge-only baseline (prompt up once, one target token down per round); no verification rule."""
 
     @property
     def listens_downlink(self) -> bool:
         """True where the paper bills the device's receive power (DSSD's target rows, edge-only's tokens)."""
-        return self in (PayloadMode.DSSD, PayloadMode.EDGE_AR)
+        return self in (PayloadMode.DSSD, PayloadMode.DRAWS, PayloadMode.EDGE_AR)
 
+    @property
+    def quantized_q(self) -> bool:
+        """The device drafts from its whole q rounded to integers summing to 2^Q_BITS (and nothing else)."""
+        return self is PayloadMode.DRAWS
+
+
+DEFAULT_PAYLOAD = PayloadMode.DRAWS
+"""The payload of ``generate``, ``device``, the API, the testbed and the modelled clock unless one is chosen: under
+sampling a few bytes a drafted token and the whole q's acceptance (docs/results/sampling-payload.md); under greedy
+decoding ids only, as ``compact``."""
 
 PAYLOAD_CHOICES: tuple[str, ...] = tuple(m.value for m in PayloadMode if m is not PayloadMode.EDGE_AR)
 """The modes a drafting run may choose (each is a verification rule); ``edge_ar`` belongs to the edge-only policy."""

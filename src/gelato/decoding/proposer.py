@@ -26,15 +26,15 @@ def always_continue(step: DraftStep) -> StopDecision:
 
 
 def draft_token(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None,
-                draft_top_k: int = DRAFT_TOP_K):
+                draft_top_k: int = DRAFT_TOP_K, quantized: bool = False):
     """Pure step: (token, the distribution it was drawn from, entropy of q) from one row of draft logits.
 
     Under sampling the token is drawn from q~ = :func:`proposal_probs` (q's ``draft_top_k`` most likely
     entries, renormalised), which is returned: it is what the payload sends and the verifier uses. Greedy
     decoding returns the whole q (its argmax is in every q~). The entropy is always q's, the draft's
-    uncertainty the policies read."""
+    uncertainty the policies read. ``quantized``: q~ rounded to 2^24 (the ``draws`` payload)."""
     q = processed_probs(logits, params)
-    proposal = q if params.greedy else proposal_probs(q, draft_top_k)
+    proposal = q if params.greedy else proposal_probs(q, draft_top_k, quantized)
     token = choose_token(proposal, params, generator)
     return token, proposal, float(entropy_nats(q))
 

@@ -10,6 +10,12 @@ the verifier knows of q:
 - ``dssd``: only q(x) of each drafted token. The edge decides acceptance with it and, at the first
   rejection, returns the dense p row; the device (which holds the whole q) samples the residual
   (:func:`sample_deferred_residual`);
+- ``draws``: as ``dssd`` (q(x), here the integer numerator of the rounded q the device drafted from), but at
+  the first rejection the edge sends M draws y ~ p with p(y) and the device, which holds the whole q, accepts
+  the first draw with probability max(0, 1 - q(y)/p(y)) (:func:`accept_draw`): rejection sampling of
+  norm(max(0, p - q)) with proposal p, exact (its acceptance ratio (p - q)+/p is at most 1). If all M fail the
+  device asks for M fresh draws (a ``redraw`` round: no draft, the same p row): one more exchange, never an
+  approximation; after ``MAX_REDRAWS`` such rounds (q nearly equal to p) it asks for the dense row instead;
 - ``paper_topp``: the top-p part q_S of q. A drafted token outside S is rejected (its q is unknown) and
   the correction comes from norm(max(0, p - q_S)) with q_S zero outside S. This is still exact: for y
   outside S the rejection mass max(0, p - 0) = p(y) is exactly what acceptance cannot produce.
@@ -22,7 +28,7 @@ from collections.abc import Sequence
 import torch
 
 from gelato.decoding.payload_modes import PAYLOAD_CHOICES, PayloadMode
-from gelato.decoding.sampling import SamplingParams, processed_probs, sample_from
+from gelato.decoding.sampling import DRAWS_M, MAX_REDRAWS, SamplingParams, processed_probs, sample_from
 from gelato.decoding.types import SparseDist, Verdict
 
 
@@ -108,13 +114,65 @@ def sample_deferred_residual(verdict: Verdict, q: Sequence[SparseDist] | None,
                    token=sample_from(residual_distribution(verdict.residual_p, q_dense), generator), deferred=True)
 
 
+def residual_draws(p_row: torch.Tensor, m: int, generator: torch.Generator | None) -> tuple[tuple[int, float], ...]:
+    """Edge side of ``draws``: ``m`` independent draws y ~ ``p_row`` (vocab,) with their p(y)."""
+    if m < 1:
+        raise ValueError(f"need at least one draw, got {m}")
+    ys = torch.multinomial(p_row, m, replacement=True, generator=generator).tolist()
+    return tuple((int(y), float(p_row[y])) for y in ys)
+
+
+def accept_draw(draws: Sequence[tuple[int, float]], q_row: torch.Tensor,
+                generator: torch.Generator | None) -> int | None:
+    """Device side of ``draws``: the first draw y accepted with probability max(0, 1 - q(y)/p(y)) under the device's
+    whole q (``q_row``: (vocab,), the rounded q it drafted from); None when every draw fails (ask for more).
+    ValueError for a draw that could not have come from a distribution (id outside q_row, p(y) not in (0, 1])."""
+    for y, p_y in draws:
+        if not 0 <= y < q_row.shape[-1] or not 0.0 < p_y <= 1.0:
+            raise ValueError(f"draw ({y}, {p_y}) is not a token of the vocabulary of {q_row.shape[-1]} "
+                             "with p(y) in (0, 1]")
+        u = float(torch.rand((), generator=generator))
+        if u < max(0.0, 1.0 - float(q_row[y]) / p_y):
+            return int(y)
+    return None
+
+
+def sample_from_draws(verdict: Verdict, q: Sequence[SparseDist] | None, vocab_size: int,
+                      generator: torch.Generator | None, redraw=None) -> tuple[Verdict, int]:
+    """Device side of ``draws`` for a whole round: a verdict carrying draws becomes one with the accepted draw as
+    its token (deferred: the edge learns it next round); while every draw fails, ``redraw(dense=False)`` fetches
+    fresh draws of the same p row (over the network one more exchange). After ``MAX_REDRAWS`` failed redraws
+    (a residual of almost no mass: q nearly equals p) ``redraw(dense=True)`` fetches the dense p row instead and
+    the residual is sampled from it, as DSSD's: still exact (the draws are independent of the residual sample),
+    and the exchanges stay bounded. Returns the verdict and how many redraws it took; other verdicts pass through."""
+    if verdict.draws is None:
+        return verdict, 0
+    if q is None or verdict.accepted >= len(q):
+        raise ValueError("draws need the draft's q at the rejected position")
+    q_row = q[verdict.accepted].to_dense(vocab_size)
+    draws, redraws = verdict.draws, 0
+    while (token := accept_draw(draws, q_row, generator)) is None:
+        if redraw is None:
+            raise ValueError("every draw failed and no redraw is possible")
+        redraws += 1
+        if redraws > MAX_REDRAWS:
+            p_row = redraw(dense=True)
+            if not isinstance(p_row, torch.Tensor) or p_row.shape != q_row.shape:
+                raise ValueError("a dense redraw must answer the p row over the vocabulary")
+            token = sample_from(residual_distribution(p_row, q_row), generator)
+            break
+        draws = redraw(dense=False)
+    return Verdict(accepted=verdict.accepted, token=token, deferred=True), redraws
+
+
 def verify_rows(target_logits: torch.Tensor, draft_tokens: Sequence[int], q: Sequence[SparseDist] | None,
                 params: SamplingParams, generator: torch.Generator | None = None,
-                rule: PayloadMode | str = PayloadMode.COMPACT) -> Verdict:
+                rule: PayloadMode | str = PayloadMode.COMPACT, draws: int = DRAWS_M, redraw: bool = False) -> Verdict:
     """The verdict of one round under ``params`` and the payload ``rule`` (a drafting :class:`PayloadMode`, one of ``PAYLOAD_CHOICES``).
 
     ``target_logits``: (len(draft_tokens) + 1, vocab) raw target logits; ``q``: what the verifier knows
-    of each drafted token's q (unused when greedy).
+    of each drafted token's q (unused when greedy). ``draws``: M of the ``draws`` rule; ``redraw`` (``draws``
+    rule, no draft tokens): M fresh draws of the one row's p instead of a token (``draws`` 0: the dense row).
     """
     if rule not in PAYLOAD_CHOICES:
         raise ValueError(f"unknown verification rule {str(rule)!r}; choose one of {PAYLOAD_CHOICES}")
@@ -123,5 +181,16 @@ def verify_rows(target_logits: torch.Tensor, draft_tokens: Sequence[int], q: Seq
     if q is None:
         raise ValueError("a sampled draft must carry its q distributions")
     p = processed_probs(target_logits, params)
+    if rule == PayloadMode.DRAWS:
+        if redraw:
+            if draft_tokens:
+                raise ValueError("a redraw round carries no draft tokens")
+            if not draws:  # the device gave up on draws (a residual of almost no mass): the dense row, as DSSD's
+                return Verdict(accepted=0, token=-1, residual_p=p[0].clone())
+            return Verdict(accepted=0, token=-1, draws=residual_draws(p[0], draws, generator))
+        verdict = verify_stochastic(p, draft_tokens, q, generator, defer_residual=True)
+        if verdict.residual_p is None:
+            return verdict
+        return Verdict(accepted=verdict.accepted, token=-1, draws=residual_draws(verdict.residual_p, draws, generator))
     return verify_stochastic(p, draft_tokens, q, generator, defer_residual=rule == PayloadMode.DSSD,
                              q_truncated=rule == PayloadMode.PAPER_TOPP)

@@ -20,6 +20,15 @@ import torch
 # measurement: docs/results/draft-truncation.md. 0 drafts from the whole q.
 DRAFT_TOP_K = 24
 
+# The ``draws`` payload (docs/results/sampling-payload.md): the device drafts from its whole q rounded to integers
+# that sum to 2^Q_BITS and sends the integer q(x) of each drafted token; at a rejection the edge sends DRAWS_M
+# draws y ~ p (with p(y)) and the device accepts one as the residual sample, asking for DRAWS_M more if all fail.
+Q_BITS = 24
+Q_ONE = 1 << Q_BITS
+DRAWS_M = 16
+MAX_DRAWS_M = 1024  # the most draws one verdict may carry (an edge refuses a larger M at open)
+MAX_REDRAWS = 4  # failed redraw rounds after which the device asks for the dense p row (bounded exchanges)
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -64,15 +73,38 @@ def processed_probs(logits: torch.Tensor, params: SamplingParams) -> torch.Tenso
     return probs
 
 
-def proposal_probs(q: torch.Tensor, draft_top_k: int = DRAFT_TOP_K) -> torch.Tensor:
+def proposal_probs(q: torch.Tensor, draft_top_k: int = DRAFT_TOP_K, quantized: bool = False) -> torch.Tensor:
     """q~: the ``draft_top_k`` most likely entries of the 1-D distribution ``q``, renormalised (``q`` itself
-    when ``draft_top_k`` is 0 or q has no more entries than that)."""
+    when ``draft_top_k`` is 0 or q has no more entries than that); ``quantized``: then rounded by
+    :func:`quantized_probs` (the ``draws`` payload drafts from exactly that)."""
     if draft_top_k < 0:
         raise ValueError(f"draft top-k must be >= 0 (0 drafts from the whole q), got {draft_top_k}")
-    if not draft_top_k or int((q > 0).sum()) <= draft_top_k:
-        return q
-    values, ids = torch.topk(q, draft_top_k)
-    return torch.zeros_like(q).index_put_((ids,), values / values.sum())
+    if draft_top_k and int((q > 0).sum()) > draft_top_k:
+        values, ids = torch.topk(q, draft_top_k)
+        q = torch.zeros_like(q).index_put_((ids,), values / values.sum())
+    return quantized_probs(q) if quantized else q
+
+
+def quantized_probs(q: torch.Tensor) -> torch.Tensor:
+    """q rounded to integers that sum to exactly 2^Q_BITS (largest remainder; ties by id), over the last
+    dimension of a 1-D ``q``, returned as those integers / 2^Q_BITS in float32 (exact: every value is k / 2^24 with
+    k <= 2^24). An entry that rounds to 0 can never be drawn; one that does not keeps q(x) = k / 2^24 exactly."""
+    scaled = q.double().clamp_min(0.0)
+    scaled = scaled / scaled.sum() * Q_ONE
+    counts = torch.floor(scaled)
+    short = Q_ONE - int(counts.sum())
+    if short > 0:
+        order = torch.argsort(scaled - counts, descending=True, stable=True)
+        counts[order[:short]] += 1
+    elif short < 0:  # float rounding of the sum: take back from the largest counts
+        order = torch.argsort(counts, descending=True, stable=True)
+        counts[order[:-short]] -= 1
+    return (counts / Q_ONE).float()
+
+
+def q_int(prob: float) -> int:
+    """The integer numerator of a quantized probability (``prob`` = k / 2^Q_BITS exactly)."""
+    return int(round(float(prob) * Q_ONE))
 
 
 def entropy_nats(probs: torch.Tensor) -> torch.Tensor:

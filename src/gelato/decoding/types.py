@@ -126,9 +126,12 @@ class Verdict:
     # ``residual_p`` is, and kept once the device has sampled ``token`` from it.
     deferred: bool = False
     measured: RoundMeasurement | None = field(default=None, compare=False)
+    # The draws payload: at the first rejection (or a redraw), M draws (y, p(y)) of y ~ p instead of a token; the
+    # device accepts one as its residual sample (decoding/rejection.py:accept_draw). Deferred like residual_p.
+    draws: tuple[tuple[int, float], ...] | None = None
 
     def __post_init__(self) -> None:
-        if self.residual_p is not None and not self.deferred:
+        if (self.residual_p is not None or self.draws is not None) and not self.deferred:
             object.__setattr__(self, "deferred", True)
 
 

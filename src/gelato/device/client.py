@@ -33,7 +33,7 @@ import grpc
 import torch
 
 from gelato.decoding.payload_modes import PayloadMode
-from gelato.decoding.rejection import sample_deferred_residual
+from gelato.decoding.rejection import sample_deferred_residual, sample_from_draws
 from gelato.decoding.sampling import SamplingParams
 from gelato.decoding.seeds import residual_generator, verification_seed
 from gelato.decoding.types import Burst, Draft, RoundCommit, RoundMeasurement, Verdict
@@ -43,7 +43,9 @@ from gelato.wire.codec import (
     MAX_STREAM_TOKENS,
     decode_verdict,
     encode_draft,
+    encode_redraw,
     payload_config,
+    payload_to_proto,
     sampling_to_proto,
 )
 from gelato.wire.errors import EdgeCancelledError, EdgeRejectedError, EdgeTLSError, EdgeUnavailableError, TransportError
@@ -133,6 +135,7 @@ class RemoteVerifier:
         request = pb.OpenRequest(prompt_ids=committed, sampling=sampling_to_proto(self.params, seed),
                                  device_name=self.device_name, tokenizer_fingerprint=self.fingerprint,
                                  report_times=self.report_times, stop_ids=sorted(self.stop_ids),
+                                 payload=payload_to_proto(self.payload),
                                  max_new_tokens=max(0, self.max_new_tokens - (len(committed) - (self._prompt_len or 0))))
         stream = self.client.open_stream()
         with self._lock:
@@ -212,6 +215,12 @@ class RemoteVerifier:
             raise TransportError(f"edge answered round {reply.round} with {reply.accepted} accepted for round "
                                  f"{self._round} of {len(draft.tokens)} tokens", committed, self._prompt_len)
         self._edge_ids = committed + RoundCommit.of(draft.tokens, verdict).edge_ids
+        extra = []  # the draws payload's fallback exchanges: (up, down) of each
+        if verdict.draws is not None:
+            if self.payload.mode != PayloadMode.DRAWS:
+                raise TransportError(f"the edge sent draws to a {self.payload.mode} session", committed,
+                                     self._prompt_len or 0)
+            verdict = self._accept_draws(committed, draft, verdict, extra)
         if verdict.deferred:  # DSSD: sample the residual here; the edge learns the token as a pending id next round
             try:
                 verdict = sample_deferred_residual(verdict, draft.q, self.generator)
@@ -219,7 +228,8 @@ class RemoteVerifier:
                 raise TransportError(f"the edge sent a residual distribution: {exc}", committed,
                                      self._prompt_len) from None
         times = down.times
-        timing = measure(up, down, rpc_ms=rpc_ms, total_ms=(time.perf_counter() - t0) * 1e3, server_ms=times.server_ms,
+        timing = measure(up, down, extra, rpc_ms=rpc_ms, total_ms=(time.perf_counter() - t0) * 1e3,
+                         server_ms=times.server_ms,
                          queue_ms=times.queue_ms, forward_ms=times.forward_ms, batch=times.batch,
                          attempts=self.stats.attempts - attempts0, reopened=self.stats.reopens - reopens0)
         self.stats.rounds += 1
@@ -227,6 +237,45 @@ class RemoteVerifier:
         self.stats.down_bytes += timing.down_bytes
         self.stats.timings.append(timing)
         return replace(verdict, measured=timing)  # the round's measurement travels with its verdict
+
+    def _accept_draws(self, committed: list[int], draft: Draft, verdict: Verdict, extra: list) -> Verdict:
+        """The draws payload: accept one of the verdict's draws with the whole q (decoding/rejection.py); while every
+        draw fails, one more exchange (a redraw round) fetches M fresh ones. Resumes like any round."""
+        base = committed + list(draft.tokens[:verdict.accepted])  # what the edge holds now
+        try:
+            return sample_from_draws(verdict, draft.q, self.vocab_size or 0, self.generator,
+                                     lambda dense: self._redraw(base, extra, dense))[0]
+        except ValueError as exc:
+            raise TransportError(f"the edge sent draws: {exc}", committed, self._prompt_len or 0) from None
+
+    def _redraw(self, base: list[int], extra: list, dense: bool = False):
+        """One fallback exchange: M fresh draws of the p row after ``base`` (the edge's committed tokens); ``dense``:
+        that row itself (a tensor over the vocabulary)."""
+        self._committed = base
+        up, down = self._with_retries(lambda remaining: self._redraw_once(base, remaining, dense))
+        extra.append((up, down))
+        self.stats.redraws += 1
+        try:
+            fresh = decode_verdict(down.verdict, self.vocab_size or 0)
+        except ValueError as exc:
+            raise TransportError(str(exc), base, self._prompt_len or 0) from None
+        if dense and fresh.residual_p is not None:
+            return fresh.residual_p
+        if dense or fresh.draws is None:
+            raise TransportError(f"the edge answered a {'dense ' if dense else ''}redraw without "
+                                 f"{'its p row' if dense else 'draws'}", base, self._prompt_len or 0)
+        return fresh.draws
+
+    def _redraw_once(self, base: list[int], remaining: float, dense: bool = False):
+        if self._stream is None or self._edge_ids != base:
+            self._open(base, remaining)  # the stream dropped: a fresh session at what is committed
+        up = pb.StreamUp(draft=encode_redraw(round_id=self._round + 1, position=len(base), dense=dense))
+        down = self._stream.exchange(up, self.rpc_timeout)
+        if down.WhichOneof("kind") != "verdict" or down.verdict.round != self._round + 1:
+            raise TransportError("the edge answered a redraw with something else than its verdict", base,
+                                 self._prompt_len or 0)
+        self._round += 1
+        return up, down
 
     def _verify_once(self, committed: list[int], draft: Draft, remaining: float):
         known = len(self._edge_ids)

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from gelato.decoding.types import Draft, RoundMeasurement, Verdict
-from gelato.wire.codec import encode_draft, encode_verdict
-from gelato.wire.payload import PayloadConfig
+from gelato.wire.codec import encode_draft
+from gelato.wire.payload import PayloadConfig, build_verdict_down
 from gelato.wire.proto import gelato_pb2 as pb
 
 
@@ -21,17 +21,22 @@ def draft_message(committed: Sequence[int], draft: Draft, round_id: int, payload
                                           pending_ids=list(committed[len(committed) - pending:]), cfg=payload))
 
 
-def measure(up: pb.StreamUp, down: pb.StreamDown, **timing) -> RoundMeasurement:
-    """A round's measurement: the serialized sizes of its real messages (the one way bytes are measured),
-    with the times given."""
-    return RoundMeasurement(up_bytes=up.ByteSize(), down_bytes=down.ByteSize(), **timing)
+def measure(up: pb.StreamUp, down: pb.StreamDown, extra: Sequence[tuple[pb.StreamUp, pb.StreamDown]] = (),
+            **timing) -> RoundMeasurement:
+    """A round's measurement: the serialized sizes of its real messages (the one way bytes are measured; ``extra``:
+    the round's further exchanges, a draws payload's redraws), with the times given."""
+    return RoundMeasurement(up_bytes=up.ByteSize() + sum(u.ByteSize() for u, _ in extra),
+                            down_bytes=down.ByteSize() + sum(d.ByteSize() for _, d in extra),
+                            up_messages=1 + len(extra), down_messages=1 + len(extra), **timing)
 
 
 def message_measurement(committed: Sequence[int], draft: Draft, verdict: Verdict, round_id: int,
                         payload: PayloadConfig) -> RoundMeasurement:
-    """The measurement of a round verified in process: the sizes of the messages a stream would carry."""
-    down = pb.StreamDown(verdict=encode_verdict(verdict, round_id=round_id,
-                                                position=len(committed) + verdict.accepted + 1))
+    """The measurement of a round verified in process: the sizes of the messages a stream would carry (under the
+    draws payload a rejected round's verdict carries M draws of p, not the token the in-process verifier drew)."""
+    on_stream = payload.model_copy(update={"session": 0})  # the stream is the session
+    down = pb.StreamDown(verdict=build_verdict_down(verdict, on_stream, round_id, len(committed) + verdict.accepted + 1,
+                                                    n_sent=len(draft.tokens)))
     return measure(draft_message(committed, draft, round_id, payload), down)
 
 
@@ -43,6 +48,7 @@ class RemoteStats:
     reopens: int = 0
     opens: int = 0
     busy_retries: int = 0
+    redraws: int = 0  # draws payload: fallback exchanges (every draw of a verdict failed)
     up_bytes: int = 0
     down_bytes: int = 0
     timings: list[RoundMeasurement] = field(default_factory=list)
@@ -51,7 +57,8 @@ class RemoteStats:
         t = self.timings
         mean = (lambda xs: sum(xs) / len(xs) if xs else 0.0)
         return {"rounds": self.rounds, "retries": self.retries, "reopens": self.reopens, "opens": self.opens,
-                "busy_retries": self.busy_retries, "up_bytes": self.up_bytes, "down_bytes": self.down_bytes,
+                "busy_retries": self.busy_retries, "redraws": self.redraws,
+                "up_bytes": self.up_bytes, "down_bytes": self.down_bytes,
                 "rpc_ms_mean": mean([x.rpc_ms for x in t]), "server_ms_mean": mean([x.server_ms for x in t]),
                 "network_ms_mean": mean([x.network_ms for x in t]), "forward_ms_mean": mean([x.forward_ms for x in t]),
                 "queue_ms_mean": mean([x.queue_ms for x in t]), "batch_mean": mean([x.batch for x in t])}

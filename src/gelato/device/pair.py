@@ -37,4 +37,4 @@ def remote_pair(draft: torch.nn.Module, client: EdgeClient | str, params: Sampli
         verifier.close()
         raise
     vocab = min(int(draft.config.vocab_size), int(reply.vocab_size))
-    return draft_proposer(draft, params, seed, vocab), verifier
+    return draft_proposer(draft, params, seed, vocab, verifier.payload.mode), verifier

@@ -12,8 +12,8 @@ themselves, so malformed bytes get INVALID_ARGUMENT (not a generic INTERNAL):
 ==================== =============================================================================
 UNAUTHENTICATED      missing, malformed or unknown bearer token
 INVALID_ARGUMENT     undecodable message, empty/oversized prompt, draft longer than the limit, ids
-                     outside the vocabulary, bad sampling settings or q distributions; a burst with a
-                     draft, over the edge's limit or over the session's max_new_tokens left
+                     outside the vocabulary, bad sampling settings, payload or q values (wire's MalformedMessage); a
+                     burst with a draft, over the edge's limit or over the session's max_new_tokens left
 NOT_FOUND            the session expired (idle too long): open a new stream with the committed tokens
 FAILED_PRECONDITION  tokenizer fingerprint mismatch; a draft before open, or whose position or round
                      does not follow the session (the device resynchronises on a new stream)
@@ -39,7 +39,7 @@ from gelato.edge.rounds import check_open, check_round
 from gelato.edge.sessions import Session
 from gelato.edge.worker import RoundJob, RoundResult
 from gelato.models.cached import CachedCausalLM
-from gelato.wire.codec import DecodedDraft, decode_draft, sampling_from_proto
+from gelato.wire.codec import DecodedDraft, decode_draft, payload_from_proto, sampling_from_proto
 from gelato.wire.errors import RequestError
 from gelato.wire.proto import gelato_pb2 as pb
 from gelato.wire.protocol import SERVICE
@@ -158,6 +158,7 @@ class EdgeService:
                                f"edge {self.fingerprint!r} (model {self.config.model_name}); device and edge must "
                                "share one vocabulary")
         params = sampling_from_proto(req.sampling)
+        payload = payload_from_proto(req)
         prompt = list(req.prompt_ids)
         check_open(prompt, params, req.max_new_tokens, self.limits)
         self.sessions.reserve_check(device)
@@ -168,7 +169,7 @@ class EdgeService:
         session = Session(id=self.sessions.new_id(), lm=lm, committed=prompt, params=params, generator=generator,
                           owner=device, device_name=req.device_name or (device or ""), prompt_len=len(prompt),
                           max_new_tokens=req.max_new_tokens, report_times=req.report_times,
-                          stop_ids=frozenset(req.stop_ids))
+                          stop_ids=frozenset(req.stop_ids), payload=payload)
         self.sessions.add(session)
         try:
             # the newest token is fed with the first draft; the store first reserves room for that round too
@@ -227,7 +228,7 @@ class EdgeService:
         check_round(round_id=req.round, last_round=session.last_round, position=req.position, held=held,
                     n_pending=len(pending), n_draft=len(req.token_ids), limits=self.limits,
                     stream_tokens=req.stream_tokens, tokens_left=tokens_left)
-        decoded = decode_draft(req, session.params, self.vocab_size, self.config.paper_payload)
+        decoded = decode_draft(req, session.params, self.vocab_size, self.config.paper_payload, session.payload)
         return RoundJob(session, decoded, req.round, pending, session.committed + pending + decoded.tokens,
                         held + len(pending) - 1, step=0 if req.stream_tokens else -1)
 

@@ -16,6 +16,7 @@ import torch
 
 from gelato.decoding.sampling import SamplingParams
 from gelato.models.cached import CachedCausalLM
+from gelato.wire.codec import SessionPayload
 from gelato.wire.errors import RequestError
 
 
@@ -32,6 +33,7 @@ class Session:
     max_new_tokens: int = 0
     report_times: bool = False
     stop_ids: frozenset[int] = frozenset()  # ids that end a burst (the device's EOS)
+    payload: SessionPayload = field(default_factory=SessionPayload)  # declared at open; decodes every round
     created: float = field(default_factory=time.monotonic)
     last_used: float = field(default_factory=time.monotonic)
     last_round: int = 0

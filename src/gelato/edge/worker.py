@@ -77,7 +77,8 @@ def finish_round(job: RoundJob, logits: torch.Tensor) -> pb.VerdictDown:
     vocab) and advance the session."""
     session, decoded = job.session, job.decoded
     n_before = job.logits_from + 1  # committed + pending
-    verdict = verify_rows(logits, decoded.tokens, decoded.q, session.params, session.generator, rule=decoded.rule)
+    verdict = verify_rows(logits, decoded.tokens, decoded.q, session.params, session.generator, rule=decoded.rule,
+                          draws=decoded.draws, redraw=decoded.redraw)
     session.lm.truncate(n_before + verdict.accepted)  # crop the rejected positions
     appended = job.pending + RoundCommit.of(decoded.tokens, verdict).edge_ids
     session.committed.extend(appended)

@@ -9,7 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gelato.constants import E_BAR_J
-from gelato.decoding.payload_modes import PayloadMode
+from gelato.decoding.payload_modes import DEFAULT_PAYLOAD, PayloadMode
 from gelato.policies.registry import policy_spec
 from gelato.system.config import SystemConfig
 from gelato.system.units import MHZ
@@ -76,7 +76,7 @@ class RunConfig(BaseModel):
         implied = policy_spec(self.policy).payload_mode
         if implied is not None:
             return PayloadMode(implied)
-        return PayloadMode.PAPER_TOPP if self.system == "paper" else PayloadMode.COMPACT
+        return PayloadMode.PAPER_TOPP if self.system == "paper" else DEFAULT_PAYLOAD
 
     def system_config(self) -> SystemConfig:
         base = self._system_config()

@@ -45,7 +45,7 @@ def prompt_runs_for(cfg: RunConfig) -> Iterator[PromptRun]:
     draft, target, tok = load_pair(draft_dir, target_dir)
     params = SamplingParams(cfg.temperature, cfg.top_k, cfg.sampling_top_p)
     return live_prompt_runs(draft, target, load_prompt_ids(cfg, tok), params, cfg.max_new_tokens, tok.eos_token_id,
-                         cfg.seed, shared_vocab_size(draft, target))
+                         cfg.seed, shared_vocab_size(draft, target), payload=cfg.payload_mode())
 
 
 def execute(cfg: RunConfig, on_round: Callable | None = None, write: bool = True) -> RunResult:

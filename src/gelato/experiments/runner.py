@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gelato.decoding.payload_modes import DEFAULT_PAYLOAD, PayloadMode
 from gelato.decoding.policy import DraftPolicy
 from gelato.decoding.proposer import Proposer
 from gelato.decoding.sampling import SamplingParams
@@ -54,9 +55,11 @@ def synthetic_prompt_runs(seed: int = 0, top_p: float = 0.99995, context: int = 
 
 def live_prompt_runs(draft, target, prompts: Sequence[tuple[str, Sequence[int]]], params: SamplingParams,
                   max_new_tokens: int, eos_token_id: int | None, seed: int = 0,
-                  vocab_size: int | None = None, cycle: bool = True) -> Iterator[PromptRun]:
-    """Real models; one KV cache pair reused (re-synced per prompt by the common-prefix crop)."""
-    proposer, verifier = local_pair(draft, target, params, seed, vocab_size)
+                  vocab_size: int | None = None, cycle: bool = True,
+                  payload: PayloadMode | str = DEFAULT_PAYLOAD) -> Iterator[PromptRun]:
+    """Real models; one KV cache pair reused (re-synced per prompt by the common-prefix crop); the draft proposes
+    what ``payload`` sends (the run's clock bills it)."""
+    proposer, verifier = local_pair(draft, target, params, seed, vocab_size, payload)
     for pid, ids in (itertools.cycle(prompts) if cycle else prompts):
         yield PromptRun(list(ids), proposer, verifier, max_new_tokens, eos_token_id, pid)
 

@@ -21,16 +21,17 @@ class DraftModelProposer(Proposer):
     """Drafts with a live model whose KV cache persists across rounds (cropped by common prefix)."""
 
     def __init__(self, model: CachedCausalLM, params: SamplingParams, generator: torch.Generator | None = None,
-                 draft_top_k: int = DRAFT_TOP_K):
+                 draft_top_k: int = DRAFT_TOP_K, quantized: bool = False):
         self.model = model
         self.params = params
         self.generator = generator
         self.draft_top_k = draft_top_k  # sampling draws from q~ (see draft_token); 0: the whole q
+        self.quantized = quantized  # q~ rounded to 2^24: the draws payload (PayloadMode.quantized_q)
 
     def draft_next(self, committed: Sequence[int], sent: Sequence[int]) -> DraftedToken:
         """One drafted token after ``committed + sent`` (the cache keeps their common prefix)."""
         logits = self.model.feed(list(committed) + list(sent))[-1]
-        token, q, entropy = draft_token(logits, self.params, self.generator, self.draft_top_k)
+        token, q, entropy = draft_token(logits, self.params, self.generator, self.draft_top_k, self.quantized)
         return DraftedToken(token, entropy, float(q[token]), float(q.max()), SparseDist.from_dense(q))
 
     def rollback(self, committed_len: int) -> None:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
+from gelato.decoding.payload_modes import DEFAULT_PAYLOAD, PayloadMode
 from gelato.decoding.policy import DraftPolicy
 from gelato.decoding.sampling import SamplingParams
 from gelato.decoding.seeds import device_seed, edge_seed, generator
@@ -20,11 +21,13 @@ from gelato.models.cached import CachedCausalLM
 
 
 def draft_proposer(draft: torch.nn.Module | CachedCausalLM, params: SamplingParams, seed: int | None = 0,
-                   vocab_size: int | None = None) -> DraftModelProposer:
+                   vocab_size: int | None = None, payload: PayloadMode | str = DEFAULT_PAYLOAD) -> DraftModelProposer:
     """The device's proposer: the draft model with its own KV cache, sampling from the device's stream
-    (``seed=None``: unseeded)."""
+    (``seed=None``: unseeded) what ``payload`` sends: under ``draws`` (``PayloadMode.quantized_q``) its whole q
+    rounded to 2^24, else the sparse q~."""
     lm = draft if isinstance(draft, CachedCausalLM) else CachedCausalLM(draft, vocab_size)
-    return DraftModelProposer(lm, params, None if seed is None else generator(device_seed(seed)))
+    extra = {"draft_top_k": 0, "quantized": True} if PayloadMode(payload).quantized_q else {}
+    return DraftModelProposer(lm, params, None if seed is None else generator(device_seed(seed)), **extra)
 
 
 def target_verifier(target: torch.nn.Module | CachedCausalLM, params: SamplingParams, seed: int | None = 0,
@@ -34,10 +37,12 @@ def target_verifier(target: torch.nn.Module | CachedCausalLM, params: SamplingPa
     return TargetModelVerifier(lm, params, None if seed is None else generator(edge_seed(seed)))
 
 
-def local_pair(draft, target, params: SamplingParams, seed: int | None = 0,
-               vocab_size: int | None = None) -> tuple[DraftModelProposer, TargetModelVerifier]:
-    """(proposer, verifier) for in-process speculative decoding with ``seed``."""
-    return draft_proposer(draft, params, seed, vocab_size), target_verifier(target, params, seed, vocab_size)
+def local_pair(draft, target, params: SamplingParams, seed: int | None = 0, vocab_size: int | None = None,
+               payload: PayloadMode | str = DEFAULT_PAYLOAD) -> tuple[DraftModelProposer, TargetModelVerifier]:
+    """(proposer, verifier) for in-process speculative decoding with ``seed``; the proposer drafts what ``payload``
+    would send (in process every payload verifies with the q the token came from: the same distribution)."""
+    return (draft_proposer(draft, params, seed, vocab_size, payload),
+            target_verifier(target, params, seed, vocab_size))
 
 
 def generate_speculative(draft, target, prompt_ids: Sequence[int], params: SamplingParams, policy: DraftPolicy,

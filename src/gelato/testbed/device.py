@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from gelato.decoding.payload_modes import PAYLOAD_CHOICES, PayloadMode
+from gelato.decoding.payload_modes import DEFAULT_PAYLOAD, PAYLOAD_CHOICES, PayloadMode
 from gelato.decoding.sampling import SamplingParams
 from gelato.decoding.types import RoundCharge
 from gelato.device.edge_client import EdgeClient
@@ -86,9 +86,9 @@ def first_token_s(charge: RoundCharge, record) -> float:
 
 
 def live_payload(policy: str, params: SamplingParams) -> PayloadConfig:
-    """The payload a live session of ``policy`` sends (its registry mode where the wire has it, else compact)."""
+    """The payload a live session of ``policy`` sends (its registry mode where the wire has it, else the default)."""
     mode = policy_spec(policy).payload_mode
-    return payload_config(mode if mode in PAYLOAD_CHOICES else PayloadMode.COMPACT, params)
+    return payload_config(mode if mode in PAYLOAD_CHOICES else DEFAULT_PAYLOAD, params)
 
 
 class DeviceWorker:
@@ -117,7 +117,8 @@ class DeviceWorker:
         payload = live_payload(name, params)
         policy = make_policy(name, predictor=planner, energy_budget=spec["e_bar"])
         client = EdgeClient(edge)
-        recorder = Recorder(keep_q=not params.greedy or payload.mode != PayloadMode.COMPACT)
+        recorder = Recorder(keep_q=payload.mode in (PayloadMode.PAPER_TOPP, PayloadMode.DSSD)
+                            or (payload.mode == PayloadMode.COMPACT and not params.greedy))  # what bills q
         verifier = None
         try:
             t0 = time.perf_counter()

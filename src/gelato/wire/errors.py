@@ -24,6 +24,15 @@ class RequestError(Exception):
         return f"{self.code.name}: {self.message}"
 
 
+class MalformedMessage(RequestError, ValueError):
+    """A message that breaks the wire format's rules (wrong lengths, ids outside the vocabulary, values that are not
+    probabilities, an undeclared payload...): the one error ``wire`` raises for them. The edge answers it with its
+    status (INVALID_ARGUMENT); the device, receiving one from the edge, ends the generation with a TransportError."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
 class TransportError(RuntimeError):
     """A generation over the network stopped; ``committed_ids`` holds prompt + tokens committed so far."""
 

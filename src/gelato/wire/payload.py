@@ -14,6 +14,9 @@ payload model and the wire format cannot drift apart. Payload modes (docs/design
 ``dssd``
     ids plus ``q(x_i)`` per token (``q_token``); on a rejection the downlink carries the target
     distribution at the first rejected position (``target_p``) and no token.
+``draws``
+    ids plus the integer ``q(x_i) * 2^24`` per token (``q_int``; the device drafts from q rounded to 2^24); on a
+    rejection the downlink carries ``draws`` (M) draws y ~ p with p(y) (``draw_ids``, ``draw_p``) and no token.
 
 ``synthetic_topp_bits`` sizes a ``paper_topp`` message from support sizes alone (for the synthetic
 regime where no real ``q`` exists) with the same framing and the same bit formula as the packer.
@@ -31,6 +34,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gelato.decoding.payload_modes import PayloadMode  # noqa: F401  (re-exported: the one list of payload modes)
+from gelato.decoding.sampling import DRAWS_M, MAX_DRAWS_M, q_int
 from gelato.decoding.types import Draft, SparseDist, Verdict
 from gelato.wire.proto import gelato_pb2 as pb
 
@@ -75,6 +79,7 @@ class PayloadConfig(BaseModel):
     # this many entries on each rejection (None: bill only what the verdict really holds).
     dssd_target_support: int | None = Field(None, ge=1)
     vocab_size: int | None = Field(None, ge=1)  # ids used by synthetic messages are below this
+    draws: int = Field(DRAWS_M, ge=1, le=MAX_DRAWS_M)  # draws mode: M, the draws a rejection sends down
 
     @model_validator(mode="after")
     def _check(self) -> "PayloadConfig":
@@ -254,6 +259,14 @@ def build_draft_up(draft: Draft, cfg: PayloadConfig, round_index: int = 0,
         if len(draft.token_probs) < n:
             raise ValueError(f"dssd payload needs q(x) for each of the {n} sent tokens")
         msg.q_token.extend(draft.token_probs[:n])
+    elif cfg.mode == PayloadMode.DRAWS and not cfg.greedy:
+        if len(draft.token_probs) < n:
+            raise ValueError(f"draws payload needs q(x) for each of the {n} sent tokens")
+        ints = [q_int(x) for x in draft.token_probs[:n]]
+        if any(k != float(x) * (1 << 24) for k, x in zip(ints, draft.token_probs)):
+            raise ValueError("the draws payload needs tokens drafted from q rounded to 2^24 (a quantized proposer: "
+                             "PayloadMode.quantized_q), and no other q")
+        msg.q_int.extend(ints)
     if cfg.send_entropies:
         msg.entropies.extend(draft.entropies[:n])
     return msg
@@ -279,6 +292,14 @@ def build_verdict_down(verdict: Verdict, cfg: PayloadConfig, round_index: int = 
         return msg
     if cfg.mode == PayloadMode.DSSD and rejected and cfg.dssd_target_support is not None:
         msg.target_p.CopyFrom(_synthetic_target_p(min(cfg.dssd_target_support, cfg.max_id + 1), cfg.max_id))
+        return msg
+    if verdict.draws is not None:
+        msg.draw_ids.extend(y for y, _ in verdict.draws)
+        msg.draw_p.extend(p for _, p in verdict.draws)
+        return msg
+    if cfg.mode == PayloadMode.DRAWS and rejected and not cfg.greedy:  # verified in process: bill M draws
+        msg.draw_ids.extend([cfg.max_id] * cfg.draws)
+        msg.draw_p.extend([0.5] * cfg.draws)
         return msg
     msg.token = max(0, int(verdict.token))
     msg.has_token = True

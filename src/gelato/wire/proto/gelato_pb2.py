@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1egelato/wire/proto/gelato.proto\x12\tgelato.v1\"S\n\x10SamplingSettings\x12\x13\n\x0btemperature\x18\x01 \x01(\x02\x12\r\n\x05top_k\x18\x02 \x01(\r\x12\r\n\x05top_p\x18\x03 \x01(\x02\x12\x0c\n\x04seed\x18\x04 \x01(\x04\"0\n\x12SparseDistribution\x12\x0b\n\x03ids\x18\x01 \x03(\r\x12\r\n\x05probs\x18\x02 \x03(\x02\"\xda\x01\n\x07\x44raftUp\x12\x0f\n\x07session\x18\x01 \x01(\x06\x12\x10\n\x08position\x18\x02 \x01(\x04\x12\r\n\x05round\x18\x03 \x01(\r\x12\x13\n\x0bpending_ids\x18\x04 \x03(\r\x12\x11\n\ttoken_ids\x18\x05 \x03(\r\x12(\n\x01q\x18\x06 \x03(\x0b\x32\x1d.gelato.v1.SparseDistribution\x12\x0f\n\x07q_token\x18\x07 \x03(\x02\x12\x10\n\x08q_packed\x18\x08 \x03(\x0c\x12\x11\n\tentropies\x18\t \x03(\x02\x12\x15\n\rstream_tokens\x18\n \x01(\r\"\xc4\x01\n\x0bVerdictDown\x12\x0f\n\x07session\x18\x01 \x01(\x06\x12\r\n\x05round\x18\x02 \x01(\r\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x03 \x01(\r\x12\r\n\x05token\x18\x04 \x01(\r\x12\x11\n\thas_token\x18\x05 \x01(\x08\x12/\n\x08target_p\x18\x06 \x01(\x0b\x32\x1d.gelato.v1.SparseDistribution\x12\x10\n\x08position\x18\x07 \x01(\x04\x12\x10\n\x08streamed\x18\x08 \x01(\x08\x12\x0c\n\x04last\x18\t \x01(\x08\"\xc4\x01\n\x0bOpenRequest\x12\x12\n\nprompt_ids\x18\x01 \x03(\r\x12-\n\x08sampling\x18\x02 \x01(\x0b\x32\x1b.gelato.v1.SamplingSettings\x12\x13\n\x0b\x64\x65vice_name\x18\x03 \x01(\t\x12\x1d\n\x15tokenizer_fingerprint\x18\x04 \x01(\t\x12\x16\n\x0emax_new_tokens\x18\x05 \x01(\r\x12\x14\n\x0creport_times\x18\x06 \x01(\x08\x12\x10\n\x08stop_ids\x18\x07 \x03(\r\"^\n\tOpenReply\x12\x0f\n\x07session\x18\x01 \x01(\x06\x12\x12\n\nvocab_size\x18\x02 \x01(\r\x12\x18\n\x10max_draft_tokens\x18\x03 \x01(\r\x12\x12\n\nmodel_name\x18\x04 \x01(\t\"\x1f\n\x0c\x43loseRequest\x12\x0f\n\x07session\x18\x01 \x01(\x06\",\n\nCloseReply\x12\x0e\n\x06rounds\x18\x01 \x01(\r\x12\x0e\n\x06tokens\x18\x02 \x01(\x04\"S\n\tEdgeTimes\x12\x11\n\tserver_ms\x18\x01 \x01(\x02\x12\x10\n\x08queue_ms\x18\x02 \x01(\x02\x12\x12\n\nforward_ms\x18\x03 \x01(\x02\x12\r\n\x05\x62\x61tch\x18\x04 \x01(\r\"\x89\x01\n\x08StreamUp\x12&\n\x04open\x18\x01 \x01(\x0b\x32\x16.gelato.v1.OpenRequestH\x00\x12#\n\x05\x64raft\x18\x02 \x01(\x0b\x32\x12.gelato.v1.DraftUpH\x00\x12(\n\x05\x63lose\x18\x03 \x01(\x0b\x32\x17.gelato.v1.CloseRequestH\x00\x42\x06\n\x04kind\"\xb5\x01\n\nStreamDown\x12&\n\x06opened\x18\x01 \x01(\x0b\x32\x14.gelato.v1.OpenReplyH\x00\x12)\n\x07verdict\x18\x02 \x01(\x0b\x32\x16.gelato.v1.VerdictDownH\x00\x12\'\n\x06\x63losed\x18\x03 \x01(\x0b\x32\x15.gelato.v1.CloseReplyH\x00\x12#\n\x05times\x18\x04 \x01(\x0b\x32\x14.gelato.v1.EdgeTimesB\x06\n\x04kind\"\x0f\n\rHealthRequest\"J\n\x0bHealthReply\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x17\n\x0f\x61\x63tive_sessions\x18\x02 \x01(\r\x12\x12\n\nmodel_name\x18\x03 \x01(\t\"\x10\n\x0eMetricsRequest\"\x1c\n\x0cMetricsReply\x12\x0c\n\x04json\x18\x01 \x01(\t2\xbd\x01\n\x04\x45\x64ge\x12:\n\x08Generate\x12\x13.gelato.v1.StreamUp\x1a\x15.gelato.v1.StreamDown(\x01\x30\x01\x12:\n\x06Health\x12\x18.gelato.v1.HealthRequest\x1a\x16.gelato.v1.HealthReply\x12=\n\x07Metrics\x12\x19.gelato.v1.MetricsRequest\x1a\x17.gelato.v1.MetricsReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1egelato/wire/proto/gelato.proto\x12\tgelato.v1\"S\n\x10SamplingSettings\x12\x13\n\x0btemperature\x18\x01 \x01(\x02\x12\r\n\x05top_k\x18\x02 \x01(\r\x12\r\n\x05top_p\x18\x03 \x01(\x02\x12\x0c\n\x04seed\x18\x04 \x01(\x04\"0\n\x12SparseDistribution\x12\x0b\n\x03ids\x18\x01 \x03(\r\x12\r\n\x05probs\x18\x02 \x03(\x02\"\x88\x02\n\x07\x44raftUp\x12\x0f\n\x07session\x18\x01 \x01(\x06\x12\x10\n\x08position\x18\x02 \x01(\x04\x12\r\n\x05round\x18\x03 \x01(\r\x12\x13\n\x0bpending_ids\x18\x04 \x03(\r\x12\x11\n\ttoken_ids\x18\x05 \x03(\r\x12(\n\x01q\x18\x06 \x03(\x0b\x32\x1d.gelato.v1.SparseDistribution\x12\x0f\n\x07q_token\x18\x07 \x03(\x02\x12\x10\n\x08q_packed\x18\x08 \x03(\x0c\x12\x11\n\tentropies\x18\t \x03(\x02\x12\x15\n\rstream_tokens\x18\n \x01(\r\x12\r\n\x05q_int\x18\x0b \x03(\r\x12\x0e\n\x06redraw\x18\x0c \x01(\x08\x12\r\n\x05\x64\x65nse\x18\r \x01(\x08\"\xe6\x01\n\x0bVerdictDown\x12\x0f\n\x07session\x18\x01 \x01(\x06\x12\r\n\x05round\x18\x02 \x01(\r\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x03 \x01(\r\x12\r\n\x05token\x18\x04 \x01(\r\x12\x11\n\thas_token\x18\x05 \x01(\x08\x12/\n\x08target_p\x18\x06 \x01(\x0b\x32\x1d.gelato.v1.SparseDistribution\x12\x10\n\x08position\x18\x07 \x01(\x04\x12\x10\n\x08streamed\x18\x08 \x01(\x08\x12\x0c\n\x04last\x18\t \x01(\x08\x12\x10\n\x08\x64raw_ids\x18\n \x03(\r\x12\x0e\n\x06\x64raw_p\x18\x0b \x03(\x02\".\n\x0fPayloadSettings\x12\x0c\n\x04mode\x18\x01 \x01(\t\x12\r\n\x05\x64raws\x18\x02 \x01(\r\"\xf1\x01\n\x0bOpenRequest\x12\x12\n\nprompt_ids\x18\x01 \x03(\r\x12-\n\x08sampling\x18\x02 \x01(\x0b\x32\x1b.gelato.v1.SamplingSettings\x12\x13\n\x0b\x64\x65vice_name\x18\x03 \x01(\t\x12\x1d\n\x15tokenizer_fingerprint\x18\x04 \x01(\t\x12\x16\n\x0emax_new_tokens\x18\x05 \x01(\r\x12\x14\n\x0creport_times\x18\x06 \x01(\x08\x12\x10\n\x08stop_ids\x18\x07 \x03(\r\x12+\n\x07payload\x18\x08 \x01(\x0b\x32\x1a.gelato.v1.PayloadSettings\"^\n\tOpenReply\x12\x0f\n\x07session\x18\x01 \x01(\x06\x12\x12\n\nvocab_size\x18\x02 \x01(\r\x12\x18\n\x10max_draft_tokens\x18\x03 \x01(\r\x12\x12\n\nmodel_name\x18\x04 \x01(\t\"\x1f\n\x0c\x43loseRequest\x12\x0f\n\x07session\x18\x01 \x01(\x06\",\n\nCloseReply\x12\x0e\n\x06rounds\x18\x01 \x01(\r\x12\x0e\n\x06tokens\x18\x02 \x01(\x04\"S\n\tEdgeTimes\x12\x11\n\tserver_ms\x18\x01 \x01(\x02\x12\x10\n\x08queue_ms\x18\x02 \x01(\x02\x12\x12\n\nforward_ms\x18\x03 \x01(\x02\x12\r\n\x05\x62\x61tch\x18\x04 \x01(\r\"\x89\x01\n\x08StreamUp\x12&\n\x04open\x18\x01 \x01(\x0b\x32\x16.gelato.v1.OpenRequestH\x00\x12#\n\x05\x64raft\x18\x02 \x01(\x0b\x32\x12.gelato.v1.DraftUpH\x00\x12(\n\x05\x63lose\x18\x03 \x01(\x0b\x32\x17.gelato.v1.CloseRequestH\x00\x42\x06\n\x04kind\"\xb5\x01\n\nStreamDown\x12&\n\x06opened\x18\x01 \x01(\x0b\x32\x14.gelato.v1.OpenReplyH\x00\x12)\n\x07verdict\x18\x02 \x01(\x0b\x32\x16.gelato.v1.VerdictDownH\x00\x12\'\n\x06\x63losed\x18\x03 \x01(\x0b\x32\x15.gelato.v1.CloseReplyH\x00\x12#\n\x05times\x18\x04 \x01(\x0b\x32\x14.gelato.v1.EdgeTimesB\x06\n\x04kind\"\x0f\n\rHealthRequest\"J\n\x0bHealthReply\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x17\n\x0f\x61\x63tive_sessions\x18\x02 \x01(\r\x12\x12\n\nmodel_name\x18\x03 \x01(\t\"\x10\n\x0eMetricsRequest\"\x1c\n\x0cMetricsReply\x12\x0c\n\x04json\x18\x01 \x01(\t2\xbd\x01\n\x04\x45\x64ge\x12:\n\x08Generate\x12\x13.gelato.v1.StreamUp\x1a\x15.gelato.v1.StreamDown(\x01\x30\x01\x12:\n\x06Health\x12\x18.gelato.v1.HealthRequest\x1a\x16.gelato.v1.HealthReply\x12=\n\x07Metrics\x12\x19.gelato.v1.MetricsRequest\x1a\x17.gelato.v1.MetricsReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,31 +36,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SPARSEDISTRIBUTION']._serialized_start=130
   _globals['_SPARSEDISTRIBUTION']._serialized_end=178
   _globals['_DRAFTUP']._serialized_start=181
-  _globals['_DRAFTUP']._serialized_end=399
-  _globals['_VERDICTDOWN']._serialized_start=402
-  _globals['_VERDICTDOWN']._serialized_end=598
-  _globals['_OPENREQUEST']._serialized_start=601
-  _globals['_OPENREQUEST']._serialized_end=797
-  _globals['_OPENREPLY']._serialized_start=799
-  _globals['_OPENREPLY']._serialized_end=893
-  _globals['_CLOSEREQUEST']._serialized_start=895
-  _globals['_CLOSEREQUEST']._serialized_end=926
-  _globals['_CLOSEREPLY']._serialized_start=928
-  _globals['_CLOSEREPLY']._serialized_end=972
-  _globals['_EDGETIMES']._serialized_start=974
-  _globals['_EDGETIMES']._serialized_end=1057
-  _globals['_STREAMUP']._serialized_start=1060
-  _globals['_STREAMUP']._serialized_end=1197
-  _globals['_STREAMDOWN']._serialized_start=1200
-  _globals['_STREAMDOWN']._serialized_end=1381
-  _globals['_HEALTHREQUEST']._serialized_start=1383
-  _globals['_HEALTHREQUEST']._serialized_end=1398
-  _globals['_HEALTHREPLY']._serialized_start=1400
-  _globals['_HEALTHREPLY']._serialized_end=1474
-  _globals['_METRICSREQUEST']._serialized_start=1476
-  _globals['_METRICSREQUEST']._serialized_end=1492
-  _globals['_METRICSREPLY']._serialized_start=1494
-  _globals['_METRICSREPLY']._serialized_end=1522
-  _globals['_EDGE']._serialized_start=1525
-  _globals['_EDGE']._serialized_end=1714
+  _globals['_DRAFTUP']._serialized_end=445
+  _globals['_VERDICTDOWN']._serialized_start=448
+  _globals['_VERDICTDOWN']._serialized_end=678
+  _globals['_PAYLOADSETTINGS']._serialized_start=680
+  _globals['_PAYLOADSETTINGS']._serialized_end=726
+  _globals['_OPENREQUEST']._serialized_start=729
+  _globals['_OPENREQUEST']._serialized_end=970
+  _globals['_OPENREPLY']._serialized_start=972
+  _globals['_OPENREPLY']._serialized_end=1066
+  _globals['_CLOSEREQUEST']._serialized_start=1068
+  _globals['_CLOSEREQUEST']._serialized_end=1099
+  _globals['_CLOSEREPLY']._serialized_start=1101
+  _globals['_CLOSEREPLY']._serialized_end=1145
+  _globals['_EDGETIMES']._serialized_start=1147
+  _globals['_EDGETIMES']._serialized_end=1230
+  _globals['_STREAMUP']._serialized_start=1233
+  _globals['_STREAMUP']._serialized_end=1370
+  _globals['_STREAMDOWN']._serialized_start=1373
+  _globals['_STREAMDOWN']._serialized_end=1554
+  _globals['_HEALTHREQUEST']._serialized_start=1556
+  _globals['_HEALTHREQUEST']._serialized_end=1571
+  _globals['_HEALTHREPLY']._serialized_start=1573
+  _globals['_HEALTHREPLY']._serialized_end=1647
+  _globals['_METRICSREQUEST']._serialized_start=1649
+  _globals['_METRICSREQUEST']._serialized_end=1665
+  _globals['_METRICSREPLY']._serialized_start=1667
+  _globals['_METRICSREPLY']._serialized_end=1695
+  _globals['_EDGE']._serialized_start=1698
+  _globals['_EDGE']._serialized_end=1887
 # @@protoc_insertion_point(module_scope)

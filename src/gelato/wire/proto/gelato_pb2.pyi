@@ -27,7 +27,7 @@ class SparseDistribution(_message.Message):
     def __init__(self, ids: _Optional[_Iterable[int]] = ..., probs: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class DraftUp(_message.Message):
-    __slots__ = ("session", "position", "round", "pending_ids", "token_ids", "q", "q_token", "q_packed", "entropies", "stream_tokens")
+    __slots__ = ("session", "position", "round", "pending_ids", "token_ids", "q", "q_token", "q_packed", "entropies", "stream_tokens", "q_int", "redraw", "dense")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     POSITION_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
@@ -38,6 +38,9 @@ class DraftUp(_message.Message):
     Q_PACKED_FIELD_NUMBER: _ClassVar[int]
     ENTROPIES_FIELD_NUMBER: _ClassVar[int]
     STREAM_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    Q_INT_FIELD_NUMBER: _ClassVar[int]
+    REDRAW_FIELD_NUMBER: _ClassVar[int]
+    DENSE_FIELD_NUMBER: _ClassVar[int]
     session: int
     position: int
     round: int
@@ -48,10 +51,13 @@ class DraftUp(_message.Message):
     q_packed: _containers.RepeatedScalarFieldContainer[bytes]
     entropies: _containers.RepeatedScalarFieldContainer[float]
     stream_tokens: int
-    def __init__(self, session: _Optional[int] = ..., position: _Optional[int] = ..., round: _Optional[int] = ..., pending_ids: _Optional[_Iterable[int]] = ..., token_ids: _Optional[_Iterable[int]] = ..., q: _Optional[_Iterable[_Union[SparseDistribution, _Mapping]]] = ..., q_token: _Optional[_Iterable[float]] = ..., q_packed: _Optional[_Iterable[bytes]] = ..., entropies: _Optional[_Iterable[float]] = ..., stream_tokens: _Optional[int] = ...) -> None: ...
+    q_int: _containers.RepeatedScalarFieldContainer[int]
+    redraw: bool
+    dense: bool
+    def __init__(self, session: _Optional[int] = ..., position: _Optional[int] = ..., round: _Optional[int] = ..., pending_ids: _Optional[_Iterable[int]] = ..., token_ids: _Optional[_Iterable[int]] = ..., q: _Optional[_Iterable[_Union[SparseDistribution, _Mapping]]] = ..., q_token: _Optional[_Iterable[float]] = ..., q_packed: _Optional[_Iterable[bytes]] = ..., entropies: _Optional[_Iterable[float]] = ..., stream_tokens: _Optional[int] = ..., q_int: _Optional[_Iterable[int]] = ..., redraw: _Optional[bool] = ..., dense: _Optional[bool] = ...) -> None: ...
 
 class VerdictDown(_message.Message):
-    __slots__ = ("session", "round", "accepted", "token", "has_token", "target_p", "position", "streamed", "last")
+    __slots__ = ("session", "round", "accepted", "token", "has_token", "target_p", "position", "streamed", "last", "draw_ids", "draw_p")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
@@ -61,6 +67,8 @@ class VerdictDown(_message.Message):
     POSITION_FIELD_NUMBER: _ClassVar[int]
     STREAMED_FIELD_NUMBER: _ClassVar[int]
     LAST_FIELD_NUMBER: _ClassVar[int]
+    DRAW_IDS_FIELD_NUMBER: _ClassVar[int]
+    DRAW_P_FIELD_NUMBER: _ClassVar[int]
     session: int
     round: int
     accepted: int
@@ -70,10 +78,20 @@ class VerdictDown(_message.Message):
     position: int
     streamed: bool
     last: bool
-    def __init__(self, session: _Optional[int] = ..., round: _Optional[int] = ..., accepted: _Optional[int] = ..., token: _Optional[int] = ..., has_token: _Optional[bool] = ..., target_p: _Optional[_Union[SparseDistribution, _Mapping]] = ..., position: _Optional[int] = ..., streamed: _Optional[bool] = ..., last: _Optional[bool] = ...) -> None: ...
+    draw_ids: _containers.RepeatedScalarFieldContainer[int]
+    draw_p: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, session: _Optional[int] = ..., round: _Optional[int] = ..., accepted: _Optional[int] = ..., token: _Optional[int] = ..., has_token: _Optional[bool] = ..., target_p: _Optional[_Union[SparseDistribution, _Mapping]] = ..., position: _Optional[int] = ..., streamed: _Optional[bool] = ..., last: _Optional[bool] = ..., draw_ids: _Optional[_Iterable[int]] = ..., draw_p: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class PayloadSettings(_message.Message):
+    __slots__ = ("mode", "draws")
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    DRAWS_FIELD_NUMBER: _ClassVar[int]
+    mode: str
+    draws: int
+    def __init__(self, mode: _Optional[str] = ..., draws: _Optional[int] = ...) -> None: ...
 
 class OpenRequest(_message.Message):
-    __slots__ = ("prompt_ids", "sampling", "device_name", "tokenizer_fingerprint", "max_new_tokens", "report_times", "stop_ids")
+    __slots__ = ("prompt_ids", "sampling", "device_name", "tokenizer_fingerprint", "max_new_tokens", "report_times", "stop_ids", "payload")
     PROMPT_IDS_FIELD_NUMBER: _ClassVar[int]
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
     DEVICE_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -81,6 +99,7 @@ class OpenRequest(_message.Message):
     MAX_NEW_TOKENS_FIELD_NUMBER: _ClassVar[int]
     REPORT_TIMES_FIELD_NUMBER: _ClassVar[int]
     STOP_IDS_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     prompt_ids: _containers.RepeatedScalarFieldContainer[int]
     sampling: SamplingSettings
     device_name: str
@@ -88,7 +107,8 @@ class OpenRequest(_message.Message):
     max_new_tokens: int
     report_times: bool
     stop_ids: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, prompt_ids: _Optional[_Iterable[int]] = ..., sampling: _Optional[_Union[SamplingSettings, _Mapping]] = ..., device_name: _Optional[str] = ..., tokenizer_fingerprint: _Optional[str] = ..., max_new_tokens: _Optional[int] = ..., report_times: _Optional[bool] = ..., stop_ids: _Optional[_Iterable[int]] = ...) -> None: ...
+    payload: PayloadSettings
+    def __init__(self, prompt_ids: _Optional[_Iterable[int]] = ..., sampling: _Optional[_Union[SamplingSettings, _Mapping]] = ..., device_name: _Optional[str] = ..., tokenizer_fingerprint: _Optional[str] = ..., max_new_tokens: _Optional[int] = ..., report_times: _Optional[bool] = ..., stop_ids: _Optional[_Iterable[int]] = ..., payload: _Optional[_Union[PayloadSettings, _Mapping]] = ...) -> None: ...
 
 class OpenReply(_message.Message):
     __slots__ = ("session", "vocab_size", "max_draft_tokens", "model_name")
