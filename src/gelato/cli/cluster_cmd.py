@@ -13,7 +13,8 @@ import typer  # noqa: E402
 
 from gelato.cli.common import fail  # noqa: E402
 
-app = typer.Typer(no_args_is_help=True, help="Many edge replicas behind one gRPC ingress (Ray Serve): devices and "
+app = typer.Typer(rich_markup_mode=None, no_args_is_help=True,
+                  help="Many edge replicas behind one gRPC ingress (Ray Serve): devices and "
                   "`gelato api --edge` talk to it exactly as to one edge. Needs pip install -e '.[cluster]'.")
 
 
