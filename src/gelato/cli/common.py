@@ -124,7 +124,7 @@ def read_pem_or_fail(path: Path | None, option: str) -> bytes | None:
     except OSError as exc:
         fail(f"{option} {path}: {exc.strerror or exc}")
     if b"-----BEGIN " not in data:
-        fail(f"{option} {path}: not a PEM file (no '-----BEGIN' line)")
+        fail(f"{option} {path}: not a PEM file for TLS (no '-----BEGIN' line)")
     return data
 
 
