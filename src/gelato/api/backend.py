@@ -6,7 +6,8 @@ run in parallel threads without a lock (inference-mode forwards do not modify th
 
 Without an edge the target is still verified by the edge's code: an in-process :class:`EdgeServer` on
 loopback (started with the first request) holds every request's KV cache as a slot of its pool and
-verifies concurrent requests' rounds in one batched target forward. ``batch=False`` verifies each
+verifies concurrent requests' rounds in one batched target forward. It requires a bearer token made for
+this process alone, so its port is no way around the API's keys and limits. ``batch=False`` verifies each
 request on its own instead (one target forward per request and round, the reference for the speed-up).
 """
 
