@@ -84,8 +84,8 @@ def cluster(tmp_path_factory, fast_pair):
              "--exporter-port": _free_port()}
     args = ["cluster", "up", "--name", NAME, "--replicas", 1, "--num-cpus", 2, "--target", fast_pair[1],
             "--tokens-file", tokens, "--timeout-s", 240, *[x for kv in ports.items() for x in kv]]
-    up = _gelato(args, home, timeout=400)
     try:
+        up = _gelato(args, home, timeout=400)
         assert up.returncode == 0, (up.stdout, up.stderr)
         yield {"home": home, "ports": ports, "up": up.stdout}
     finally:

@@ -192,7 +192,7 @@ def up(spec: ClusterSpec, address: str | None = None, num_cpus: float | None = N
                                 start_new_session=True)
     deadline = time.monotonic() + timeout_s + 60
     while time.monotonic() < deadline:
-        state = read_state()
+        state = read_state(spec.name)
         if state and state.get("pid") == proc.pid and (state.get("ready") or state.get("error")):
             if state.get("error"):
                 proc.wait(30)
