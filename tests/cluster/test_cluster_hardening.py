@@ -57,7 +57,7 @@ def test_a_port_shared_with_the_haproxy_exporter_is_named(tmp_path, fast_pair):
     assert "--exporter-port 9101 is also --metrics-port" in line
 
 
-@pytest.mark.parametrize("flag", ["--stats-port", "--exporter-port", "--metrics-port"])
+@pytest.mark.parametrize("flag", ["--stats-port", "--exporter-port", "--fallback-port"])
 def test_a_busy_fixed_port_is_named(tmp_path, fast_pair, flag):
     with socket.socket() as busy:
         busy.bind(("0.0.0.0", 0))
@@ -80,8 +80,8 @@ def cluster(tmp_path_factory, fast_pair):
     home = tmp_path_factory.mktemp("gelato-home")
     tokens = home / "tokens"
     tokens.write_text(f"tester:{TOKEN}\n")
-    ports = {"--port": _free_port(), "--metrics-port": _free_port(), "--stats-port": _free_port(),
-             "--exporter-port": _free_port()}
+    ports = {flag: _free_port() for flag in ("--port", "--metrics-port", "--stats-port", "--exporter-port",
+                                              "--fallback-port", "--fallback-http-port")}
     args = ["cluster", "up", "--name", NAME, "--replicas", 1, "--num-cpus", 2, "--target", fast_pair[1],
             "--tokens-file", tokens, "--timeout-s", 240, *[x for kv in ports.items() for x in kv]]
     try:
@@ -116,7 +116,9 @@ def test_ports_are_the_ones_asked_for_and_the_ingress_is_on_loopback(cluster):
     ports = cluster["ports"]
     assert _listeners(ports["--port"]) == {"127.0.0.1"}  # --host's default: no other interface
     assert _listeners(ports["--metrics-port"]) == {"127.0.0.1"}
-    assert _listeners(ports["--stats-port"]) and _listeners(ports["--exporter-port"])  # the chosen ones, documented
+    assert _listeners(ports["--fallback-http-port"]) == {"127.0.0.1"}
+    for flag in ("--stats-port", "--exporter-port", "--fallback-port"):  # Ray binds these on every interface
+        assert _listeners(ports[flag]), flag  # the chosen ones (documented), not Serve's fixed defaults
     for flag, port in ports.items():
         assert f"{flag} {port}" in cluster["up"]  # `up` lists every port it opened
 

@@ -31,6 +31,10 @@ def up(
                                    "Ray binds it on every interface: firewall it)"),
     exporter_port: int = typer.Option(9101, "--exporter-port", help="Serve's HAProxy Prometheus exporter (haproxy "
                                       "ingress; every interface too: firewall it)"),
+    fallback_port: int = typer.Option(9500, "--fallback-port", help="Serve's gRPC proxy actor, HAProxy's backup "
+                                      "route to the replicas (haproxy ingress; every interface: firewall it)"),
+    fallback_http_port: int = typer.Option(8500, "--fallback-http-port", help="its HTTP twin, on --host (haproxy "
+                                           "ingress)"),
     max_message_kb: int = typer.Option(4096, "--max-message-kb", help="largest gRPC message the ingress and the "
                                        "replicas accept (RESOURCE_EXHAUSTED beyond, before it is read)"),
     target_dir: Optional[Path] = typer.Option(None, "--target", "--target-dir",
@@ -80,6 +84,7 @@ def up(
             edge["fingerprint"] = resolve_fingerprint(fingerprint)
         spec = ClusterSpec(target_dir=str(Path(target_dir).resolve()), replicas=replicas, port=port, host=host,
                            name=name, metrics_port=metrics_port, stats_port=stats_port, exporter_port=exporter_port,
+                           fallback_port=fallback_port, fallback_http_port=fallback_http_port,
                            max_sessions=max_sessions, max_queued=max_queued,
                            min_replicas=min_replicas, max_replicas=max_replicas, target_sessions=target_sessions,
                            ingress=ingress, replica_cpus=replica_cpus, edge=edge)

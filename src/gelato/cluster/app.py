@@ -48,6 +48,8 @@ class ClusterSpec:
     name: str = "default"  # `gelato cluster status/down --name` act on this cluster only
     stats_port: int = 8404  # Serve's HAProxy statistics page (haproxy ingress; Ray binds it on every interface)
     exporter_port: int = 9101  # Serve's HAProxy Prometheus exporter (haproxy ingress; every interface too)
+    fallback_port: int = 9500  # Serve's gRPC proxy actor, HAProxy's backup route (haproxy ingress; every interface)
+    fallback_http_port: int = 8500  # its HTTP twin, on ``host`` (haproxy ingress)
     max_sessions: int = 16  # per replica (the edge's --max-sessions, and Serve's routing limit)
     max_queued: int = 1  # streams waiting in the proxy when every replica is full; beyond: RESOURCE_EXHAUSTED
     min_replicas: int | None = None  # autoscaling when min_replicas < max_replicas
@@ -89,7 +91,8 @@ class ClusterSpec:
         gRPC ports, 40000 upwards in the haproxy ingress, are Serve's choice)."""
         ports = {"--port": self.port, "--metrics-port": self.metrics_port}
         if self.ingress == "haproxy":
-            ports.update({"--stats-port": self.stats_port, "--exporter-port": self.exporter_port})
+            ports.update({"--stats-port": self.stats_port, "--exporter-port": self.exporter_port,
+                          "--fallback-port": self.fallback_port, "--fallback-http-port": self.fallback_http_port})
         return ports
 
     @property
@@ -107,12 +110,14 @@ class ClusterSpec:
 def ray_env(spec: ClusterSpec, private_dir: str | None = None) -> dict[str, str]:
     """What Serve reads from the environment, once, in every Ray process: the ingress mode, the largest gRPC
     message its servers accept (the proxy's, the replicas' own: a larger one is RESOURCE_EXHAUSTED before it
-    is read, as on a single edge), the HAProxy's statistics and exporter ports, and (``private_dir``, an
+    is read, as on a single edge), the HAProxy's statistics and exporter ports, the fallback proxy's ports, and (``private_dir``, an
     owner-only directory) where the HAProxy keeps its admin socket and state instead of the machine-wide
     ``/tmp/haproxy-serve``."""
     env = dict(INGRESS_MODES[spec.ingress], RAY_SERVE_GRPC_MAX_MESSAGE_SIZE=str(spec.max_message_bytes),
                RAY_SERVE_HAPROXY_STATS_PORT=str(spec.stats_port),
-               RAY_SERVE_HAPROXY_METRICS_PORT=str(spec.exporter_port))
+               RAY_SERVE_HAPROXY_METRICS_PORT=str(spec.exporter_port),
+               RAY_SERVE_FALLBACK_PROXY_GRPC_PORT=str(spec.fallback_port),
+               RAY_SERVE_FALLBACK_PROXY_HTTP_PORT=str(spec.fallback_http_port))
     if private_dir is not None:
         env.update(RAY_SERVE_HAPROXY_SOCKET_PATH=f"{private_dir}/admin.sock",
                    RAY_SERVE_HAPROXY_SERVER_STATE_BASE=private_dir,
