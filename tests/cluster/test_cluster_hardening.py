@@ -89,8 +89,10 @@ def cluster(tmp_path_factory, fast_pair):
         assert up.returncode == 0, (up.stdout, up.stderr)
         yield {"home": home, "ports": ports, "up": up.stdout}
     finally:
+        state = json.loads((home / "clusters" / f"{NAME}.json").read_text())
         down = _gelato(["cluster", "down", "--name", NAME], home)
         assert down.returncode == 0, down.stderr
+        assert state["private_dir"] and not os.path.exists(state["private_dir"])  # `down` removes it
 
 
 def _listeners(port: int) -> set[str]:
@@ -121,6 +123,16 @@ def test_ports_are_the_ones_asked_for_and_the_ingress_is_on_loopback(cluster):
         assert _listeners(ports[flag]), flag  # the chosen ones (documented), not Serve's fixed defaults
     for flag, port in ports.items():
         assert f"{flag} {port}" in cluster["up"]  # `up` lists every port it opened
+
+
+def test_haproxy_admin_socket_is_private_to_this_cluster(cluster):
+    """Serve's HAProxy admin socket (mode 666, admin level) lives in this cluster's owner-only directory."""
+    private = json.loads((cluster["home"] / "clusters" / f"{NAME}.json").read_text())["private_dir"]
+    assert os.stat(private).st_mode & 0o077 == 0
+    configs = [a for p in psutil.process_iter(["name", "cmdline"]) if p.info["name"] == "haproxy"
+               for a in p.info["cmdline"] or [] if a.startswith(private + "/")]
+    assert configs, "no HAProxy runs with a config in this cluster's private directory"
+    assert f"stats socket {private}/admin.sock" in open(configs[0]).read()
 
 
 def test_tokens_are_checked_through_the_ingress(cluster):

@@ -110,16 +110,17 @@ class ClusterSpec:
 def ray_env(spec: ClusterSpec, private_dir: str | None = None) -> dict[str, str]:
     """What Serve reads from the environment, once, in every Ray process: the ingress mode, the largest gRPC
     message its servers accept (the proxy's, the replicas' own: a larger one is RESOURCE_EXHAUSTED before it
-    is read, as on a single edge), the HAProxy's statistics and exporter ports, the fallback proxy's ports, and (``private_dir``, an
-    owner-only directory) where the HAProxy keeps its admin socket and state instead of the machine-wide
-    ``/tmp/haproxy-serve``."""
+    is read, as on a single edge), the HAProxy's statistics and exporter ports, the fallback proxy's ports,
+    and (``private_dir``, an owner-only directory) where the HAProxy keeps its config, admin socket and
+    state instead of the machine-wide ``/tmp/haproxy-serve`` (two clusters would share them)."""
     env = dict(INGRESS_MODES[spec.ingress], RAY_SERVE_GRPC_MAX_MESSAGE_SIZE=str(spec.max_message_bytes),
                RAY_SERVE_HAPROXY_STATS_PORT=str(spec.stats_port),
                RAY_SERVE_HAPROXY_METRICS_PORT=str(spec.exporter_port),
                RAY_SERVE_FALLBACK_PROXY_GRPC_PORT=str(spec.fallback_port),
                RAY_SERVE_FALLBACK_PROXY_HTTP_PORT=str(spec.fallback_http_port))
     if private_dir is not None:
-        env.update(RAY_SERVE_HAPROXY_SOCKET_PATH=f"{private_dir}/admin.sock",
+        env.update(RAY_SERVE_HAPROXY_CONFIG_FILE_LOC=f"{private_dir}/haproxy.cfg",
+                   RAY_SERVE_HAPROXY_SOCKET_PATH=f"{private_dir}/admin.sock",
                    RAY_SERVE_HAPROXY_SERVER_STATE_BASE=private_dir,
                    RAY_SERVE_HAPROXY_SERVER_STATE_FILE=f"{private_dir}/server-state")
     return env

@@ -93,13 +93,13 @@ class LocalCluster:
         self.object_store_mb = object_store_mb
         self.gcs_address: str | None = None
         self._started_ray = False
-        self._private_dir: str | None = None
+        self.private_dir: str | None = None  # this cluster's HAProxy admin socket and state (owner-only)
 
     def start(self, timeout_s: float = 300.0) -> LocalCluster:
         check_ports(self.spec)
-        if self.spec.ingress == "haproxy" and self._private_dir is None:  # this cluster's HAProxy socket, owner-only
-            self._private_dir = tempfile.mkdtemp(prefix=f"gelato-{self.spec.name}-")
-        select_ingress(self.spec, self._private_dir)
+        if self.spec.ingress == "haproxy" and self.private_dir is None:
+            self.private_dir = tempfile.mkdtemp(prefix=f"gelato-{self.spec.name}-")
+        select_ingress(self.spec, self.private_dir)
         require_ray()
         import ray
 
@@ -137,15 +137,20 @@ class LocalCluster:
                     if self._started_ray:
                         ray.shutdown()
         finally:
-            if self._private_dir is not None:
-                shutil.rmtree(self._private_dir, ignore_errors=True)
-                self._private_dir = None
+            _remove_private_dir(self.private_dir)
+            self.private_dir = None
 
     def __enter__(self) -> LocalCluster:
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _remove_private_dir(path: str | None) -> None:
+    """Remove a cluster's private directory (only one :class:`LocalCluster` made: ``gelato-*`` in the temp dir)."""
+    if path and Path(path).parent == Path(tempfile.gettempdir()) and Path(path).name.startswith("gelato-"):
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -257,5 +262,6 @@ def down(name: str = "default", timeout_s: float = 60.0) -> dict | None:
             time.sleep(0.2)
         if _alive(pid):
             os.kill(pid, signal.SIGKILL)
+    _remove_private_dir(state.get("private_dir"))  # the head may end before it removes it (Ray's SIGTERM handler)
     state_path(name).unlink(missing_ok=True)
     return state

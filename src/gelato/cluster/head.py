@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     # `gelato cluster status` must ask for it too
     record(ready=True, gcs_address=cluster.gcs_address or args.address, auth_mode=os.environ.get("RAY_AUTH_MODE"),
            name=spec.name, host=spec.host, port=spec.port, metrics_port=spec.metrics_port, replicas=spec.replicas,
-           ingress=spec.ingress, ports=spec.fixed_ports())
+           ingress=spec.ingress, ports=spec.fixed_ports(), private_dir=cluster.private_dir)
     print(f"gelato cluster {spec.name} up: gRPC ingress on {spec.host}:{spec.port}, metrics on {spec.metrics_port}",
           flush=True)
     stop.wait()
