@@ -41,11 +41,11 @@ def test_port_in_use_is_one_line(tmp_path):
         busy.listen()
         port = busy.getsockname()[1]
         line = _error_line(_gelato(["cluster", "up", "--port", str(port)], tmp_path))
-    assert f"gRPC ingress port {port} is in use" in line
+    assert f"--port {port} is in use (pick another with --port)" in line
 
 
 def test_status_without_a_cluster_is_one_line(tmp_path):
     pytest.importorskip("ray.serve", reason=f"Ray Serve is not installed: {EXTRA}")
-    assert "no gelato cluster is up" in _error_line(_gelato(["cluster", "status"], tmp_path))
+    assert "no gelato cluster named 'default' is up" in _error_line(_gelato(["cluster", "status"], tmp_path))
     down = _gelato(["cluster", "down"], tmp_path)
-    assert down.returncode == 0 and "no gelato cluster was up" in down.stdout
+    assert down.returncode == 0 and "no gelato cluster named 'default' was up" in down.stdout

@@ -6,13 +6,15 @@ run in parallel threads without a lock (inference-mode forwards do not modify th
 
 Without an edge the target is still verified by the edge's code: an in-process :class:`EdgeServer` on
 loopback (started with the first request) holds every request's KV cache as a slot of its pool and
-verifies concurrent requests' rounds in one batched target forward. ``batch=False`` verifies each
+verifies concurrent requests' rounds in one batched target forward. It requires a bearer token made for
+this process alone, so its port is no way around the API's keys and limits. ``batch=False`` verifies each
 request on its own instead (one target forward per request and round, the reference for the speed-up).
 """
 
 from __future__ import annotations
 
 import random
+import secrets
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -104,6 +106,7 @@ class Backend:
         self.fingerprint = tokenizer_fingerprint(tokenizer)
         self.batch = batch and target is not None  # verify through an in-process edge (see the module docstring)
         self._local_edge: EdgeServerThread | None = None
+        self._local_token = secrets.token_urlsafe(32)  # the in-process edge's credential: only this process has it
         self._lock = threading.Lock()
         self._planners: dict[object, MeasuredPlanner] = {}  # payload mode -> the edge's measured planner
         models = [m for m in (draft, target) if m is not None]
@@ -136,7 +139,7 @@ class Backend:
                                          shared_vocab_size(self.draft, self.target), spec.payload)
             close = lambda: None  # noqa: E731
         else:
-            e = self.edge or EdgeSettings(self.local_edge_address())
+            e = self.edge or EdgeSettings(self.local_edge_address(), token=self._local_token)
             client = EdgeClient(e.address, token=e.token, tls=e.tls, root_ca=e.tls_ca, server_name=e.server_name)
             on_cancel = getattr(cancelled, "on_cancel", None)
             # a client that leaves ends the open (and the edge's prefill) at once
@@ -165,13 +168,18 @@ class Backend:
             return self._planners[payload]
 
     def local_edge_address(self) -> str:
-        """The in-process edge's loopback address (started on first use)."""
+        """The in-process edge's loopback address (started on first use). It answers only calls that carry
+        this process's own bearer token (:attr:`_local_token`, never printed), so the API's keys and
+        ``--max-concurrent`` cover every path to the target: a client that finds the port gets
+        UNAUTHENTICATED."""
         with self._lock:
             if self._local_edge is None:
                 vocab = shared_vocab_size(self.draft, self.target)
+                sessions = EdgeConfig.max_sessions
                 server = EdgeServer(self.target, fingerprint=self.fingerprint, vocab_size=vocab,
                                     config=EdgeConfig(model_name=self.model_name, max_batch=8, batch_window_ms=2.0,
-                                                      grace_s=0.1))
+                                                      grace_s=0.1, tokens={self._local_token: "gelato-api"},
+                                                      max_sessions=sessions, max_sessions_per_device=sessions))
                 self._local_edge = EdgeServerThread(server)
                 self._local_edge.start()
             return self._local_edge.address

@@ -199,11 +199,22 @@ def _check_messages(messages: Any) -> None:
             if m.get(key):
                 raise unsupported(f"messages[{i}].{key}")
         content = m.get("content")
+        if m.get("role") == "user" and _blank(content):  # as the CLI: no empty prompt
+            raise bad_request(f"messages[{i}] is empty: a user message needs some text",
+                              param=f"messages[{i}].content")
         if isinstance(content, list):
             for j, part in enumerate(content):
                 if isinstance(part, dict) and part.get("type") not in (None, "text"):
                     raise unsupported(f"messages[{i}].content[{j}].type",
                                       f"content part {part.get('type')!r} (only text)")
+
+
+def _blank(content: Any) -> bool:
+    if isinstance(content, str):
+        return not content.strip()
+    if isinstance(content, list):
+        return all(isinstance(p, dict) and isinstance(p.get("text"), str) and not p["text"].strip() for p in content)
+    return False
 
 
 def _first_error(exc: ValidationError) -> APIError:

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from gelato.cli.common import check_port_free, fail, resolve_pair_dirs
+from gelato.cli.common import check_device, check_model_dir, check_port_free, fail, read_pem_or_fail, resolve_pair_dirs
 from gelato.decoding.payload_modes import DEFAULT_PAYLOAD, choices_help, payload_mode
 from gelato.policies.registry import DEFAULT_POLICY
 
@@ -88,22 +88,21 @@ def api(
         fail(f"unknown system model {system!r}; choose {' or '.join(SYSTEMS)}")
     if e_bar is not None and e_bar <= 0:
         fail(f"--e-bar must be > 0, got {e_bar}")
+    check_device(device, dtype)
     check_port_free(host, port)
-    if edge is not None:  # the target lives on the edge
-        draft_dir, target_dir = (draft, None) if draft is not None else (resolve_pair_dirs(None, None)[0], None)
-    else:
-        draft_dir, target_dir = resolve_pair_dirs(draft, target)
     keys = _read_keys(api_keys_file, list(api_key or []) + [os.environ.get("GELATO_API_KEY", "")])
     edge_settings = None
-    if edge:
-        from gelato.wire.auth import read_pem
+    if edge is not None:  # the target lives on the edge
         _check_address(edge)
-        try:
-            ca = read_pem(edge_tls_ca)
-        except (OSError, ValueError) as exc:
-            fail(str(exc))
+        ca = read_pem_or_fail(edge_tls_ca, "--edge-tls-ca")
         edge_settings = EdgeSettings(edge, edge_token, unreachable_after=edge_timeout,
                                      tls=edge_tls or ca is not None, tls_ca=ca, server_name=edge_server_name)
+        check_model_dir(draft, "--draft")
+        draft_dir, target_dir = (draft, None) if draft is not None else (resolve_pair_dirs(None, None)[0], None)
+    else:
+        if edge_tls or edge_tls_ca or edge_server_name:
+            fail("--edge-tls, --edge-tls-ca and --edge-server-name need --edge")
+        draft_dir, target_dir = resolve_pair_dirs(draft, target)
     try:
         backend = load_backend(draft_dir, target_dir, edge_settings, system, dtype, device,
                                model_name)

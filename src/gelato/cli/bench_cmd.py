@@ -10,7 +10,7 @@ import typer
 
 from gelato.cli.common import fail, resolve_pair_dirs
 
-app = typer.Typer(no_args_is_help=True)
+app = typer.Typer(rich_markup_mode=None, no_args_is_help=True)
 
 
 WORKLOADS = ("gsm8k", "chat", "spec-bench", "humaneval")

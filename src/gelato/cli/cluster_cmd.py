@@ -13,15 +13,30 @@ import typer  # noqa: E402
 
 from gelato.cli.common import fail  # noqa: E402
 
-app = typer.Typer(no_args_is_help=True, help="Many edge replicas behind one gRPC ingress (Ray Serve): devices and "
+app = typer.Typer(rich_markup_mode=None, no_args_is_help=True,
+                  help="Many edge replicas behind one gRPC ingress (Ray Serve): devices and "
                   "`gelato api --edge` talk to it exactly as to one edge. Needs pip install -e '.[cluster]'.")
 
 
 @app.command()
 def up(
     replicas: int = typer.Option(2, "--replicas", help="edge replicas (the initial count when autoscaling)"),
-    port: int = typer.Option(9000, "--port", help="gRPC ingress port (every interface; devices use HOST:PORT)"),
-    metrics_port: int = typer.Option(8000, "--metrics-port", help="HTTP: /metrics (Prometheus, by replica), /status"),
+    port: int = typer.Option(9000, "--port", help="gRPC ingress port, on --host (devices use HOST:PORT)"),
+    host: str = typer.Option("127.0.0.1", "--host", help="address the ingress and metrics listen on (0.0.0.0 for "
+                             "every interface; the haproxy ingress only: the proxy ingress binds every interface)"),
+    name: str = typer.Option("default", "--name", help="the cluster's name: status and down act on it only"),
+    metrics_port: int = typer.Option(8000, "--metrics-port", help="HTTP on --host: /metrics (Prometheus, by "
+                                     "replica), /status"),
+    stats_port: int = typer.Option(8404, "--stats-port", help="Serve's HAProxy statistics page (haproxy ingress; "
+                                   "Ray binds it on every interface: firewall it)"),
+    exporter_port: int = typer.Option(9101, "--exporter-port", help="Serve's HAProxy Prometheus exporter (haproxy "
+                                      "ingress; every interface too: firewall it)"),
+    fallback_port: int = typer.Option(9500, "--fallback-port", help="Serve's gRPC proxy actor, HAProxy's backup "
+                                      "route to the replicas (haproxy ingress; every interface: firewall it)"),
+    fallback_http_port: int = typer.Option(8500, "--fallback-http-port", help="its HTTP twin, on --host (haproxy "
+                                           "ingress)"),
+    max_message_kb: int = typer.Option(4096, "--max-message-kb", help="largest gRPC message the ingress and the "
+                                       "replicas accept (RESOURCE_EXHAUSTED beyond, before it is read)"),
     target_dir: Optional[Path] = typer.Option(None, "--target", "--target-dir",
                                               help="target model directory (default: the default pair's target)"),
     max_sessions: int = typer.Option(16, "--max-sessions", help="sessions per replica (Serve routes no more)"),
@@ -61,31 +76,37 @@ def up(
         if not Path(target_dir).exists():
             fail(f"target model directory not found: {target_dir}")
         edge = {"max_batch": max_batch, "batch_window_ms": batch_window_ms,
-                "max_sessions_per_device": max_sessions_per_device}
+                "max_sessions_per_device": max_sessions_per_device, "max_message_bytes": max_message_kb * 1024}
         if tokens_file is not None:
             edge["tokens"] = str(tokens_file.resolve())
         if fingerprint:
             from gelato.cli.common import resolve_fingerprint
             edge["fingerprint"] = resolve_fingerprint(fingerprint)
-        spec = ClusterSpec(target_dir=str(Path(target_dir).resolve()), replicas=replicas, port=port,
-                           metrics_port=metrics_port, max_sessions=max_sessions, max_queued=max_queued,
+        spec = ClusterSpec(target_dir=str(Path(target_dir).resolve()), replicas=replicas, port=port, host=host,
+                           name=name, metrics_port=metrics_port, stats_port=stats_port, exporter_port=exporter_port,
+                           fallback_port=fallback_port, fallback_http_port=fallback_http_port,
+                           max_sessions=max_sessions, max_queued=max_queued,
                            min_replicas=min_replicas, max_replicas=max_replicas, target_sessions=target_sessions,
                            ingress=ingress, replica_cpus=replica_cpus, edge=edge)
         state = cluster_up(spec, address=address, num_cpus=num_cpus, timeout_s=timeout_s)
     except (ClusterError, ValueError) as exc:
         fail(str(exc))
-    typer.echo(f"gelato cluster up: {replicas} replicas, gRPC ingress on port {state['port']}, metrics at "
-               f"http://127.0.0.1:{state['metrics_port']}/metrics (head pid {state['pid']})")
+    typer.echo(f"gelato cluster {name} up: {replicas} replicas, gRPC ingress on {host}:{state['port']}, metrics "
+               f"at http://{host}:{state['metrics_port']}/metrics (head pid {state['pid']}); open ports: "
+               + ", ".join(f"{flag} {p}" for flag, p in spec.fixed_ports().items()))
+
+
+NAME = typer.Option("default", "--name", help="the cluster's name (`gelato cluster up --name`)")
 
 
 @app.command()
-def status(as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+def status(as_json: bool = typer.Option(False, "--json", help="print JSON"), name: str = NAME) -> None:
     """The replicas with their open sessions and health."""
     from gelato.cluster.app import ClusterError
     from gelato.cluster.control import status as cluster_status
 
     try:
-        result = cluster_status()
+        result = cluster_status(name)
     except ClusterError as exc:
         fail(str(exc))
     if as_json:
@@ -100,9 +121,10 @@ def status(as_json: bool = typer.Option(False, "--json", help="print JSON")) -> 
 
 
 @app.command()
-def down() -> None:
+def down(name: str = NAME) -> None:
     """Stop the cluster started by `gelato cluster up` (Serve and the Ray it started)."""
     from gelato.cluster.control import down as cluster_down
 
-    state = cluster_down()
-    typer.echo("no gelato cluster was up" if state is None else f"gelato cluster down (head pid {state['pid']})")
+    state = cluster_down(name)
+    typer.echo(f"no gelato cluster named {name!r} was up" if state is None
+               else f"gelato cluster {name} down (head pid {state['pid']})")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,6 +23,9 @@ def resolve_pair_dirs(draft: Path | None, target: Path | None) -> tuple[Path, Pa
     from gelato.models.pairs import PairArgumentError, ZooPairMissingError
     from gelato.models.pairs import resolve_pair_dirs as resolve
 
+    for option, path in (("--draft", draft), ("--target", target)):  # a wrong path first, by its own name
+        if path is not None:
+            check_model_dir(path, option)
     try:
         return resolve(draft, target)
     except PairArgumentError as exc:
@@ -65,8 +69,9 @@ def make_policy_or_fail(name: str, draft_length: int | None = None, measured: bo
         fail(str(exc))
 
 
-def check_port_free(host: str, port: int) -> None:
-    """One ``error:`` line now if ``host:port`` cannot be bound, before any model loads (port 0 always can)."""
+def check_port_free(host: str, port: int, option: str | None = None) -> None:
+    """One ``error:`` line now if ``host:port`` cannot be bound, before any model loads (port 0 always can);
+    ``option`` names the flag that chose the port."""
     import socket
 
     if port == 0:
@@ -76,7 +81,85 @@ def check_port_free(host: str, port: int) -> None:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind: TIME_WAIT is no conflict
             s.bind((host, port))
     except OSError as exc:
-        fail(f"could not bind {host}:{port}: {exc.strerror or exc}")
+        fail(f"{option + ' ' if option else ''}could not bind {host}:{port}: {exc.strerror or exc}")
+
+
+def check_model_dir(path, option: str) -> None:
+    """One ``error:`` line naming ``option`` when ``path`` is neither a directory nor a hub id (owner/name)."""
+    from gelato.models.loading import is_hub_id
+
+    if path is not None and not Path(path).is_dir() and not is_hub_id(path):
+        fail(f"{option}: model directory not found: {path}" if not Path(path).exists()
+             else f"{option}: not a model directory: {path}")
+
+
+def check_device(device: str, dtype: str | None = None) -> None:
+    """One ``error:`` line now for a device this machine lacks (``cuda`` without CUDA), or a bad device or
+    ``--dtype`` name: the checks :func:`gelato.models.loading.load_causal_lm` would make after seconds."""
+    from gelato.models.loading import resolve_device, resolve_dtype
+
+    try:
+        resolve_device(device)
+    except (ValueError, RuntimeError) as exc:
+        fail(f"--device {device}: {str(exc).splitlines()[0] if str(exc) else exc}")
+    if dtype is not None:
+        try:
+            resolve_dtype(dtype)
+        except ValueError as exc:
+            fail(f"--dtype: {exc}")
+
+
+def check_prompt_text(prompt: str | None, raw: bool = False, system: str | None = None) -> None:
+    """The prompt checks that need no tokenizer (:func:`gelato.models.chat.encode_prompt` makes them again)."""
+    if prompt is not None and (not prompt.strip() or (system and raw)):
+        encode_or_fail(None, prompt, raw=raw, system=system)  # fails before touching the tokenizer
+
+
+def read_pem_or_fail(path: Path | None, option: str) -> bytes | None:
+    """The PEM file of ``option`` (None without one); one ``error:`` line if it is missing or not PEM."""
+    if path is None:
+        return None
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        fail(f"{option} {path}: {exc.strerror or exc}")
+    if b"-----BEGIN " not in data:
+        fail(f"{option} {path}: not a PEM file for TLS (no '-----BEGIN' line)")
+    return data
+
+
+def check_kv_memory(kv_bytes: int | None, device: str) -> None:
+    """One ``error:`` line when a KV budget is larger than the memory of the device the cache lives on."""
+    if kv_bytes is None:
+        return
+    import torch
+
+    if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
+        index = int(device.split(":", 1)[1]) if ":" in device else 0
+        total, where = torch.cuda.get_device_properties(index).total_memory, f"GPU {index}"
+    else:
+        total, where = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "this machine"
+    if kv_bytes > total:
+        fail(f"--kv-memory {kv_bytes / 2**30:.1f} GiB is more than the {total / 2**30:.1f} GiB of {where}")
+
+
+def context_window(model_dir) -> int | None:
+    """The model's context length from its config.json (None when it has none or it is not a local dir)."""
+    import json
+
+    try:
+        config = json.loads((Path(model_dir) / "config.json").read_text())
+    except (OSError, ValueError, TypeError):
+        return None
+    value = config.get("max_position_embeddings") or config.get("n_positions")
+    return int(value) if isinstance(value, int) and value > 0 else None
+
+
+def check_max_new_tokens(max_new_tokens: int, model_dir, option: str = "--max-new-tokens") -> None:
+    """One ``error:`` line when more new tokens are asked for than the model's context holds."""
+    window = context_window(model_dir)
+    if window is not None and max_new_tokens >= window:
+        fail(f"{option} {max_new_tokens} does not fit the model's context of {window} tokens (prompt included)")
 
 
 def fail(message: str) -> None:

@@ -73,6 +73,10 @@ def device(
     console = Console(stderr=False, soft_wrap=True)  # piped output is not hard-wrapped at 80 columns
     if threads:
         torch.set_num_threads(threads)
+    from gelato.cli.common import check_device, check_model_dir, read_pem_or_fail
+    check_model_dir(draft_dir, "--draft")
+    check_model_dir(tokenizer_dir, "--tokenizer-dir")
+    check_device("cpu", dtype)
     if draft_dir is None:
         from gelato.models.pairs import default_draft_dir
         draft_dir = default_draft_dir()
@@ -84,13 +88,12 @@ def device(
                 pass
         except OSError as exc:
             fail(f"cannot write --json {json_out}: {exc.strerror or exc}")
-    from gelato.wire.auth import read_pem
     from gelato.wire.codec import payload_config
+    root_ca = read_pem_or_fail(tls_ca, "--tls-ca")
     try:
         fingerprint = resolve_fingerprint(fingerprint)
         params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p)
         payload_cfg = payload_config(payload, params)
-        root_ca = read_pem(tls_ca)
         ids = parse_prompt_ids(prompt_ids) if prompt_ids is not None else None
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))

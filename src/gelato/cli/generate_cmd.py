@@ -13,7 +13,16 @@ from typing import Annotated, Optional
 
 import typer
 
-from gelato.cli.common import encode_or_fail, fail, make_policy_or_fail, resolve_pair_dirs, sampling_params
+from gelato.cli.common import (
+    check_device,
+    check_max_new_tokens,
+    check_prompt_text,
+    encode_or_fail,
+    fail,
+    make_policy_or_fail,
+    resolve_pair_dirs,
+    sampling_params,
+)
 
 
 def generate(
@@ -48,7 +57,10 @@ def generate(
     if num_draft_tokens is not None and num_draft_tokens < 1:  # named as the user typed it
         fail(f"--num-draft-tokens must be >= 1, got {num_draft_tokens}")
     chosen = make_policy_or_fail(policy, num_draft_tokens)
+    check_prompt_text(prompt, raw, system)  # every flag before the models load
+    check_device(device, dtype)
     draft_dir, target_dir = resolve_pair_dirs(draft, target)
+    check_max_new_tokens(max_new_tokens, target_dir)
     try:
         draft_model, target_model, tokenizer = load_pair(draft_dir, target_dir, dtype, device)
     except (ModelLoadError, VocabularyMismatchError, ValueError) as exc:

@@ -20,7 +20,7 @@ from gelato.cli.serve_cmd import serve
 from gelato.cli.system_cmd import app as system_app
 from gelato.cli.testbed_cmd import testbed
 
-app = typer.Typer(no_args_is_help=True, add_completion=False,
+app = typer.Typer(rich_markup_mode=None, no_args_is_help=True, add_completion=False,
                   help="gelato: device-edge speculative decoding with energy-aware draft-length control.")
 
 

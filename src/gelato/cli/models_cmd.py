@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-app = typer.Typer(help="Fetch the default target, build and inspect the built-in model pairs.",
+app = typer.Typer(rich_markup_mode=None, help="Fetch the default target, build and inspect the built-in model pairs.",
                   no_args_is_help=True)
 
 

@@ -17,7 +17,7 @@ import typer
 from gelato.cli.common import fail
 from gelato.constants import E_BAR_J, G_MAX, V
 
-app = typer.Typer(no_args_is_help=True, add_completion=False,
+app = typer.Typer(rich_markup_mode=None, no_args_is_help=True, add_completion=False,
                   help="Reproduce the GELATO paper's figures (fig2, fig4, fig5ab, fig5cd) and write the report.")
 
 SourceOpt = Annotated[str, typer.Option("--source", help="synthetic (the paper's regime) | trace (a recorded pair)")]

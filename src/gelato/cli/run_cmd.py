@@ -11,7 +11,7 @@ import typer
 from gelato.cli.common import fail, resolve_pair_dirs
 from gelato.decoding.payload_modes import PayloadMode, choices_help
 
-trace_app = typer.Typer(no_args_is_help=True)
+trace_app = typer.Typer(rich_markup_mode=None, no_args_is_help=True)
 
 
 def run(

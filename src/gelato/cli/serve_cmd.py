@@ -65,10 +65,36 @@ def serve(
     setup_logging(log_level)
     import torch
 
-    from gelato.cli.common import check_port_free, parse_bytes
+    from gelato.cli.common import (
+        check_device,
+        check_kv_memory,
+        check_model_dir,
+        check_port_free,
+        parse_bytes,
+        read_pem_or_fail,
+    )
     from gelato.edge.process import serve as run_server
+    from gelato.wire.auth import check_key_pair, load_tokens
+    # every flag is checked here, before the target loads (seconds to minutes)
     kv_bytes = parse_bytes(kv_memory, "--kv-memory") if kv_memory is not None else None
+    check_device(device, dtype)
+    check_kv_memory(kv_bytes, device)
     check_port_free(host, port)
+    if metrics_port is not None:
+        if metrics_port == port:
+            fail(f"--metrics-port {metrics_port} is the gRPC --port too")
+        check_port_free(host, metrics_port, "--metrics-port")
+    check_model_dir(target_dir, "--target")
+    check_model_dir(tokenizer_dir, "--tokenizer-dir")
+    if (tls_cert is None) != (tls_key is None):
+        fail("TLS needs both --tls-cert and --tls-key")
+    cert, key = read_pem_or_fail(tls_cert, "--tls-cert"), read_pem_or_fail(tls_key, "--tls-key")
+    try:
+        if cert is not None:
+            check_key_pair(cert, key)
+        fingerprint = resolve_fingerprint(fingerprint)
+    except ValueError as exc:
+        fail(str(exc))
     if target_dir is None:
         from gelato.cli.common import resolve_pair_dirs
         target_dir = resolve_pair_dirs(None, None)[1]
@@ -76,6 +102,10 @@ def serve(
         torch.set_num_threads(threads)
     tokens_file = tokens_file or (Path(os.environ["GELATO_TOKENS_FILE"]) if os.environ.get("GELATO_TOKENS_FILE")
                                   else None)
+    try:
+        tokens = load_tokens(tokens_file)
+    except (OSError, ValueError) as exc:
+        fail(str(exc))
 
     def started(bound: int) -> None:
         typer.echo(f"edge listening on {host}:{bound}", err=False)
@@ -85,8 +115,8 @@ def serve(
     from gelato.models.loading import ModelLoadError
     try:
         run_server(target_dir, host, port, on_started=started, tokenizer_dir=tokenizer_dir, dtype=dtype,
-                   device=device, vocab_size=vocab_size, fingerprint=resolve_fingerprint(fingerprint),
-                   tokens=tokens_file, tls_cert=tls_cert, tls_key=tls_key, max_batch=max_batch,
+                   device=device, vocab_size=vocab_size, fingerprint=fingerprint,
+                   tokens=tokens, tls_cert=tls_cert, tls_key=tls_key, max_batch=max_batch,
                    batch_window_ms=batch_window_ms, max_sessions=max_sessions, max_prompt_tokens=max_prompt_tokens,
                    max_sessions_per_device=max_sessions_per_device, prefill_chunk=prefill_chunk,
                    prefill_budget_ms=prefill_budget_ms, kv_memory=kv_bytes, metrics_port=metrics_port,

@@ -17,7 +17,8 @@ from gelato.system.presets import DEVICE_PRESETS, EDGE_PRESETS, GENERIC_DISTANCE
 from gelato.system.units import MHZ, dbm_to_w
 from gelato.wire.payload import PayloadConfig, PayloadMode, packed_nbytes, synthetic_topp_bits
 
-app = typer.Typer(help="The system model: channel, compute, energy, presets.", no_args_is_help=True)
+app = typer.Typer(rich_markup_mode=None, help="The system model: channel, compute, energy, presets.",
+                  no_args_is_help=True)
 console = Console()
 
 

@@ -10,6 +10,7 @@ targets ``target_sessions`` open sessions per replica.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -33,12 +34,22 @@ class ClusterError(RuntimeError):
     """A cluster operation failed; the message is one line for the user."""
 
 
+NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
+DEFAULT_MESSAGE_BYTES = 4 * 1024 * 1024  # a single edge's default (EdgeConfig.max_message_bytes)
+
+
 @dataclass
 class ClusterSpec:
     target_dir: str
     replicas: int = 2  # fixed count, or the initial count when autoscaling
-    port: int = 9000  # Serve's gRPC ingress (every interface)
-    metrics_port: int = 8000  # Serve's HTTP proxy: GET /metrics (Prometheus text, every replica labelled)
+    port: int = 9000  # the gRPC ingress, on ``host``
+    metrics_port: int = 8000  # Serve's HTTP ingress on ``host``: GET /metrics (Prometheus text, every replica labelled)
+    host: str = "127.0.0.1"  # where the ingress (gRPC and HTTP) listens; 0.0.0.0 for every interface
+    name: str = "default"  # `gelato cluster status/down --name` act on this cluster only
+    stats_port: int = 8404  # Serve's HAProxy statistics page (haproxy ingress; Ray binds it on every interface)
+    exporter_port: int = 9101  # Serve's HAProxy Prometheus exporter (haproxy ingress; every interface too)
+    fallback_port: int = 9500  # Serve's gRPC proxy actor, HAProxy's backup route (haproxy ingress; every interface)
+    fallback_http_port: int = 8500  # its HTTP twin, on ``host`` (haproxy ingress)
     max_sessions: int = 16  # per replica (the edge's --max-sessions, and Serve's routing limit)
     max_queued: int = 1  # streams waiting in the proxy when every replica is full; beyond: RESOURCE_EXHAUSTED
     min_replicas: int | None = None  # autoscaling when min_replicas < max_replicas
@@ -54,11 +65,19 @@ class ClusterSpec:
         for name in ("replicas", "max_sessions", "max_queued"):
             if getattr(self, name) < 1:
                 raise ClusterError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("port", "metrics_port"):
-            if not 0 < getattr(self, name) < 65536:
-                raise ClusterError(f"{name} must be a TCP port (1-65535), got {getattr(self, name)}")
-        if self.port == self.metrics_port:
-            raise ClusterError(f"the gRPC port and the metrics port are both {self.port}")
+        if not NAME.fullmatch(self.name):
+            raise ClusterError(f"--name takes lower-case letters, digits, - and _ (up to 40), not {self.name!r}")
+        ports = self.fixed_ports()
+        for flag, port in ports.items():
+            if not 0 < port < 65536:
+                raise ClusterError(f"{flag} must be a TCP port (1-65535), got {port}")
+        seen: dict[int, str] = {}
+        for flag, port in ports.items():
+            if port in seen:
+                raise ClusterError(f"{flag} {port} is also {seen[port]}: give each port its own number")
+            seen[port] = flag
+        if int(self.edge.get("max_message_bytes", DEFAULT_MESSAGE_BYTES)) < 1:
+            raise ClusterError("max_message_bytes must be >= 1")
         if self.ingress not in INGRESS_MODES:
             raise ClusterError(f"ingress must be one of {', '.join(INGRESS_MODES)}, got {self.ingress!r}")
         lo, hi = self.min_replicas, self.max_replicas
@@ -66,6 +85,19 @@ class ClusterSpec:
             raise ClusterError("autoscaling needs both --min-replicas and --max-replicas")
         if lo is not None and not 1 <= lo <= self.replicas <= hi:
             raise ClusterError(f"need 1 <= min_replicas ({lo}) <= replicas ({self.replicas}) <= max_replicas ({hi})")
+
+    def fixed_ports(self) -> dict[str, int]:
+        """Every TCP port the cluster opens at a fixed number, by the flag that sets it (the replicas' own
+        gRPC ports, 40000 upwards in the haproxy ingress, are Serve's choice)."""
+        ports = {"--port": self.port, "--metrics-port": self.metrics_port}
+        if self.ingress == "haproxy":
+            ports.update({"--stats-port": self.stats_port, "--exporter-port": self.exporter_port,
+                          "--fallback-port": self.fallback_port, "--fallback-http-port": self.fallback_http_port})
+        return ports
+
+    @property
+    def max_message_bytes(self) -> int:
+        return int(self.edge.get("max_message_bytes", DEFAULT_MESSAGE_BYTES))
 
     @property
     def autoscaling(self) -> bool:
@@ -75,12 +107,34 @@ class ClusterSpec:
         return asdict(self)
 
 
+def ray_env(spec: ClusterSpec, private_dir: str | None = None) -> dict[str, str]:
+    """What Serve reads from the environment, once, in every Ray process: the ingress mode, the largest gRPC
+    message its servers accept (the proxy's, the replicas' own: a larger one is RESOURCE_EXHAUSTED before it
+    is read, as on a single edge), the HAProxy's statistics and exporter ports, the fallback proxy's ports,
+    and (``private_dir``, an owner-only directory) where the HAProxy keeps its config, admin socket and
+    state instead of the machine-wide ``/tmp/haproxy-serve`` (two clusters would share them)."""
+    env = dict(INGRESS_MODES[spec.ingress], RAY_SERVE_GRPC_MAX_MESSAGE_SIZE=str(spec.max_message_bytes),
+               RAY_SERVE_HAPROXY_STATS_PORT=str(spec.stats_port),
+               RAY_SERVE_HAPROXY_METRICS_PORT=str(spec.exporter_port),
+               RAY_SERVE_FALLBACK_PROXY_GRPC_PORT=str(spec.fallback_port),
+               RAY_SERVE_FALLBACK_PROXY_HTTP_PORT=str(spec.fallback_http_port))
+    if private_dir is not None:
+        env.update(RAY_SERVE_HAPROXY_CONFIG_FILE_LOC=f"{private_dir}/haproxy.cfg",
+                   RAY_SERVE_HAPROXY_SOCKET_PATH=f"{private_dir}/admin.sock",
+                   RAY_SERVE_HAPROXY_SERVER_STATE_BASE=private_dir,
+                   RAY_SERVE_HAPROXY_SERVER_STATE_FILE=f"{private_dir}/server-state")
+    return env
+
+
 def replica_options(spec: ClusterSpec) -> dict:
     """``serve.deployment`` options: the session limit, the queue, health checks, replicas or autoscaling."""
     options = dict(name=DEPLOYMENT, max_ongoing_requests=spec.max_sessions + UNARY_HEADROOM,
                    max_queued_requests=spec.max_queued, health_check_period_s=spec.health_check_period_s,
                    health_check_timeout_s=max(10.0, 3 * spec.health_check_period_s),
-                   graceful_shutdown_timeout_s=5.0, ray_actor_options={"num_cpus": spec.replica_cpus})
+                   graceful_shutdown_timeout_s=5.0,
+                   # the message limit travels with the replicas, also into a joined (--address) Ray
+                   ray_actor_options={"num_cpus": spec.replica_cpus, "runtime_env": {"env_vars": {
+                       "RAY_SERVE_GRPC_MAX_MESSAGE_SIZE": str(spec.max_message_bytes)}}})
     if spec.autoscaling:
         options["autoscaling_config"] = {
             "min_replicas": spec.min_replicas, "max_replicas": spec.max_replicas,
@@ -97,20 +151,21 @@ def edge_app(spec: ClusterSpec):
 
     from gelato.cluster.replica import EdgeReplica
 
-    edge_cfg = dict(spec.edge, max_sessions=spec.max_sessions)
+    edge_cfg = dict(spec.edge, max_sessions=spec.max_sessions, max_message_bytes=spec.max_message_bytes)
     replica_spec = {"target_dir": spec.target_dir, "threads": spec.threads, "edge": edge_cfg}
     return serve.deployment(EdgeReplica, **replica_options(spec)).bind(replica_spec)
 
 
 def deploy(spec: ClusterSpec, timeout_s: float = 300.0) -> None:
-    """Start Serve's proxies (gRPC on ``spec.port``, HTTP on ``spec.metrics_port``) and run the edge replicas.
+    """Start Serve's proxies (gRPC on ``spec.port``, HTTP on ``spec.metrics_port``, both on ``spec.host``: Serve's
+    HAProxy binds both on its HTTP host) and run the edge replicas.
 
     One application, one deployment: gRPC calls run the edge's methods; HTTP ``/metrics`` and ``/status``
     reach any replica, which asks all of them (:func:`gelato.cluster.metrics.http_response`)."""
     from ray import serve
     from ray.serve.config import gRPCOptions
 
-    serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": spec.metrics_port},
+    serve.start(proxy_location="HeadOnly", http_options={"host": spec.host, "port": spec.metrics_port},
                 grpc_options=gRPCOptions(port=spec.port, grpc_servicer_functions=[SERVICER_FUNCTION],
                                          enable_reflection=False))
     serve.run(edge_app(spec), name=APP, route_prefix="/", blocking=False)

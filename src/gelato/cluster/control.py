@@ -3,18 +3,20 @@
 :class:`LocalCluster` is the driver: it starts Ray on this machine (or joins ``address``), checks the ports,
 deploys the edge replicas (:func:`gelato.cluster.app.deploy`) and, on :meth:`~LocalCluster.stop`, shuts
 Serve down and stops the Ray it started. ``gelato cluster up`` runs one in a background process
-(``python -m gelato.cluster.head``) that records itself in ``$GELATO_HOME/cluster.json``; ``status`` and
-``down`` find it there. Every failure is a :class:`ClusterError` with a one-line message.
+(``python -m gelato.cluster.head``) that records itself in ``$GELATO_HOME/clusters/<name>.json``; ``status``
+and ``down`` find it there by name, so they act on that cluster only. Every failure is a :class:`ClusterError` with a one-line message.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,15 +25,16 @@ from gelato.cluster.app import APP, ClusterError, ClusterSpec
 EXTRA = "pip install -e '.[cluster]'"
 
 
-def select_ingress(mode: str) -> None:
-    """Set Serve's ingress flags for ``mode`` (``INGRESS_MODES``); they must be set before Ray Serve is imported."""
-    from gelato.cluster.app import INGRESS_MODES
+def select_ingress(spec: ClusterSpec, private_dir: str | None = None) -> None:
+    """Set what Serve reads from the environment (:func:`gelato.cluster.app.ray_env`) before Ray starts: its
+    processes inherit it. The ingress flags must be set before Ray Serve is imported in this process too."""
+    from gelato.cluster.app import INGRESS_MODES, ray_env
 
-    flags = INGRESS_MODES[mode]
+    flags = INGRESS_MODES[spec.ingress]
     if "ray.serve" in sys.modules and any(os.environ.get(k, "0") != v for k, v in flags.items()):
-        raise ClusterError(f"the {mode!r} ingress must be chosen before Ray Serve is imported in this process "
-                           f"(set {' '.join(f'{k}={v}' for k, v in flags.items())})")
-    os.environ.update(flags)
+        raise ClusterError(f"the {spec.ingress!r} ingress must be chosen before Ray Serve is imported in this "
+                           f"process (set {' '.join(f'{k}={v}' for k, v in flags.items())})")
+    os.environ.update(ray_env(spec, private_dir))
     # a replica being stopped keeps serving this long so a load balancer can notice (Serve's default 30 s);
     # HAProxy here is reconfigured by Serve itself
     os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "3")
@@ -60,9 +63,23 @@ def port_in_use(port: int) -> bool:
     return False
 
 
-def state_path() -> Path:
+def check_ports(spec: ClusterSpec) -> None:
+    """One ClusterError line naming the flag of the first fixed port (:meth:`ClusterSpec.fixed_ports`) in use,
+    or ``--host`` when it is no address of this machine."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in spec.host else socket.AF_INET) as sock:
+            sock.bind((spec.host, 0))
+    except OSError as exc:
+        raise ClusterError(f"--host {spec.host}: cannot listen there ({exc.strerror or exc})") from None
+    for flag, port in spec.fixed_ports().items():
+        if port_in_use(port):
+            raise ClusterError(f"{flag} {port} is in use (pick another with {flag})")
+
+
+def state_path(name: str = "default") -> Path:
+    """The record of the cluster ``name`` that ``gelato cluster up --name`` started (one file per name)."""
     from gelato.models.fetch import gelato_home
-    return gelato_home() / "cluster.json"
+    return gelato_home() / "clusters" / f"{name}.json"
 
 
 class LocalCluster:
@@ -76,14 +93,14 @@ class LocalCluster:
         self.object_store_mb = object_store_mb
         self.gcs_address: str | None = None
         self._started_ray = False
+        self.private_dir: str | None = None  # this cluster's HAProxy admin socket and state (owner-only)
 
     def start(self, timeout_s: float = 300.0) -> LocalCluster:
-        select_ingress(self.spec.ingress)
+        check_ports(self.spec)
+        if self.spec.ingress == "haproxy" and self.private_dir is None:
+            self.private_dir = tempfile.mkdtemp(prefix=f"gelato-{self.spec.name}-")
+        select_ingress(self.spec, self.private_dir)
         require_ray()
-        for name, port in (("gRPC ingress", self.spec.port), ("metrics", self.spec.metrics_port)):
-            if port_in_use(port):
-                raise ClusterError(f"the {name} port {port} is in use (pick another with "
-                                   f"{'--port' if name.startswith('gRPC') else '--metrics-port'})")
         import ray
 
         from gelato.cluster.app import deploy
@@ -112,18 +129,28 @@ class LocalCluster:
         import ray
         from ray import serve
 
-        if ray.is_initialized():
-            try:
-                serve.shutdown() if self._started_ray else serve.delete(APP)
-            finally:
-                if self._started_ray:
-                    ray.shutdown()
+        try:
+            if ray.is_initialized():
+                try:
+                    serve.shutdown() if self._started_ray else serve.delete(APP)
+                finally:
+                    if self._started_ray:
+                        ray.shutdown()
+        finally:
+            _remove_private_dir(self.private_dir)
+            self.private_dir = None
 
     def __enter__(self) -> LocalCluster:
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _remove_private_dir(path: str | None) -> None:
+    """Remove a cluster's private directory (only one :class:`LocalCluster` made: ``gelato-*`` in the temp dir)."""
+    if path and Path(path).parent == Path(tempfile.gettempdir()) and Path(path).name.startswith("gelato-"):
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -133,8 +160,8 @@ def _first_line(exc: BaseException) -> str:
 
 # ---------------------------------------------------------------------------- the background head process
 
-def read_state() -> dict | None:
-    path = state_path()
+def read_state(name: str = "default") -> dict | None:
+    path = state_path(name)
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
@@ -153,15 +180,12 @@ def up(spec: ClusterSpec, address: str | None = None, num_cpus: float | None = N
        timeout_s: float = 300.0) -> dict:
     """Start the head process in the background and wait until its replicas serve; returns its state."""
     require_ray()
-    state = read_state()
+    state = read_state(spec.name)
     if state and _alive(int(state.get("pid", 0))):
-        raise ClusterError(f"a gelato cluster is already up (pid {state['pid']}, gRPC port {state.get('port')}); "
-                           "run `gelato cluster down` first")
-    for name, port in (("gRPC ingress", spec.port), ("metrics", spec.metrics_port)):
-        if port_in_use(port):
-            raise ClusterError(f"the {name} port {port} is in use (pick another with "
-                               f"{'--port' if name.startswith('gRPC') else '--metrics-port'})")
-    path = state_path()
+        raise ClusterError(f"the gelato cluster {spec.name!r} is already up (pid {state['pid']}, gRPC port "
+                           f"{state.get('port')}); run `gelato cluster down --name {spec.name}` first")
+    check_ports(spec)
+    path = state_path(spec.name)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.unlink(missing_ok=True)
     log_path = path.with_suffix(".log")
@@ -173,7 +197,7 @@ def up(spec: ClusterSpec, address: str | None = None, num_cpus: float | None = N
                                 start_new_session=True)
     deadline = time.monotonic() + timeout_s + 60
     while time.monotonic() < deadline:
-        state = read_state()
+        state = read_state(spec.name)
         if state and state.get("pid") == proc.pid and (state.get("ready") or state.get("error")):
             if state.get("error"):
                 proc.wait(30)
@@ -187,14 +211,14 @@ def up(spec: ClusterSpec, address: str | None = None, num_cpus: float | None = N
     raise ClusterError(f"the cluster did not come up within {timeout_s:.0f} s (log: {log_path})")
 
 
-def connect() -> dict:
-    """Join the running cluster as a driver (for status); returns its state."""
-    state = read_state()
+def connect(name: str = "default") -> dict:
+    """Join the running cluster ``name`` as a driver (for status); returns its state."""
+    state = read_state(name)
     if state and state.get("auth_mode"):  # before Ray is imported: it reads the mode once
         os.environ.setdefault("RAY_AUTH_MODE", state["auth_mode"])
     require_ray()
     if not state or not _alive(int(state.get("pid", 0))):
-        raise ClusterError("no gelato cluster is up (run `gelato cluster up`)")
+        raise ClusterError(f"no gelato cluster named {name!r} is up (run `gelato cluster up --name {name}`)")
     import logging
 
     import ray
@@ -209,23 +233,25 @@ def connect() -> dict:
     return state
 
 
-def status(timeout_s: float = 10.0) -> dict:
+def status(name: str = "default", timeout_s: float = 10.0) -> dict:
     from gelato.cluster.app import cluster_status
 
-    state = connect()
+    state = connect(name)
     import ray
     try:
         result = cluster_status(timeout_s)
     finally:
         ray.shutdown()  # this driver only; the cluster keeps running
-    result.update(ingress=state.get("ingress"), grpc_port=state["port"], metrics_url=f"http://127.0.0.1:{state['metrics_port']}/metrics",
-                  head_pid=state["pid"])
+    host = state.get("host", "127.0.0.1")
+    result.update(name=name, ingress=state.get("ingress"), host=host, grpc_port=state["port"],
+                  metrics_url=f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{state['metrics_port']}"
+                              "/metrics", head_pid=state["pid"])
     return result
 
 
-def down(timeout_s: float = 60.0) -> dict | None:
-    """Stop the head process (it shuts Serve and its Ray down); None when no cluster was up."""
-    state = read_state()
+def down(name: str = "default", timeout_s: float = 60.0) -> dict | None:
+    """Stop the head process of the cluster ``name`` (it shuts Serve and its Ray down); None when none was up."""
+    state = read_state(name)
     if not state:
         return None
     pid = int(state.get("pid", 0))
@@ -236,5 +262,6 @@ def down(timeout_s: float = 60.0) -> dict | None:
             time.sleep(0.2)
         if _alive(pid):
             os.kill(pid, signal.SIGKILL)
-    state_path().unlink(missing_ok=True)
+    _remove_private_dir(state.get("private_dir"))  # the head may end before it removes it (Ray's SIGTERM handler)
+    state_path(name).unlink(missing_ok=True)
     return state

@@ -1,7 +1,7 @@
 """The background process of ``gelato cluster up``: a :class:`LocalCluster` driver kept alive until SIGTERM.
 
 ``python -m gelato.cluster.head --spec JSON --state PATH [--address A] [--num-cpus N]`` writes
-``{"pid", "ready", "gcs_address", "port", "metrics_port"}`` (or ``{"pid", "error"}``) to PATH.
+``{"pid", "ready", "gcs_address", "name", "host", "port", "metrics_port", "ports"}`` (or ``{"pid", "error"}``) to PATH.
 """
 
 from __future__ import annotations
@@ -43,9 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     # Ray's token auth (on by default for a new local cluster, token in ~/.ray/auth_token): drivers of
     # `gelato cluster status` must ask for it too
     record(ready=True, gcs_address=cluster.gcs_address or args.address, auth_mode=os.environ.get("RAY_AUTH_MODE"),
-           port=spec.port,
-           metrics_port=spec.metrics_port, replicas=spec.replicas, ingress=spec.ingress)
-    print(f"gelato cluster up: gRPC ingress on port {spec.port}, metrics on {spec.metrics_port}", flush=True)
+           name=spec.name, host=spec.host, port=spec.port, metrics_port=spec.metrics_port, replicas=spec.replicas,
+           ingress=spec.ingress, ports=spec.fixed_ports(), private_dir=cluster.private_dir)
+    print(f"gelato cluster {spec.name} up: gRPC ingress on {spec.host}:{spec.port}, metrics on {spec.metrics_port}",
+          flush=True)
     stop.wait()
     cluster.stop()
     print("gelato cluster down", flush=True)

@@ -40,9 +40,10 @@ class _Reply:
 class _StreamContext:
     """What :meth:`EdgeServer.generate` needs of a ``grpc.aio`` servicer context, over Serve's input stream."""
 
-    def __init__(self, request_stream, grpc_context) -> None:
+    def __init__(self, request_stream, grpc_context, max_message_bytes: int | None = None) -> None:
         self._requests = request_stream.__aiter__()
         self._grpc_context = grpc_context
+        self._max_bytes = max_message_bytes
         self.replies: asyncio.Queue = asyncio.Queue()
         self.refused: tuple[grpc.StatusCode, str] | None = None
 
@@ -59,9 +60,13 @@ class _StreamContext:
 
     async def read(self):
         try:
-            return await self._requests.__anext__()
+            data = await self._requests.__anext__()
         except StopAsyncIteration:
             return grpc.aio.EOF
+        if self._max_bytes is not None and len(data) > self._max_bytes:  # never parsed (the servers refuse first)
+            await self.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                             f"message of {len(data)} bytes is larger than the edge's {self._max_bytes}")
+        return data
 
     async def write(self, data: bytes) -> None:
         self.replies.put_nowait(data)
@@ -103,7 +108,7 @@ class EdgeReplica:
     # ------------------------------------------------------------------ the edge's RPCs, through Serve's ingress
     async def Generate(self, request_stream, grpc_context=None):  # noqa: N802 (the RPC's name)
         self._ready()
-        ctx = _StreamContext(request_stream, grpc_context)
+        ctx = _StreamContext(request_stream, grpc_context, self.edge.config.max_message_bytes)
         task = asyncio.ensure_future(self.edge.generate(ctx))
         task.add_done_callback(lambda _: ctx.replies.put_nowait(_DONE))
         try:
