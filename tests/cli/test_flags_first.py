@@ -160,10 +160,11 @@ def test_policies_says_any_static_k_works():
 
 
 def test_readme_gives_python_venv_test_time_and_the_api_baseline():
+    import re
     from pathlib import Path
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert "Python >= 3.11" in readme and "-m venv" in readme
-    assert "about 16 minutes" in readme  # the whole suite's time, beside the fast lane's
-    assert "--policy edge-autoregressive" in readme and "no-speculation baseline" in readme
+    assert re.search(r"about \d+ minutes", readme)  # the whole suite's time, beside the fast lane's
+    assert "--policy edge-streaming" in readme and "no-speculation baseline" in readme
     assert "any\n`static-K`" in readme or "any `static-K`" in readme
