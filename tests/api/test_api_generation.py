@@ -123,6 +123,29 @@ def test_stop_strings_across_rounds(pair, client):
     assert usage.completion_tokens < MAX_TOKENS
 
 
+def test_edge_streaming_streams_each_token_as_it_arrives(pair, client):
+    """``edge-streaming``: the edge decodes alone and each token is a chunk of its own as soon as it arrives; the
+    text is the target's; a stop string inside the burst ends it exactly, and usage counts what was kept."""
+    reference, n = target_only_text(pair, list(pair[2](PROMPT)["input_ids"]), MAX_TOKENS)
+    texts, rounds, usage = [], [], None
+    for chunk in client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=MAX_TOKENS, temperature=0,
+                                           stream=True, stream_options={"include_usage": True},
+                                           extra_body={"speculative": {"policy": "edge-streaming"}}):
+        if not chunk.choices:
+            usage = chunk.usage
+        elif getattr(chunk, "round", None):
+            rounds.append(chunk.round)
+        elif chunk.choices[0].finish_reason is None:
+            texts.append(chunk.choices[0].text)
+    assert "".join(texts) == reference and len(texts) == n  # one chunk a token, before the burst's round ends
+    assert usage.completion_tokens == n and usage.speculative["num_draft_tokens"] == 0
+    assert [r["tokens"] for r in rounds] == [n]  # one burst: the rest of the answer
+    stop = reference[len(reference) // 2:len(reference) // 2 + 3]
+    cut = client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=MAX_TOKENS, temperature=0, stop=[stop],
+                                    extra_body={"speculative": {"policy": "edge-streaming"}})
+    assert cut.choices[0].text == reference[:reference.index(stop)] and cut.choices[0].finish_reason == "stop"
+
+
 def _round_texts(client):
     texts = []
     for chunk in client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=MAX_TOKENS, temperature=0,

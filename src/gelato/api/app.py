@@ -222,7 +222,8 @@ class _Stream:
         try:
             async for item in self.pieces:
                 if isinstance(item, Piece):
-                    yield sse(self.fmt.chunk(item.text, None, round_info(item.event, item.tokens)))
+                    info = round_info(item.event, item.tokens) if item.event is not None else None
+                    yield sse(self.fmt.chunk(item.text, None, info))
                     continue
                 if item.error is not None:
                     self.state.metrics.request_errors.labels(status=str(item.error.status)).inc()

@@ -24,7 +24,7 @@ import torch
 
 from gelato.api.speculative import Speculation, build_policy
 from gelato.decoding.sampling import SamplingParams
-from gelato.decoding.types import Draft, Verdict
+from gelato.decoding.types import Burst, Draft, Verdict
 from gelato.device.client import message_measurement
 from gelato.device.edge_client import EdgeClient
 from gelato.device.pair import remote_pair
@@ -57,6 +57,25 @@ class CancellableVerifier:
     @property
     def max_draft(self) -> int | None:
         return getattr(self.inner, "max_draft", None)
+
+    @property
+    def max_stream(self) -> int | None:
+        return getattr(self.inner, "max_stream", None)
+
+    def stream(self, committed: Sequence[int], n: int, on_token=None, stop_ids: Sequence[int] = ()) -> Burst:
+        """A burst (the edge decoding alone, each token handed on as it arrives); a cancel ends it at the next
+        token."""
+        if self.cancelled():
+            raise GenerationCancelled()
+
+        def arrived(token: int) -> None:
+            if on_token is not None:
+                on_token(token)
+            if self.cancelled():
+                raise GenerationCancelled()
+
+        self._round += 1
+        return self.inner.stream(committed, n, arrived, stop_ids)
 
     def verify(self, committed: Sequence[int], draft: Draft) -> Verdict:
         if self.cancelled():
@@ -148,6 +167,7 @@ class Backend:
                 proposer, inner = remote_pair(self.draft, client, params, prompt_ids, fingerprint=self.fingerprint,
                                               seed=seed, on_verifier=watch, payload=spec.payload,
                                               device_name="gelato-api", max_new_tokens=max_new_tokens,
+                                              stop_ids=[] if self.eos_token_id is None else [self.eos_token_id],
                                               rpc_timeout=e.rpc_timeout, unreachable_after=e.unreachable_after)
             except BaseException:
                 client.close()

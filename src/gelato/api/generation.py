@@ -40,6 +40,14 @@ class RoundEvent:
 
 
 @dataclass(frozen=True)
+class TokenEvent:
+    """One token of an edge burst, as soon as it arrived (its round's RoundEvent follows the burst's last)."""
+
+    token: int
+    at: float
+
+
+@dataclass(frozen=True)
 class DoneEvent:
     stop_reason: str  # "eos" | "length" | "cancelled" | "error"
     error: BaseException | None = None
@@ -115,7 +123,7 @@ class GenerationJob:
     def cancelled(self) -> bool:
         return self._cancel.is_set()
 
-    async def events(self) -> AsyncIterator[RoundEvent | DoneEvent]:
+    async def events(self) -> AsyncIterator[RoundEvent | TokenEvent | DoneEvent]:
         while True:
             event = await self._queue.get()
             yield event
@@ -139,8 +147,12 @@ class GenerationJob:
                 if self._cancel.is_set():
                     raise GenerationCancelled()
 
+            def on_token(token: int) -> None:  # a burst's token, streamed at once
+                self._emit(TokenEvent(token, time.perf_counter()))
+
             result = generate(self.prompt_ids, parts.proposer, parts.verifier, parts.policy, self.max_new_tokens,
-                              self.eos_token_id, parts.clock, background_verify=True, on_round=on_round)
+                              self.eos_token_id, parts.clock, background_verify=True, on_round=on_round,
+                              on_token=on_token)
             self._emit(DoneEvent(result.stop_reason))
         except GenerationCancelled:
             self._emit(DoneEvent("cancelled"))

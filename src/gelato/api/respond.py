@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from gelato.api.backend import Backend
 from gelato.api.errors import APIError, bad_request
-from gelato.api.generation import GenerationJob, RoundEvent
+from gelato.api.generation import GenerationJob, RoundEvent, TokenEvent
 from gelato.api.metrics import ApiMetrics
 from gelato.api.schemas import ChatCompletionRequest, CompletionRequest
 from gelato.api.speculative import Speculation, resolve
@@ -47,8 +47,8 @@ class Prepared:
 @dataclass
 class Piece:
     text: str
-    event: RoundEvent
-    tokens: int  # response tokens this round contributed
+    event: RoundEvent | None  # None: a token of an edge burst, before its round ends
+    tokens: int  # response tokens this round (or burst token) contributed
 
 
 @dataclass
@@ -112,14 +112,26 @@ async def text_pieces(job: GenerationJob, p: Prepared, backend: Backend, metrics
     last = arrived
     finished = False
     try:
+        streamed = 0  # tokens of the current burst already turned into text (TokenEvents)
         async for event in job.events():
+            if isinstance(event, TokenEvent):
+                if stops.stopped:
+                    continue
+                streamed += 1
+                text = stops.feed(detok.add(event.token))
+                yield Piece(text, None, 1)  # after a stop string, the burst's RoundEvent tallies it and finishes
+                continue
             if isinstance(event, RoundEvent):
                 text, counted = "", 0
-                for token in event.record.tokens:
-                    counted += 1
-                    text += stops.feed(detok.add(token))
+                for i, token in enumerate(event.record.tokens):
+                    if i < streamed:  # a burst's token, fed as it arrived
+                        counted += 1
+                        continue
                     if stops.stopped:
                         break
+                    counted += 1
+                    text += stops.feed(detok.add(token))
+                streamed = 0
                 tally.add(event, counted)
                 metrics.round(event, counted, event.at - last, first=tally.rounds == 1)
                 last = event.at

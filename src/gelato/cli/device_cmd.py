@@ -122,7 +122,7 @@ def device(
         proposer, verifier = remote_pair(draft_model, client, params, ids, fingerprint=fingerprint, seed=seed,
                                          payload=payload_cfg, device_name=os.uname().nodename,
                                          max_new_tokens=max_new_tokens, rpc_timeout=rpc_timeout,
-                                         unreachable_after=unreachable_after)
+                                         unreachable_after=unreachable_after, stop_ids=[] if eos is None else [eos])
         plain = None
         if unpipelined is not None:  # draft ahead while the request is out; compare with the same policy without
             plain = generate(ids, proposer, verifier, make_policy_or_fail(unpipelined, measured=True),

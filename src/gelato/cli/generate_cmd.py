@@ -81,15 +81,19 @@ def generate(
         if stream and raw:
             typer.echo(prompt, nl=False)
 
-        def on_round(record) -> None:
+        def show(tokens) -> None:
             if not first:
                 first.append(time.perf_counter() - t0)
             if stream:
-                sys.stdout.write("".join(detok.add(t) for t in record.tokens))
+                sys.stdout.write("".join(detok.add(t) for t in tokens))
                 sys.stdout.flush()
 
+        def on_round(record) -> None:
+            if not record.streamed:  # a burst's tokens were shown as they arrived
+                show(record.tokens)
+
         result = generate_speculative(draft_model, target_model, prompt_ids, params, chosen, max_new_tokens, stop,
-                                      seed, vocab_size=vocab, on_round=on_round)
+                                      seed, vocab_size=vocab, on_round=on_round, on_token=lambda t: show([t]))
     text = decode_text(tokenizer, result.token_ids)
     if as_json:
         typer.echo(json.dumps({"text": text, "token_ids": result.token_ids, "stop_reason": result.stop_reason,

@@ -48,10 +48,12 @@ def local_pair(draft, target, params: SamplingParams, seed: int | None = 0, voca
 def generate_speculative(draft, target, prompt_ids: Sequence[int], params: SamplingParams, policy: DraftPolicy,
                          max_new_tokens: int, eos_token_id: int | None = None, seed: int = 0,
                          clock: RoundClock | None = None, vocab_size: int | None = None,
-                         on_round=None) -> GenerationResult:
-    """Speculative decoding in process: the pair from :func:`local_pair` through the round loop."""
+                         on_round=None, on_token=None) -> GenerationResult:
+    """Speculative decoding in process: the pair from :func:`local_pair` through the round loop (``on_token``:
+    each token of an edge burst as it is generated)."""
     proposer, verifier = local_pair(draft, target, params, seed, vocab_size)
-    return generate(prompt_ids, proposer, verifier, policy, max_new_tokens, eos_token_id, clock, on_round=on_round)
+    return generate(prompt_ids, proposer, verifier, policy, max_new_tokens, eos_token_id, clock, on_round=on_round,
+                    on_token=on_token)
 
 
 def generate_target_only(target, prompt_ids: Sequence[int], params: SamplingParams, max_new_tokens: int,
