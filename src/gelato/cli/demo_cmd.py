@@ -32,6 +32,9 @@ def demo(
     device_profile: Annotated[str, typer.Option(help="What the simulated phone is charged for drafting: "
                                                 "phone-own-draft (the paper's phone running this draft) or paper "
                                                 "(the paper's Qwen2.5-0.5B draft).")] = "phone-own-draft",
+    measured: Annotated[bool, typer.Option(help="Also run one chat prompt through the real edge, link (lte) and "
+                                                "device programs: gelato-improved against edge-streaming, wall "
+                                                "clock (about a minute).")] = True,
 ) -> None:
     """GELATO vs fixed draft lengths vs no drafting on the default pair, with the paper's system model.
 
@@ -126,5 +129,37 @@ def demo(
                   f"live rounds equal the replayed ones: {'yes' if outcome.replay_matches_live else 'no'}")
     console.print(f"figure: {outcome.figure}   table: {outcome.table_csv}   per-round logs: {out}/*.rounds.jsonl   "
                   f"trace: {out}/demo.trace.npz")
+    if measured:
+        console.print(measured_line(Path(str(draft_dir)), Path(str(target_dir))), highlight=False)
     if not outcome.lossless:
         raise typer.Exit(code=1)
+
+
+def measured_line(draft_dir: Path, target_dir: Path, max_new_tokens: int = 48) -> str:
+    """One measured line: a chat prompt through the real edge, link and device processes on the lte link,
+    gelato-improved against the edge streaming its own answer, wall clock (the testbed's run)."""
+    from gelato.models.chat import stop_token_id
+    from gelato.models.loading import load_tokenizer
+    from gelato.testbed.presets import link_preset
+    from gelato.testbed.run import TestbedConfig, TestbedError, run_testbed, split_cores, workload_prompts
+    from gelato.wire.fingerprint import tokenizer_fingerprint
+
+    names = ("edge-streaming", "gelato-improved")
+    try:
+        edge_cores, device_cores = split_cores()
+        tok = load_tokenizer(draft_dir)
+        cfg = TestbedConfig(link=link_preset("lte"), draft_dir=draft_dir, target_dir=target_dir, policies=names,
+                            workload="chat", prompts=1, max_new_tokens=max_new_tokens, edge_cores=edge_cores,
+                            device_cores=device_cores)
+        result = run_testbed(cfg, workload_prompts(tok, "chat", 1), tokenizer_fingerprint(tok), stop_token_id(tok))
+    except TestbedError as exc:
+        return f"measured: skipped ({exc})"
+    pols = result["policies"]
+    if any("measured" not in pols[n] for n in names):
+        return f"measured: failed ({'; '.join(str(pols[n].get('error')) for n in names if 'error' in pols[n])})"
+    rate = {n: pols[n]["measured"]["tokens_per_second"] for n in names}
+    same = pols["gelato-improved"].get("same_output_as_reference")
+    return (f"measured (the real edge, link and device programs on their own cores, lte link: 10 Mbit/s, 50 ms round "
+            f"trip; one chat prompt, wall clock): gelato-improved {rate['gelato-improved']:.1f} tok/s, "
+            f"edge-streaming {rate['edge-streaming']:.1f} tok/s: {rate['gelato-improved'] / rate['edge-streaming']:.2f}x"
+            f" the edge streaming its own answer; same text: {'yes' if same else 'no'}")
