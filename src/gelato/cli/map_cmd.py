@@ -25,7 +25,8 @@ def drafting_map_cmd(
                                                "about 5 on one CPU core, hundreds on a GPU)"),
     link_mbps: float = typer.Option(10.0, "--link-mbps", help="fixed link rate each way"),
     rounds: int = typer.Option(150, "--rounds", help="rounds replayed per cell and policy"),
-    out: Path = typer.Option(Path("docs/results"), "--out", help="writes drafting-map.{json,png} here"),
+    out: Path = typer.Option(Path("docs/results"), "--out", help="writes NAME.{json,png} here"),
+    name: str = typer.Option("drafting-map", "--name", help="the files' name"),
     json_out: bool = typer.Option(False, "--json", help="print the JSON object on stdout"),
 ) -> None:
     """Draw gelato-improved's tok/s over edge-streaming's by link round trip and edge time per token."""
@@ -72,10 +73,10 @@ def drafting_map_cmd(
     result["measured_points"] = points = measured_points(paths)
     result["draft_profile_from"] = str(paths[0])
     out.mkdir(parents=True, exist_ok=True)
-    (out / "drafting-map.json").write_text(json.dumps(result, indent=1) + "\n")
-    plot_map(result, points, out / "drafting-map.png")
+    (out / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
+    plot_map(result, points, out / f"{name}.png")
     for line in summary_lines(result):
         typer.echo(line, err=True)
-    typer.echo(f"wrote {out / 'drafting-map.json'}, {out / 'drafting-map.png'}", err=True)
+    typer.echo(f"wrote {out / (name + '.json')}, {out / (name + '.png')}", err=True)
     if json_out:
         sys.stdout.write(json.dumps(result) + "\n")

@@ -42,6 +42,8 @@ def testbed(
                                           "N listed, e.g. 1,2,4 (the fleet table; modelled up to 64)"),
     fleet_policies: str = typer.Option(",".join(FLEET_POLICIES), "--fleet-policies",
                                        help="policies of the fleet runs"),
+    payload: Optional[str] = typer.Option(None, "--payload", help="what drafting policies without their own payload "
+                                          "send: draws (the default), compact or paper_topp"),
     json_out: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
     out: Optional[Path] = typer.Option(None, "--out", help="also write NAME.json, NAME.md and NAME.png here"),
 ) -> None:
@@ -70,6 +72,9 @@ def testbed(
         for name in [*names, *fleet_names]:
             policy_spec(name)
         fleet_sizes = _devices(devices) if devices else []
+        if payload is not None:
+            from gelato.decoding.payload_modes import payload_mode
+            payload_mode(payload)
         default_edge, default_device = split_cores()
         e_cores = _cores(edge_cores) if edge_cores else default_edge
         d_cores = _cores(device_cores) if device_cores else default_device
@@ -91,7 +96,8 @@ def testbed(
     cfg = TestbedConfig(link=link, draft_dir=Path(draft), target_dir=None if edge else Path(target), policies=names,
                         workload=workload, prompts=prompts, max_new_tokens=max_new_tokens, temperature=temperature,
                         top_k=top_k, top_p=top_p, seed=seed, e_bar=e_bar, power_profile=power, edge=edge,
-                        edge_cores=e_cores, device_cores=d_cores, devices=fleet_sizes, fleet_policies=fleet_names)
+                        edge_cores=e_cores, device_cores=d_cores, devices=fleet_sizes, fleet_policies=fleet_names,
+                        payload=payload)
     with _Progress(len(names)) as progress:
         try:
             result = run_testbed(cfg, chosen, tokenizer_fingerprint(tokenizer), stop_token_id(tokenizer),

@@ -4,7 +4,7 @@
 same round loop as in-process verification. Public API: construct, ``open(prompt_ids)`` (optional),
 ``verify(committed, draft) -> Verdict`` (one thread at a time; any thread; the verdict carries the round's
 :class:`~gelato.decoding.types.RoundMeasurement`, also kept in ``stats``), ``stream(committed, n, on_token)
--> Burst`` (the edge generates up to ``n`` tokens itself and streams each; a stream dropped mid-burst
+-> Burst`` (:mod:`gelato.device.bursts`: the edge generates up to ``n`` tokens itself and streams each; a stream dropped mid-burst
 resumes on a new one with the tokens received so far committed, and asks for the rest), ``close()`` (from any thread,
 also while a ``verify`` waits: that call then raises :class:`EdgeCancelledError`). Faults:
 
@@ -36,13 +36,13 @@ from gelato.decoding.payload_modes import PayloadMode
 from gelato.decoding.rejection import sample_deferred_residual, sample_from_draws
 from gelato.decoding.sampling import SamplingParams
 from gelato.decoding.seeds import residual_generator, verification_seed
-from gelato.decoding.types import Burst, Draft, RoundCommit, RoundMeasurement, Verdict
+from gelato.decoding.types import Draft, RoundCommit, Verdict
+from gelato.device.bursts import BurstRounds
 from gelato.device.edge_client import EdgeClient, EdgeStream, is_tls_failure, looks_like_plaintext_to_tls, speaks_tls
 from gelato.device.messages import RemoteStats, draft_message, measure, message_measurement
 from gelato.wire.codec import (
     MAX_STREAM_TOKENS,
     decode_verdict,
-    encode_draft,
     encode_redraw,
     payload_config,
     payload_to_proto,
@@ -64,7 +64,7 @@ RESYNC = frozenset({grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITI
 BUSY = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
-class RemoteVerifier:
+class RemoteVerifier(BurstRounds):
     """Verifier protocol over gRPC: ``verify(committed, draft) -> Verdict`` on one edge stream.
 
     The session opens lazily on the first ``verify`` (with ``committed`` as the prompt) or explicitly
@@ -292,83 +292,6 @@ class RemoteVerifier:
                                  self._prompt_len or 0)
         self._round += 1
         return down, up, rpc_ms
-
-    # ------------------------------------------------------------------ stream (a burst)
-    def stream(self, committed: Sequence[int], n: int, on_token=None, stop_ids: Sequence[int] = ()) -> Burst:
-        """The edge generates up to ``n`` tokens after ``committed`` by itself (one round: a DraftUp with
-        ``stream_tokens``), each handed to ``on_token`` as it arrives; it ends after ``n``, or after a stop id
-        (this verifier's, or ``stop_ids``: those reach the edge at its next open; until then the device ends the
-        stream itself). A drop mid-burst resumes on a new stream with the received tokens committed."""
-        live = list(committed)
-        if self._prompt_len is None:
-            self._prompt_len = len(live)
-        self._committed = live  # grows as tokens arrive: a failure reports them as committed
-        self.stop_ids |= frozenset(stop_ids)
-        if n < 1:
-            raise ValueError(f"a burst streams at least one token, got n = {n}")
-        got: list[int] = []
-        seen = {"up": 0, "down": 0, "up_messages": 0, "down_messages": 0, "server_ms": 0.0, "queue_ms": 0.0, "forward_ms": 0.0, "batch": 0, "rpc_ms": 0.0}
-        t0 = time.perf_counter()
-        attempts0, reopens0 = self.stats.attempts, self.stats.reopens
-        self._with_retries(lambda remaining: self._stream_once(live, got, n, on_token, seen, remaining))
-        timing = RoundMeasurement(up_bytes=seen["up"], down_bytes=seen["down"], up_messages=seen["up_messages"],
-                                  down_messages=seen["down_messages"], rpc_ms=seen["rpc_ms"],
-                                  total_ms=(time.perf_counter() - t0) * 1e3, server_ms=seen["server_ms"],
-                                  queue_ms=seen["queue_ms"], forward_ms=seen["forward_ms"], batch=seen["batch"],
-                                  attempts=self.stats.attempts - attempts0, reopened=self.stats.reopens - reopens0)
-        self.stats.rounds += 1
-        self.stats.up_bytes += timing.up_bytes
-        self.stats.down_bytes += timing.down_bytes
-        self.stats.timings.append(timing)
-        return Burst(got, measured=timing)
-
-    def _stream_once(self, live: list[int], got: list[int], n: int, on_token, seen: dict, remaining: float) -> None:
-        if got and (len(got) >= n or got[-1] in self.stop_ids):
-            return  # the drop came after the burst's last token
-        known = len(self._edge_ids)
-        if (self._stream is None or known > len(live) or live[:known] != self._edge_ids
-                or (self.max_draft is not None and len(live) - known > self.max_draft + 1)):
-            self._open(live, remaining)  # first round, or resume with everything received so far
-            known = len(live)
-        up = pb.StreamUp(draft=encode_draft(Draft.empty(len(live)), round_id=self._round + 1, position=len(live),
-                                            pending_ids=live[known:], cfg=self.payload, stream_tokens=n - len(got)))
-        seen["up"] += up.ByteSize()
-        seen["up_messages"] += 1
-        t = time.perf_counter()
-        down = self._stream.exchange(up, self.rpc_timeout)
-        self._round += 1
-        self._edge_ids = list(live)
-        while True:
-            reply = down.verdict
-            if down.WhichOneof("kind") != "verdict" or not reply.streamed or reply.round != self._round:
-                raise TransportError(f"the edge answered burst round {self._round} with "
-                                     f"{down.WhichOneof('kind')} (streamed={reply.streamed}, round {reply.round})",
-                                     live, self._prompt_len or 0)
-            try:
-                token = decode_verdict(reply, self.vocab_size or 0).token
-            except ValueError as exc:
-                raise TransportError(str(exc), live, self._prompt_len or 0) from None
-            if token < 0 or len(got) >= n:
-                raise TransportError(f"the edge streamed {'a distribution' if token < 0 else 'more than ' + str(n)}"
-                                     " in a burst", live, self._prompt_len or 0)
-            for x in (got, live, self._edge_ids):
-                x.append(token)
-            seen["down"] += down.ByteSize()
-            seen["down_messages"] += 1
-            times = down.times
-            seen["server_ms"] += times.server_ms
-            seen["queue_ms"] += times.queue_ms
-            seen["forward_ms"] += times.forward_ms
-            seen["batch"] = max(seen["batch"], times.batch)
-            seen["rpc_ms"] = (time.perf_counter() - t) * 1e3
-            if on_token is not None:
-                on_token(token)
-            if reply.last:
-                return
-            if token in self.stop_ids:  # a stop id the edge did not know at open: end the stream here
-                self._drop_stream()
-                return
-            down = self._stream.receive(self.rpc_timeout)
 
     def _with_retries(self, attempt, resync: bool = True):
         """Run ``attempt(remaining_s)`` until it succeeds; every failure drops the stream, and the next

@@ -85,10 +85,11 @@ def first_token_s(charge: RoundCharge, record) -> float:
     return charge.t_uplink + charge.t_propagation + (charge.t_verify + charge.t_downlink) / n
 
 
-def live_payload(policy: str, params: SamplingParams) -> PayloadConfig:
-    """The payload a live session of ``policy`` sends (its registry mode where the wire has it, else the default)."""
+def live_payload(policy: str, params: SamplingParams, chosen: str | None = None) -> PayloadConfig:
+    """The payload a live session of ``policy`` sends: its registry mode where the wire has it, else ``chosen``
+    (the run's ``--payload``), else the default."""
     mode = policy_spec(policy).payload_mode
-    return payload_config(mode if mode in PAYLOAD_CHOICES else DEFAULT_PAYLOAD, params)
+    return payload_config(mode if mode in PAYLOAD_CHOICES else (chosen or DEFAULT_PAYLOAD), params)
 
 
 class DeviceWorker:
@@ -106,7 +107,7 @@ class DeviceWorker:
     def predictor(self, name: str) -> MeasuredPlanner:
         """What a live policy plans with, as in every live run: a planner fitted from its own measured rounds
         (across its prompts), its prior the clock fed the costs measured so far (the paper's before any)."""
-        prior = self.clock(live_payload(name, self.params)) if self.edge_samples else SystemConfig.paper().build_clock()
+        prior = self.clock(live_payload(name, self.params, self.spec.get("payload"))) if self.edge_samples else SystemConfig.paper().build_clock()
         return MeasuredPlanner(prior, device_power=power_profile(self.spec["power_profile"]).device_power())
 
     def run_prompt(self, name: str, edge: str, i: int, planner: MeasuredPlanner) -> tuple[dict, Recorder, list, list]:
@@ -114,7 +115,7 @@ class DeviceWorker:
         modelled replay) and its rounds' measurements."""
         spec, params = self.spec, self.params
         prompt = spec["prompts"][i % len(spec["prompts"])]
-        payload = live_payload(name, params)
+        payload = live_payload(name, params, self.spec.get("payload"))
         policy = make_policy(name, predictor=planner, energy_budget=spec["e_bar"])
         client = EdgeClient(edge)
         recorder = Recorder(keep_q=payload.mode in (PayloadMode.PAPER_TOPP, PayloadMode.DSSD)
@@ -162,10 +163,10 @@ class DeviceWorker:
             recorders.append(recorder)
             measured.append(rounds)
         cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
-        self.runs[name] = {"recorders": recorders, "payload": live_payload(name, self.params),
+        self.runs[name] = {"recorders": recorders, "payload": live_payload(name, self.params, self.spec.get("payload")),
                            "edge_samples": self.edge_samples[first_sample:]}
         rounds = [t for ts in measured for t in ts]
-        return {"policy": name, "payload": live_payload(name, self.params).mode, "cpu_s": cpu, "wall_s": wall,
+        return {"policy": name, "payload": live_payload(name, self.params, self.spec.get("payload")).mode, "cpu_s": cpu, "wall_s": wall,
                 "prompts": prompts, "edge_forward_s": sum(t.forward_ms for t in rounds) / 1e3,
                 "edge_server_s": sum(t.server_ms for t in rounds) / 1e3,
                 "edge_queue_s": sum(t.queue_ms for t in rounds) / 1e3,
