@@ -44,6 +44,8 @@ def testbed(
                                        help="policies of the fleet runs"),
     payload: Optional[str] = typer.Option(None, "--payload", help="what drafting policies without their own payload "
                                           "send: draws (the default), compact or paper_topp"),
+    draft_top_k: Optional[int] = typer.Option(None, "--draft-top-k", min=0, help="with --payload compact: the top k "
+                                              "of q the device samples and sends (0: the whole q; default 24)"),
     json_out: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
     out: Optional[Path] = typer.Option(None, "--out", help="also write NAME.json, NAME.md and NAME.png here"),
 ) -> None:
@@ -97,7 +99,7 @@ def testbed(
                         workload=workload, prompts=prompts, max_new_tokens=max_new_tokens, temperature=temperature,
                         top_k=top_k, top_p=top_p, seed=seed, e_bar=e_bar, power_profile=power, edge=edge,
                         edge_cores=e_cores, device_cores=d_cores, devices=fleet_sizes, fleet_policies=fleet_names,
-                        payload=payload)
+                        payload=payload, draft_top_k=draft_top_k)
     with _Progress(len(names)) as progress:
         try:
             result = run_testbed(cfg, chosen, tokenizer_fingerprint(tokenizer), stop_token_id(tokenizer),

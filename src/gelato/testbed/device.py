@@ -127,6 +127,8 @@ class DeviceWorker:
                                              fingerprint=spec["fingerprint"], seed=spec["seed"] + i, payload=payload,
                                              device_name="testbed", max_new_tokens=spec["max_new_tokens"],
                                              rpc_timeout=60.0, stop_ids=[] if spec["eos"] is None else [spec["eos"]])
+            if spec.get("draft_top_k") is not None and payload.mode == PayloadMode.COMPACT:
+                proposer.draft_top_k = int(spec["draft_top_k"])  # compact: the q~ sent (0: the whole q)
             t_open = time.perf_counter() - t0
             first: list[float] = []  # the first token's arrival: a round's commit, or a burst's first token
             arrived = (lambda *_: first.append(time.perf_counter() - t0) if not first else None)

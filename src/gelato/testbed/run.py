@@ -53,6 +53,7 @@ class TestbedConfig:
     devices: Sequence[int] = ()  # fleet runs: N devices at once on one edge, for each N here (none: skipped)
     fleet_policies: Sequence[str] = FLEET_POLICIES
     payload: str | None = None  # what drafting policies without their own payload send (None: the default, draws)
+    draft_top_k: int | None = None  # compact payload: the top k of q sampled and sent (0: the whole q; None: 24)
     extra: dict = field(default_factory=dict)
 
 
@@ -181,7 +182,8 @@ def run_testbed(cfg: TestbedConfig, prompts: list[dict], fingerprint: str, eos: 
             "sampling": {"temperature": cfg.temperature, "top_k": cfg.top_k, "top_p": cfg.top_p},
             "channel": cfg.link.channel_config().model_dump(mode="json"), "prompts": prompts, "seed": cfg.seed,
             "max_new_tokens": cfg.max_new_tokens, "eos": eos, "fingerprint": fingerprint, "e_bar": cfg.e_bar,
-            "power_profile": profile.name, "payload": cfg.payload}
+            "power_profile": profile.name, "payload": cfg.payload,
+            "draft_top_k": cfg.draft_top_k}
     started = time.perf_counter()
     raw: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
