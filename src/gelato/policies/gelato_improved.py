@@ -42,8 +42,9 @@ per-position estimates is logged next to it.
 6. **The edge may stream instead** (issue 31). Before drafting, the round may be a burst: the edge generates
    C tokens by itself and streams them (one request, C edge steps, the downlink; the device pays only the
    request, receiving and waiting); C is at least ``burst_tokens`` and long enough that the round trip is at
-   most ``burst_overhead`` of the burst's time (or the rest of the answer). It is chosen when its value ``C - theta T_b - lambda E_b``
-   beats every draft length's ``EN(g) - theta T(g) - lambda E(g)``: when drafting does not pay (a fast edge,
+   most ``burst_overhead`` of the burst's time (or the rest of the answer). It is chosen when its energy-priced
+   rate ``(C - lambda E_b) / T_b`` beats every draft length's ``(EN(g) - lambda E(g)) / T(g)`` (per second,
+   not per action: a burst lasts many rounds): when drafting does not pay (a fast edge,
    a long round trip, low acceptance), and when energy is dear (an exhausted budget waits for a burst
    instead of paying a round trip per token). Needs a predictor with ``predict_burst(n, link, context_len)``
    (the modelled clock) and a verifier that streams; the first round drafts, so that drafting's payload is
@@ -98,6 +99,9 @@ class GelatoImprovedConfig(BaseModel):
                               "length (0: never burst)")
     burst_overhead: float = Field(0.05, gt=0, le=1, description="a burst is long enough that its fixed cost (the "
                                   "round trip) is at most this share of its time")
+    explore_after: int = Field(4, ge=1, description="after this many bursts in a row, draft one round: acceptance "
+                               "is learnt only from drafted rounds, and a stale low estimate would stream for good; "
+                               "doubled each time bursts still win after it (the cost of looking stays small)")
     min_acceptance: float = Field(1e-3, gt=0, lt=1)
     max_acceptance: float = Field(0.999, gt=0, lt=1)
 
@@ -136,6 +140,9 @@ class GelatoImprovedPolicy(DraftPolicy):
         self.sum_energy = 0.0
         self.lambda0: float | None = None
         self.theta: float | None = None
+        self.bursts_in_row = 0  # bursts chosen since the last drafted round
+        self.explore_every = self.config.explore_after  # bursts in a row before a drafted round (backs off)
+        self.explored = False  # the last round was drafted to look at acceptance again
         self.rounds = 0
         # per-round plan
         self._ctx: RoundContext | None = None
@@ -223,18 +230,32 @@ class GelatoImprovedPolicy(DraftPolicy):
         predict_burst = getattr(self.predictor, "predict_burst", None)
         if min(cfg.burst_tokens, ctx.max_stream) < 1 or not callable(predict_burst) or not self.bits.count:
             return 0  # (drafting's cost is known only once a drafted round was seen: its prior payload is huge)
-        *_, values = self._plan(ctx)
+        if self.bursts_in_row >= self.explore_every:  # draft one round: keep the acceptance estimates current
+            self.bursts_in_row, self.explored = 0, True
+            return 0
+        g_cap, t0, e0, tau_bit, eps_bit, en, _ = self._plan(ctx)
         # the burst's length: long enough that its fixed cost (the round trip) is at most burst_overhead of it
         t1 = predict_burst(1, ctx.link, ctx.context_len)[0]
         step = max(predict_burst(2, ctx.link, ctx.context_len)[0] - t1, 1e-9)
         n = min(ctx.max_stream, max(cfg.burst_tokens, math.ceil(max(0.0, t1 - step) / (cfg.burst_overhead * step))))
         t_b, e_b = predict_burst(n, ctx.link, ctx.context_len)
-        burst_value = n - self.theta * t_b - self.price * e_b
+        # compared per second: a burst lasts many rounds, so its value C - theta T_b - lambda E_b would outweigh a
+        # better draft length's whenever theta lags; the energy-priced rate (N - lambda E) / T is the same
+        # objective per unit time, and picks the action that raises the achieved throughput
+        g = np.arange(1, g_cap + 1)
+        bbar = self.bits.value
+        draft_rate = float(np.max((en - self.price * (e0[1:] + g * bbar * eps_bit)) / (t0[1:] + g * bbar * tau_bit)))
+        burst_rate = (n - self.price * e_b) / t_b
         self.last = {"budget": 0, "g_ref": 0, "stop": None, "stop_position": None, "prefix_prob": 1.0,
-                     "burst_value": burst_value, "draft_value": float(values.max())}
-        if burst_value > float(values.max()):
+                     "burst_rate": burst_rate, "draft_rate": draft_rate}
+        explored, self.explored = self.explored, False
+        if burst_rate > draft_rate:
             self.last.update(stream=n, theta=self.theta, price=self.price)
+            self.bursts_in_row += 1
+            if explored:  # a drafted round did not change the choice: look again less often
+                self.explore_every *= 2
             return n
+        self.bursts_in_row, self.explore_every = 0, cfg.explore_after
         return 0
 
     def budget(self, ctx: RoundContext) -> int:
