@@ -55,6 +55,9 @@ def port_in_use(port: int) -> bool:
     for family, address in ((socket.AF_INET, ("0.0.0.0", port)), (socket.AF_INET6, ("::", port))):
         try:
             with socket.socket(family, socket.SOCK_STREAM) as sock:
+                # as the servers that will listen there do: connections of a cluster that just stopped, still in
+                # TIME_WAIT, do not hold the port; only a listener does
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 sock.bind(address)
         except OSError as exc:
             if family == socket.AF_INET6 and exc.errno in (97, 99):  # no IPv6 on this host
