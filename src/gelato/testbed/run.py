@@ -67,7 +67,12 @@ def split_cores(available: Sequence[int] | None = None) -> tuple[list[int], list
 
 
 def _pinned(cores: Sequence[int]) -> Callable[[], None]:
-    return lambda: os.sched_setaffinity(0, set(cores))
+    """The child's set-up: its cores, and SIGINT back to the default (a testbed started in the background, e.g.
+    by nohup, hands its children SIGINT ignored, and the link emulator reports its final stats on SIGINT)."""
+    def setup() -> None:
+        os.sched_setaffinity(0, set(cores))
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+    return setup
 
 
 def _gelato(*args: str) -> list[str]:
