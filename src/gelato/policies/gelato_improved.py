@@ -143,6 +143,7 @@ class GelatoImprovedPolicy(DraftPolicy):
         self.bursts_in_row = 0  # bursts chosen since the last drafted round
         self.explore_every = self.config.explore_after  # bursts in a row before a drafted round (backs off)
         self.explored = False  # the last round was drafted to look at acceptance again
+        self.probed = False  # streamed once for a measured planner that had seen no burst
         self.rounds = 0
         # per-round plan
         self._ctx: RoundContext | None = None
@@ -230,6 +231,11 @@ class GelatoImprovedPolicy(DraftPolicy):
         predict_burst = getattr(self.predictor, "predict_burst", None)
         if min(cfg.burst_tokens, ctx.max_stream) < 1 or not callable(predict_burst) or not self.bits.count:
             return 0  # (drafting's cost is known only once a drafted round was seen: its prior payload is huge)
+        if getattr(self.predictor, "bursts_seen", None) == 0 and self.rounds >= 3 and not self.probed:
+            self.probed = True
+            # a measured planner has seen no burst: its edge fit comes from drafted rounds (K + 1 tokens a forward)
+            # and says little of a one-token step, so stream once (burst_tokens) and let it measure one
+            return min(ctx.max_stream, cfg.burst_tokens)
         if self.bursts_in_row >= self.explore_every:  # draft one round: keep the acceptance estimates current
             self.bursts_in_row, self.explored = 0, True
             return 0

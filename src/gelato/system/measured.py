@@ -51,6 +51,7 @@ class MeasuredPlanner:
         self.min_rounds = min_rounds
         self.rounds: deque[RoundRecord] = deque(maxlen=window)
         self.seen = 0  # measured rounds observed in all
+        self.bursts_seen = 0  # measured bursts observed in all (their steps price predict_burst)
         self.edge: MeasuredProfile | None = None
         self.draft: MeasuredProfile | None = None
         self.link_fixed_s = 0.0
@@ -69,6 +70,7 @@ class MeasuredPlanner:
         with self._lock:
             self.rounds.append(record)
             self.seen += 1
+            self.bursts_seen += record.streamed > 0
             if len(self.rounds) >= self.min_rounds:
                 self._fit()
 
