@@ -150,6 +150,10 @@ class DeviceWorker:
                    "up_messages": sum(t.up_messages for t in rounds),
                    "down_messages": sum(t.down_messages for t in rounds),
                    "retries": verifier.stats.retries, "reopens": verifier.stats.reopens}
+        # the edge's forwards as (ms, batch, tokens this session fed): a round's one forward, or each step of a burst
+        figures["forwards"] = [f for r in result.rounds for f in (
+            [(r.measured.forward_ms / r.streamed, r.measured.batch, 1)] * r.streamed if r.streamed
+            else [(r.measured.forward_ms, r.measured.batch, r.sent + 1)])]
         return figures, recorder, rounds, samples
 
     def run_policy(self, name: str, edge: str) -> dict:
@@ -160,6 +164,7 @@ class DeviceWorker:
         planner = self.predictor(name)
         for i in range(len(self.spec["prompts"])):
             figures, recorder, rounds, samples = self.run_prompt(name, edge, i, planner)
+            figures.pop("forwards")  # the fleet's batch-cost samples; a single device's forwards are in samples
             self.edge_samples.extend(samples)
             prompts.append(figures)
             recorders.append(recorder)
@@ -189,8 +194,7 @@ class DeviceWorker:
             after = probe.metrics()
         finally:
             probe.close()
-        rows = [(figures, [(t.forward_ms, t.batch, s[0]) for t, s in zip(rounds, samples)])
-                for figures, _, rounds, samples in done]
+        rows = [(figures, figures.pop("forwards")) for figures, *_ in done]
         return {"policy": name, "devices": devices, "wall_s": wall,
                 "prompts": [figures for figures, _ in rows],
                 "forwards": after["batches"] - before["batches"], "edge_tokens": after["tokens"] - before["tokens"],
