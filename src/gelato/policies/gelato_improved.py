@@ -99,9 +99,9 @@ class GelatoImprovedConfig(BaseModel):
                               "length (0: never burst)")
     burst_overhead: float = Field(0.05, gt=0, le=1, description="a burst is long enough that its fixed cost (the "
                                   "round trip) is at most this share of its time")
-    explore_after: int = Field(4, ge=1, description="after this many bursts in a row, draft one round: acceptance "
-                               "is learnt only from drafted rounds, and a stale low estimate would stream for good; "
-                               "doubled each time bursts still win after it (the cost of looking stays small)")
+    explore_after: float = Field(20.0, gt=0, description="once bursts in a row have lasted this many drafted rounds' "
+                                 "time, draft one round: acceptance is learnt only from drafted rounds, and a stale "
+                                 "low estimate would stream for good; doubled each time bursts still win after it")
     min_acceptance: float = Field(1e-3, gt=0, lt=1)
     max_acceptance: float = Field(0.999, gt=0, lt=1)
 
@@ -140,8 +140,8 @@ class GelatoImprovedPolicy(DraftPolicy):
         self.sum_energy = 0.0
         self.lambda0: float | None = None
         self.theta: float | None = None
-        self.bursts_in_row = 0  # bursts chosen since the last drafted round
-        self.explore_every = self.config.explore_after  # bursts in a row before a drafted round (backs off)
+        self.burst_time = 0.0  # predicted seconds of the bursts chosen since the last drafted round
+        self.explore_every = self.config.explore_after  # drafted rounds' time of bursts before one (backs off)
         self.explored = False  # the last round was drafted to look at acceptance again
         self.probed = False  # streamed once for a measured planner that had seen no burst
         self.rounds = 0
@@ -236,9 +236,6 @@ class GelatoImprovedPolicy(DraftPolicy):
             # a measured planner has seen no burst: its edge fit comes from drafted rounds (K + 1 tokens a forward)
             # and says little of a one-token step, so stream once (burst_tokens) and let it measure one
             return min(ctx.max_stream, cfg.burst_tokens)
-        if self.bursts_in_row >= self.explore_every:  # draft one round: keep the acceptance estimates current
-            self.bursts_in_row, self.explored = 0, True
-            return 0
         g_cap, t0, e0, tau_bit, eps_bit, en, _ = self._plan(ctx)
         # the burst's length: long enough that its fixed cost (the round trip) is at most burst_overhead of it
         t1 = predict_burst(1, ctx.link, ctx.context_len)[0]
@@ -256,12 +253,19 @@ class GelatoImprovedPolicy(DraftPolicy):
                      "burst_rate": burst_rate, "draft_rate": draft_rate}
         explored, self.explored = self.explored, False
         if burst_rate > draft_rate:
-            self.last.update(stream=n, theta=self.theta, price=self.price)
-            self.bursts_in_row += 1
-            if explored:  # a drafted round did not change the choice: look again less often
+            # streaming wins; but acceptance is learnt from drafted rounds only, so once the bursts since the last
+            # drafted round have lasted explore_after drafted rounds' time, draft one (its cost stays a small share)
+            rates = (en - self.price * (e0[1:] + g * bbar * eps_bit)) / (t0[1:] + g * bbar * tau_bit)
+            t_round = float((t0[1:] + g * bbar * tau_bit)[int(np.argmax(rates))])
+            if self.burst_time >= self.explore_every * t_round:
+                self.burst_time, self.explored = 0.0, True
+                return 0
+            if explored:  # the drafted round did not change the choice: look again less often
                 self.explore_every *= 2
+            self.last.update(stream=n, theta=self.theta, price=self.price)
+            self.burst_time += t_b
             return n
-        self.bursts_in_row, self.explore_every = 0, cfg.explore_after
+        self.burst_time, self.explore_every = 0.0, cfg.explore_after
         return 0
 
     def budget(self, ctx: RoundContext) -> int:
