@@ -68,6 +68,7 @@ def main() -> None:
     ap.add_argument("--rtt", action="append", default=[], help="MS=FILE, a fixed-rate 10 Mbit/s link")
     ap.add_argument("--t1", action="append", default=[], help="PAYLOAD=FILE, lte at temperature 1")
     ap.add_argument("--map", default=None)
+    ap.add_argument("--fleet", default=None, help="a testbed JSON with the fleet runs (default: the lte file's)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     lte, wifi = _load(args.lte), _load(args.wifi)
@@ -83,8 +84,9 @@ def main() -> None:
              "device sends the prompt and the edge decodes alone, streaming each token as it exists (one round "
              "trip per answer). Ratios are taken within one run (policies run back to back on the same edge).",
              "", *link_rows(links), ""]
-    if "fleet" in lte:
-        lines += ["## Many devices on one edge (lte)", "", lte["fleet"]["note"] + ".", "", *fleet_rows(lte["fleet"]), ""]
+    fleet = _load(args.fleet).get("fleet") if args.fleet else lte.get("fleet")
+    if fleet:
+        lines += ["## Many devices on one edge (lte)", "", fleet["note"] + ".", "", *fleet_rows(fleet), ""]
     if args.t1:
         lines += ["## Temperature 1 on lte: the payload", "", "| payload | policy | tok/s measured | tokens/round | "
                   "protocol bytes up a round |", "| --- | --- | ---: | ---: | ---: |"]
