@@ -13,6 +13,8 @@ import argparse
 import json
 from pathlib import Path
 
+from gelato.testbed.report import fleet_table
+
 OURS, REF = "gelato-improved", "edge-streaming"
 
 
@@ -42,25 +44,6 @@ def link_rows(results: dict[str, dict]) -> list[str]:
     return lines
 
 
-def fleet_rows(fleet: dict) -> list[str]:
-    lines = ["| devices | policy | tok/s per device | edge tok/s | edge forwards / token | source |",
-             "| ---: | --- | ---: | ---: | ---: | --- |"]
-    for n in fleet["devices"]:
-        for name in fleet["policies"]:
-            f = fleet["measured"][name][str(n)]
-            lines.append(f"| {n} | {name} | {f['per_device_tokens_per_second']:.2f} | "
-                         f"{f['edge_tokens_per_second']:.2f} | {f['forwards_per_token']:.3f} | measured |")
-    for i, row in enumerate(fleet["modelled"][fleet["policies"][0]]):
-        for name in fleet["policies"]:
-            r = fleet["modelled"][name][i]
-            lines.append(f"| {r['devices']} | {name} | {r['per_device_tokens_per_second']:.2f} | "
-                         f"{r['edge_tokens_per_second']:.2f} | {r['forwards_per_token']:.3f} | modelled |")
-    c = fleet["batch_cost_curve"]
-    lines += ["", f"Batch-cost curve fitted to {c['samples']} measured forwards: forward ms = {c['a_ms']:.2f} + "
-              f"{c['b_ms_per_token']:.3f} x tokens carried."]
-    return lines
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lte", required=True)
@@ -86,7 +69,7 @@ def main() -> None:
              "", *link_rows(links), ""]
     fleet = _load(args.fleet).get("fleet") if args.fleet else lte.get("fleet")
     if fleet:
-        lines += ["## Many devices on one edge (lte)", "", fleet["note"] + ".", "", *fleet_rows(fleet), ""]
+        lines += ["## Many devices on one edge (lte)", "", *fleet_table(fleet), ""]
     if args.t1:
         lines += ["## Temperature 1 on lte: the payload", "", "| payload | policy | tok/s measured | tokens/round | "
                   "protocol bytes up a round |", "| --- | --- | ---: | ---: | ---: |"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 
 import torch
@@ -142,6 +142,20 @@ class Burst:
 
     tokens: list[int]
     measured: RoundMeasurement | None = field(default=None, compare=False)
+
+    @classmethod
+    def collect(cls, tokens: Iterable[int], on_token: Callable[[int], None] | None = None,
+                stop_ids: Sequence[int] = ()) -> Burst:
+        """A burst from generated ``tokens`` (consumed lazily), each handed to ``on_token`` as it comes, ending
+        after a stop id: the one rule of every in-process ``stream``."""
+        out: list[int] = []
+        for token in tokens:
+            out.append(int(token))
+            if on_token is not None:
+                on_token(out[-1])
+            if out[-1] in stop_ids:
+                break
+        return cls(out)
 
 
 @dataclass(frozen=True)

@@ -206,11 +206,4 @@ class TraceVerifier:
         if s + n > len(target):
             raise ValueError(f"trace too short: a burst at position {s} needs {n} target tokens, the trace has "
                              f"{len(target) - s}")
-        out: list[int] = []
-        for token in (int(t) for t in target[s:s + n]):
-            out.append(token)
-            if on_token is not None:
-                on_token(token)
-            if token in stop_ids:
-                break
-        return Burst(out)
+        return Burst.collect(target[s:s + n], on_token, stop_ids)

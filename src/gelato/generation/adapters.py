@@ -58,14 +58,12 @@ class TargetModelVerifier:
                stop_ids: Sequence[int] = ()) -> Burst:
         """A burst in process: ``n`` zero-draft rounds (the target decoding alone, with this verifier's
         generator: what the edge does), stopping after a stop id; ``on_token`` hears of each token at once."""
-        ids, out = list(committed), []
-        for _ in range(n):
-            token = self.verify(ids, Draft.empty(len(ids))).token
-            ids.append(token)
-            out.append(token)
-            if on_token is not None:
-                on_token(token)
-            if token in stop_ids:
-                break
-        return Burst(out)
+        ids = list(committed)
+
+        def steps():
+            for _ in range(n):
+                ids.append(self.verify(ids, Draft.empty(len(ids))).token)
+                yield ids[-1]
+
+        return Burst.collect(steps(), on_token, stop_ids)
 

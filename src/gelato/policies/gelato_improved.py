@@ -226,7 +226,7 @@ class GelatoImprovedPolicy(DraftPolicy):
         return plan
 
     def stream(self, ctx: RoundContext) -> int:
-        """A burst of ``burst_tokens`` when its value beats every draft length's (module docstring, 6)."""
+        """A burst when its energy-priced rate beats every draft length's (module docstring, 6)."""
         cfg = self.config
         predict_burst = getattr(self.predictor, "predict_burst", None)
         if min(cfg.burst_tokens, ctx.max_stream) < 1 or not callable(predict_burst) or not self.bits.count:
@@ -242,12 +242,12 @@ class GelatoImprovedPolicy(DraftPolicy):
         step = max(predict_burst(2, ctx.link, ctx.context_len)[0] - t1, 1e-9)
         n = min(ctx.max_stream, max(cfg.burst_tokens, math.ceil(max(0.0, t1 - step) / (cfg.burst_overhead * step))))
         t_b, e_b = predict_burst(n, ctx.link, ctx.context_len)
-        # compared per second: a burst lasts many rounds, so its value C - theta T_b - lambda E_b would outweigh a
-        # better draft length's whenever theta lags; the energy-priced rate (N - lambda E) / T is the same
-        # objective per unit time, and picks the action that raises the achieved throughput
-        g = np.arange(1, g_cap + 1)
-        bbar = self.bits.value
-        draft_rate = float(np.max((en - self.price * (e0[1:] + g * bbar * eps_bit)) / (t0[1:] + g * bbar * tau_bit)))
+        # compared per second, (N - lambda E) / T: a burst lasts many rounds, so its value C - theta T_b - lambda E_b
+        # would outweigh a better draft length's whenever theta lags
+        g = np.arange(1, g_cap + 1) * self.bits.value
+        t_rounds = t0[1:] + g * tau_bit
+        rates = (en - self.price * (e0[1:] + g * eps_bit)) / t_rounds
+        draft_rate = float(rates.max())
         burst_rate = (n - self.price * e_b) / t_b
         self.last = {"budget": 0, "g_ref": 0, "stop": None, "stop_position": None, "prefix_prob": 1.0,
                      "burst_rate": burst_rate, "draft_rate": draft_rate}
@@ -255,9 +255,7 @@ class GelatoImprovedPolicy(DraftPolicy):
         if burst_rate > draft_rate:
             # streaming wins; but acceptance is learnt from drafted rounds only, so once the bursts since the last
             # drafted round have lasted explore_after drafted rounds' time, draft one (its cost stays a small share)
-            rates = (en - self.price * (e0[1:] + g * bbar * eps_bit)) / (t0[1:] + g * bbar * tau_bit)
-            t_round = float((t0[1:] + g * bbar * tau_bit)[int(np.argmax(rates))])
-            if self.burst_time >= self.explore_every * t_round:
+            if self.burst_time >= self.explore_every * float(t_rounds[int(np.argmax(rates))]):
                 self.burst_time, self.explored = 0.0, True
                 return 0
             if explored:  # the drafted round did not change the choice: look again less often
